@@ -1,0 +1,151 @@
+"""User datasets from a ``.npz`` file: ``load_dataset("npz:/path/to/file.npz")`` (PROTOCOL §a).
+
+Required arrays:
+
+- ``x_train``, ``x_test``: images, rank 4 NHWC with 1 or 3 channels (1 is replicated to
+  RGB). Either uint8 in [0, 255], another integer type with values in [0, 255], or
+  float in [0, 1] (converted with ``round(x * 255)``).
+- ``y_train``, ``y_test``: integer labels, shape (N,), values in [0, num_classes).
+
+Optional arrays:
+
+- ``num_classes``: scalar; default ``max(label) + 1`` over both splits, or
+  ``len(class_names)``.
+- ``class_names``: 1-D string array.
+- ``mean``, ``std``: 3 values at pixel scale [0, 1]; default computed from the train
+  split (``channel_stats``). Give them to reuse a parent dataset's constants (e.g. the
+  CIFAR-10 ones of §a.2 for a CIFAR-10 subset).
+
+Files are opened with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from nas_jax.data.registry import Dataset, DatasetUnavailableError, channel_stats
+
+REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+OPTIONAL_KEYS = ("num_classes", "class_names", "mean", "std")
+
+
+def load_npz(path: str) -> Dataset:
+    """Load and validate a ``.npz`` dataset; errors name the file and the fix."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise DatasetUnavailableError(
+            f"npz dataset file {path!r} not found. Save one with "
+            f"np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
+        )
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in f.files}
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path}: missing arrays {missing}; found {sorted(arrays)}. Required: "
+            f"{list(REQUIRED_KEYS)}; optional: {list(OPTIONAL_KEYS)}."
+        )
+    x_train = _images(arrays["x_train"], f"{path}: x_train")
+    x_test = _images(arrays["x_test"], f"{path}: x_test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
+            f"{x_test.shape[1:]}; both splits need the same HWC shape."
+        )
+    y_train = _labels(arrays["y_train"], len(x_train), f"{path}: y_train")
+    y_test = _labels(arrays["y_test"], len(x_test), f"{path}: y_test")
+    class_names = _class_names(arrays.get("class_names"))
+    num_classes = _num_classes(arrays, class_names, y_train, y_test, path)
+    mean, std = _stats(arrays, x_train, path)
+    return Dataset(
+        name=f"npz:{path}",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        class_names=class_names,
+    )
+
+
+def _images(x: np.ndarray, what: str) -> np.ndarray:
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"{what} has shape {x.shape}; expected rank-4 NHWC with 1 or 3 channels.")
+    if x.dtype == np.uint8:
+        out = x
+    elif np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise ValueError(f"{what}: integer pixels must lie in [0, 255].")
+        out = x.astype(np.uint8)
+    elif np.issubdtype(x.dtype, np.floating):
+        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+            raise ValueError(
+                f"{what}: float pixels must lie in [0, 1] (got range "
+                f"[{np.nanmin(x):g}, {np.nanmax(x):g}]); store uint8 0..255 instead "
+                "if they are not scaled."
+            )
+        out = np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)
+    else:
+        raise ValueError(f"{what} has dtype {x.dtype}; use uint8 or float in [0, 1].")
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{what} has dtype {y.dtype}; labels must be integers.")
+    if y.shape != (n,):
+        raise ValueError(f"{what} has shape {y.shape}; expected ({n},), one per image.")
+    if n and y.min() < 0:
+        raise ValueError(f"{what} contains negative labels (min {y.min()}).")
+    return y.astype(np.int32)
+
+
+def _class_names(names: np.ndarray | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    return tuple(str(n) for n in np.asarray(names).reshape(-1))
+
+
+def _num_classes(
+    arrays: dict[str, Any],
+    class_names: tuple[str, ...] | None,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    path: str,
+) -> int:
+    largest = int(max(y_train.max(initial=0), y_test.max(initial=0)))
+    if "num_classes" in arrays:
+        num_classes = int(np.asarray(arrays["num_classes"]).reshape(()))
+    elif class_names is not None:
+        num_classes = len(class_names)
+    else:
+        num_classes = largest + 1
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{path}: {len(class_names)} class_names but num_classes={num_classes}.")
+    if largest >= num_classes:
+        raise ValueError(
+            f"{path}: label {largest} is out of range for num_classes={num_classes}; "
+            f"labels must lie in [0, {num_classes})."
+        )
+    return num_classes
+
+
+def _stats(
+    arrays: dict[str, Any], x_train: np.ndarray, path: str
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    if "mean" not in arrays and "std" not in arrays:
+        return channel_stats(x_train)
+    try:
+        mean, std = (np.asarray(arrays[k], dtype=np.float64).reshape(3) for k in ("mean", "std"))
+    except (KeyError, ValueError):
+        raise ValueError(f"{path}: give both 'mean' and 'std', each with 3 values in pixel scale [0, 1].") from None
+    if not (std > 0).all():
+        raise ValueError(f"{path}: std must be positive, got {std.tolist()}.")
+    return tuple(map(float, mean)), tuple(map(float, std))  # type: ignore[return-value]

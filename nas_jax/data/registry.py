@@ -1,0 +1,170 @@
+"""Dataset registry: the `Dataset` record, normalisation constants and `load_dataset`.
+
+Implements PROTOCOL §a.1 (datasets, label order) and §a.2 (per-channel normalisation
+constants, applied inside the model, rule G1). Images are kept as uint8 NHWC on the
+host; augmentation and scaling to [0, 1] happen on device (`nas_jax.data.augment`, §a.3).
+
+Valid names (`DATASETS`):
+
+- ``digits``      scikit-learn's bundled 8x8 digits, served at 32x32x3 (``native=True``: 8x8x3).
+- ``cifar10``     CIFAR-10 through tensorflow-datasets (TensorFlow-free reading).
+- ``cifar100``    CIFAR-100, fine labels only.
+- ``imagenet32``  Downsampled ImageNet 32x32, the first 60 classes (§a.1).
+- ``npz:PATH``    user arrays in a ``.npz`` file (see `nas_jax.data.npz`).
+
+Data that cannot be found raises `DatasetUnavailableError`, whose message names the
+directory searched and how to provide the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+Stats = tuple[float, float, float]
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset's files are not on disk and cannot be fetched now (e.g. offline)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A whole dataset in host memory.
+
+    Images are uint8 NHWC in [0, 255]; labels int32 of shape (N,). `mean`/`std` are
+    per-channel constants at pixel scale [0, 1], used by the model's first layer.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: Stats
+    std: Stats
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+# PROTOCOL §a.2 [artifact]. CIFAR-100 reuses CIFAR-10's constants (the artifact does
+# not recompute them). ImageNet32 constants are the artifact's 0..255 values / 255.
+_CIFAR_STATS: tuple[Stats, Stats] = (
+    (0.49139968, 0.48215827, 0.44653124),
+    (0.24703233, 0.24348505, 0.26158768),
+)
+DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
+    "cifar10": _CIFAR_STATS,
+    "cifar100": _CIFAR_STATS,
+    "imagenet32": (
+        (122.68 / 255, 116.66 / 255, 104.01 / 255),
+        (63.22 / 255, 61.26 / 255, 65.09 / 255),
+    ),
+}
+"""(mean, std) per dataset with fixed constants; `digits` and `npz:` compute theirs."""
+
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagenet32", "npz:PATH")
+"""Valid dataset names; ``npz:PATH`` stands for any ``npz:`` followed by a file path."""
+
+NPZ_PREFIX = "npz:"
+
+
+def channel_stats(images: np.ndarray) -> tuple[Stats, Stats]:
+    """Per-channel mean and (population) std at pixel scale [0, 1] of uint8 NHWC `images`.
+
+    Exact and cheap: computed from per-channel histograms of the 256 pixel values.
+    A zero std (constant channel) is replaced by 1 so that normalisation stays finite.
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            f"channel_stats needs a non-empty uint8 NHWC array, got {images.dtype} of shape {images.shape}."
+        )
+    flat = images.reshape(-1, images.shape[-1])
+    values = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(flat.shape[1]):
+        counts = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+        mean = counts @ values / counts.sum()
+        std = np.sqrt(counts @ (values - mean) ** 2 / counts.sum())
+        means.append(mean)
+        stds.append(std if std > 0 else 1.0)
+    return _triple(np.array(means)), _triple(np.array(stds))
+
+
+def _triple(values: np.ndarray) -> Stats:
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def default_data_dir(data_dir: str | os.PathLike[str] | None = None) -> str:
+    """`data_dir`, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (expanded)."""
+    if data_dir is None:
+        data_dir = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+
+
+def load_dataset(name: str, data_dir: str | None = None, **options: Any) -> Dataset:
+    """Load dataset `name` (one of `DATASETS`) into host memory.
+
+    Args:
+      name: ``digits``, ``cifar10``, ``cifar100``, ``imagenet32`` or ``npz:PATH``.
+      data_dir: root data directory for cifar/imagenet32 (default ``$TFDS_DATA_DIR``
+        or ``~/tensorflow_datasets``). Ignored by ``digits`` and ``npz:``.
+      **options: loader-specific options, e.g. ``native=True`` for ``digits``,
+        ``download=False`` for cifar, ``num_classes`` for imagenet32.
+
+    Raises:
+      ValueError: unknown name or invalid options/data.
+      DatasetUnavailableError: the files are missing and cannot be fetched.
+    """
+    # Loaders are imported lazily: `digits` must not pay for importing tfds.
+    if name == "digits":
+        from nas_jax.data import digits
+
+        return digits.load_digits(**options)
+    if name in ("cifar10", "cifar100"):
+        from nas_jax.data import tfds_source
+
+        return tfds_source.load_cifar(name, data_dir=data_dir, **options)
+    if name == "imagenet32":
+        from nas_jax.data import imagenet32
+
+        return imagenet32.load_imagenet32(data_dir=data_dir, **options)
+    if name.startswith(NPZ_PREFIX):
+        from nas_jax.data import npz
+
+        return npz.load_npz(name[len(NPZ_PREFIX) :], **options)
+    raise ValueError(
+        f"Unknown dataset {name!r}. Valid names: {', '.join(DATASETS)} "
+        f"(write 'npz:/path/to/file.npz' for your own arrays)."
+    )
+
+
+def subsample(ds: Dataset, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:
+    """A random subset of `ds` (without replacement); `None` keeps a split whole.
+
+    Normalisation constants and class names are kept, so a quick preset trains the
+    same model as the full run. Index order is random (not sorted).
+    """
+    rng = np.random.default_rng(seed)
+    x_train, y_train = _take(ds.x_train, ds.y_train, n_train, rng, "n_train")
+    x_test, y_test = _take(ds.x_test, ds.y_test, n_test, rng, "n_test")
+    return dataclasses.replace(ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def _take(
+    x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    if n is None:
+        return x, y
+    if not 0 < n <= len(x):
+        raise ValueError(f"{what}={n} must be in [1, {len(x)}] (the split's size).")
+    idx = rng.permutation(len(x))[:n]
+    return x[idx], y[idx]

@@ -1,0 +1,120 @@
+"""Building blocks shared by every model: input normalisation, PyTorch-style
+initialisers and BatchNorm with PyTorch semantics.
+
+PROTOCOL §a.2 (normalisation inside the model, G1), §b.7 (initialisation, never
+Flax defaults silently) and G4 (BN momentum 0.1 in PyTorch terms, eps 1e-5).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# --------------------------------------------------------------------------
+# Initialisers (PROTOCOL §b.7)
+# --------------------------------------------------------------------------
+
+
+def _fan_in(shape: Sequence[int]) -> int:
+    """Fan-in of a Flax kernel: HWIO for convolutions, (in, out) for dense."""
+    fan = 1
+    for d in shape[:-1]:
+        fan *= d
+    return fan
+
+
+def _fan_out(shape: Sequence[int]) -> int:
+    """Fan-out as PyTorch computes it: out_channels * receptive field."""
+    receptive = 1
+    for d in shape[:-2]:
+        receptive *= d
+    return shape[-1] * receptive
+
+
+def torch_default_kernel_init(key, shape, dtype=jnp.float32):
+    """PyTorch's default conv/linear init (Kaiming-uniform, a=sqrt(5)):
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Used by the DARTS family (§b.7)."""
+    bound = 1.0 / jnp.sqrt(_fan_in(shape))
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def torch_default_bias_init(fan_in: int):
+    """PyTorch's default linear/conv bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+
+    def init(key, shape, dtype=jnp.float32):
+        bound = 1.0 / jnp.sqrt(fan_in)
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def kaiming_normal_fan_out(key, shape, dtype=jnp.float32):
+    """He-normal, mode fan_out, ReLU gain (torchvision ResNet/VGG convs)."""
+    std = jnp.sqrt(2.0 / _fan_out(shape))
+    return std * jax.random.normal(key, shape, dtype)
+
+
+def kaiming_normal_fan_in(key, shape, dtype=jnp.float32):
+    """He-normal, mode fan_in, ReLU gain (torchvision DenseNet convs)."""
+    std = jnp.sqrt(2.0 / _fan_in(shape))
+    return std * jax.random.normal(key, shape, dtype)
+
+
+def normal_init(stddev: float):
+    """N(0, stddev^2), e.g. VGG linear layers N(0, 0.01)."""
+    return nn.initializers.normal(stddev)
+
+
+# --------------------------------------------------------------------------
+# Normalisation and BatchNorm
+# --------------------------------------------------------------------------
+
+
+class Normalize(nn.Module):
+    """First step of every model: (x - mean) / std in pixel space [0, 1] (G1)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @nn.compact
+    def __call__(self, x):
+        mean = jnp.asarray(self.mean, x.dtype)
+        std = jnp.asarray(self.std, x.dtype)
+        return (x - mean) / std
+
+
+def batch_norm(train: bool, affine: bool = True, name: str | None = None, **kwargs) -> nn.BatchNorm:
+    """BatchNorm with PyTorch semantics (G4): running-stat momentum 0.1, eps 1e-5.
+
+    ``affine=False`` drops scale and bias (the DARTS supernet, §b.5).
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        use_scale=affine,
+        use_bias=affine,
+        name=name,
+        **kwargs,
+    )
+
+
+def global_avg_pool(x):
+    """NHWC -> NC mean over the spatial axes."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+# Partially applied convolution constructors used across model families.
+conv_torch_default = functools.partial(nn.Conv, use_bias=False, kernel_init=torch_default_kernel_init)
+
+
+def scale_channels(channels: int, multiplier: float) -> int:
+    """A channel count scaled by a width multiplier: round half up, at least 1.
+
+    Used by the manual models' ``width_multiplier`` (tiny test variants, §c.3).
+    """
+    return max(1, int(channels * multiplier + 0.5))

@@ -1,0 +1,128 @@
+"""BiT (ResNetV2-50x1), CIFAR "_comp" variant (PROTOCOL §c.3; Kolesnikov et al., "Big Transfer
+(BiT): General Visual Representation Learning", ECCV 2020, arXiv:1912.11370; pre-activation
+units from He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016).
+
+``bit-m-r50x1_comp`` of the artifact, trained from scratch (no ImageNet weights): the
+google-research/big_transfer PyTorch ResNetV2 with pre-activation bottlenecks [3, 4, 6, 3]
+(GroupNorm + ReLU before each weight-standardised conv, stride on the 3x3 conv, a
+weight-standardised 1x1 projection of the pre-activated input where the shape changes), the
+root replaced by one weight-standardised 3x3 stride-1 pad-1 conv (3 -> 64) without pooling,
+and the head's GroupNorm + ReLU kept before global average pooling and Linear(2048, n).
+
+Weight standardisation as in big_transfer: per output channel, over (kh, kw, in),
+``w = (w - mean) / sqrt(var + 1e-10)`` with the biased variance. GroupNorm eps 1e-5 (PyTorch).
+
+Initialisation (the big_transfer PyTorch code sets none, so PyTorch's defaults): conv kernels
+U(+-1/sqrt(fan_in)) (``torch_default_kernel_init``; weight standardisation removes their
+scale anyway), GroupNorm gamma=1 beta=0, the classifier PyTorch's default Linear init.
+
+BiT has no BatchNorm and no dropout: ``train`` is accepted and has no effect, and the
+variables hold only ``'params'`` (no ``'batch_stats'`` collection).
+
+Width multiplier: every channel count scales with :func:`scale_channels`; a GroupNorm over
+``c`` channels uses ``gcd(32, c)`` groups (32 whenever ``c`` is a multiple of 32, which holds
+for every layer at width 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nas_jax.models.common import Normalize, global_avg_pool, scale_channels, torch_default_kernel_init
+from nas_jax.models.manual.resnet import torch_linear
+
+WS_EPS = 1e-10
+GN_EPS = 1e-5
+
+
+class StdConv(nn.Module):
+    """Weight-standardised conv without bias (big_transfer ``StdConv2d``); explicit padding."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", torch_default_kernel_init, (k, k, x.shape[-1], self.features))
+        mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+        kernel = (kernel - mean) / jnp.sqrt(var + WS_EPS)
+        p = (k - 1) // 2
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel.astype(x.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=((p, p), (p, p)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+
+def group_norm(channels: int, name: str) -> nn.GroupNorm:
+    """GroupNorm with gcd(32, channels) groups and PyTorch's eps."""
+    return nn.GroupNorm(
+        num_groups=math.gcd(32, channels),
+        epsilon=GN_EPS,
+        use_fast_variance=False,
+        scale_init=nn.initializers.ones,
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class PreActBottleneck(nn.Module):
+    """GN-ReLU-1x1 WS conv (mid) - GN-ReLU-3x3 WS conv (mid, stride) - GN-ReLU-1x1 WS conv (out)."""
+
+    out_features: int
+    mid_features: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out = nn.relu(group_norm(x.shape[-1], "gn1")(x))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.out_features:
+            shortcut = StdConv(self.out_features, 1, self.stride, name="downsample")(out)
+        out = StdConv(self.mid_features, 1, name="conv1")(out)
+        out = nn.relu(group_norm(self.mid_features, "gn2")(out))
+        out = StdConv(self.mid_features, 3, self.stride, name="conv2")(out)
+        out = nn.relu(group_norm(self.mid_features, "gn3")(out))
+        out = StdConv(self.out_features, 1, name="conv3")(out)
+        return out + shortcut
+
+
+class BiT(nn.Module):
+    """BiT-M-R50x1 "_comp" (§c.3). ``blocks`` allows tiny test variants."""
+
+    family: ClassVar[str] = "manual"
+
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    width_multiplier: float = 1.0
+    blocks: Sequence[int] = (3, 4, 6, 3)
+    width_factor: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no BatchNorm, no dropout
+        wf = self.width_factor
+        x = Normalize(self.mean, self.std)(x)
+        x = StdConv(scale_channels(64 * wf, self.width_multiplier), 3, name="root_conv")(x)
+        for i, num_units in enumerate(self.blocks):
+            out_features = scale_channels(256 * wf * 2**i, self.width_multiplier)
+            mid_features = scale_channels(64 * wf * 2**i, self.width_multiplier)
+            for j in range(num_units):
+                stride = 2 if (i > 0 and j == 0) else 1
+                x = PreActBottleneck(out_features, mid_features, stride, name=f"block{i + 1}_unit{j + 1:02d}")(x)
+        x = nn.relu(group_norm(x.shape[-1], "head_gn")(x))
+        feats = global_avg_pool(x)
+        self.sow("intermediates", "features", feats)
+        return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)

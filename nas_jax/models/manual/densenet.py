@@ -1,0 +1,102 @@
+"""DenseNet-121, CIFAR "_comp" variant (PROTOCOL §c.3; Huang et al., "Densely Connected
+Convolutional Networks", CVPR 2017, arXiv:1608.06993).
+
+torchvision's ``densenet121`` (growth 32, blocks [6, 12, 24, 16], 64 initial features,
+bottleneck ``bn_size * growth`` = 128, compression 0.5, no dropout) with the "_comp" changes of
+§c.3: conv0 is a 3x3 stride-1 pad-1 conv (3 -> 64) and the stem BN, ReLU and max-pool are
+removed. The final BN (norm5) is followed by a ReLU, global average pooling and
+Linear(1024, n).
+
+Initialisation (§b.7, torchvision ``DenseNet.__init__``): convs He-normal (fan_in, ReLU gain),
+BN gamma=1 beta=0, the classifier weight PyTorch's default Linear init and its bias **zero**
+(torchvision sets ``nn.init.constant_(m.bias, 0)`` for DenseNet's Linear).
+
+Width multiplier: the growth rate and the initial feature count scale with
+:func:`scale_channels`; the bottleneck width is ``bn_size * growth`` and each transition keeps
+``floor(channels * compression)`` channels, as in torchvision.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nas_jax.models.common import (
+    Normalize,
+    batch_norm,
+    global_avg_pool,
+    kaiming_normal_fan_in,
+    scale_channels,
+    torch_default_kernel_init,
+)
+
+conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal_fan_in)
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv (bn_size * growth) - BN-ReLU-3x3 conv (growth); output concatenated."""
+
+    growth_rate: int
+    bn_size: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        out = nn.relu(batch_norm(train, name="norm1")(x))
+        out = conv(self.bn_size * self.growth_rate, (1, 1), padding=((0, 0), (0, 0)), name="conv1")(out)
+        out = nn.relu(batch_norm(train, name="norm2")(out))
+        out = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(out)
+        return jnp.concatenate([x, out], axis=-1)
+
+
+class Transition(nn.Module):
+    """BN-ReLU-1x1 conv (compression) - 2x2 stride-2 average pool."""
+
+    out_features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = nn.relu(batch_norm(train, name="norm")(x))
+        x = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="conv")(x)
+        return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+class DenseNet(nn.Module):
+    """DenseNet-121 "_comp" (§c.3)."""
+
+    family: ClassVar[str] = "manual"
+
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    width_multiplier: float = 1.0
+    blocks: tuple[int, ...] = (6, 12, 24, 16)
+    growth_rate: int = 32
+    init_features: int = 64
+    bn_size: int = 4
+    compression: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        growth = scale_channels(self.growth_rate, self.width_multiplier)
+        x = Normalize(self.mean, self.std)(x)
+        x = conv(scale_channels(self.init_features, self.width_multiplier), (3, 3),
+                 padding=((1, 1), (1, 1)), name="conv0")(x)
+        for b, num_layers in enumerate(self.blocks):
+            for i in range(num_layers):
+                x = DenseLayer(growth, self.bn_size, name=f"denseblock{b + 1}_layer{i + 1}")(x, train)
+            if b != len(self.blocks) - 1:
+                out_features = max(1, int(x.shape[-1] * self.compression))
+                x = Transition(out_features, name=f"transition{b + 1}")(x, train)
+        x = nn.relu(batch_norm(train, name="norm5")(x))
+        feats = global_avg_pool(x)
+        self.sow("intermediates", "features", feats)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=torch_default_kernel_init,
+            bias_init=nn.initializers.zeros,
+            name="classifier",
+        )(feats)

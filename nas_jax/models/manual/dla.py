@@ -1,0 +1,139 @@
+"""DLA-34, CIFAR "_comp" variant (PROTOCOL §c.3; Yu et al., "Deep Layer Aggregation", CVPR 2018,
+arXiv:1707.06484; reference code ucbdrive/dla ``dla34``).
+
+Structure of the official ``dla34`` (BasicBlock trees, channels [16, 32, 64, 128, 256, 512],
+tree levels [1, 2, 2, 1], level_root on the last three trees, 1x1 Root convs without root
+residual) with the "_comp" changes of §c.3 as the artifact makes them:
+
+* base layer: 3x3 stride-1 conv (3 -> 16) + BN + ReLU (the official one is 7x7);
+* level 0: 3x3 conv 16 -> 16, stride 1; level 1: 3x3 conv 16 -> 32, stride **1** (was 2);
+* tree strides [1, 2, 2, 2] (down-sampling x8 in total), global average pool, Linear(512, n).
+
+Resolved ambiguities (all without effect on the function computed):
+
+* The official code also creates ``project`` layers in trees with ``levels > 1`` that are never
+  used; like the artifact (and timm) they are omitted, so the count is 15,232,314 for 10
+  classes rather than the official layout's larger number.
+* The official classifier is a 1x1 conv ``fc``; here it is a Dense layer (same function).
+* Tree down-sampling of the shortcut is a 2x2 stride-2 max-pool, as in the official code.
+
+Initialisation (the official ucbdrive/dla scheme): every conv N(0, 2 / (k*k*out_channels)),
+i.e. He-normal fan_out; BN gamma=1 beta=0; the classifier gets PyTorch's default Linear init
+(the artifact's ``nn.Linear``; the official 1x1-conv ``fc`` would get N(0, 2/num_classes)).
+The artifact itself leaves every conv at PyTorch's default init.
+
+Width multiplier: every channel count scales with :func:`scale_channels`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nas_jax.models.common import Normalize, batch_norm, global_avg_pool, kaiming_normal_fan_out, scale_channels
+from nas_jax.models.manual.resnet import torch_linear
+
+conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal_fan_out)
+PAD1 = ((1, 1), (1, 1))
+
+
+class DLABasicBlock(nn.Module):
+    """3x3 conv (stride) - BN - ReLU - 3x3 conv - BN, + residual (given by the tree), ReLU."""
+
+    planes: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, residual: jax.Array | None = None, train: bool = False) -> jax.Array:
+        if residual is None:
+            residual = x
+        s = (self.stride, self.stride)
+        out = conv(self.planes, (3, 3), strides=s, padding=PAD1, name="conv1")(x)
+        out = nn.relu(batch_norm(train, name="bn1")(out))
+        out = conv(self.planes, (3, 3), padding=PAD1, name="conv2")(out)
+        out = batch_norm(train, name="bn2")(out)
+        return nn.relu(out + residual)
+
+
+class Root(nn.Module):
+    """Aggregation node: concat - kxk conv - BN - ReLU (no root residual in DLA-34)."""
+
+    out_features: int
+    kernel_size: int = 1
+
+    @nn.compact
+    def __call__(self, xs: Sequence[jax.Array], train: bool = False) -> jax.Array:
+        k = self.kernel_size
+        p = (k - 1) // 2
+        out = conv(self.out_features, (k, k), padding=((p, p), (p, p)), name="conv")(jnp.concatenate(xs, axis=-1))
+        return nn.relu(batch_norm(train, name="bn")(out))
+
+
+class Tree(nn.Module):
+    """Hierarchical deep aggregation tree of ``levels`` levels (official ``Tree``).
+
+    The Root's input width (``root_dim`` in the official code) is inferred from the
+    concatenated children, so it is not a field.
+    """
+
+    levels: int
+    out_features: int
+    stride: int = 1
+    level_root: bool = False
+    root_kernel_size: int = 1
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, children: Sequence[jax.Array] | None = None, train: bool = False
+    ) -> jax.Array:
+        children = [] if children is None else list(children)
+        bottom = x
+        if self.stride > 1:
+            bottom = nn.max_pool(x, (self.stride, self.stride), strides=(self.stride, self.stride), padding="VALID")
+        if self.level_root:
+            children.append(bottom)
+        if self.levels == 1:
+            residual = bottom
+            if x.shape[-1] != self.out_features:
+                residual = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="project_conv")(bottom)
+                residual = batch_norm(train, name="project_bn")(residual)
+            x1 = DLABasicBlock(self.out_features, self.stride, name="tree1")(x, residual, train)
+            x2 = DLABasicBlock(self.out_features, 1, name="tree2")(x1, None, train)
+            return Root(self.out_features, self.root_kernel_size, name="root")([x2, x1, *children], train)
+        x1 = Tree(self.levels - 1, self.out_features, self.stride, root_kernel_size=self.root_kernel_size,
+                  name="tree1")(x, None, train)
+        children.append(x1)
+        return Tree(self.levels - 1, self.out_features, 1, root_kernel_size=self.root_kernel_size,
+                    name="tree2")(x1, children, train)
+
+
+class DLA(nn.Module):
+    """DLA-34 "_comp" (§c.3). ``levels`` allows tiny test variants."""
+
+    family: ClassVar[str] = "manual"
+
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    width_multiplier: float = 1.0
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    levels: tuple[int, ...] = (1, 2, 2, 1)
+    strides: tuple[int, ...] = (1, 2, 2, 2)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = [scale_channels(ch, self.width_multiplier) for ch in self.channels]
+        x = Normalize(self.mean, self.std)(x)
+        for name, width in (("base", c[0]), ("level0", c[0]), ("level1", c[1])):
+            x = conv(width, (3, 3), padding=PAD1, name=f"{name}_conv")(x)
+            x = nn.relu(batch_norm(train, name=f"{name}_bn")(x))
+        for i, (levels, stride) in enumerate(zip(self.levels, self.strides, strict=True)):
+            x = Tree(levels, c[i + 2], stride, level_root=i > 0, name=f"level{i + 2}")(x, None, train)
+        feats = global_avg_pool(x)
+        self.sow("intermediates", "features", feats)
+        return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)

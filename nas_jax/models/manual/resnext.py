@@ -1,0 +1,72 @@
+"""ResNeXt-50 32x4d, CIFAR "_comp" variant (PROTOCOL §c.3; Xie et al., "Aggregated Residual
+Transformations for Deep Neural Networks", CVPR 2017, arXiv:1611.05431).
+
+torchvision's ``resnext50_32x4d`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no
+max-pool) and **the 4th stage dropped**: Bottleneck stages [3, 4, 6] with cardinality 32 and
+4 channels per group in the first stage (inner widths 128, 256, 512; outputs 256, 512, 1024),
+global average pool, Linear(1024, n) **with** bias (the artifact builds it without bias, an
+[artifact quirk]; ``classifier_bias=False`` reproduces that).
+
+Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain), BN gamma=1 beta=0,
+the classifier PyTorch's default Linear init.
+
+Width multiplier rule: the inner width of stage i is ``W = scale_channels(128 * 2**i, m)``.
+While ``W >= 32`` the cardinality stays 32 with ``W // 32`` channels per group (so the inner
+width is ``32 * (W // 32)``); below that (fewer than one channel per group) the cardinality
+drops to ``W`` with one channel per group. Stem and block outputs scale as in ResNet
+(``scale_channels(64 * 2**i, m) * 4``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+
+from nas_jax.models.common import Normalize, global_avg_pool, scale_channels, torch_default_kernel_init
+from nas_jax.models.manual.resnet import Bottleneck, comp_stem, torch_linear
+
+
+def grouped_width(full_width: int, cardinality: int, multiplier: float) -> tuple[int, int]:
+    """(inner width, groups) of a scaled ResNeXt bottleneck (rule in the module docstring)."""
+    width = scale_channels(full_width, multiplier)
+    if width >= cardinality:
+        return cardinality * (width // cardinality), cardinality
+    return width, width
+
+
+class ResNeXt(nn.Module):
+    """ResNeXt-50 32x4d "_comp" without its 4th stage (§c.3)."""
+
+    family: ClassVar[str] = "manual"
+
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    width_multiplier: float = 1.0
+    blocks: tuple[int, ...] = (3, 4, 6)
+    cardinality: int = 32
+    base_width: int = 4
+    classifier_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = Normalize(self.mean, self.std)(x)
+        x = comp_stem(x, scale_channels(64, self.width_multiplier), train)
+        for i, num_blocks in enumerate(self.blocks):
+            planes = 64 * 2**i
+            width, groups = grouped_width(
+                planes * self.base_width // 64 * self.cardinality, self.cardinality, self.width_multiplier
+            )
+            out_features = scale_channels(planes, self.width_multiplier) * 4
+            for j in range(num_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                x = Bottleneck(width, out_features, groups, stride, name=f"layer{i + 1}_{j}")(x, train)
+        feats = global_avg_pool(x)
+        self.sow("intermediates", "features", feats)
+        if self.classifier_bias:
+            return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)
+        return nn.Dense(
+            self.num_classes, use_bias=False, kernel_init=torch_default_kernel_init, name="classifier"
+        )(feats)

@@ -1,0 +1,51 @@
+"""Wide ResNet-50-2, CIFAR "_comp" variant (PROTOCOL §c.3; Zagoruyko & Komodakis, "Wide Residual
+Networks", BMVC 2016, arXiv:1605.07146).
+
+torchvision's ``wide_resnet50_2`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no
+max-pool); all 4 stages kept: Bottleneck stages [3, 4, 6, 3] whose inner width is twice
+ResNet-50's (128, 256, 512, 1024; outputs 256-2048), global average pool, Linear(2048, n).
+
+Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain), BN gamma=1 beta=0,
+the classifier PyTorch's default Linear init.
+
+Width multiplier: every width scales with :func:`scale_channels` (stem 64, inner
+``128 * 2**i``, outputs ``scale_channels(64 * 2**i, m) * 4``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+
+from nas_jax.models.common import Normalize, global_avg_pool, scale_channels
+from nas_jax.models.manual.resnet import Bottleneck, comp_stem, torch_linear
+
+
+class WideResNet(nn.Module):
+    """WRN-50-2 "_comp" (§c.3)."""
+
+    family: ClassVar[str] = "manual"
+
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    width_multiplier: float = 1.0
+    blocks: tuple[int, ...] = (3, 4, 6, 3)
+    width_factor: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = Normalize(self.mean, self.std)(x)
+        x = comp_stem(x, scale_channels(64, self.width_multiplier), train)
+        for i, num_blocks in enumerate(self.blocks):
+            planes = 64 * 2**i
+            width = scale_channels(planes * self.width_factor, self.width_multiplier)
+            out_features = scale_channels(planes, self.width_multiplier) * 4
+            for j in range(num_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                x = Bottleneck(width, out_features, 1, stride, name=f"layer{i + 1}_{j}")(x, train)
+        feats = global_avg_pool(x)
+        self.sow("intermediates", "features", feats)
+        return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)

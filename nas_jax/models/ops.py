@@ -1,0 +1,237 @@
+"""The DARTS operation set for evaluation networks (PROTOCOL §b.1).
+
+All convolutions have no bias and PyTorch's default initialisation (§b.7);
+padding is explicit and symmetric. Depthwise and pointwise convolutions have
+two implementations behind one op (DESIGN "Performance practice"): on CPU a
+depthwise k×k convolution is k² shifted multiply-adds and a pointwise
+convolution is a matrix product, which XLA:CPU runs several times faster than
+its grouped convolution; on GPU/TPU the XLA convolution is used. The two are
+proved equal in tests/test_ops.py.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nas_jax.models.common import batch_norm, torch_default_kernel_init
+
+CONV_IMPLS = ("auto", "xla", "shifted")
+
+
+def resolve_impl(impl: str) -> str:
+    """'auto' -> 'shifted' on CPU, 'xla' elsewhere."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv_impl {impl!r}; valid: {CONV_IMPLS}.")
+    if impl == "auto":
+        return "shifted" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def _out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def depthwise_conv(x, kernel, stride: int, pad: int, dilation: int, impl: str):
+    """Depthwise conv; ``kernel`` is HWIO with I = 1 and O = channels."""
+    k = kernel.shape[0]
+    if resolve_impl(impl) == "xla":
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(stride, stride),
+            padding=((pad, pad), (pad, pad)),
+            rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=x.shape[-1],
+        )
+    h_out = _out_size(x.shape[1], k, stride, pad, dilation)
+    w_out = _out_size(x.shape[2], k, stride, pad, dilation)
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = None
+    for i in range(k):
+        for j in range(k):
+            r, c = i * dilation, j * dilation
+            patch = xp[:, r : r + stride * (h_out - 1) + 1 : stride, c : c + stride * (w_out - 1) + 1 : stride, :]
+            term = patch * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+def pointwise_conv(x, kernel, stride: int, impl: str):
+    """1×1 conv; ``kernel`` is HWIO with H = W = 1."""
+    if stride > 1:
+        x = x[:, ::stride, ::stride, :]
+    if resolve_impl(impl) == "xla":
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.dot(x, kernel[0, 0])
+
+
+class DepthwiseConv(nn.Module):
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kernel = self.param("kernel", torch_default_kernel_init, (self.kernel_size, self.kernel_size, 1, c))
+        return depthwise_conv(x, kernel, self.stride, self.padding, self.dilation, self.impl)
+
+
+class PointwiseConv(nn.Module):
+    features: int
+    stride: int = 1
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", torch_default_kernel_init, (1, 1, x.shape[-1], self.features))
+        return pointwise_conv(x, kernel, self.stride, self.impl)
+
+
+def conv(features: int, kernel: tuple[int, int], stride=(1, 1), padding=((0, 0), (0, 0)), name=None) -> nn.Conv:
+    """A plain bias-free convolution with PyTorch default init (stem, 1×7/7×1)."""
+    return nn.Conv(features, kernel, strides=stride, padding=padding, use_bias=False,
+                   kernel_init=torch_default_kernel_init, name=name)
+
+
+# --------------------------------------------------------------------------
+# Composite ops
+# --------------------------------------------------------------------------
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> 1×1 conv -> BN (cell preprocessing, §b.2)."""
+
+    features: int
+    affine: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = PointwiseConv(self.features, impl=self.impl)(nn.relu(x))
+        return batch_norm(train, self.affine)(x)
+
+
+class FactorizedReduce(nn.Module):
+    """ReLU -> two 1×1 stride-2 convs on x and x[:, 1:, 1:] -> concat -> BN."""
+
+    features: int
+    affine: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(f"FactorizedReduce needs even height and width, got {x.shape[1:3]}.")
+        x = nn.relu(x)
+        half = self.features // 2
+        a = PointwiseConv(half, stride=2, impl=self.impl)(x)
+        b = PointwiseConv(self.features - half, stride=2, impl=self.impl)(x[:, 1:, 1:, :])
+        return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+
+
+class SepConv(nn.Module):
+    """Two stacked [ReLU -> depthwise k×k -> pointwise -> BN] blocks (§b.1)."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    affine: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        pad = (self.kernel_size - 1) // 2
+        for stride in (self.stride, 1):
+            x = DepthwiseConv(self.kernel_size, stride, pad, impl=self.impl)(nn.relu(x))
+            x = PointwiseConv(self.features, impl=self.impl)(x)
+            x = batch_norm(train, self.affine)(x)
+        return x
+
+
+class DilConv(nn.Module):
+    """ReLU -> dilated depthwise k×k (dilation 2) -> pointwise -> BN (§b.1)."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    affine: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        pad = self.kernel_size - 1  # dilation 2: pad = 2 for 3×3, 4 for 5×5
+        x = DepthwiseConv(self.kernel_size, self.stride, pad, dilation=2, impl=self.impl)(nn.relu(x))
+        x = PointwiseConv(self.features, impl=self.impl)(x)
+        return batch_norm(train, self.affine)(x)
+
+
+class Conv7x1_1x7(nn.Module):  # noqa: N801 - the op's name in the genotypes
+    """ReLU -> conv 1×7 (stride (1, s)) -> conv 7×1 (stride (s, 1)) -> BN (§b.1)."""
+
+    features: int
+    stride: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.relu(x)
+        x = conv(self.features, (1, 7), (1, self.stride), ((0, 0), (3, 3)))(x)
+        x = conv(self.features, (7, 1), (self.stride, 1), ((3, 3), (0, 0)))(x)
+        return batch_norm(train, self.affine)(x)
+
+
+class Pool(nn.Module):
+    """3×3 max/avg pool, pad 1; avg excludes padding. No BN in eval networks;
+    ``bn=True`` appends BN(affine=False) as the DARTS supernet does (§b.5)."""
+
+    kind: str
+    stride: int
+    bn: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        pool = nn.max_pool if self.kind == "max" else nn.avg_pool
+        kwargs = {} if self.kind == "max" else {"count_include_pad": False}
+        x = pool(x, (3, 3), (self.stride, self.stride), ((1, 1), (1, 1)), **kwargs)
+        return batch_norm(train, affine=False)(x) if self.bn else x
+
+
+class Zero(nn.Module):
+    stride: int
+
+    def __call__(self, x, train: bool):
+        return x[:, :: self.stride, :: self.stride, :] * 0.0
+
+
+class Identity(nn.Module):
+    def __call__(self, x, train: bool):
+        return x
+
+
+def make_op(name: str, features: int, stride: int, affine: bool = True, pool_bn: bool = False,
+            impl: str = "auto", module_name: str | None = None) -> nn.Module:
+    """Instantiate one op of the search space by its genotype name."""
+    kw = {"name": module_name}
+    if name == "none":
+        return Zero(stride, **kw)
+    if name == "skip_connect":
+        return Identity(**kw) if stride == 1 else FactorizedReduce(features, affine, impl, **kw)
+    if name in ("max_pool_3x3", "avg_pool_3x3"):
+        return Pool(name[:3], stride, pool_bn, **kw)
+    if name.startswith("sep_conv_"):
+        return SepConv(features, int(name[-1]), stride, affine, impl, **kw)
+    if name.startswith("dil_conv_"):
+        return DilConv(features, int(name[-1]), stride, affine, impl, **kw)
+    if name == "conv_7x1_1x7":
+        return Conv7x1_1x7(features, stride, affine, **kw)
+    raise ValueError(f"unknown op {name!r}; valid ops: {OP_NAMES}.")
+
+
+OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+            "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5", "conv_7x1_1x7")

@@ -1,0 +1,96 @@
+"""Model registry: every zoo name resolves here (PROTOCOL §c).
+
+NAS models are the DARTS evaluation network with a stored genotype
+(``darts``, ``enas``, ...) or a user genotype (``genotype:PATH``); manual
+models are the seven CIFAR variants of ``nas_jax.models.manual``. Unknown
+names fail with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from nas_jax.models import genotypes
+from nas_jax.models.darts import DartsNetwork
+from nas_jax.models.manual import MANUAL_MODELS
+
+# The 7 manual models of the study (§c.3), in the paper's Table 1 order.
+MANUAL_ZOO = ("bit", "densenet", "dla", "resnet", "resnext", "vgg", "wideresnet")
+
+
+def nas_names() -> tuple[str, ...]:
+    """Every stored genotype, with DARTS V2 listed under its study name 'darts'."""
+    return tuple("darts" if n == "darts_v2" else n for n in genotypes.zoo_names())
+
+
+def model_names() -> tuple[str, ...]:
+    return nas_names() + MANUAL_ZOO
+
+
+def paper_zoo() -> tuple[str, ...]:
+    """The 17 models of the study: 10 NAS (§c.1) + 7 manual (§c.3)."""
+    return genotypes.paper_nas_zoo() + MANUAL_ZOO
+
+
+def model_family(name: str) -> str:
+    """'nas' or 'manual'; raises with the valid names for anything else."""
+    if name in MANUAL_MODELS:
+        return "manual"
+    if genotypes.is_genotype_name(name):
+        return "nas"
+    raise ValueError(
+        f"unknown model {name!r}; valid models: {list(model_names())} (aliases: "
+        f"{sorted(genotypes._data()['aliases'])}), or genotype:PATH for a JSON genotype file."
+    )
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    init_channels: int = 36,
+    layers: int = 20,
+    auxiliary: bool = False,
+    dropout: float = 0.2,
+    drop_path: bool = False,
+    width_multiplier: float = 1.0,
+    conv_impl: str = "auto",
+) -> nn.Module:
+    """Build a zoo model. NAS knobs: init_channels (C), layers (L), auxiliary,
+    dropout (per-op), drop_path. Manual knob: width_multiplier."""
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if model_family(name) == "manual":
+        return MANUAL_MODELS[name](num_classes=num_classes, mean=mean, std=std, width_multiplier=width_multiplier)
+    if layers < 3:
+        raise ValueError(f"a NAS network needs at least 3 layers (two are reduction cells), got {layers}.")
+    return DartsNetwork(
+        genotypes.get_genotype(name),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        init_channels=init_channels,
+        layers=layers,
+        auxiliary=auxiliary,
+        dropout=dropout,
+        use_drop_path=drop_path,
+        conv_impl=conv_impl,
+    )
+
+
+def build_from_config(name: str, arch, num_classes: int, mean, std) -> nn.Module:
+    """Build from a config's ``arch`` section (see configs/common.py)."""
+    return build_model(
+        name,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        init_channels=arch.init_channels,
+        layers=arch.layers,
+        auxiliary=arch.auxiliary,
+        dropout=arch.dropout,
+        drop_path=arch.drop_path,
+        width_multiplier=arch.width_multiplier,
+        conv_impl=arch.conv_impl,
+    )

@@ -1,0 +1,91 @@
+"""The results store: ``{workdir}/results.jsonl`` (DESIGN "Results").
+
+Each finished measurement is one JSON line: task, model, dataset, preset,
+setting, metrics, n, seed, config hash, code version, start/end time. Lines are
+appended with a single write and fsync, so a finished record is never rewritten
+or lost, and a killed run leaves at most an incomplete last line, which readers
+skip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+RESULTS_FILE = "results.jsonl"
+
+
+def config_hash(config) -> str:
+    """A short, stable hash of the config's primitive content."""
+    text = config.to_json(sort_keys=True) if hasattr(config, "to_json") else json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def code_version() -> str:
+    """``git describe`` of the source tree, or the package version outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    from importlib.metadata import version
+
+    return version("nas_jax")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def make_record(config, *, task: str, model: str, metrics: dict, n: int, setting: dict | None = None,
+                start_time: str, dataset: str | None = None) -> dict:
+    return {
+        "task": task,
+        "model": model,
+        "dataset": dataset or config.dataset,
+        "preset": config.preset,
+        "setting": setting or {},
+        "metrics": metrics,
+        "n": int(n),
+        "seed": int(config.seed),
+        "config_hash": config_hash(config),
+        "code_version": code_version(),
+        "start_time": start_time,
+        "end_time": now(),
+    }
+
+
+def append_record(workdir: str | Path, record: dict) -> None:
+    path = Path(workdir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_records(workdir: str | Path, task: str | None = None) -> list[dict]:
+    """Every complete record (optionally of one task); a torn last line is skipped."""
+    path = Path(workdir) / RESULTS_FILE
+    if not path.exists():
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if task is None or rec.get("task") == task:
+                records.append(rec)
+    return records

@@ -1,0 +1,17 @@
+"""One module per launcher task; each exposes ``run(config, workdir) -> list[dict]``
+(the records it appended). The launcher dispatches on ``config.task``."""
+
+from __future__ import annotations
+
+import importlib
+
+TASKS = {
+    "train": "nas_jax.tasks.train",
+    "zoo": "nas_jax.tasks.zoo_table",
+}
+
+
+def get_task(name: str):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}.")
+    return importlib.import_module(TASKS[name]).run

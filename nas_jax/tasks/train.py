@@ -1,0 +1,34 @@
+"""Task ``train``: train (or restore) one zoo model and record its accuracy (Table 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+
+from nas_jax.report import results
+from nas_jax.report.tables import format_table
+from nas_jax.train import zoo
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    start = results.now()
+    entry = zoo.get_or_train(config, tb_dir=Path(workdir) / "tb")
+    last = entry.log[-1] if entry.log else {}
+    metrics = {
+        "test_accuracy": entry.test_accuracy,
+        "train_accuracy": last.get("train_accuracy"),
+        "train_loss": last.get("train_loss"),
+        "epochs": config.train.epochs,
+        "images_per_s": last.get("images_per_s"),
+    }
+    record = results.make_record(config, task="train", model=entry.name, metrics=metrics,
+                                 n=len(entry.dataset.y_test), start_time=start,
+                                 setting={"family": entry.family, "zoo_entry": str(entry.run_dir)})
+    if jax.process_index() == 0:
+        results.append_record(workdir, record)
+        print(format_table([{"model": entry.name, "family": entry.family, **metrics}], [
+            ("model", "model", None), ("family", "family", None), ("epochs", "epochs", None),
+            ("train_accuracy", "train acc", ".4f"), ("test_accuracy", "test acc", ".4f"),
+            ("images_per_s", "images/s", ".0f")]))
+    return [record]

@@ -1,0 +1,268 @@
+"""Training: state, compiled step, evaluation and the resumable loop.
+
+The paper's recipe (§3.1, Table 5; PROTOCOL §d): SGD momentum 0.9, lr 0.025
+with per-epoch cosine annealing, coupled weight decay, global-norm clipping at
+5.0, batch 96, crop/flip/cutout augmentation. The train step is one ``jit``
+over a ``'data'`` mesh (batch sharded, state replicated); augmentation, the
+drop-path ramp and per-step randomness are computed on the device from the
+step counter, so resuming from any checkpoint replays the same computation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from nas_jax import parallel
+from nas_jax.data.augment import augment_batch, to_float
+from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.sampler import EpochSampler
+
+# ----------------------------------------------------------------------------
+# State and optimiser
+# ----------------------------------------------------------------------------
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def cosine_per_epoch(lr: float, epochs: int, steps_per_epoch: int, final_lr: float = 0.0):
+    """lr_e = final + (lr - final)/2 · (1 + cos(π e / E)), constant within epoch e (§d)."""
+
+    def schedule(step):
+        epoch = jnp.minimum(step // steps_per_epoch, epochs - 1)
+        return final_lr + 0.5 * (lr - final_lr) * (1.0 + jnp.cos(jnp.pi * epoch / epochs))
+
+    return schedule
+
+
+def make_optimizer(tcfg, steps_per_epoch: int) -> optax.GradientTransformation:
+    """chain(clip_by_global_norm, add_decayed_weights, sgd): PyTorch's coupled
+    weight decay with the momentum buffer (PROTOCOL §d, optax mapping)."""
+    if tcfg.lr_schedule == "cosine":
+        schedule = cosine_per_epoch(tcfg.lr, tcfg.epochs, steps_per_epoch)
+    elif tcfg.lr_schedule == "constant":
+        schedule = tcfg.lr
+    else:
+        raise ValueError(f"unknown lr_schedule {tcfg.lr_schedule!r}; valid: 'cosine', 'constant'.")
+    parts = []
+    if tcfg.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(tcfg.grad_clip))
+    parts += [optax.add_decayed_weights(tcfg.weight_decay), optax.sgd(schedule, momentum=tcfg.momentum)]
+    return optax.chain(*parts)
+
+
+def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
+    """Initialise params and batch_stats (train-mode trace creates every branch)."""
+    pkey, dkey = jax.random.split(key)
+    variables = model.init({"params": pkey, "dropout": dkey}, jnp.zeros((2, *image_shape), jnp.float32), train=False)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def create_state(model: nn.Module, tx, key: jax.Array, image_shape: tuple[int, ...]) -> TrainState:
+    v = init_variables(model, key, image_shape)
+    return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], tx.init(v["params"]))
+
+
+# ----------------------------------------------------------------------------
+# Compiled steps
+# ----------------------------------------------------------------------------
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy on integer labels (G3)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int, mesh):
+    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``."""
+    use_drop_path = getattr(model, "use_drop_path", False)
+    aux_weight = arch.aux_weight if getattr(model, "auxiliary", False) else 0.0
+    base_key = jax.random.key(seed)
+
+    def step(state: TrainState, images_u8, labels):
+        key = jax.random.fold_in(base_key, state.step)
+        aug_key, dropout_key = jax.random.split(key)
+        images = augment_batch(aug_key, images_u8, crop_padding=tcfg.crop_padding, flip=tcfg.flip,
+                               cutout=tcfg.cutout)
+        kwargs = {}
+        if use_drop_path:  # DARTS ramp: 0.2 · epoch / epochs
+            kwargs["drop_path_prob"] = arch.drop_path_prob * (state.step // steps_per_epoch) / tcfg.epochs
+
+        def loss_fn(params):
+            logits, mutated = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"], **kwargs)
+            loss = cross_entropy(logits, labels)
+            if aux_weight:
+                (aux_logits,) = mutated["intermediates"]["aux_logits"]
+                loss = loss + aux_weight * cross_entropy(aux_logits, labels)
+            return loss, (logits, mutated.get("batch_stats", {}))
+
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  batch_stats=new_stats, opt_state=opt_state)
+        metrics = jnp.stack([loss * labels.shape[0], jnp.sum(jnp.argmax(logits, -1) == labels), labels.shape[0]])
+        return new_state, metrics.astype(jnp.float32)
+
+    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_predict(model: nn.Module, mesh):
+    """``predict(variables, images_u8) -> logits`` in eval mode (G2), batch-sharded."""
+
+    def predict(variables, images_u8):
+        return model.apply(variables, to_float(images_u8), train=False)
+
+    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(predict, in_shardings=(rep, data), out_shardings=data)
+
+
+def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh, batch_size: int) -> float:
+    """Accuracy over a host array; every process passes the same full arrays.
+
+    The last batch is padded to a fixed shape and the padding is masked out.
+    """
+    n_dev = mesh.devices.size
+    batch_size = max(n_dev, batch_size // n_dev * n_dev)
+    n_proc, p = jax.process_count(), jax.process_index()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        rows = images_u8[start : start + batch_size]
+        valid = len(rows)
+        if valid < batch_size:
+            rows = np.concatenate([rows, np.zeros((batch_size - valid, *rows.shape[1:]), rows.dtype)])
+        per = batch_size // n_proc
+        logits = predict(variables, parallel.global_batch(mesh, rows[p * per : (p + 1) * per]))
+        pred = np.asarray(jax.experimental.multihost_utils.process_allgather(logits, tiled=True)).argmax(-1)
+        correct += int(np.sum(pred[:valid] == labels[start : start + valid]))
+    return correct / len(labels)
+
+
+# ----------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------
+
+
+def _read_log(path: Path, before_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r["epoch"] < before_epoch]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    tmp.replace(path)
+
+
+def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: int | None = None,
+          tb_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Train ``model`` on ``dataset`` with ``config.train``; resumable from ``run_dir``.
+
+    Checkpoints go to ``run_dir/checkpoints`` at every epoch end (and every
+    ``checkpoint_every_steps``); the per-epoch log to ``run_dir/train_log.jsonl``.
+    Restarting with the same arguments resumes from the last checkpoint and
+    reaches the same parameters as an uninterrupted run. ``max_steps`` stops
+    early (as an interruption would). Returns the final state and metrics.
+    """
+    tcfg, arch = config.train, config.arch
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(tcfg.batch_size, mesh)
+    sampler = EpochSampler(len(dataset.y_train), tcfg.batch_size, tcfg.data_slices or jax.process_count(),
+                           config.seed)
+    x_local, y_local = sampler.local_data(dataset.x_train, dataset.y_train)
+    spe, epochs = sampler.steps_per_epoch, tcfg.epochs
+
+    tx = make_optimizer(tcfg, spe)
+    state = jax.device_put(create_state(model, tx, jax.random.key(config.seed), dataset.x_train.shape[1:]),
+                           parallel.replicated(mesh))
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+    start = int(state.step)
+    train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh)
+    predict = make_predict(model, mesh)
+
+    main = parallel.is_main_process()
+    log_path = run_dir / "train_log.jsonl"
+    log = _read_log(log_path, start // spe) if main else []
+    writer = None
+    if main and tb_dir is not None:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(tb_dir))
+    bar = tqdm(total=epochs * spe, initial=start, disable=not (progress and main), unit="step",
+               desc=f"train {config.model}", dynamic_ncols=True)
+    step = start
+    try:
+        while step < epochs * spe:
+            epoch = step // spe
+            sums = jnp.zeros(3)
+            t0 = time.perf_counter()
+            for s in range(step % spe, spe):
+                images, labels = sampler.local_batch(x_local, y_local, epoch, s)
+                state, m = train_step(state, *parallel.global_batch(mesh, (images, labels)))
+                sums = sums + m
+                step += 1
+                bar.update(1)
+                if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and step % spe:
+                    ckpt.save(step, state)
+                if max_steps is not None and step >= max_steps:
+                    return {"state": state, "interrupted": True, "step": step}
+            loss_sum, correct, count = np.asarray(jax.device_get(sums))
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / count),
+                   "train_accuracy": float(correct / count), "images_per_s": float(count / seconds),
+                   "lr": float(make_lr(tcfg, spe)(step - 1))}
+            if (epoch + 1) % tcfg.eval_every_epochs == 0 or epoch + 1 == epochs:
+                row["test_accuracy"] = evaluate(predict, state.variables, dataset.x_test, dataset.y_test,
+                                                mesh, tcfg.eval_batch_size)
+            ckpt.save(step, state)
+            if main:
+                log.append(row)
+                _write_log(log_path, log)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
+                if writer is not None:
+                    for k, v in row.items():
+                        if k not in ("epoch", "step"):
+                            writer.add_scalar(f"{config.model}/{k}", v, epoch)
+    finally:
+        bar.close()
+        ckpt.close()
+        if writer is not None:
+            writer.close()
+    test_acc = evaluate(predict, state.variables, dataset.x_test, dataset.y_test, mesh, tcfg.eval_batch_size)
+    return {"state": state, "interrupted": False, "step": step, "test_accuracy": test_acc, "log": log}
+
+
+def make_lr(tcfg, steps_per_epoch: int):
+    """The learning rate as a function of the step, for logging."""
+    if tcfg.lr_schedule == "constant":
+        return lambda step: tcfg.lr
+    return cosine_per_epoch(tcfg.lr, tcfg.epochs, steps_per_epoch)
