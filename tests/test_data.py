@@ -94,6 +94,11 @@ def test_unknown_name_lists_valid_names():
     assert "npz:PATH" in DATASETS
 
 
+def test_unknown_option_names_valid_ones():
+    with pytest.raises(ValueError, match="native"):
+        load_dataset("digits", nativ=True)
+
+
 def test_subsample_keeps_constants(digits):
     small = subsample(digits, n_train=100, n_test=50, seed=1)
     assert small.x_train.shape[0] == 100 and small.y_test.shape == (50,)
@@ -182,13 +187,28 @@ def test_cifar_tf_free_prepare_and_read(monkeypatch, tmp_path, name):
     assert ds.class_names[:2] == (("class0", "class1") if fine == 0 else ("fine0", "fine1"))
     assert os.path.isdir(os.path.join(data_dir, name, "3.0.2"))
 
-    # Second load reads the prepared files and never tries to prepare again.
+    cache = os.path.join(data_dir, name, "3.0.2", tfds_source.CACHE_FILE)
+    assert os.path.isfile(cache)
+
+    # Later loads read the prepared files (cached or not) and never prepare again.
     def no_prepare(*args, **kwargs):
         raise AssertionError("dataset was prepared twice")
 
     monkeypatch.setattr(tfds_source, "_prepare", no_prepare)
-    again = load_dataset(name, data_dir=data_dir)
-    np.testing.assert_array_equal(again.x_test, ds.x_test)
+    for use_cache in (True, False):
+        again = load_dataset(name, data_dir=data_dir, cache=use_cache)
+        np.testing.assert_array_equal(again.x_train, ds.x_train)
+        np.testing.assert_array_equal(again.y_test, ds.y_test)
+    # A cache whose sizes disagree with the prepared data is ignored and rewritten.
+    np.savez(
+        cache,
+        **{
+            k: np.zeros((1, 32, 32, 3) if k[0] == "x" else 1, np.uint8)
+            for k in ("x_train", "y_train", "x_test", "y_test")
+        },
+    )
+    np.testing.assert_array_equal(load_dataset(name, data_dir=data_dir).x_test, ds.x_test)
+    assert len(np.load(cache)["y_train"]) == 12
 
 
 def test_cifar_reads_tfrecord_prepared_data_without_tensorflow(monkeypatch, tmp_path):
@@ -202,7 +222,7 @@ def test_cifar_reads_tfrecord_prepared_data_without_tensorflow(monkeypatch, tmp_
     _pretend_online(monkeypatch)
     monkeypatch.setattr(tfds_source, "_fetch_archive", lambda dl_manager, url: archive)
     data_dir = str(tmp_path / "tfds")
-    load_dataset("cifar10", data_dir=data_dir)
+    load_dataset("cifar10", data_dir=data_dir, cache=False)
     version_dir = os.path.join(data_dir, "cifar10", "3.0.2")
     builder = tfds.builder("cifar10", data_dir=data_dir)
     for split in ("train", "test"):
@@ -221,9 +241,10 @@ def test_cifar_reads_tfrecord_prepared_data_without_tensorflow(monkeypatch, tmp_
     with open(info_path, "w") as f:
         json.dump(info, f)
 
-    ds = load_dataset("cifar10", data_dir=data_dir)
+    ds = load_dataset("cifar10", data_dir=data_dir, cache=False)
     np.testing.assert_array_equal(ds.x_train, data["train"][1])
     np.testing.assert_array_equal(ds.y_test, data["test"][0][:, 0])
+    assert not os.path.exists(os.path.join(version_dir, tfds_source.CACHE_FILE))
 
 
 def test_cifar_offline_fails_fast_naming_the_directory(tmp_path):
@@ -433,7 +454,7 @@ def test_cutout_hole_size_and_fill():
 
 
 def test_augment_cutout_with_mean_fill(batch):
-    out = augment_batch(jax.random.key(1), batch, crop_padding=0, flip=False, cutout=16, cutout_fill=CIFAR10_MEAN)
+    out = augment_batch(jax.random.key(1), batch, crop_padding=0, flip=False, cutout=16, cutout_fill=list(CIFAR10_MEAN))
     filled = np.isclose(np.asarray(out), np.asarray(CIFAR10_MEAN, np.float32)).all(axis=-1)
     untouched = np.asarray(out == to_float(batch)).all(axis=-1)
     assert (filled | untouched).all()

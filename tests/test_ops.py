@@ -108,3 +108,29 @@ def test_depthwise_init_is_pytorch_uniform():
     bound = 1 / 3.0  # 1/sqrt(fan_in), fan_in = 3*3*1
     assert float(jnp.max(jnp.abs(k))) <= bound
     np.testing.assert_allclose(float(jnp.std(k)), bound / np.sqrt(3), rtol=0.02)
+
+
+@pytest.mark.parametrize("k,stride,dilation,size", [(3, 1, 1, 8), (3, 2, 1, 8), (5, 2, 2, 9), (7, 2, 1, 7), (3, 1, 2, 8)])
+def test_depthwise_gradients_match_xla(k, stride, dilation, size):
+    """The hand-written VJP of the shifted depthwise conv equals XLA's autodiff."""
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
+    kernel = jax.random.normal(jax.random.key(2), (k, k, 1, 3))
+    pad = dilation * (k - 1) // 2
+    w = jax.random.normal(jax.random.key(3), ops.depthwise_conv(x, kernel, stride, pad, dilation, "xla").shape)
+
+    def loss(impl):
+        return jax.grad(lambda x, kk: jnp.sum(w * ops.depthwise_conv(x, kk, stride, pad, dilation, impl)), (0, 1))
+
+    for a, b in zip(loss("shifted")(x, kernel), loss("xla")(x, kernel)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_shifted_equals_xla(stride):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    w = jax.random.normal(jax.random.key(1), (2, 8 // stride, 8 // stride, 3))
+    f = {impl: jax.value_and_grad(lambda x, impl=impl: jnp.sum(w * ops.max_pool_3x3(x, stride, impl)))
+         for impl in ("shifted", "xla")}
+    (va, ga), (vb, gb) = f["shifted"](x), f["xla"](x)
+    np.testing.assert_allclose(va, vb, rtol=1e-5)
+    np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-6)

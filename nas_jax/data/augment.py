@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class AugmentParams(NamedTuple):
@@ -51,7 +52,6 @@ def to_float(images_uint8: jax.Array) -> jax.Array:
     return jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
 
 
-@functools.partial(jax.jit, static_argnames=("crop_padding", "flip", "cutout", "cutout_fill"))
 def augment_batch(
     key: jax.Array,
     images_uint8: jax.Array,
@@ -59,18 +59,34 @@ def augment_batch(
     crop_padding: int = 4,
     flip: bool = True,
     cutout: int = 16,
-    cutout_fill: float | tuple[float, ...] = 0.0,
+    cutout_fill: float | Sequence[float] = 0.0,
 ) -> jax.Array:
     """Training augmentation of a uint8 NHWC batch -> float32 [0, 1] NHWC (§a.3).
 
-    Jitted with static keyword arguments (so a direct call compiles once instead of
-    dispatching op by op; inside a jitted train step it is simply inlined).
-    `cutout_fill` is a float or a per-channel tuple such as ``ds.mean`` (hashable).
-    ``crop_padding=0, flip=False, cutout=0`` returns exactly `to_float(images_uint8)`.
+    The keyword arguments are Python values (static): `cutout_fill` is a float or a
+    per-channel sequence such as ``ds.mean``. The work is jitted, so a direct call
+    compiles once instead of dispatching op by op; inside a jitted train step it is
+    inlined. ``crop_padding=0, flip=False, cutout=0`` returns exactly `to_float(images_uint8)`.
     """
     _check_uint8(images_uint8)
     if crop_padding < 0 or cutout < 0:
         raise ValueError(f"crop_padding={crop_padding} and cutout={cutout} must be >= 0.")
+    fill = float(cutout_fill) if np.ndim(cutout_fill) == 0 else tuple(float(v) for v in cutout_fill)
+    return _augment(
+        key, images_uint8, crop_padding=int(crop_padding), flip=bool(flip), cutout=int(cutout), cutout_fill=fill
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("crop_padding", "flip", "cutout", "cutout_fill"))
+def _augment(
+    key: jax.Array,
+    images_uint8: jax.Array,
+    *,
+    crop_padding: int,
+    flip: bool,
+    cutout: int,
+    cutout_fill: float | tuple[float, ...],
+) -> jax.Array:
     batch, height, width, _ = images_uint8.shape
     params = sample_params(key, batch, height, width, crop_padding=crop_padding)
     x = images_uint8

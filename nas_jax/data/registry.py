@@ -19,7 +19,9 @@ directory searched and how to provide the files.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -126,25 +128,35 @@ def load_dataset(name: str, data_dir: str | None = None, **options: Any) -> Data
     """
     # Loaders are imported lazily: `digits` must not pay for importing tfds.
     if name == "digits":
-        from nas_jax.data import digits
+        from nas_jax.data.digits import load_digits
 
-        return digits.load_digits(**options)
+        return _call(load_digits, name, **options)
     if name in ("cifar10", "cifar100"):
-        from nas_jax.data import tfds_source
+        from nas_jax.data.tfds_source import load_cifar
 
-        return tfds_source.load_cifar(name, data_dir=data_dir, **options)
+        return _call(load_cifar, name, name, data_dir=data_dir, **options)
     if name == "imagenet32":
-        from nas_jax.data import imagenet32
+        from nas_jax.data.imagenet32 import load_imagenet32
 
-        return imagenet32.load_imagenet32(data_dir=data_dir, **options)
+        return _call(load_imagenet32, name, data_dir=data_dir, **options)
     if name.startswith(NPZ_PREFIX):
-        from nas_jax.data import npz
+        from nas_jax.data.npz import load_npz
 
-        return npz.load_npz(name[len(NPZ_PREFIX) :], **options)
+        return _call(load_npz, "npz", name[len(NPZ_PREFIX) :], **options)
     raise ValueError(
         f"Unknown dataset {name!r}. Valid names: {', '.join(DATASETS)} "
         f"(write 'npz:/path/to/file.npz' for your own arrays)."
     )
+
+
+def _call(loader: Callable[..., Dataset], name: str, *args: Any, **options: Any) -> Dataset:
+    """Call `loader`, turning unknown keyword options into a clear ValueError."""
+    params = inspect.signature(loader).parameters
+    allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"Dataset {name!r} does not take options {unknown}; valid options: {allowed or 'none'}.")
+    return loader(*args, **options)
 
 
 def subsample(ds: Dataset, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:

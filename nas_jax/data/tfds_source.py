@@ -23,6 +23,8 @@ provide the files. CIFAR-100 uses the **fine** labels (tfds key ``label``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
 import tarfile
@@ -45,6 +47,7 @@ from nas_jax.data.registry import (
 CIFAR_NAMES = ("cifar10", "cifar100")
 LABEL_KEY = "label"  # CIFAR-100: fine labels (§a.1); 'coarse_label' is ignored.
 PROBE_TIMEOUT_S = 5.0
+CACHE_FILE = "nas_jax_uint8_arrays.npz"
 _SPLITS = ("train", "test")
 
 
@@ -57,6 +60,7 @@ def load_cifar(
     *,
     download: bool = True,
     probe_timeout_s: float = PROBE_TIMEOUT_S,
+    cache: bool = True,
 ) -> Dataset:
     """Load ``cifar10`` or ``cifar100`` (fine labels) as uint8 NHWC arrays.
 
@@ -66,6 +70,10 @@ def load_cifar(
       download: prepare the dataset (TensorFlow-free) when it is missing and the
         download server answers within `probe_timeout_s`.
       probe_timeout_s: overall deadline of the connectivity probe.
+      cache: keep the decoded uint8 arrays in ``{version_dir}/{CACHE_FILE}`` (about
+        185 MB for CIFAR) so that later loads skip the per-image PNG decoding
+        (~25 s -> <1 s for 60k images on 2 cores). Skipped when the directory is
+        read-only.
 
     Raises:
       DatasetUnavailableError: not prepared and not downloadable now.
@@ -77,7 +85,7 @@ def load_cifar(
     if not builder.is_prepared():
         _prepare(name, root, download=download, probe_timeout_s=probe_timeout_s)
         builder = tfds.builder(name, data_dir=root)
-    (x_train, y_train), (x_test, y_test) = (_read_split(builder, s) for s in _SPLITS)
+    (x_train, y_train), (x_test, y_test) = _read_cached(builder, cache)
     label_feature = builder.info.features[LABEL_KEY]
     mean, std = DATASET_STATS[name]
     return Dataset(
@@ -91,6 +99,35 @@ def load_cifar(
         std=std,
         class_names=tuple(label_feature.names) if label_feature.names else None,
     )
+
+
+def _read_cached(builder: Any, cache: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) for train and test, through the decoded-array cache if allowed."""
+    use_cache = cache and builder.is_prepared()  # never under tfds mocks
+    path = os.path.join(os.fspath(builder.data_dir), CACHE_FILE)
+    sizes = [builder.info.splits[s].num_examples for s in _SPLITS] if use_cache else []
+    if use_cache and os.path.isfile(path):
+        with np.load(path, allow_pickle=False) as f:
+            arrays = [(f[f"x_{s}"], f[f"y_{s}"]) for s in _SPLITS]
+        if [len(y) for _, y in arrays] == sizes:
+            return arrays
+        logging.warning("Ignoring stale cache %s (split sizes differ).", path)
+    arrays = [_read_split(builder, s) for s in _SPLITS]
+    if use_cache:
+        _write_cache(path, arrays)
+    return arrays
+
+
+def _write_cache(path: str, arrays: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    named = {f"{k}_{s}": a for s, pair in zip(_SPLITS, arrays, strict=True) for k, a in zip("xy", pair, strict=True)}
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    try:
+        np.savez(tmp, **named)
+        os.replace(tmp, path)
+    except OSError as err:
+        logging.warning("Could not write dataset cache %s (%s); continuing without it.", path, err)
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def _read_split(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:

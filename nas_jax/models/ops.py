@@ -11,6 +11,8 @@ proved equal in tests/test_ops.py.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,9 +35,62 @@ def _out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
+def _taps(xp, k: int, stride: int, dilation: int, h_out: int, w_out: int):
+    """Yield ((i, j), strided window) for every tap of a k×k kernel over padded ``xp``."""
+    for i in range(k):
+        for j in range(k):
+            r, c = i * dilation, j * dilation
+            yield (i, j), xp[:, r : r + stride * (h_out - 1) + 1 : stride, c : c + stride * (w_out - 1) + 1 : stride, :]
+
+
+def _correlate(xp, kernel, stride: int, dilation: int, h_out: int, w_out: int):
+    """Depthwise correlation of padded ``xp`` as k² shifted multiply-adds (one fused loop)."""
+    out = None
+    for (i, j), window in _taps(xp, kernel.shape[0], stride, dilation, h_out, w_out):
+        term = window * kernel[i, j, 0]
+        out = term if out is None else out + term
+    return out
+
+
+def _pad_hw(x, lo: int, hi: int, interior: int = 0, value=0.0):
+    cfg = ((0, 0, 0), (lo, hi, interior), (lo, hi, interior), (0, 0, 0))
+    return jax.lax.pad(x, jnp.asarray(value, x.dtype), cfg)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_shifted(x, kernel, stride: int, pad: int, dilation: int):
+    k = kernel.shape[0]
+    h_out = _out_size(x.shape[1], k, stride, pad, dilation)
+    w_out = _out_size(x.shape[2], k, stride, pad, dilation)
+    return _correlate(_pad_hw(x, pad, pad), kernel, stride, dilation, h_out, w_out)
+
+
+def _depthwise_fwd(x, kernel, stride, pad, dilation):
+    return _depthwise_shifted(x, kernel, stride, pad, dilation), (x, kernel)
+
+
+def _depthwise_bwd(stride, pad, dilation, residuals, g):
+    """Hand-written VJP: both gradients are again shifted multiply-adds, which
+    XLA:CPU fuses, unlike the pad/slice chains that autodiff produces."""
+    x, kernel = residuals
+    k, (h, w), (h_out, w_out) = kernel.shape[0], x.shape[1:3], g.shape[1:3]
+    xp = _pad_hw(x, pad, pad)
+    g_kernel = jnp.stack([jnp.sum(win * g, axis=(0, 1, 2)) for _, win in _taps(xp, k, stride, dilation, h_out, w_out)])
+    g_kernel = g_kernel.reshape(kernel.shape)
+    # dx = correlation of the zero-upsampled, padded g with the flipped kernel.
+    lo = (k - 1) * dilation - pad
+    hi_h = h + (k - 1) * dilation - lo - ((h_out - 1) * stride + 1)
+    hi_w = w + (k - 1) * dilation - lo - ((w_out - 1) * stride + 1)
+    gp = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (lo, hi_h, stride - 1), (lo, hi_w, stride - 1), (0, 0, 0)))
+    g_x = _correlate(gp, kernel[::-1, ::-1], 1, dilation, h, w)
+    return g_x, g_kernel
+
+
+_depthwise_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
 def depthwise_conv(x, kernel, stride: int, pad: int, dilation: int, impl: str):
     """Depthwise conv; ``kernel`` is HWIO with I = 1 and O = channels."""
-    k = kernel.shape[0]
     if resolve_impl(impl) == "xla":
         return jax.lax.conv_general_dilated(
             x,
@@ -46,16 +101,19 @@ def depthwise_conv(x, kernel, stride: int, pad: int, dilation: int, impl: str):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=x.shape[-1],
         )
-    h_out = _out_size(x.shape[1], k, stride, pad, dilation)
-    w_out = _out_size(x.shape[2], k, stride, pad, dilation)
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return _depthwise_shifted(x, kernel, stride, pad, dilation)
+
+
+def max_pool_3x3(x, stride: int, impl: str):
+    """3×3 max pool, pad 1 with -inf. On CPU a max over 9 shifted windows:
+    XLA:CPU's select-and-scatter gradient of reduce_window is ~10x slower."""
+    if resolve_impl(impl) == "xla":
+        return nn.max_pool(x, (3, 3), (stride, stride), ((1, 1), (1, 1)))
+    h_out, w_out = _out_size(x.shape[1], 3, stride, 1, 1), _out_size(x.shape[2], 3, stride, 1, 1)
+    xp = _pad_hw(x, 1, 1, value=-jnp.inf)
     out = None
-    for i in range(k):
-        for j in range(k):
-            r, c = i * dilation, j * dilation
-            patch = xp[:, r : r + stride * (h_out - 1) + 1 : stride, c : c + stride * (w_out - 1) + 1 : stride, :]
-            term = patch * kernel[i, j, 0]
-            out = term if out is None else out + term
+    for _, window in _taps(xp, 3, stride, 1, h_out, w_out):
+        out = window if out is None else jnp.maximum(out, window)
     return out
 
 
@@ -193,12 +251,14 @@ class Pool(nn.Module):
     kind: str
     stride: int
     bn: bool = False
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        pool = nn.max_pool if self.kind == "max" else nn.avg_pool
-        kwargs = {} if self.kind == "max" else {"count_include_pad": False}
-        x = pool(x, (3, 3), (self.stride, self.stride), ((1, 1), (1, 1)), **kwargs)
+        if self.kind == "max":
+            x = max_pool_3x3(x, self.stride, self.impl)
+        else:
+            x = nn.avg_pool(x, (3, 3), (self.stride, self.stride), ((1, 1), (1, 1)), count_include_pad=False)
         return batch_norm(train, affine=False)(x) if self.bn else x
 
 
@@ -223,7 +283,7 @@ def make_op(name: str, features: int, stride: int, affine: bool = True, pool_bn:
     if name == "skip_connect":
         return Identity(**kw) if stride == 1 else FactorizedReduce(features, affine, impl, **kw)
     if name in ("max_pool_3x3", "avg_pool_3x3"):
-        return Pool(name[:3], stride, pool_bn, **kw)
+        return Pool(name[:3], stride, pool_bn, impl, **kw)
     if name.startswith("sep_conv_"):
         return SepConv(features, int(name[-1]), stride, affine, impl, **kw)
     if name.startswith("dil_conv_"):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from nas_jax import parallel
@@ -154,7 +155,9 @@ def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh
             rows = np.concatenate([rows, np.zeros((batch_size - valid, *rows.shape[1:]), rows.dtype)])
         per = batch_size // n_proc
         logits = predict(variables, parallel.global_batch(mesh, rows[p * per : (p + 1) * per]))
-        pred = np.asarray(jax.experimental.multihost_utils.process_allgather(logits, tiled=True)).argmax(-1)
+        if n_proc > 1:
+            logits = multihost_utils.process_allgather(logits, tiled=True)
+        pred = np.asarray(logits).argmax(-1)
         correct += int(np.sum(pred[:valid] == labels[start : start + valid]))
     return correct / len(labels)
 

@@ -1,0 +1,150 @@
+"""Training: recipe, learning, resume, zoo refusal, multi-device and multi-host equality."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nas_jax.models.registry import build_from_config
+from nas_jax.train import trainer, zoo
+from nas_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_worker import tiny_config, tiny_dataset  # noqa: E402
+
+WORKER = str(Path(__file__).with_name("train_worker.py"))
+
+
+def _train(run_dir, **overrides):
+    config = tiny_config(zoo_dir="")
+    for key, value in overrides.items():
+        config.train[key] = value
+    ds = tiny_dataset()
+    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    return config, ds, model, trainer.train(model, ds, config, run_dir, progress=False)
+
+
+def test_cosine_schedule_is_per_epoch():
+    lr = trainer.cosine_per_epoch(0.025, epochs=4, steps_per_epoch=10)
+    np.testing.assert_allclose([lr(0), lr(9), lr(10), lr(20), lr(39)],
+                               [0.025, 0.025, 0.0125 * (1 + np.cos(np.pi / 4)), 0.0125, 0.0125 * (1 + np.cos(0.75 * np.pi))],
+                               rtol=1e-6)
+
+
+def test_optimizer_is_pytorch_coupled_sgd():
+    """clip -> + wd·w -> momentum buffer, as torch.optim.SGD with clip_grad_norm_."""
+    tcfg = tiny_config("").train
+    tcfg.lr_schedule, tcfg.lr, tcfg.weight_decay, tcfg.grad_clip = "constant", 0.1, 0.01, 1.0
+    tx = trainer.make_optimizer(tcfg, steps_per_epoch=1)
+    w = jnp.array([1.0, -2.0])
+    g = jnp.array([3.0, 4.0])  # norm 5 -> clipped to norm 1
+    state = tx.init(w)
+    buf = np.zeros(2)
+    wn = np.array(w)
+    for _ in range(3):
+        upd, state = tx.update(g, state, w)
+        w = optax.apply_updates(w, upd)
+        d = np.array(g) / 5.0 + 0.01 * wn
+        buf = 0.9 * buf + d
+        wn = wn - 0.1 * buf
+    np.testing.assert_allclose(w, wn, rtol=1e-6)
+
+
+def test_training_learns_far_above_chance(tmp_path):
+    config, ds, model, out = _train(tmp_path / "run", epochs=8, lr=0.05)
+    assert out["test_accuracy"] >= 0.5, out["log"]  # chance: 0.1
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(8))
+    assert {"train_loss", "train_accuracy", "test_accuracy", "images_per_s", "lr"} <= set(log[0])
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    *_, full = _train(tmp_path / "full")
+    config, ds, model, first = _train_interrupted(tmp_path / "resumed", stop_at=11)
+    assert first["interrupted"] and first["step"] == 11
+    *_, resumed = _train(tmp_path / "resumed", checkpoint_every_steps=3)
+    assert int(resumed["state"].step) == int(full["state"].step)
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _train_interrupted(run_dir, stop_at):
+    config = tiny_config(zoo_dir="")
+    config.train.checkpoint_every_steps = 3
+    ds = tiny_dataset()
+    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    return config, ds, model, trainer.train(model, ds, config, run_dir, progress=False, max_steps=stop_at)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    config, ds, model, _ = _train(tmp_path / "run", epochs=1)
+    config.arch.init_channels = 6
+    other = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    tx = trainer.make_optimizer(config.train, 8)
+    template = trainer.create_state(other, tx, jax.random.key(0), ds.x_train.shape[1:])
+    with pytest.raises(CheckpointMismatchError, match="does not match"):
+        Checkpointer(tmp_path / "run" / "checkpoints").restore(template)
+
+
+def test_zoo_trains_once_then_restores_and_refuses_mismatch(tmp_path):
+    config = tiny_config(zoo_dir=str(tmp_path / "zoo"))
+    config.train.epochs = 1
+    ds = tiny_dataset()
+    first = zoo.get_or_train(config, dataset=ds, progress=False)
+    assert (first.run_dir / "final.json").exists() and (first.run_dir / "spec.json").exists()
+    again = zoo.get_or_train(config, dataset=ds, progress=False)
+    assert again.test_accuracy == first.test_accuracy
+    for a, b in zip(jax.tree_util.tree_leaves(first.variables), jax.tree_util.tree_leaves(again.variables)):
+        np.testing.assert_array_equal(a, b)
+    config.train.lr = 0.5
+    with pytest.raises(zoo.ZooMismatchError, match="train.lr: stored 0.025, requested 0.5"):
+        zoo.get_or_train(config, dataset=ds, progress=False)
+
+
+def _run_worker(out, *args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen([sys.executable, WORKER, str(out), *args], env=env)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_four_simulated_devices_match_one_device(tmp_path):
+    """The same loss trajectory on a 4-device 'data' mesh as on one device. A small lr keeps the
+    float32 reduction-order differences (~1e-7) from being amplified by training dynamics."""
+    procs = [
+        _run_worker(tmp_path / "one.json", "--run_dir", str(tmp_path / "one"), "--lr", "0.005"),
+        _run_worker(tmp_path / "four.json", "--run_dir", str(tmp_path / "four"), "--lr", "0.005",
+                    env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}),
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    one, four = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "four.json"))
+    assert (one["devices"], four["devices"]) == (1, 4)
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-4)
+    np.testing.assert_allclose(four["digest"], one["digest"], rtol=1e-4)
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """Two processes joined by jax.distributed (gloo), each loading its own data
+    slice, train in lockstep to the result of one process holding both slices."""
+    port = _free_port()
+    procs = [_run_worker(tmp_path / "multi.json", "--processes", "2", "--process_id", str(i), "--port", str(port),
+                         "--slices", "2", "--run_dir", str(tmp_path / "multi"), "--lr", "0.005") for i in range(2)]
+    single = _run_worker(tmp_path / "single.json", "--slices", "2", "--run_dir", str(tmp_path / "single"), "--lr", "0.005")
+    assert [p.wait(timeout=600) for p in [*procs, single]] == [0, 0, 0]
+    multi, one = (json.loads((tmp_path / f).read_text()) for f in ("multi.json", "single.json"))
+    assert (multi["processes"], one["processes"]) == (2, 1)
+    np.testing.assert_allclose(multi["losses"], one["losses"], rtol=1e-4)
+    np.testing.assert_allclose(multi["digest"], one["digest"], rtol=1e-4)

@@ -1,0 +1,72 @@
+"""Subprocess worker for the multi-device and multi-host tests.
+
+Trains a tiny DARTS network on a slice of native 8x8 `digits` and writes the
+per-epoch training loss and a digest of the final parameters as JSON.
+
+  python tests/train_worker.py OUT.json [--processes N --process_id P --port PORT] [--slices S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def tiny_config(zoo_dir: str, slices: int = 0):
+    from nas_jax.config import base_config
+
+    c = base_config("train", "quick")
+    c.model, c.zoo_dir = "darts", zoo_dir
+    c.arch.init_channels, c.arch.layers, c.arch.dropout = 4, 3, 0.0
+    c.train.epochs, c.train.batch_size, c.train.crop_padding, c.train.cutout = 2, 32, 1, 2
+    c.train.data_slices = slices
+    return c
+
+
+def tiny_dataset():
+    from nas_jax.data import load_dataset, subsample
+
+    return subsample(load_dataset("digits", native=True), n_train=256, n_test=64, seed=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--process_id", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--slices", type=int, default=0)
+    parser.add_argument("--run_dir", default="")
+    parser.add_argument("--lr", type=float, default=0.025)
+    args = parser.parse_args()
+
+    from nas_jax import parallel
+
+    if args.processes > 1:
+        parallel.initialize_distributed(f"127.0.0.1:{args.port}", args.processes, args.process_id)
+
+    import jax
+    import numpy as np
+
+    from nas_jax.models.registry import build_from_config
+    from nas_jax.train import trainer
+
+    config = tiny_config(zoo_dir="", slices=args.slices)
+    config.train.lr = args.lr
+    ds = tiny_dataset()
+    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    out = trainer.train(model, ds, config, args.run_dir, progress=False)
+    params = jax.tree_util.tree_leaves(out["state"].params)
+    digest = float(sum(np.abs(np.asarray(jax.device_get(p), np.float64)).sum() for p in params))
+    if jax.process_index() == 0:
+        Path(args.out).write_text(json.dumps({"losses": [r["train_loss"] for r in out["log"]], "digest": digest,
+                                              "devices": jax.device_count(), "processes": jax.process_count(),
+                                              "test_accuracy": out["test_accuracy"]}))
+
+
+if __name__ == "__main__":
+    main()
