@@ -47,8 +47,15 @@ EXPECTED_PARAMS = {
     "bit": 23_513_162,
 }
 
-FEATURE_DIMS = {"resnet": 512, "resnext": 1024, "wideresnet": 2048, "densenet": 1024, "vgg": 512, "dla": 512,
-                "bit": 2048}
+FEATURE_DIMS = {
+    "resnet": 512,
+    "resnext": 1024,
+    "wideresnet": 2048,
+    "densenet": 1024,
+    "vgg": 512,
+    "dla": 512,
+    "bit": 2048,
+}
 
 # Tiny variants for real forward passes: (constructor kwargs, expected feature dimension).
 TINY = {
@@ -130,13 +137,16 @@ def test_tiny_forward_features_and_batch_norm_modes(name):
     model = _build(name, **kwargs)
     x = _images()
     variables = _random_variables(model, x[:1])
-    eval_apply = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates", "batch_stats"]))
-    train_apply = jax.jit(
-        lambda v, x, key: model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
-    )
+
+    @jax.jit  # one compilation for both modes keeps the test fast on CPU
+    def both_modes(v, x, key):
+        eval_out = model.apply(v, x, train=False, mutable=["intermediates", "batch_stats"])
+        train_out = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
+        return eval_out, train_out
+
+    (logits, state), (train_logits, new_state) = both_modes(variables, x, _key(1))
 
     # Eval mode: logits, sown features, deterministic, no state change.
-    logits, state = eval_apply(variables, x)
     assert logits.shape == (2, 10)
     assert bool(jnp.all(jnp.isfinite(logits)))
     (feats,) = state["intermediates"]["features"]
@@ -145,7 +155,8 @@ def test_tiny_forward_features_and_batch_norm_modes(name):
         assert jax.tree_util.tree_all(
             jax.tree_util.tree_map(jnp.array_equal, state["batch_stats"], variables["batch_stats"])
         )
-    np.testing.assert_array_equal(np.asarray(eval_apply(variables, x)[0]), np.asarray(logits))
+    (logits_again, _), (train_logits_2, _) = both_modes(variables, x, _key(2))
+    np.testing.assert_array_equal(np.asarray(logits_again), np.asarray(logits))
 
     # The sown features are exactly what the `classifier` Dense consumes.
     clf = variables["params"]["classifier"]
@@ -157,9 +168,8 @@ def test_tiny_forward_features_and_batch_norm_modes(name):
     np.testing.assert_allclose(np.asarray(first), np.asarray(logits), rtol=1e-5, atol=1e-6)
 
     # Train mode: batch statistics are used and the running averages move.
-    train_logits, new_state = train_apply(variables, x, _key(1))
     if name == "vgg":  # dropout is on in train mode only
-        assert not np.allclose(train_logits, train_apply(variables, x, _key(2))[0])
+        assert not np.allclose(train_logits, train_logits_2)
     if name == "bit":
         assert set(variables) == {"params"} and not new_state  # GroupNorm only: no state to update
         np.testing.assert_allclose(np.asarray(train_logits), np.asarray(logits), rtol=1e-5, atol=1e-6)
@@ -220,7 +230,6 @@ def test_dla_initialisers():
     assert _std_ok(kernel, math.sqrt(2.0 / (9 * 512)))  # official DLA: N(0, 2 / (k*k*out))
 
 
-
 def test_bit_weight_standardised_conv():
     conv = StdConv(features=8, kernel_size=3, stride=2)
     x = _images()
@@ -237,8 +246,9 @@ def test_bit_weight_standardised_conv():
     # ... and the standardised filters have zero mean and unit (biased) variance.
     w = np.asarray(kernel)
     w = (w - w.mean(axis=(0, 1, 2))) / np.sqrt(w.var(axis=(0, 1, 2)) + 1e-10)
-    ref = jax.lax.conv_general_dilated(x, jnp.asarray(w), (2, 2), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = jax.lax.conv_general_dilated(
+        x, jnp.asarray(w), (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-5)
 
 

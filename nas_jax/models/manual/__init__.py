@@ -26,4 +26,4 @@ MANUAL_MODELS: dict[str, type[nn.Module]] = {
     "wideresnet": WideResNet,
 }
 
-__all__ = ["MANUAL_MODELS", "BiT", "DLA", "DenseNet", "ResNeXt", "ResNet", "VGG", "WideResNet"]
+__all__ = ["DLA", "MANUAL_MODELS", "VGG", "BiT", "DenseNet", "ResNeXt", "ResNet", "WideResNet"]

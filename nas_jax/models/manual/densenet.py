@@ -83,8 +83,9 @@ class DenseNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         growth = scale_channels(self.growth_rate, self.width_multiplier)
         x = Normalize(self.mean, self.std)(x)
-        x = conv(scale_channels(self.init_features, self.width_multiplier), (3, 3),
-                 padding=((1, 1), (1, 1)), name="conv0")(x)
+        x = conv(
+            scale_channels(self.init_features, self.width_multiplier), (3, 3), padding=((1, 1), (1, 1)), name="conv0"
+        )(x)
         for b, num_layers in enumerate(self.blocks):
             for i in range(num_layers):
                 x = DenseLayer(growth, self.bn_size, name=f"denseblock{b + 1}_layer{i + 1}")(x, train)

@@ -88,9 +88,7 @@ class Tree(nn.Module):
     root_kernel_size: int = 1
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, children: Sequence[jax.Array] | None = None, train: bool = False
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, children: Sequence[jax.Array] | None = None, train: bool = False) -> jax.Array:
         children = [] if children is None else list(children)
         bottom = x
         if self.stride > 1:
@@ -105,11 +103,13 @@ class Tree(nn.Module):
             x1 = DLABasicBlock(self.out_features, self.stride, name="tree1")(x, residual, train)
             x2 = DLABasicBlock(self.out_features, 1, name="tree2")(x1, None, train)
             return Root(self.out_features, self.root_kernel_size, name="root")([x2, x1, *children], train)
-        x1 = Tree(self.levels - 1, self.out_features, self.stride, root_kernel_size=self.root_kernel_size,
-                  name="tree1")(x, None, train)
+        x1 = Tree(
+            self.levels - 1, self.out_features, self.stride, root_kernel_size=self.root_kernel_size, name="tree1"
+        )(x, None, train)
         children.append(x1)
-        return Tree(self.levels - 1, self.out_features, 1, root_kernel_size=self.root_kernel_size,
-                    name="tree2")(x1, children, train)
+        return Tree(self.levels - 1, self.out_features, 1, root_kernel_size=self.root_kernel_size, name="tree2")(
+            x1, children, train
+        )
 
 
 class DLA(nn.Module):

@@ -98,9 +98,7 @@ class Bottleneck(nn.Module):
         s = (self.stride, self.stride)
         out = conv(self.width, (1, 1), padding=PAD0, name="conv1")(x)
         out = nn.relu(batch_norm(train, name="bn1")(out))
-        out = conv(
-            self.width, (3, 3), strides=s, padding=PAD1, feature_group_count=self.groups, name="conv2"
-        )(out)
+        out = conv(self.width, (3, 3), strides=s, padding=PAD1, feature_group_count=self.groups, name="conv2")(out)
         out = nn.relu(batch_norm(train, name="bn2")(out))
         out = conv(self.out_features, (1, 1), padding=PAD0, name="conv3")(out)
         out = batch_norm(train, name="bn3")(out)

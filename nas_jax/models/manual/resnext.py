@@ -67,6 +67,6 @@ class ResNeXt(nn.Module):
         self.sow("intermediates", "features", feats)
         if self.classifier_bias:
             return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)
-        return nn.Dense(
-            self.num_classes, use_bias=False, kernel_init=torch_default_kernel_init, name="classifier"
-        )(feats)
+        return nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_kernel_init, name="classifier")(
+            feats
+        )

@@ -20,7 +20,14 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
-from nas_jax.models.common import Normalize, batch_norm, global_avg_pool, kaiming_normal_fan_out, normal_init, scale_channels
+from nas_jax.models.common import (
+    Normalize,
+    batch_norm,
+    global_avg_pool,
+    kaiming_normal_fan_out,
+    normal_init,
+    scale_channels,
+)
 
 # torchvision cfg "B" (VGG-13); 0 marks a 2x2 stride-2 max-pool.
 VGG13_CFG: tuple[int, ...] = (64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0)
