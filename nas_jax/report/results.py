@@ -66,6 +66,11 @@ def append_record(workdir: str | Path, record: dict) -> None:
     path = Path(workdir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:  # a killed writer may have left a torn last line: end it
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = b"\n" + line
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

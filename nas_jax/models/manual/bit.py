@@ -27,7 +27,6 @@ for every layer at width 1).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import ClassVar
 
 import flax.linen as nn
@@ -107,7 +106,7 @@ class BiT(nn.Module):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     width_multiplier: float = 1.0
-    blocks: Sequence[int] = (3, 4, 6, 3)
+    blocks: tuple[int, ...] = (3, 4, 6, 3)
     width_factor: int = 1
 
     @nn.compact
