@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/train.py:quick.", lock_config=True)
@@ -28,6 +28,8 @@ def main(argv):
     from nas_jax.config import validate
     from nas_jax.tasks import get_task
 
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the progress bar
     config = flags.FLAGS.config
     d = config.distributed
     parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)

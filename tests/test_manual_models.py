@@ -37,7 +37,7 @@ EXPECTED_PARAMS = {
     # torchvision densenet121 (7,978,856 at 1000 classes): conv0 7x7 -> 3x3 (-9408 + 1728),
     # norm0 removed (-128), classifier 1024->10 (-1,025,000 + 10,250).
     "densenet": 6_956_298,
-    # torchvision vgg13_bn features (9,416,960 incl. BN affine) + 512*512+512 + 512*512+512 + 512*10+10.
+    # torchvision vgg13_bn features (9,410,880 incl. BN affine) + 512*512+512 + 512*512+512 + 512*10+10.
     "vgg": 9_941_322,
     # timm / artifact dla34 without the unused project layers (15,742,104 at 1000 classes):
     # base conv 7x7 -> 3x3 (-2352 + 432), fc 512->10 (-513,000 + 5,130).

@@ -90,7 +90,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     config.arch.init_channels = 6
     other = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
     tx = trainer.make_optimizer(config.train, 8)
-    template = trainer.create_state(other, tx, jax.random.key(0), ds.x_train.shape[1:])
+    template = trainer.create_state(other, tx, trainer.init_key(0), ds.x_train.shape[1:])
     with pytest.raises(CheckpointMismatchError, match="does not match"):
         Checkpointer(tmp_path / "run" / "checkpoints").restore(template)
 

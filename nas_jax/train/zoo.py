@@ -128,7 +128,8 @@ def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Pat
     spe = EpochSampler(len(dataset.y_train), config.train.batch_size,
                        config.train.data_slices or jax.process_count(), config.seed).steps_per_epoch
     tx = trainer.make_optimizer(config.train, spe)
-    template = trainer.create_state(model, tx, jax.random.key(config.seed), dataset.x_train.shape[1:])
+    template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(config.seed),
+                                                           dataset.x_train.shape[1:]))
     ckpt = Checkpointer(directory / "checkpoints")
     try:
         return ckpt.restore(template).variables
