@@ -276,6 +276,20 @@ def wait_for_quiet(threshold: float, max_wait: float, poll: float = 15.0) -> tup
         time.sleep(min(poll, max_wait - waited))
 
 
+def cpu_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (all cores, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -328,7 +342,9 @@ def render_section(res: dict) -> str:
         f"- Versions: jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax {v['optax']}, "
         f"torch {v['torch']}, Python {v['python']}",
         f"- Load average (1 min) before measuring: {res['load_before']:.2f} (waited {res['waited_s']:.0f} s for "
-        f"< {res['load_threshold']}); after: {res['load_after']:.2f} (includes this benchmark's own load)",
+        f"< {res['load_threshold']}); after: {res['load_after']:.2f} (includes this benchmark's own load). "
+        f"Other processes used {res['foreign_cpu_s']:.0f} CPU-seconds during the {res['wall_s']:.0f} s of "
+        f"measurement (~{res['foreign_cpu_s'] / max(res['wall_s'], 1e-9):.2f} cores on average)",
         f"- Per-rep seconds: " + "; ".join(
             f"{n} jax {', '.join(f'{t:.2f}' for t in r['jax_times'])} / torch "
             f"{', '.join(f'{t:.2f}' for t in r['torch_times'])}" for n, r in res["models"].items()),
@@ -411,6 +427,7 @@ def main(argv=None) -> int:
     load_before, waited = wait_for_quiet(args.load_threshold, args.max_wait)
     print(f"load average {load_before:.2f} after {waited:.0f} s; measuring", flush=True)
     t_start = time.perf_counter()
+    busy0, ours0 = cpu_busy_seconds(), children_cpu_seconds()
     labels = {"darts": f"darts (DARTS V2, C={DARTS_C}, {DARTS_LAYERS} cells)", "resnet": "resnet (ResNet-18 CIFAR)"}
     res = {"models": {}, "batch": args.batch, "steps": args.steps, "reps": args.reps, "warmup": args.warmup,
            "command": command, "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
@@ -444,8 +461,11 @@ def main(argv=None) -> int:
         res["probe"] = probe
         print(f"probe 64->64 3x3 conv fwd+bwd: XLA {probe['jax']:.0f} ms, PyTorch {probe['torch']:.0f} ms")
     res["load_after"] = loadavg()[0]
+    res["wall_s"] = time.perf_counter() - t_start
+    res["foreign_cpu_s"] = max(0.0, (cpu_busy_seconds() - busy0) - (children_cpu_seconds() - ours0))
     res["notes"] = NOTES_CPU if res["jax_device"].startswith("cpu") else NOTES_GPU
-    print(f"load average after: {res['load_after']:.2f}; measured in {time.perf_counter() - t_start:.0f} s")
+    print(f"load average after: {res['load_after']:.2f}; measured in {res['wall_s']:.0f} s; other processes "
+          f"used {res['foreign_cpu_s']:.0f} CPU-s meanwhile")
     section = render_section(res)
     if not args.no_write:
         update_benchmarks_md(Path(args.output), section, command)

@@ -105,8 +105,8 @@ def test_zoo_trains_once_then_restores_and_refuses_mismatch(tmp_path):
     assert again.test_accuracy == first.test_accuracy
     for a, b in zip(jax.tree_util.tree_leaves(first.variables), jax.tree_util.tree_leaves(again.variables)):
         np.testing.assert_array_equal(a, b)
-    config.train.lr = 0.5
-    with pytest.raises(zoo.ZooMismatchError, match="train.lr: stored 0.025, requested 0.5"):
+    stored_lr, config.train.lr = config.train.lr, 0.5
+    with pytest.raises(zoo.ZooMismatchError, match=f"train.lr: stored {stored_lr}, requested 0.5"):
         zoo.get_or_train(config, dataset=ds, progress=False)
 
 
