@@ -55,15 +55,19 @@ def cosine_per_epoch(lr: float, epochs: int, steps_per_epoch: int, final_lr: flo
     return schedule
 
 
+def make_schedule(tcfg, steps_per_epoch: int):
+    """The learning rate as a function of the step: 'cosine' (per epoch) or 'constant'."""
+    if tcfg.lr_schedule == "cosine":
+        return cosine_per_epoch(tcfg.lr, tcfg.epochs, steps_per_epoch)
+    if tcfg.lr_schedule == "constant":
+        return lambda step: tcfg.lr
+    raise ValueError(f"unknown lr_schedule {tcfg.lr_schedule!r}; valid: 'cosine', 'constant'.")
+
+
 def make_optimizer(tcfg, steps_per_epoch: int) -> optax.GradientTransformation:
     """chain(clip_by_global_norm, add_decayed_weights, sgd): PyTorch's coupled
     weight decay with the momentum buffer (PROTOCOL §d, optax mapping)."""
-    if tcfg.lr_schedule == "cosine":
-        schedule = cosine_per_epoch(tcfg.lr, tcfg.epochs, steps_per_epoch)
-    elif tcfg.lr_schedule == "constant":
-        schedule = tcfg.lr
-    else:
-        raise ValueError(f"unknown lr_schedule {tcfg.lr_schedule!r}; valid: 'cosine', 'constant'.")
+    schedule = make_schedule(tcfg, steps_per_epoch)
     parts = []
     if tcfg.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(tcfg.grad_clip))
@@ -213,7 +217,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
     x_local, y_local = sampler.local_data(dataset.x_train, dataset.y_train)
     spe, epochs = sampler.steps_per_epoch, tcfg.epochs
 
-    tx = make_optimizer(tcfg, spe)
+    tx, schedule = make_optimizer(tcfg, spe), make_schedule(tcfg, spe)
     state = jax.device_put(create_state(model, tx, init_key(config.seed), dataset.x_train.shape[1:]),
                            parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
@@ -233,7 +237,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
         writer = SummaryWriter(str(tb_dir))
     bar = tqdm(total=epochs * spe, initial=start, disable=not (progress and main), unit="step",
                desc=f"train {config.model}", dynamic_ncols=True)
-    step = start
+    step, test_acc = start, None
     try:
         while step < epochs * spe:
             epoch = step // spe
@@ -253,10 +257,10 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / count),
                    "train_accuracy": float(correct / count), "images_per_s": float(count / seconds),
-                   "lr": float(make_lr(tcfg, spe)(step - 1))}
+                   "lr": float(schedule(step - 1))}
             if (epoch + 1) % tcfg.eval_every_epochs == 0 or epoch + 1 == epochs:
-                row["test_accuracy"] = evaluate(predict, state.variables, dataset.x_test, dataset.y_test,
-                                                mesh, tcfg.eval_batch_size)
+                row["test_accuracy"] = test_acc = evaluate(predict, state.variables, dataset.x_test,
+                                                           dataset.y_test, mesh, tcfg.eval_batch_size)
             ckpt.save(step, state)
             if main:
                 log.append(row)
@@ -271,12 +275,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
         ckpt.close()
         if writer is not None:
             writer.close()
-    test_acc = evaluate(predict, state.variables, dataset.x_test, dataset.y_test, mesh, tcfg.eval_batch_size)
+    if test_acc is None:  # a finished run restarted: nothing was trained or evaluated above
+        test_acc = evaluate(predict, state.variables, dataset.x_test, dataset.y_test, mesh, tcfg.eval_batch_size)
     return {"state": state, "interrupted": False, "step": step, "test_accuracy": test_acc, "log": log}
 
-
-def make_lr(tcfg, steps_per_epoch: int):
-    """The learning rate as a function of the step, for logging."""
-    if tcfg.lr_schedule == "constant":
-        return lambda step: tcfg.lr
-    return cosine_per_epoch(tcfg.lr, tcfg.epochs, steps_per_epoch)
