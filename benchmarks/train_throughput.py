@@ -12,9 +12,11 @@ PyTorch side (``benchmarks/torch_models.py``): the same network, SGD(momentum 0.
 weight_decay 5e-4), ``clip_grad_norm_(5)``, cross-entropy, and the same augmentation done on
 tensors inside the step. Both sides take uint8 images that already sit on the device.
 
-Each framework runs in its own child process (so the two thread pools never compete),
-compiles/warms up first, then times ``--reps`` repetitions of ``--steps`` steps; the reported
-images/s is ``steps * batch / median(rep time)``. Before measuring, the script waits (up to
+Each framework runs in its own child process (so the two thread pools never run at the same
+time and torch is never imported next to jax). Both children compile/warm up first, then the
+parent alternates their timed repetitions (``--reps`` times ``--steps`` steps each, jax then
+torch), so slow drifts in background load hit both sides alike; the reported images/s is
+``steps * batch / median(rep time)``. Before measuring, the script waits (up to
 ``--max-wait`` s) for the 1-minute load average to drop below ``--load-threshold`` and records
 it. Results go to stdout and to this script's own section of BENCHMARKS.md (between HTML
 comment markers; the rest of the file is left alone).
@@ -64,7 +66,20 @@ def _time_reps(run_steps, steps: int, reps: int) -> list[float]:
     return times
 
 
-def jax_worker(model_name: str, batch: int, steps: int, reps: int, warmup: int) -> dict:
+def serve(info: dict, run_steps) -> None:
+    """Worker protocol: print `info` as one JSON line, then answer each stdin line 'run N'
+    with {"t": seconds for N steps}; stop at 'quit' or end of input."""
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        t0 = time.perf_counter()
+        run_steps(int(cmd[1]))
+        print(json.dumps({"t": time.perf_counter() - t0}), flush=True)
+
+
+def jax_worker(model_name: str, batch: int, warmup: int):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -115,11 +130,10 @@ def jax_worker(model_name: str, batch: int, steps: int, reps: int, warmup: int) 
     compile_s = time.perf_counter() - t0
     if warmup > 1:
         run_steps(warmup - 1)
-    times = _time_reps(run_steps, steps, reps)
     dev = jax.devices()[0]
-    return {"params": n_params, "times": times, "compile_s": compile_s,
-            "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')} x{len(jax.devices())}",
-            "backend": jax.default_backend()}
+    info = {"params": n_params, "compile_s": compile_s,
+            "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')} x{len(jax.devices())}"}
+    return info, run_steps
 
 
 def torch_augment(x_u8, pad: int = 4, cutout: int = 16):
@@ -148,7 +162,7 @@ def torch_augment(x_u8, pad: int = 4, cutout: int = 16):
     return x.masked_fill_(hole[:, None], 0.0)
 
 
-def torch_worker(model_name: str, batch: int, steps: int, reps: int, warmup: int) -> dict:
+def torch_worker(model_name: str, batch: int, warmup: int):
     import torch
     import torch.nn.functional as F
 
@@ -195,12 +209,14 @@ def torch_worker(model_name: str, batch: int, steps: int, reps: int, warmup: int
         m.cpu()
 
     t0 = time.perf_counter()
-    run_steps(max(1, warmup))
-    warm_s = time.perf_counter() - t0
-    times = _time_reps(run_steps, steps, reps)
+    run_steps(1)
+    first_s = time.perf_counter() - t0
+    if warmup > 1:
+        run_steps(warmup - 1)
     dev = torch.cuda.get_device_name(0) if cuda else "cpu"
-    return {"params": n_params, "times": times, "compile_s": warm_s, "device": f"{device.type}:{dev}",
+    info = {"params": n_params, "compile_s": first_s, "device": f"{device.type}:{dev}",
             "threads": torch.get_num_threads()}
+    return info, run_steps
 
 
 def conv_probe_worker(framework: str, batch: int, reps: int) -> dict:
@@ -249,15 +265,52 @@ def conv_probe_worker(framework: str, batch: int, reps: int) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def run_worker(args: argparse.Namespace, framework: str, model: str) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--models", model,
-           "--batch", str(args.batch), "--steps", str(args.steps), "--reps", str(args.reps),
-           "--warmup", str(args.warmup)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise RuntimeError(f"{framework} worker for {model} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Worker:
+    """A child process holding one framework's compiled/warmed-up train step for one model."""
+
+    def __init__(self, args: argparse.Namespace, framework: str, model: str):
+        self.name = f"{framework} worker for {model}"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--models", model,
+               "--batch", str(args.batch), "--warmup", str(args.warmup)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}); see its stderr above")
+
+    def run(self, steps: int) -> float:
+        self.proc.stdin.write(f"run {steps}\n")
+        self.proc.stdin.flush()
+        return self._read()["t"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def measure(args: argparse.Namespace, model: str) -> tuple[dict, dict]:
+    """Set up both workers (compilation/warm-up one after the other), then alternate their
+    timed repetitions (jax, torch, jax, torch, ...) so slow drifts in background load hit
+    both sides alike."""
+    jw = Worker(args, "jax", model)
+    try:
+        tw = Worker(args, "torch", model)
+        try:
+            jt, tt = [], []
+            for _ in range(args.reps):
+                jt.append(jw.run(args.steps))
+                tt.append(tw.run(args.steps))
+        finally:
+            tw.close()
+    finally:
+        jw.close()
+    return {**jw.info, "times": jt}, {**tw.info, "times": tt}
 
 
 def loadavg() -> tuple[float, float, float]:
@@ -397,7 +450,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of darts,resnet")
     p.add_argument("--batch", type=int, default=96)
-    p.add_argument("--steps", type=int, default=4, help="steps per timed repetition")
+    p.add_argument("--steps", type=int, default=3, help="steps per timed repetition")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first one compiles)")
     p.add_argument("--load-threshold", type=float, default=1.0, help="wait for 1-min load average below this")
@@ -415,10 +468,10 @@ def main(argv=None) -> int:
     if args.worker:
         if args.worker.startswith("probe-"):
             out = conv_probe_worker(args.worker[6:], args.batch, args.reps)
+            print(json.dumps(out))
         else:
             fn = jax_worker if args.worker == "jax" else torch_worker
-            out = fn(models[0], args.batch, args.steps, args.reps, args.warmup)
-        print(json.dumps(out))
+            serve(*fn(models[0], args.batch, args.warmup))
         return 0
 
     command = "python benchmarks/train_throughput.py" + ("" if argv is None and len(sys.argv) == 1 else
@@ -434,8 +487,7 @@ def main(argv=None) -> int:
            "load_before": load_before, "waited_s": waited, "load_threshold": args.load_threshold,
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
     for m in models:
-        j = run_worker(args, "jax", m)
-        t = run_worker(args, "torch", m)
+        j, t = measure(args, m)
         ips = lambda r: args.steps * args.batch / statistics.median(r["times"])  # noqa: E731
         r = {"label": labels[m], "jax_params": j["params"], "torch_params": t["params"],
              "jax_ips": ips(j), "torch_ips": ips(t), "jax_times": j["times"], "torch_times": t["times"],
@@ -451,11 +503,10 @@ def main(argv=None) -> int:
         if j["params"] != t["params"]:
             print(f"WARNING: parameter counts differ for {m}", file=sys.stderr)
     if not args.no_probe:
-        pa = argparse.Namespace(**{**vars(args), "steps": 1})
         probe = {}
         for fw in ("jax", "torch"):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"probe-{fw}", "--models", models[0],
-                   "--batch", str(args.batch), "--reps", str(max(3, pa.reps))]
+                   "--batch", str(args.batch), "--reps", str(max(3, args.reps))]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
             probe[fw] = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
         res["probe"] = probe

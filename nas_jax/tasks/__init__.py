@@ -6,6 +6,10 @@ from __future__ import annotations
 import importlib
 
 TASKS = {
+    "nes": "nas_jax.tasks.nes",
+    "pgd": "nas_jax.tasks.pgd",
+    "pgd_commonality": "nas_jax.tasks.pgd_commonality",
+    "pgd_sweep": "nas_jax.tasks.pgd_sweep",
     "train": "nas_jax.tasks.train",
     "zoo": "nas_jax.tasks.zoo_table",
 }

@@ -1,0 +1,292 @@
+"""Shared pieces of the evasion attacks: configuration, targets, success, and the restart/iteration driver.
+
+PROTOCOL §e.1 (PGD: targets, success definition, restarts, per-sample freezing; ASR of the paper's Eqn 9 is
+``result.success.mean()``) and §e.2 (NES uses "the same driver as §e.1" with a query-only gradient).
+Appendix A items 1–5 are the oracles the tests check.
+
+The driver :func:`run_evasion` is one traceable function: restarts are a ``lax.while_loop`` and iterations an
+inner ``lax.while_loop``; both carry per-example masks and stop early only when *every* example of the batch is
+finished, so shapes stay fixed and nothing syncs with the host. All per-example work is elementwise or a
+per-row reduction, so a batch-sharded ``x`` stays batch-sharded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+TARGET_MODES = ("most_likely", "least_likely", "untargeted", "kth", "given")
+NORMS = ("linf", "l2")
+
+
+@struct.dataclass
+class EvasionConfig:
+    """Attack budget (PROTOCOL §e.1 table). A frozen, hashable dataclass *and* a pytree.
+
+    Only ``norm`` is static; ``eps``, ``step_size``, ``iterations``, ``restarts`` and ``confidence`` are pytree
+    leaves. So ``cfg`` may be a static jit argument (it is hashable) or a traced one; traced, sweeps over ε,
+    iterations or restarts (Fig 3) reuse one compiled attack.
+
+    ``restarts = 0`` runs once from ``x`` itself; ``restarts = R > 0`` runs R times, each from a uniform random
+    start in the ball. ``confidence > 0`` additionally requires p_target > confidence (the artifact uses 0.99).
+    """
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    iterations: int = 7
+    restarts: int = 5
+    norm: str = struct.field(pytree_node=False, default="linf")
+    confidence: float = 0.0
+
+    def __post_init__(self):
+        # Leaves may be tracers (or placeholders) when jax rebuilds the pytree: check Python numbers only.
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {NORMS}.")
+        for name in ("iterations", "restarts"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{name}={value} must be >= 0; restarts=0 means one run without a random start.")
+
+
+@struct.dataclass
+class EvasionResult:
+    """Per-example outcome of an evasion attack (a pytree).
+
+    ``iterations``: index k of the first successful check within its restart (k = 0 is the check before any
+    step), -1 on failure. ``restart``: 0-based restart of the success, -1 on failure. ``queries``: model
+    evaluations spent on the example over all restarts (PGD: each success check and each gradient counts 1;
+    NES: exact black-box queries). ``x_adv`` is the frozen successful example, or for a failure the last
+    iterate of the last restart that attacked it.
+    """
+
+    x_adv: jax.Array
+    success: jax.Array
+    iterations: jax.Array
+    restart: jax.Array
+    targets: jax.Array
+    queries: jax.Array
+
+
+def check_mode(mode: str) -> None:
+    if mode not in TARGET_MODES:
+        raise ValueError(f"unknown target mode {mode!r}; choose one of {TARGET_MODES}.")
+
+
+def resolve_mode(mode: str, targets: jax.Array | None) -> str:
+    """Passing ``targets`` selects mode ``'given'`` (allowed with ``mode='given'`` or the default)."""
+    check_mode(mode)
+    if targets is not None:
+        if mode not in ("given", "most_likely"):
+            raise ValueError(f"targets were passed together with mode={mode!r}; pass mode='given' with targets.")
+        return "given"
+    if mode == "given":
+        raise ValueError("mode='given' needs targets=...; or pick one of most_likely, least_likely, kth, untargeted.")
+    return mode
+
+
+def needs_prediction(mode: str) -> bool:
+    """Whether the targets depend on the ranking of the clean prediction."""
+    return mode in ("most_likely", "least_likely", "kth")
+
+
+def select_targets(logits: jax.Array | None, mode: str, labels: jax.Array, k: int = 2,
+                   given: jax.Array | None = None) -> jax.Array:
+    """Targets of PROTOCOL §e.1 from the clean outputs (logits or probabilities; only the ranking matters).
+
+    most_likely: the runner-up c2; least_likely: the last class cm; kth: the k-th most likely (k=1 is the
+    prediction); untargeted: ``labels``; given: ``given``.
+    """
+    check_mode(mode)
+    if mode == "untargeted":
+        return jnp.asarray(labels, jnp.int32)
+    if mode == "given":
+        if given is None:
+            raise ValueError("mode='given' needs given=... (int targets, one per example).")
+        return jnp.asarray(given, jnp.int32)
+    num_classes = logits.shape[-1]
+    rank = {"most_likely": 2, "least_likely": num_classes, "kth": k}[mode]
+    if not 1 <= rank <= num_classes:
+        raise ValueError(f"k={k} is out of range for {num_classes} classes; choose 1 <= k <= {num_classes}.")
+    order = jnp.argsort(-logits, axis=-1, stable=True)
+    return order[:, rank - 1].astype(jnp.int32)
+
+
+def is_success(probs: jax.Array, targets: jax.Array, labels: jax.Array, targeted: bool,
+               confidence: float | jax.Array) -> jax.Array:
+    """Success per example (PROTOCOL §e.1), judged against the original target/label.
+
+    Targeted: argmax = t, and p_t > confidence when confidence > 0. Untargeted: argmax != y, and the
+    probability of the new (argmax) class > confidence when confidence > 0.
+    """
+    pred = jnp.argmax(probs, axis=-1)
+    if targeted:
+        hit = pred == targets
+        p = jnp.take_along_axis(probs, targets[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    else:
+        hit = pred != labels
+        p = jnp.max(probs, axis=-1)
+    return hit & ((confidence <= 0) | (p > confidence))
+
+
+# ----------------------------------------------------------------------------
+# Geometry: random starts and steps in pixel space (G1)
+# ----------------------------------------------------------------------------
+
+
+def _per_example(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """Broadcast a per-example vector against a batch ``x``."""
+    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+
+
+def _row_norm(v: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim))))
+
+
+def batch_noise(sampler: Callable[..., jax.Array], key: jax.Array, x: jax.Array, **kwargs) -> jax.Array:
+    """``sampler(key, shape)`` shaped like ``x``, drawn as [N, d] then reshaped.
+
+    Same distribution; keeps the batch axis leading (sharding-friendly) and avoids the slow XLA:CPU compile of
+    partitionable threefry on rank-4 shapes (~1 s against ~0.2 s).
+    """
+    return sampler(key, (x.shape[0], x[0].size), x.dtype, **kwargs).reshape(x.shape)
+
+
+def random_start(key: jax.Array, x: jax.Array, cfg: EvasionConfig) -> jax.Array:
+    """Uniform noise in the ball: L∞ U(−ε, ε)^d; L2 Gaussian direction with radius ε·U^{1/d}."""
+    if cfg.norm == "linf":
+        return batch_noise(jax.random.uniform, key, x, minval=-1.0, maxval=1.0) * cfg.eps
+    dkey, rkey = jax.random.split(key)
+    direction = batch_noise(jax.random.normal, dkey, x)
+    direction = direction / _per_example(jnp.maximum(_row_norm(direction), 1e-12), x)
+    d = x[0].size
+    radius = cfg.eps * jax.random.uniform(rkey, (x.shape[0],), x.dtype) ** (1.0 / d)
+    return direction * _per_example(radius, x)
+
+
+def project(x0: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x_adv = clip(x0 + noise, 0, 1) and noise = x_adv − x0, so box and ball stay consistent (§e.1 step 4)."""
+    x_adv = optax.projections.projection_box(x0 + noise, 0.0, 1.0)
+    return x_adv, x_adv - x0
+
+
+def descent_step(x0: jax.Array, noise: jax.Array, grad: jax.Array, cfg: EvasionConfig) -> tuple[jax.Array, jax.Array]:
+    """One descent step on the loss, projected on the ε-ball then the box.
+
+    L∞: noise ← clip(noise − α·sign(g), −ε, ε) (sign(0) = 0). L2: noise ← Proj_{‖·‖₂≤ε}(noise − α·g/‖g‖₂) per
+    example; a zero gradient gives no step.
+    """
+    if cfg.norm == "linf":
+        noise = optax.projections.projection_linf_ball(noise - cfg.step_size * jnp.sign(grad), cfg.eps)
+    else:
+        gnorm = _row_norm(grad)
+        unit = grad / _per_example(jnp.where(gnorm > 0, gnorm, 1.0), grad)
+        ball = jax.vmap(lambda v: optax.projections.projection_l2_ball(v, cfg.eps))
+        noise = ball(noise - cfg.step_size * unit)
+    return project(x0, noise)
+
+
+# ----------------------------------------------------------------------------
+# The driver (PROTOCOL §e.1 algorithm, shared by §e.2)
+# ----------------------------------------------------------------------------
+
+CheckFn = Callable[[jax.Array], jax.Array]  # x_adv -> success bool[N]
+GradFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_adv, key) -> gradient of the loss to descend
+FusedFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]  # (x_adv, key) -> (success, gradient)
+
+
+class _Record(NamedTuple):
+    x_out: jax.Array
+    done: jax.Array  # succeeded in some restart
+    stopped: jax.Array  # out of query budget, never attacked again
+    iterations: jax.Array
+    restart: jax.Array
+    queries: jax.Array
+
+
+def _record(rec: _Record, active: jax.Array, ok: jax.Array, x_adv: jax.Array, r, k, check_cost: int) -> _Record:
+    """Account one success check of the ``active`` examples; freeze the new successes with (r, k)."""
+    new = active & ok
+    return rec._replace(
+        x_out=jnp.where(_per_example(new, x_adv), x_adv, rec.x_out),
+        done=rec.done | new,
+        iterations=jnp.where(new, k, rec.iterations),
+        restart=jnp.where(new, r, rec.restart),
+        queries=rec.queries + check_cost * active.astype(jnp.int32),
+    )
+
+
+def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array, cfg: EvasionConfig, *,
+                fused_fn: FusedFn | None = None, check_cost: int = 1, grad_cost: int = 1,
+                query_budget: int | jax.Array = 0) -> _Record:
+    """Restarts × iterations of PROTOCOL §e.1 with per-example masks.
+
+    For restart r (key ``fold_in(key, r)``) only examples neither successful nor out of budget are attacked.
+    At k = 0..K the current ``x_adv`` is checked; successes are frozen and recorded with (r, k) and never
+    overwritten; for k < K the others take one :func:`descent_step`. ``fused_fn`` (PGD) returns the check and
+    the gradient from one forward/backward pass; otherwise the gradient (NES) is skipped when no example steps.
+    With ``query_budget > 0`` an example is stopped for good when its next check (``check_cost``) or its next
+    estimate plus the check after it (``grad_cost + check_cost``) would exceed the budget.
+    """
+    n = x.shape[0]
+    num_restarts, num_iters = jnp.maximum(cfg.restarts, 1), cfg.iterations
+
+    def affordable(queries, cost):
+        return (query_budget <= 0) | (queries + cost <= query_budget)
+
+    def restart_body(carry):
+        r, rec = carry
+        init_key, iter_key = jax.random.split(jax.random.fold_in(key, r))
+        noise = jnp.where(cfg.restarts > 0, random_start(init_key, x, cfg), 0.0)
+        x_adv, noise = project(x, noise)
+        want = ~rec.done & ~rec.stopped
+        attacked = want & affordable(rec.queries, check_cost)
+        rec = rec._replace(stopped=rec.stopped | (want & ~attacked))
+
+        def iter_body(c):
+            k, x_adv, noise, active, rec = c
+            kkey = jax.random.fold_in(iter_key, k)
+            if fused_fn is not None:
+                ok, grad = fused_fn(x_adv, kkey)
+            else:
+                ok = check_fn(x_adv)
+            rec = _record(rec, active, ok, x_adv, r, k, check_cost)
+            still = active & ~ok
+            steps = still & affordable(rec.queries, grad_cost + check_cost)
+            rec = rec._replace(stopped=rec.stopped | (still & ~steps),
+                               queries=rec.queries + grad_cost * steps.astype(jnp.int32))
+            if fused_fn is None:
+                grad = jax.lax.cond(jnp.any(steps), lambda: grad_fn(x_adv, kkey), lambda: jnp.zeros_like(x_adv))
+            new_x, new_noise = descent_step(x, noise, grad, cfg)
+            mask = _per_example(steps, x)
+            return k + 1, jnp.where(mask, new_x, x_adv), jnp.where(mask, new_noise, noise), steps, rec
+
+        def iter_cond(c):
+            k, _, _, active, _ = c
+            return (k < num_iters) & jnp.any(active)
+
+        k, x_adv, _, active, rec = jax.lax.while_loop(iter_cond, iter_body, (jnp.int32(0), x_adv, noise, attacked, rec))
+        # The check after the last step (k = K); a no-op when the loop ended because nothing is active.
+        ok = jax.lax.cond(jnp.any(active), check_fn, lambda v: jnp.zeros((n,), bool), x_adv)
+        rec = _record(rec, active, ok, x_adv, r, k, check_cost)
+        # Failures keep the last iterate of the last restart that attacked them.
+        rec = rec._replace(x_out=jnp.where(_per_example(attacked & ~rec.done, x), x_adv, rec.x_out))
+        return r + 1, rec
+
+    def restart_cond(carry):
+        r, rec = carry
+        return (r < num_restarts) & jnp.any(~rec.done & ~rec.stopped)
+
+    minus_one = jnp.full((n,), -1, jnp.int32)
+    rec = _Record(x, jnp.zeros((n,), bool), jnp.zeros((n,), bool), minus_one, minus_one, jnp.zeros((n,), jnp.int32))
+    _, rec = jax.lax.while_loop(restart_cond, restart_body, (jnp.int32(0), rec))
+    return rec
+
+
+def to_result(rec: _Record, targets: jax.Array) -> EvasionResult:
+    return EvasionResult(x_adv=rec.x_out, success=rec.done, iterations=rec.iterations, restart=rec.restart,
+                         targets=targets, queries=rec.queries)

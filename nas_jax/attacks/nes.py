@@ -1,0 +1,130 @@
+"""NES black-box evasion (paper §3.2, Fig 5; gradient estimator of Eqn 10).
+
+PROTOCOL §e.2: the PGD driver of §e.1 (:func:`nas_jax.attacks.evasion.run_evasion`) with ∇_x L replaced by the
+antithetic estimate  ĝ = (1/(σ·n)) Σ_j (ℓ(x + σu_j) − ℓ(x − σu_j)) u_j  over n/2 pairs u_j ~ N(0, I_d), drawn
+fresh every iteration and independently for every example. The loss is per example, computed from returned
+probabilities only: −log p_t (targeted) or +log p_y (untargeted). Query points are not clipped.
+
+Queries are counted per example: 1 for the check at the start of each restart, then n_query per estimate and
+1 per check after each step, so at most R·(K·(n_query + 1) + 1) (Appendix A item 5); ``query_budget > 0``
+stops an example before it would exceed the budget. The clean query used to rank targets is not counted.
+
+Memory: the n_query perturbed batches are evaluated ``chunk_size`` antithetic pairs at a time (a ``lax.scan``
+accumulating the estimate), so one model call sees 2·chunk_size·N images.
+
+Jitting: ``nes_attack_jit`` takes ``query_fn`` as a pytree argument, e.g. ``BlackBox(apply_fn, variables)``
+(parameters traced, not baked into the executable); for a plain function use
+``jax.jit(nes_attack, static_argnames=("query_fn",) + NES_STATIC_ARGNAMES)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from nas_jax.attacks.evasion import (
+    EvasionConfig,
+    EvasionResult,
+    batch_noise,
+    is_success,
+    needs_prediction,
+    resolve_mode,
+    run_evasion,
+    select_targets,
+    to_result,
+)
+
+QueryFn = Callable[[jax.Array], jax.Array]  # images -> probabilities (the black box)
+LossFn = Callable[[jax.Array], jax.Array]  # images [N, ...] -> per-example losses [N]
+NES_STATIC_ARGNAMES = ("mode", "k", "n_queries", "chunk_size")
+_LOG_FLOOR = 1e-30
+
+
+@struct.dataclass
+class BlackBox:
+    """``query_fn`` over a model in eval mode that returns probabilities only; a pytree (variables traced)."""
+
+    apply_fn: Callable[[Any, jax.Array], jax.Array] = struct.field(pytree_node=False)
+    variables: Any = None
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        return jax.nn.softmax(self.apply_fn(self.variables, images), axis=-1)
+
+
+def query_loss(probs: jax.Array, targets: jax.Array, targeted: bool) -> jax.Array:
+    """Per-example loss to descend from returned probabilities: −log p_t, or +log p_y untargeted (§e.2)."""
+    p = jnp.take_along_axis(probs, targets[:, None], axis=-1)[:, 0]
+    logp = jnp.log(jnp.maximum(p, _LOG_FLOOR))
+    return -logp if targeted else logp
+
+
+def _check_queries(n_queries: int, chunk_size: int) -> None:
+    if n_queries < 2 or n_queries % 2:
+        raise ValueError(f"n_queries={n_queries} must be an even number >= 2 (antithetic pairs).")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be >= 1 antithetic pair per model call.")
+
+
+def nes_gradient(loss_fn: LossFn, x: jax.Array, key: jax.Array, n_queries: int = 400, sigma: float = 1e-3,
+                 chunk_size: int = 25) -> tuple[jax.Array, jax.Array]:
+    """Antithetic NES estimate of ∇ loss_fn per example (PROTOCOL §e.2 steps 1–3, paper Eqn 10).
+
+    ``loss_fn`` maps a batch to per-example losses (never summed over the batch). Pair j uses
+    u_j = normal(fold_in(key, j)) of x's shape: independent across examples, and the estimate does not depend on
+    ``chunk_size`` (pairs per model call) beyond float summation order. Returns (ĝ, queries int32[N] = n_queries).
+    """
+    _check_queries(n_queries, chunk_size)
+    n_pairs = n_queries // 2
+    pair_loss = jax.vmap(loss_fn)  # [P, N, ...] -> [P, N]
+
+    def chunk_sum(idx: jax.Array) -> jax.Array:
+        u = jax.vmap(lambda j: batch_noise(jax.random.normal, jax.random.fold_in(key, j), x))(idx)
+        losses = pair_loss(jnp.concatenate([x[None] + sigma * u, x[None] - sigma * u]))
+        diff = losses[: idx.shape[0]] - losses[idx.shape[0]:]  # [P, N]
+        return jnp.einsum("pn,pn...->n...", diff, u)
+
+    num_full, rest = divmod(n_pairs, chunk_size)
+    total = jnp.zeros_like(x)
+    if num_full:
+        chunks = jnp.arange(num_full * chunk_size, dtype=jnp.uint32).reshape(num_full, chunk_size)
+        total, _ = jax.lax.scan(lambda acc, idx: (acc + chunk_sum(idx), None), total, chunks)
+    if rest:
+        total = total + chunk_sum(jnp.arange(num_full * chunk_size, n_pairs, dtype=jnp.uint32))
+    return total / (sigma * n_queries), jnp.full((x.shape[0],), n_queries, jnp.int32)
+
+
+def nes_attack(query_fn: QueryFn, x: jax.Array, labels: jax.Array, key: jax.Array, cfg: EvasionConfig,
+               mode: str = "most_likely", k: int = 2, targets: jax.Array | None = None, n_queries: int = 400,
+               sigma: float = 1e-3, query_budget: int = 0, chunk_size: int = 25) -> EvasionResult:
+    """Black-box evasion (PROTOCOL §e.2) through ``query_fn(images) -> probabilities`` only.
+
+    Same targets, budget, restarts and success rule as :func:`nas_jax.attacks.pgd.pgd_attack`; a fresh key per
+    restart and per iteration. ``result.queries`` is the exact per-example query count; with
+    ``query_budget > 0`` no example exceeds it (an example that cannot afford its next estimate plus the check
+    after it is stopped and counts as a failure unless it already succeeded).
+    """
+    _check_queries(n_queries, chunk_size)
+    mode = resolve_mode(mode, targets)
+    targeted = mode != "untargeted"
+    clean = query_fn(x) if needs_prediction(mode) else None
+    tgt = select_targets(clean, mode, labels, k=k, given=targets)
+    labels = jnp.asarray(labels, jnp.int32)
+
+    def check_fn(x_adv):
+        return is_success(query_fn(x_adv), tgt, labels, targeted, cfg.confidence)
+
+    def loss_fn(images):
+        return query_loss(query_fn(images), tgt, targeted)  # untargeted: tgt = labels
+
+    def grad_fn(x_adv, kkey):
+        return nes_gradient(loss_fn, x_adv, kkey, n_queries, sigma, chunk_size)[0]
+
+    rec = run_evasion(check_fn, grad_fn, x, key, cfg, check_cost=1, grad_cost=n_queries, query_budget=query_budget)
+    return to_result(rec, tgt)
+
+
+nes_attack_jit = jax.jit(nes_attack, static_argnames=NES_STATIC_ARGNAMES)

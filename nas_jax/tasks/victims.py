@@ -1,0 +1,74 @@
+"""Victims and attack inputs shared by the evasion tasks (PROTOCOL §a.4, G5).
+
+Victims come from the zoo (trained first if missing). Attack inputs are drawn
+from one seeded permutation of the test set, shared by all models: each model
+is attacked on the first ``n`` inputs of that order that it classifies
+correctly; the commonality study uses the first ``n`` that *all* models
+classify correctly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax import parallel
+from nas_jax.data import Dataset, load_dataset, to_float
+from nas_jax.train import zoo
+from nas_jax.train.zoo import ZooEntry
+
+
+def load_victims(config, progress: bool = True) -> tuple[Dataset, list[ZooEntry]]:
+    """Every model of ``config.models`` from the zoo, trained first where missing."""
+    dataset = load_dataset(config.dataset, config.data_dir or None)
+    entries = []
+    for i, name in enumerate(config.models):
+        print(f"[{i + 1}/{len(config.models)}] victim {name}", flush=True)
+        entries.append(zoo.get_or_train(config, name, dataset, progress=progress))
+    return dataset, entries
+
+
+def attack_order(n_test: int, seed: int) -> np.ndarray:
+    """The seeded order of test indices that every model's inputs are drawn from (G5)."""
+    return np.random.default_rng([seed, 1228]).permutation(n_test)
+
+
+def predictions(entry: ZooEntry, images_u8: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Eval-mode predicted classes of a uint8 array."""
+    predict = jax.jit(lambda v, x: jnp.argmax(entry.model.apply(v, to_float(x), train=False), -1))
+    out = [np.asarray(predict(entry.variables, images_u8[i : i + batch_size]))
+           for i in range(0, len(images_u8), batch_size)]
+    return np.concatenate(out)
+
+
+def correct_inputs(correct: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` indices of ``order`` where ``correct`` holds."""
+    chosen = order[correct[order]]
+    return chosen[:n]
+
+
+@dataclasses.dataclass
+class AttackBatches:
+    """Runs a jitted per-example attack over an array in fixed-size, padded,
+    batch-sharded chunks and concatenates the per-example results."""
+
+    batch_size: int
+
+    def run(self, attack, x: np.ndarray, labels: np.ndarray, key: jax.Array):
+        mesh = parallel.data_mesh()
+        n_dev = mesh.devices.size
+        bs = max(n_dev, self.batch_size // n_dev * n_dev)
+        sharding = parallel.batch_sharded(mesh)
+        chunks = []
+        for i, start in enumerate(range(0, len(x), bs)):
+            xb, yb = x[start : start + bs], labels[start : start + bs]
+            valid = len(xb)
+            if valid < bs:  # pad to the fixed shape; the padding is dropped below
+                xb = np.concatenate([xb, np.repeat(xb[-1:], bs - valid, 0)])
+                yb = np.concatenate([yb, np.repeat(yb[-1:], bs - valid, 0)])
+            out = attack(jax.device_put(xb, sharding), jax.device_put(yb, sharding), jax.random.fold_in(key, i))
+            chunks.append(jax.tree_util.tree_map(lambda a, valid=valid: np.asarray(a)[:valid], out))
+        return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *chunks)
