@@ -413,16 +413,21 @@ def render_section(res: dict) -> str:
 
 
 NOTES_CPU = (
-    "On CPU both sides are dominated by the dense 3x3 convolutions, where XLA:CPU is several "
-    "times slower than PyTorch's oneDNN kernels (the probe line above: one 64-channel 3x3 conv "
-    "fwd+bwd at batch 96; an earlier measurement on this machine gave ~310 ms in XLA vs ~101 ms in "
-    "PyTorch). ResNet-18 is almost nothing but such convolutions, so its ratio is close to the "
-    "probe's ratio. The DARTS network is mostly depthwise-separable convolutions, 1x1 convolutions, "
-    "BN and element-wise ops; nas_jax runs depthwise and pointwise convolutions as fused shifted "
-    "multiply-adds and matrix products on CPU (`conv_impl='auto'` -> 'shifted'), which avoids XLA:CPU's "
-    "slow grouped convolution, and the whole step (augmentation, model, optimiser) is one compiled "
-    "program, while PyTorch runs it op by op in eager mode. Numbers on a 2-core machine are noisy; "
-    "compare ratios from the same run only."
+    "ResNet-18 is almost entirely dense 3x3 convolutions, where XLA:CPU is several times slower than "
+    "PyTorch's oneDNN kernels (the probe line above; an earlier quiet measurement on this machine gave "
+    "~310 ms in XLA vs ~101 ms in PyTorch for one 64-channel 3x3 conv fwd+bwd at batch 96), so the "
+    "ResNet ratio tracks the probe's ratio. The DARTS network (C=16) is small depthwise/pointwise "
+    "convolutions, BN, per-op dropout and element-wise ops; in nas_jax its backward pass dominates (the "
+    "train-mode forward alone is ~1/8 of the step). Micro-benchmarks on this machine (2026-11-25, with "
+    "other jobs running): with the CPU default conv_impl='shifted' the depthwise 3x3 conv on a "
+    "96x32x32x16 tensor takes ~3 ms forward but ~84 ms forward+backward, of which ~55 ms is the kernel "
+    "gradient (9 reductions over strided windows of the padded input; one plain reduction of the same "
+    "size takes ~1 ms); each per-op dropout mask (threefry bits) of that size costs ~25-35 ms; "
+    "conv_impl='xla' makes the whole DARTS step ~2x slower (XLA:CPU grouped convolution). On the PyTorch "
+    "side most of the DARTS step is convolution backward in oneDNN; the weight gradient of the dilated "
+    "depthwise conv (dil_conv_3x3) takes a gemm path that is slow and very sensitive to other load on "
+    "the 2 cores. Numbers on a 2-core machine shared with other jobs are noisy: compare ratios within "
+    "one run only, and check the load line above."
 )
 NOTES_GPU = (
     "On GPU nas_jax uses XLA's convolutions (`conv_impl='auto'` -> 'xla') and the whole step is one "
@@ -435,8 +440,9 @@ def update_benchmarks_md(path: Path, section: str, command: str) -> None:
     text = path.read_text() if path.exists() else ""
     if not text.strip():
         text = ("# Benchmarks\n\n"
-                f"How to reproduce: `{command}` (from the repository root; each section below names "
-                "the command that produced it).\n\n")
+                f"How to reproduce: `{command}` (from the repository root with the project's venv active, "
+                "e.g. `.venv/bin/python benchmarks/train_throughput.py`; needs `pip install torch`; each "
+                "section below names the command that produced it).\n\n")
     pattern = re.compile(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)

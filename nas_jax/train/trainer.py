@@ -198,7 +198,7 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: int | None = None,
-          tb_dir: str | Path | None = None, progress: bool = True) -> dict:
+          tb_dir: str | Path | None = None, progress: bool = True, name: str | None = None) -> dict:
     """Train ``model`` on ``dataset`` with ``config.train``; resumable from ``run_dir``.
 
     Checkpoints go to ``run_dir/checkpoints`` at every epoch end (and every
@@ -214,6 +214,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
     parallel.check_batch_size(tcfg.batch_size, mesh)
     sampler = EpochSampler(len(dataset.y_train), tcfg.batch_size, tcfg.data_slices or jax.process_count(),
                            config.seed)
+    name = name or config.model
     x_local, y_local = sampler.local_data(dataset.x_train, dataset.y_train)
     spe, epochs = sampler.steps_per_epoch, tcfg.epochs
 
@@ -236,7 +237,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
 
         writer = SummaryWriter(str(tb_dir))
     bar = tqdm(total=epochs * spe, initial=start, disable=not (progress and main), unit="step",
-               desc=f"train {config.model}", dynamic_ncols=True)
+               desc=f"train {name}", dynamic_ncols=True)
     step, test_acc = start, None
     try:
         while step < epochs * spe:
@@ -269,7 +270,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
                 if writer is not None:
                     for k, v in row.items():
                         if k not in ("epoch", "step"):
-                            writer.add_scalar(f"{config.model}/{k}", v, epoch)
+                            writer.add_scalar(f"{name}/{k}", v, epoch)
     finally:
         bar.close()
         ckpt.close()

@@ -114,7 +114,7 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
         log = trainer._read_log(directory / "train_log.jsonl", config.train.epochs)
         return ZooEntry(model_name, model_family(model_name), model, variables, dataset,
                         info["test_accuracy"], directory, log)
-    out = trainer.train(model, dataset, config, directory, tb_dir=tb_dir, progress=progress)
+    out = trainer.train(model, dataset, config, directory, tb_dir=tb_dir, progress=progress, name=model_name)
     if jax.process_index() == 0:
         final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
     return ZooEntry(model_name, model_family(model_name), model, out["state"].variables, dataset,
