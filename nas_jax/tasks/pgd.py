@@ -38,28 +38,31 @@ def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mod
     return victims.AttackBatches(batch_size).run(attack, x_u8, labels, key)
 
 
-def run(config, workdir: str | Path) -> list[dict]:
-    pc = config.pgd
+def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra_metrics, setting: dict,
+                   title: str) -> list[dict]:
+    """Most- and least-likely attacks on every victim (Figures 2 and 5).
+
+    ``run_attack(entry, x_u8, labels, cfg, mode, key)`` returns per-example
+    results; ``extra_metrics(out, mode)`` adds task-specific metrics. Prints a
+    table, appends one ``task`` record per model, saves ``figures/{task}_asr.png``.
+    """
     dataset, entries = victims.load_victims(config)
     order = victims.attack_order(len(dataset.y_test), config.seed)
     key = jax.random.key(config.seed)
-    settings = [("most_likely", pc.iterations_most_likely), ("least_likely", pc.iterations_least_likely)]
+    settings = [("most_likely", sc.iterations_most_likely), ("least_likely", sc.iterations_least_likely)]
     records, rows = [], []
     for entry in entries:
         start = results.now()
         correct = victims.predictions(entry, dataset.x_test) == dataset.y_test
-        idx = victims.correct_inputs(correct, order, pc.n_inputs)
+        idx = victims.correct_inputs(correct, order, sc.n_inputs)
         metrics = {"clean_accuracy": float(correct.mean())}
         for mode, iterations in settings:
-            out = run_pgd(entry, dataset.x_test[idx], dataset.y_test[idx], evasion_config(pc, iterations), mode,
-                          jax.random.fold_in(key, iterations), pc.batch_size)
+            out = run_attack(entry, dataset.x_test[idx], dataset.y_test[idx], evasion_config(sc, iterations), mode,
+                             jax.random.fold_in(key, iterations))
             metrics[f"asr_{mode}"] = float(out.success.mean())
-            metrics[f"mean_iterations_{mode}"] = float(out.iterations[out.success].mean()) if out.success.any() else None
-        setting = {"family": entry.family, "eps": pc.eps, "step_size": pc.step_size, "restarts": pc.restarts,
-                   "norm": pc.norm, "confidence": pc.confidence, "iterations_most_likely": pc.iterations_most_likely,
-                   "iterations_least_likely": pc.iterations_least_likely}
-        record = results.make_record(config, task="pgd", model=entry.name, metrics=metrics, n=len(idx),
-                                     setting=setting, start_time=start)
+            metrics.update(extra_metrics(out, mode))
+        record = results.make_record(config, task=task, model=entry.name, metrics=metrics, n=len(idx),
+                                     setting={"family": entry.family, **setting}, start_time=start)
         if jax.process_index() == 0:
             results.append_record(workdir, record)
         records.append(record)
@@ -71,7 +74,23 @@ def run(config, workdir: str | Path) -> list[dict]:
                                   ("clean_accuracy", "clean acc", ".3f"), ("asr_most_likely", "ASR most-likely", ".3f"),
                                   ("asr_least_likely", "ASR least-likely", ".3f")]))
         fig = plots.bar_panels(rows, [("asr_most_likely", "most likely"), ("asr_least_likely", "least likely")],
-                               Path(workdir) / "figures" / "pgd_asr.png", ylabel="ASR (%)",
-                               title=f"PGD L∞ ε={pc.eps * 255:.0f}/255 on {config.dataset}")
+                               Path(workdir) / "figures" / f"{task}_asr.png", ylabel="ASR (%)", title=title)
         print(f"figure: {fig}")
     return records
+
+
+def _mean_iterations(out, mode: str) -> dict:
+    return {f"mean_iterations_{mode}": float(out.iterations[out.success].mean()) if out.success.any() else None}
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    pc = config.pgd
+    setting = {"eps": pc.eps, "step_size": pc.step_size, "restarts": pc.restarts, "norm": pc.norm,
+               "confidence": pc.confidence, "iterations_most_likely": pc.iterations_most_likely,
+               "iterations_least_likely": pc.iterations_least_likely}
+
+    def attack(entry, x, y, cfg, mode, key):
+        return run_pgd(entry, x, y, cfg, mode, key, pc.batch_size)
+
+    return targeted_study(config, workdir, "pgd", pc, attack, _mean_iterations, setting,
+                          title=f"PGD L∞ ε={pc.eps * 255:.0f}/255 on {config.dataset}")

@@ -11,8 +11,6 @@ resumed run replays the same batches.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import numpy as np
 
@@ -25,6 +23,7 @@ class EpochSampler:
         if batch_size % num_slices:
             raise ValueError(f"batch size {batch_size} must be divisible by data_slices={num_slices}.")
         self.num_slices, self.seed = num_slices, seed
+        self._cached_epoch, self._cached_positions = -1, []
         self.rows_per_slice = batch_size // num_slices
         per_proc = num_slices // n_proc
         self.owned = list(range(jax.process_index() * per_proc, (jax.process_index() + 1) * per_proc))
@@ -39,13 +38,15 @@ class EpochSampler:
         idx = np.concatenate([np.arange(s, len(y), self.num_slices) for s in self.owned])
         return x[idx], y[idx]
 
-    @functools.lru_cache(maxsize=2)
     def _epoch_positions(self, epoch: int) -> list[np.ndarray]:
+        if self._cached_epoch == epoch:
+            return self._cached_positions
         positions, offset = [], 0
         for s in self.owned:
             rng = np.random.default_rng([self.seed, epoch, s])
             positions.append(offset + rng.permutation(self.slice_sizes[s]))
             offset += self.slice_sizes[s]
+        self._cached_epoch, self._cached_positions = epoch, positions
         return positions
 
     def local_batch(self, x_local: np.ndarray, y_local: np.ndarray, epoch: int, step: int):
