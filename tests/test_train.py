@@ -86,13 +86,19 @@ def _train_interrupted(run_dir, stop_at):
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    config, ds, model, _ = _train(tmp_path / "run", epochs=1)
-    config.arch.init_channels = 6
-    other = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    config, ds = tiny_config(zoo_dir=""), tiny_dataset()
     tx = trainer.make_optimizer(config.train, 8)
-    template = trainer.create_state(other, tx, trainer.init_key(0), ds.x_train.shape[1:])
+
+    def state(init_channels):
+        config.arch.init_channels = init_channels
+        model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+        return trainer.create_state(model, tx, trainer.init_key(0), ds.x_train.shape[1:])
+
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    ckpt.save(8, state(4))
+    ckpt.close()
     with pytest.raises(CheckpointMismatchError, match="does not match"):
-        Checkpointer(tmp_path / "run" / "checkpoints").restore(template)
+        Checkpointer(tmp_path / "checkpoints").restore(state(6))
 
 
 def test_zoo_trains_once_then_restores_and_refuses_mismatch(tmp_path):
