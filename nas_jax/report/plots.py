@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 FAMILY_COLORS = {"nas": "tab:red", "manual": "tab:blue"}
 
@@ -31,12 +32,11 @@ def bar_panels(rows: list[dict], panels: list[tuple[str, str]], path: str | Path
         values = [100 * r[key] for r in rows]
         ax.bar(range(len(rows)), values, color=[FAMILY_COLORS[r["family"]] for r in rows])
         ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 115)
         ax.set_title(panel_title)
         ax.set_ylabel(ylabel)
-        for fam, color in FAMILY_COLORS.items():
-            ax.bar([], [], color=color, label=fam)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(handles=[Patch(color=color, label=fam) for fam, color in FAMILY_COLORS.items()], fontsize=8,
+                  loc="upper right")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
