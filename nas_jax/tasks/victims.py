@@ -10,6 +10,7 @@ classify correctly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +37,14 @@ def attack_order(n_test: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 1228]).permutation(n_test)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(apply_fn, variables, images_u8):
+    return jnp.argmax(apply_fn(variables, to_float(images_u8), train=False), -1)
+
+
 def predictions(entry: ZooEntry, images_u8: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Eval-mode predicted classes of a uint8 array."""
-    predict = jax.jit(lambda v, x: jnp.argmax(entry.model.apply(v, to_float(x), train=False), -1))
-    out = [np.asarray(predict(entry.variables, images_u8[i : i + batch_size]))
+    """Eval-mode predicted classes of a uint8 array (compiled once per model and shape)."""
+    out = [np.asarray(_predict(entry.model.apply, entry.variables, images_u8[i : i + batch_size]))
            for i in range(0, len(images_u8), batch_size)]
     return np.concatenate(out)
 
