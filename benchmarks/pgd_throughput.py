@@ -50,23 +50,33 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import (
+    Worker,
+    children_cpu_seconds,
+    cpu_busy_seconds,
+    cpu_model,
+    loadavg,
+    markers,
+    serve,
+    update_benchmarks_md,
+    versions,
+    wait_for_quiet,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 MODELS = ("darts", "resnet")
-MARK_BEGIN = "<!-- BEGIN pgd_throughput -->"
-MARK_END = "<!-- END pgd_throughput -->"
+MARK_BEGIN, MARK_END = markers("pgd_throughput")
 NUM_CLASSES = 10
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -89,19 +99,6 @@ def make_images(seed: int, batch: int):
 # ----------------------------------------------------------------------------
 # Workers (one framework, one model, in a child process)
 # ----------------------------------------------------------------------------
-
-
-def serve(info: dict, run_once) -> None:
-    """Worker protocol: print `info` as one JSON line, then answer each stdin line 'run'
-    with {"t": seconds for one attack}; stop at 'quit' or end of input."""
-    print(json.dumps(info), flush=True)
-    for line in sys.stdin:
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
-        t0 = time.perf_counter()
-        run_once()
-        print(json.dumps({"t": time.perf_counter() - t0}), flush=True)
 
 
 def make_variables(model, batch: int):
@@ -241,6 +238,7 @@ def torch_worker(model_name: str, batch: int, data: Path):
     sys.path.insert(0, str(HERE))
     import port_weights
     import torch_models as tm
+
     from nas_jax.models.genotypes import get_genotype
 
     torch.set_num_threads(os.cpu_count())
@@ -304,40 +302,13 @@ def torch_worker(model_name: str, batch: int, data: Path):
 # ----------------------------------------------------------------------------
 
 
-class Worker:
-    """A child process holding one framework's compiled/warmed-up attack for one model."""
-
-    def __init__(self, args: argparse.Namespace, framework: str, model: str, data: Path):
-        self.name = f"{framework} worker for {model}"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--models", model,
-               "--batch", str(args.batch), "--data", str(data)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self.info = self._read()
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                return json.loads(line)
-        raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}); see its stderr above")
-
-    def run(self) -> float:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return self._read()["t"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait()
-
-
 def measure(args: argparse.Namespace, model: str, tmp: Path) -> tuple[dict, dict]:
     data = tmp / f"{model}.npz"
-    jw = Worker(args, "jax", model, data)
+    jw = Worker(__file__, ["--worker", "jax", "--models", model, "--batch", str(args.batch), "--data", str(data)],
+                f"jax worker for {model}")
     try:
-        tw = Worker(args, "torch", model, data)
+        tw = Worker(__file__, ["--worker", "torch", "--models", model, "--batch", str(args.batch), "--data",
+                               str(data)], f"torch worker for {model}")
         try:
             for _ in range(args.warmup):
                 jw.run()
@@ -351,59 +322,6 @@ def measure(args: argparse.Namespace, model: str, tmp: Path) -> tuple[dict, dict
     finally:
         jw.close()
     return {**jw.info, "times": jt}, {**tw.info, "times": tt}
-
-
-def loadavg() -> tuple[float, float, float]:
-    return tuple(float(v) for v in Path("/proc/loadavg").read_text().split()[:3])
-
-
-def wait_for_quiet(threshold: float, max_wait: float, poll: float = 15.0) -> tuple[float, float]:
-    """Poll the 1-minute load average until it is below `threshold`; return (load, waited_s)."""
-    t0 = time.monotonic()
-    while True:
-        one = loadavg()[0]
-        waited = time.monotonic() - t0
-        if one < threshold or waited >= max_wait:
-            return one, waited
-        print(f"  load average {one:.2f} >= {threshold}; waiting ({waited:.0f}/{max_wait:.0f} s)", flush=True)
-        time.sleep(min(poll, max_wait - waited))
-
-
-def cpu_busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine since boot (all cores, from /proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("jax", "jaxlib", "flax", "torch", "torchattacks"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    out["python"] = platform.python_version()
-    return out
 
 
 NOTES_EQUAL = (
@@ -507,16 +425,6 @@ def render_section(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks_md(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -539,7 +447,8 @@ def main(argv=None) -> int:
 
     if args.worker:
         fn = jax_worker if args.worker == "jax" else torch_worker
-        serve(*fn(models[0], args.batch, Path(args.data)))
+        info, run_once = fn(models[0], args.batch, Path(args.data))
+        serve(info, lambda _n: run_once())
         return 0
 
     command = "python benchmarks/pgd_throughput.py" + ("" if argv is None and len(sys.argv) == 1 else
@@ -551,7 +460,8 @@ def main(argv=None) -> int:
     busy0, ours0 = cpu_busy_seconds(), children_cpu_seconds()
     labels = {"darts": f"darts (DARTS V2, C={DARTS_C}, {DARTS_LAYERS} cells)", "resnet": "resnet (ResNet-18 CIFAR)"}
     res = {"models": {}, "batch": args.batch, "reps": args.reps, "warmup": args.warmup,
-           "command": command, "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
+           "command": command, "cpu": cpu_model(), "cores": os.cpu_count(), 
+           "versions": versions(("jax", "jaxlib", "flax", "torch", "torchattacks")),
            "load_before": load_before, "waited_s": waited, "load_threshold": args.load_threshold,
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory(prefix="pgd_throughput_") as tmp:
@@ -590,7 +500,7 @@ def main(argv=None) -> int:
           f"used {res['foreign_cpu_s']:.0f} CPU-s meanwhile")
     section = render_section(res)
     if not args.no_write:
-        update_benchmarks_md(Path(args.output), section)
+        update_benchmarks_md("pgd_throughput", section, Path(args.output))
         print(f"wrote section to {args.output}")
     else:
         print(section)

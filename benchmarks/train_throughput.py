@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -40,10 +39,23 @@ import sys
 import time
 from pathlib import Path
 
+from common import (
+    Worker,
+    alternate,
+    children_cpu_seconds,
+    cpu_busy_seconds,
+    cpu_model,
+    loadavg,
+    markers,
+    serve,
+    update_benchmarks_md,
+    versions,
+    wait_for_quiet,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("darts", "resnet")
-MARK_BEGIN = "<!-- BEGIN train_throughput -->"
-MARK_END = "<!-- END train_throughput -->"
+MARK_BEGIN, MARK_END = markers("train_throughput")
 NUM_CLASSES = 10
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -64,19 +76,6 @@ def _time_reps(run_steps, steps: int, reps: int) -> list[float]:
         run_steps(steps)
         times.append(time.perf_counter() - t0)
     return times
-
-
-def serve(info: dict, run_steps) -> None:
-    """Worker protocol: print `info` as one JSON line, then answer each stdin line 'run N'
-    with {"t": seconds for N steps}; stop at 'quit' or end of input."""
-    print(json.dumps(info), flush=True)
-    for line in sys.stdin:
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
-        t0 = time.perf_counter()
-        run_steps(int(cmd[1]))
-        print(json.dumps({"t": time.perf_counter() - t0}), flush=True)
 
 
 def jax_worker(model_name: str, batch: int, warmup: int):
@@ -168,6 +167,7 @@ def torch_worker(model_name: str, batch: int, warmup: int):
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch_models as tm
+
     from nas_jax.models.genotypes import get_genotype
 
     torch.set_num_threads(os.cpu_count())
@@ -265,105 +265,16 @@ def conv_probe_worker(framework: str, batch: int, reps: int) -> dict:
 # ----------------------------------------------------------------------------
 
 
-class Worker:
-    """A child process holding one framework's compiled/warmed-up train step for one model."""
-
-    def __init__(self, args: argparse.Namespace, framework: str, model: str):
-        self.name = f"{framework} worker for {model}"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--models", model,
-               "--batch", str(args.batch), "--warmup", str(args.warmup)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self.info = self._read()
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                return json.loads(line)
-        raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}); see its stderr above")
-
-    def run(self, steps: int) -> float:
-        self.proc.stdin.write(f"run {steps}\n")
-        self.proc.stdin.flush()
-        return self._read()["t"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait()
-
-
 def measure(args: argparse.Namespace, model: str) -> tuple[dict, dict]:
     """Set up both workers (compilation/warm-up one after the other), then alternate their
     timed repetitions (jax, torch, jax, torch, ...) so slow drifts in background load hit
     both sides alike."""
-    jw = Worker(args, "jax", model)
-    try:
-        tw = Worker(args, "torch", model)
-        try:
-            jt, tt = [], []
-            for _ in range(args.reps):
-                jt.append(jw.run(args.steps))
-                tt.append(tw.run(args.steps))
-        finally:
-            tw.close()
-    finally:
-        jw.close()
-    return {**jw.info, "times": jt}, {**tw.info, "times": tt}
 
+    def worker(framework: str) -> Worker:
+        return Worker(__file__, ["--worker", framework, "--models", model, "--batch", str(args.batch),
+                                 "--warmup", str(args.warmup)], f"{framework} worker for {model}")
 
-def loadavg() -> tuple[float, float, float]:
-    return tuple(float(v) for v in Path("/proc/loadavg").read_text().split()[:3])
-
-
-def wait_for_quiet(threshold: float, max_wait: float, poll: float = 15.0) -> tuple[float, float]:
-    """Poll the 1-minute load average until it is below `threshold`; return (load, waited_s)."""
-    t0 = time.monotonic()
-    while True:
-        one = loadavg()[0]
-        waited = time.monotonic() - t0
-        if one < threshold or waited >= max_wait:
-            return one, waited
-        print(f"  load average {one:.2f} >= {threshold}; waiting ({waited:.0f}/{max_wait:.0f} s)", flush=True)
-        time.sleep(min(poll, max_wait - waited))
-
-
-def cpu_busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine since boot (all cores, from /proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "torch"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    out["python"] = platform.python_version()
-    return out
+    return alternate(lambda: worker("jax"), lambda: worker("torch"), args.reps, args.steps)
 
 
 def render_section(res: dict) -> str:
@@ -398,10 +309,10 @@ def render_section(res: dict) -> str:
         f"< {res['load_threshold']}); after: {res['load_after']:.2f} (includes this benchmark's own load). "
         f"Other processes used {res['foreign_cpu_s']:.0f} CPU-seconds during the {res['wall_s']:.0f} s of "
         f"measurement (~{res['foreign_cpu_s'] / max(res['wall_s'], 1e-9):.2f} cores on average)",
-        f"- Per-rep seconds: " + "; ".join(
+        "- Per-rep seconds: " + "; ".join(
             f"{n} jax {', '.join(f'{t:.2f}' for t in r['jax_times'])} / torch "
             f"{', '.join(f'{t:.2f}' for t in r['torch_times'])}" for n, r in res["models"].items()),
-        f"- First-step (compile) seconds, nas_jax: " + ", ".join(
+        "- First-step (compile) seconds, nas_jax: " + ", ".join(
             f"{n} {r['jax_compile_s']:.1f}" for n, r in res["models"].items()),
     ]
     if res.get("probe"):
@@ -434,21 +345,6 @@ NOTES_GPU = (
     "compiled program; PyTorch runs in eager mode with cudnn.benchmark on. At batch 96 on 32x32 inputs "
     "the small DARTS network is launch-bound in eager PyTorch, which is where a compiled step gains most."
 )
-
-
-def update_benchmarks_md(path: Path, section: str, command: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if not text.strip():
-        text = ("# Benchmarks\n\n"
-                f"How to reproduce: `{command}` (from the repository root with the project's venv active, "
-                "e.g. `.venv/bin/python benchmarks/train_throughput.py`; needs `pip install torch`; each "
-                "section below names the command that produced it).\n\n")
-    pattern = re.compile(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -489,7 +385,8 @@ def main(argv=None) -> int:
     busy0, ours0 = cpu_busy_seconds(), children_cpu_seconds()
     labels = {"darts": f"darts (DARTS V2, C={DARTS_C}, {DARTS_LAYERS} cells)", "resnet": "resnet (ResNet-18 CIFAR)"}
     res = {"models": {}, "batch": args.batch, "steps": args.steps, "reps": args.reps, "warmup": args.warmup,
-           "command": command, "cpu": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
+           "command": command, "cpu": cpu_model(), "cores": os.cpu_count(), 
+           "versions": versions(("jax", "jaxlib", "flax", "optax", "torch")),
            "load_before": load_before, "waited_s": waited, "load_threshold": args.load_threshold,
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
     for m in models:
@@ -525,7 +422,7 @@ def main(argv=None) -> int:
           f"used {res['foreign_cpu_s']:.0f} CPU-s meanwhile")
     section = render_section(res)
     if not args.no_write:
-        update_benchmarks_md(Path(args.output), section, command)
+        update_benchmarks_md("train_throughput", section, Path(args.output))
         print(f"wrote section to {args.output}")
     else:
         print(section)

@@ -31,8 +31,14 @@ def _config(name: str, tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def pgd_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pgd")
+def shared_tmp(tmp_path_factory):
+    """One directory (npz data + zoo) for every task in this module: victims are trained once."""
+    return tmp_path_factory.mktemp("evasion")
+
+
+@pytest.fixture(scope="module")
+def pgd_run(shared_tmp):
+    tmp = shared_tmp
     c = _config("pgd", tmp)
     c.pgd.n_inputs, c.pgd.batch_size = 40, 40
     workdir = tmp / "work"
@@ -62,3 +68,44 @@ def test_pgd_asr_follows_eps(pgd_run):
         out = run_pgd(entries[0], x, y, cfg, "most_likely", jax.random.key(0), 40)
         assert check(float(out.success.mean())), (eps, out.success.mean())
         assert np.all(np.abs(out.x_adv - x / 255.0) <= eps + 1e-6)
+
+
+def test_eps_sweep_and_commonality_tasks(pgd_run, shared_tmp):
+    """Figure 3 and Figure 4 commands on the victims trained above (restored, not retrained)."""
+    c = _config("pgd_eps_sweep", shared_tmp)
+    c.pgd.n_inputs, c.pgd.batch_size, c.pgd.eps_grid_255, c.pgd.restarts = 20, 20, (0, 64), 1
+    workdir = shared_tmp / "sweep"
+    get_task("pgd_sweep")(c, workdir)
+    recs = results.read_records(workdir, task="pgd_sweep")
+    assert [(r["model"], round(r["setting"]["eps"] * 255)) for r in recs] == [
+        ("darts", 0), ("darts", 64), ("resnet", 0), ("resnet", 64)]
+    asr = [r["metrics"]["asr_untargeted"] for r in recs]
+    assert asr[0] == asr[2] == 0.0 and asr[1] >= 0.9 and asr[3] >= 0.9, asr
+    assert (workdir / "figures" / "pgd_eps_sweep.png").stat().st_size > 0
+
+    c = _config("pgd_commonality", shared_tmp)
+    c.pgd.n_inputs, c.pgd.batch_size, c.pgd.restarts = 20, 20, 1
+    workdir = shared_tmp / "commonality"
+    get_task("pgd_commonality")(c, workdir)
+    recs = {r["setting"]["family"]: r for r in results.read_records(workdir, task="pgd_commonality")}
+    assert set(recs) == {"nas", "manual"}
+    for r in recs.values():  # one model per family: each input fools 0 or 1 model of it
+        assert len(r["metrics"]["histogram"]) == 2 and sum(r["metrics"]["histogram"]) == r["n"] <= 20
+    assert recs["nas"]["n"] == recs["manual"]["n"]  # the same common inputs for every model
+    assert (workdir / "figures" / "pgd_commonality.png").stat().st_size > 0
+
+
+def test_nes_task_counts_queries(pgd_run, shared_tmp):
+    c = _config("nes", shared_tmp)
+    c.models = ("darts",)
+    c.nes.n_inputs, c.nes.batch_size, c.nes.restarts, c.nes.n_queries = 10, 10, 0, 20
+    c.nes.iterations_most_likely, c.nes.iterations_least_likely = 2, 3
+    workdir = shared_tmp / "nes"
+    get_task("nes")(c, workdir)
+    (rec,) = results.read_records(workdir, task="nes")
+    m = rec["metrics"]
+    for mode, iters in (("most_likely", 2), ("least_likely", 3)):
+        # one initial check, then per iteration one 20-query estimate and one check
+        assert 1 <= m[f"mean_queries_{mode}"] <= 1 + iters * (20 + 1), m
+        assert 0 <= m[f"asr_{mode}"] <= 1
+    assert (workdir / "figures" / "nes_asr.png").stat().st_size > 0

@@ -163,6 +163,20 @@ def test_query_budget_is_never_exceeded(budget, spent):
     assert res.success[0] and res.queries[0] == 1
 
 
+def test_target_selection_query_is_counted_and_budgeted():
+    """most/least-likely targets need one clean query per input: counted, and paid from the budget."""
+    box, x, _ = accounting_problem()
+    labels = jnp.zeros((6,), jnp.int32)
+    cfg = EvasionConfig(eps=0.1, step_size=0.05, iterations=K, restarts=R)
+    least = nes_attack_jit(box, x, labels, jax.random.key(0), cfg, mode="least_likely", n_queries=N_Q)
+    given = nes_attack_jit(box, x, labels, jax.random.key(0), cfg, mode="given", targets=least.targets,
+                           n_queries=N_Q)
+    np.testing.assert_array_equal(least.queries, np.asarray(given.queries) + 1)
+    capped = nes_attack_jit(box, x, labels, jax.random.key(0), cfg, mode="least_likely", n_queries=N_Q,
+                            query_budget=12)
+    assert np.all(np.asarray(capped.queries) <= 12)
+
+
 def easy_problem():
     rng = np.random.default_rng(1)
     variables = {"w": jnp.asarray(rng.normal(size=(48, C)) * 0.3, jnp.float32), "b": jnp.zeros((C,))}

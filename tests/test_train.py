@@ -1,5 +1,6 @@
 """Training: recipe, learning, resume, zoo refusal, multi-device and multi-host equality."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -83,6 +84,32 @@ def _train_interrupted(run_dir, stop_at):
     ds = tiny_dataset()
     model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
     return config, ds, model, trainer.train(model, ds, config, run_dir, progress=False, max_steps=stop_at)
+
+
+def test_soft_labels_transform_and_initial_variables(tmp_path):
+    """One-hot soft labels train exactly like integer labels; ``batch_transform``
+    runs inside the step; ``initial_variables`` start from the given weights."""
+    config, ds = tiny_config(zoo_dir=""), tiny_dataset()
+    config.train.epochs = 1
+    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    hard = trainer.train(model, ds, config, tmp_path / "hard", progress=False)
+    onehot = np.eye(ds.num_classes, dtype=np.float32)[ds.y_train]
+    soft = trainer.train(model, dataclasses.replace(ds, y_train=onehot), config, tmp_path / "soft", progress=False)
+    assert soft["log"][0]["train_loss"] == pytest.approx(hard["log"][0]["train_loss"], rel=1e-5)
+    np.testing.assert_allclose(jax.tree_util.tree_leaves(soft["state"].params)[0],
+                               jax.tree_util.tree_leaves(hard["state"].params)[0], rtol=1e-5, atol=1e-6)
+
+    def all_zero_labels(key, variables, images, labels):
+        return images, jnp.zeros_like(labels)
+
+    zero = trainer.train(model, ds, config, tmp_path / "zero", progress=False, batch_transform=all_zero_labels)
+    assert zero["log"][0]["train_accuracy"] > hard["log"][0]["train_accuracy"]  # class 0 everywhere is easy
+
+    start = hard["state"].variables
+    config.train.lr = 1e-9  # (almost) no update: the parameters stay at the initial ones (BN statistics move)
+    tuned = trainer.train(model, ds, config, tmp_path / "tuned", progress=False, initial_variables=start)
+    np.testing.assert_allclose(jax.tree_util.tree_leaves(tuned["state"].params)[0],
+                               jax.tree_util.tree_leaves(start["params"])[0], atol=1e-6)
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):

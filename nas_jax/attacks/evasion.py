@@ -222,7 +222,7 @@ def _record(rec: _Record, active: jax.Array, ok: jax.Array, x_adv: jax.Array, r,
 
 def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array, cfg: EvasionConfig, *,
                 fused_fn: FusedFn | None = None, check_cost: int = 1, grad_cost: int = 1,
-                query_budget: int | jax.Array = 0) -> _Record:
+                query_budget: int | jax.Array = 0, initial_queries: int = 0) -> _Record:
     """Restarts × iterations of PROTOCOL §e.1 with per-example masks.
 
     For restart r (key ``fold_in(key, r)``) only examples neither successful nor out of budget are attacked.
@@ -230,7 +230,8 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
     overwritten; for k < K the others take one :func:`descent_step`. ``fused_fn`` (PGD) returns the check and
     the gradient from one forward/backward pass; otherwise the gradient (NES) is skipped when no example steps.
     With ``query_budget > 0`` an example is stopped for good when its next check (``check_cost``) or its next
-    estimate plus the check after it (``grad_cost + check_cost``) would exceed the budget.
+    estimate plus the check after it (``grad_cost + check_cost``) would exceed the budget. ``initial_queries``
+    were already spent per example (NES: the clean query that picks the target).
     """
     n = x.shape[0]
     num_restarts, num_iters = jnp.maximum(cfg.restarts, 1), cfg.iterations
@@ -282,7 +283,8 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
         return (r < num_restarts) & jnp.any(~rec.done & ~rec.stopped)
 
     minus_one = jnp.full((n,), -1, jnp.int32)
-    rec = _Record(x, jnp.zeros((n,), bool), jnp.zeros((n,), bool), minus_one, minus_one, jnp.zeros((n,), jnp.int32))
+    rec = _Record(x, jnp.zeros((n,), bool), jnp.zeros((n,), bool), minus_one, minus_one,
+                  jnp.full((n,), initial_queries, jnp.int32))
     _, rec = jax.lax.while_loop(restart_cond, restart_body, (jnp.int32(0), rec))
     return rec
 

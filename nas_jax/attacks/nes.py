@@ -123,7 +123,9 @@ def nes_attack(query_fn: QueryFn, x: jax.Array, labels: jax.Array, key: jax.Arra
     def grad_fn(x_adv, kkey):
         return nes_gradient(loss_fn, x_adv, kkey, n_queries, sigma, chunk_size)[0]
 
-    rec = run_evasion(check_fn, grad_fn, x, key, cfg, check_cost=1, grad_cost=n_queries, query_budget=query_budget)
+    # The clean query that picks most/least-likely targets is counted (and paid from the budget).
+    rec = run_evasion(check_fn, grad_fn, x, key, cfg, check_cost=1, grad_cost=n_queries, query_budget=query_budget,
+                      initial_queries=int(clean is not None))
     return to_result(rec, tgt)
 
 

@@ -104,12 +104,27 @@ def create_state(model: nn.Module, tx, key: jax.Array, image_shape: tuple[int, .
 
 
 def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy on integer labels (G3)."""
+    """Mean softmax cross-entropy on integer labels (G3), or on soft labels
+    (rows of class probabilities, e.g. a victim's outputs for Knockoff)."""
+    if labels.ndim == logits.ndim:
+        return optax.softmax_cross_entropy(logits, labels).mean()
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int, mesh):
-    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``."""
+def hard_labels(labels):
+    """Integer classes of integer or soft labels."""
+    return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
+
+
+def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int, mesh,
+                    batch_transform=None):
+    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``.
+
+    ``batch_transform(key, variables, images, labels) -> (images, labels)``, if
+    given, rewrites each augmented float batch inside the compiled step before the
+    loss (trigger stamping for backdoors, PGD examples for adversarial training);
+    ``variables`` are the current eval-mode variables.
+    """
     use_drop_path = getattr(model, "use_drop_path", False)
     aux_weight = arch.aux_weight if getattr(model, "auxiliary", False) else 0.0
     base_key = jax.random.key(seed)
@@ -119,6 +134,8 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
         aug_key, dropout_key = jax.random.split(key)
         images = augment_batch(aug_key, images_u8, crop_padding=tcfg.crop_padding, flip=tcfg.flip,
                                cutout=tcfg.cutout)
+        if batch_transform is not None:
+            images, labels = batch_transform(jax.random.fold_in(key, 1), state.variables, images, labels)
         kwargs = {}
         if use_drop_path:  # DARTS ramp: 0.2 · epoch / epochs
             kwargs["drop_path_prob"] = arch.drop_path_prob * (state.step // steps_per_epoch) / tcfg.epochs
@@ -137,7 +154,8 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   batch_stats=new_stats, opt_state=opt_state)
-        metrics = jnp.stack([loss * labels.shape[0], jnp.sum(jnp.argmax(logits, -1) == labels), labels.shape[0]])
+        metrics = jnp.stack([loss * labels.shape[0], jnp.sum(jnp.argmax(logits, -1) == hard_labels(labels)),
+                             labels.shape[0]])
         return new_state, metrics.astype(jnp.float32)
 
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -198,7 +216,8 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: int | None = None,
-          tb_dir: str | Path | None = None, progress: bool = True, name: str | None = None) -> dict:
+          tb_dir: str | Path | None = None, progress: bool = True, name: str | None = None,
+          batch_transform=None, initial_variables: dict | None = None) -> dict:
     """Train ``model`` on ``dataset`` with ``config.train``; resumable from ``run_dir``.
 
     Checkpoints go to ``run_dir/checkpoints`` at every epoch end (and every
@@ -206,6 +225,9 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
     Restarting with the same arguments resumes from the last checkpoint and
     reaches the same parameters as an uninterrupted run. ``max_steps`` stops
     early (as an interruption would). Returns the final state and metrics.
+    ``batch_transform`` rewrites each batch in the step (see :func:`make_train_step`);
+    ``initial_variables`` ({'params', 'batch_stats'}) start fine-tuning from a
+    trained model (fresh optimiser state) instead of a new initialisation.
     """
     tcfg, arch = config.train, config.arch
     run_dir = Path(run_dir)
@@ -219,13 +241,16 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
     spe, epochs = sampler.steps_per_epoch, tcfg.epochs
 
     tx, schedule = make_optimizer(tcfg, spe), make_schedule(tcfg, spe)
-    state = jax.device_put(create_state(model, tx, init_key(config.seed), dataset.x_train.shape[1:]),
-                           parallel.replicated(mesh))
+    state = create_state(model, tx, init_key(config.seed), dataset.x_train.shape[1:])
+    if initial_variables is not None:
+        state = state.replace(params=initial_variables["params"], batch_stats=initial_variables.get("batch_stats", {}),
+                              opt_state=tx.init(initial_variables["params"]))
+    state = jax.device_put(state, parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
     start = int(state.step)
-    train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh)
+    train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh, batch_transform)
     predict = make_predict(model, mesh)
 
     main = parallel.is_main_process()
