@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.pgd import pgd_attack_jit
@@ -51,6 +52,8 @@ def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra
     key = jax.random.key(config.seed)
     settings = [("most_likely", sc.iterations_most_likely), ("least_likely", sc.iterations_least_likely)]
     records, rows = [], []
+    bar = tqdm(total=len(entries) * len(settings), desc=f"{task} attacks", unit="attack", dynamic_ncols=True,
+               disable=jax.process_index() != 0)
     for entry in entries:
         start = results.now()
         correct = victims.predictions(entry, dataset.x_test) == dataset.y_test
@@ -61,14 +64,17 @@ def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra
                              jax.random.fold_in(key, iterations))
             metrics[f"asr_{mode}"] = float(out.success.mean())
             metrics.update(extra_metrics(out, mode))
+            bar.update(1)
+            bar.set_postfix(model=entry.name, mode=mode, asr=f"{metrics[f'asr_{mode}']:.2f}")
         record = results.make_record(config, task=task, model=entry.name, metrics=metrics, n=len(idx),
                                      setting={"family": entry.family, **setting}, start_time=start)
         if jax.process_index() == 0:
             results.append_record(workdir, record)
         records.append(record)
         rows.append({"model": entry.name, "family": entry.family, **metrics})
-        print(f"  {entry.name}: ASR most-likely {metrics['asr_most_likely']:.1%}, "
-              f"least-likely {metrics['asr_least_likely']:.1%} on {len(idx)} inputs", flush=True)
+        bar.write(f"  {entry.name}: ASR most-likely {metrics['asr_most_likely']:.1%}, "
+                  f"least-likely {metrics['asr_least_likely']:.1%} on {len(idx)} inputs")
+    bar.close()
     if jax.process_index() == 0:
         print(format_table(rows, [("model", "model", None), ("family", "family", None),
                                   ("clean_accuracy", "clean acc", ".3f"), ("asr_most_likely", "ASR most-likely", ".3f"),

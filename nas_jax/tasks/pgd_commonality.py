@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from nas_jax.report import plots, results
 from nas_jax.tasks import victims
@@ -30,7 +31,9 @@ def run(config, workdir: str | Path) -> list[dict]:
     cfg = evasion_config(pc, pc.iterations)
     key = jax.random.key(config.seed)
     fooled = {e.name: run_pgd(e, dataset.x_test[idx], dataset.y_test[idx], cfg, "least_likely", key,
-                              pc.batch_size).success for e in entries}
+                              pc.batch_size).success
+              for e in tqdm(entries, desc="pgd_commonality attacks", unit="model", dynamic_ncols=True,
+                            disable=jax.process_index() != 0)}
     families = sorted({e.family for e in entries})
     counts = {f: np.sum([fooled[e.name] for e in entries if e.family == f], axis=0).astype(int).tolist()
               for f in families}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+from tqdm.auto import tqdm
 
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
@@ -23,6 +24,8 @@ def run(config, workdir: str | Path) -> list[dict]:
     eps_grid = [e / 255 for e in pc.eps_grid_255]
     key = jax.random.key(config.seed)
     records, curves, rows = [], {}, []
+    bar = tqdm(total=len(entries) * len(eps_grid), desc="pgd_sweep attacks", unit="attack", dynamic_ncols=True,
+               disable=jax.process_index() != 0)
     for entry in entries:
         correct = victims.predictions(entry, dataset.x_test) == dataset.y_test
         idx = victims.correct_inputs(correct, order, pc.n_inputs)
@@ -33,6 +36,8 @@ def run(config, workdir: str | Path) -> list[dict]:
             out = run_pgd(entry, dataset.x_test[idx], dataset.y_test[idx], cfg, "untargeted",
                           jax.random.fold_in(key, j), pc.batch_size)
             asrs.append(float(out.success.mean()))
+            bar.update(1)
+            bar.set_postfix(model=entry.name, eps=f"{eps * 255:g}/255", asr=f"{asrs[-1]:.2f}")
             records.append(results.make_record(
                 config, task="pgd_sweep", model=entry.name, n=len(idx), start_time=start,
                 metrics={"asr_untargeted": asrs[-1], "clean_accuracy": float(correct.mean())},
@@ -43,6 +48,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         curves[entry.name] = (entry.family, asrs)
         rows.append({"model": entry.name, "family": entry.family,
                      **{f"eps {e:g}/255": a for e, a in zip(pc.eps_grid_255, asrs)}})
+    bar.close()
     if jax.process_index() == 0:
         cols = [("model", "model", None), ("family", "family", None)]
         cols += [(f"eps {e:g}/255", f"{e:g}/255", ".2f") for e in pc.eps_grid_255]
