@@ -257,3 +257,13 @@ def test_resnext_width_rule():
     assert grouped_width(512, 32, 0.25) == (128, 32)
     assert grouped_width(128, 32, 1 / 16) == (8, 8)  # fewer than 1 channel per group: cardinality drops
     assert grouped_width(128, 32, 0.3) == (32, 32)
+
+
+def test_vgg_classifier_hidden_width_is_not_scaled():
+    """The width multiplier scales VGG's convolutions but not its 512-wide classifier (see vgg.py)."""
+    model = _build("vgg", width_multiplier=0.25)
+    shapes = jax.eval_shape(model.init, _key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    assert shapes["conv0"]["kernel"].shape == (3, 3, 3, 16)
+    assert shapes["classifier"]["kernel"].shape == (128, 512)
+    assert shapes["classifier_1"]["kernel"].shape == (512, 512)
+    assert shapes["classifier_2"]["kernel"].shape == (512, 10)

@@ -110,10 +110,10 @@ def select_targets(logits: jax.Array | None, mode: str, labels: jax.Array, k: in
         return jnp.asarray(given, jnp.int32)
     num_classes = logits.shape[-1]
     rank = {"most_likely": 2, "least_likely": num_classes, "kth": k}[mode]
-    if not 1 <= rank <= num_classes:
+    if isinstance(rank, int) and not 1 <= rank <= num_classes:  # a traced k (one executable for all k) is clipped
         raise ValueError(f"k={k} is out of range for {num_classes} classes; choose 1 <= k <= {num_classes}.")
     order = jnp.argsort(-logits, axis=-1, stable=True)
-    return order[:, rank - 1].astype(jnp.int32)
+    return jnp.take(order, jnp.clip(rank, 1, num_classes) - 1, axis=-1).astype(jnp.int32)
 
 
 def is_success(probs: jax.Array, targets: jax.Array, labels: jax.Array, targeted: bool,

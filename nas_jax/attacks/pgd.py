@@ -5,9 +5,10 @@ eval mode (G2), L∞ (default) or L2, with random restarts and per-example early
 :func:`nas_jax.attacks.evasion.run_evasion`; this module supplies the white-box check and gradient, fused into
 one forward/backward pass per iteration.
 
-Jitting: ``pgd_attack_jit`` (``apply_fn``, ``mode`` and ``k`` static; ``cfg`` traced, so sweeps over ε, iterations or
-restarts reuse one executable), or ``jax.jit(pgd_attack, static_argnames=("apply_fn", "cfg", "mode", "k"))``. Create ``apply_fn``
-once (e.g. ``model.apply`` or a module-level function); a fresh lambda per call recompiles.
+Jitting: ``pgd_attack_jit`` (``apply_fn`` and ``mode`` static; ``cfg`` and ``k`` traced, so sweeps over ε, iterations
+or restarts reuse one executable, and so do most- and least-likely targets run as ``mode='kth'`` with k = 2 and
+k = num_classes), or ``jax.jit(pgd_attack, static_argnames=("apply_fn", "cfg", "mode", "k"))``. Create
+``apply_fn`` once (e.g. ``model.apply`` or a module-level function); a fresh lambda per call recompiles.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from nas_jax.attacks.evasion import (
 )
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]  # (variables, images) -> logits, in eval mode
-PGD_STATIC_ARGNAMES = ("apply_fn", "mode", "k")
+PGD_STATIC_ARGNAMES = ("apply_fn", "mode")
 
 
 def evasion_loss(logits: jax.Array, targets: jax.Array, targeted: bool) -> jax.Array:

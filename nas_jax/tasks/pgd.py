@@ -30,11 +30,17 @@ def evasion_config(pc, iterations: int, eps: float | None = None, step_size: flo
 
 def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mode: str, key, batch_size: int):
     """Per-example PGD results of one victim on uint8 inputs. ``model.apply`` runs
-    in eval mode by default (G2); one compiled attack per (model, mode) serves
-    every eps, step and iteration count."""
+    in eval mode by default (G2); one compiled attack per model serves every eps,
+    step and iteration count and both most- and least-likely targets (run as the
+    k-th most likely class with a traced k)."""
+    k = None
+    if mode in ("most_likely", "least_likely"):
+        k = 2 if mode == "most_likely" else entry.dataset.num_classes
+        mode = "kth"
 
     def attack(x, y, key):
-        return pgd_attack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg, mode=mode)
+        return pgd_attack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg, mode=mode,
+                              **({} if k is None else {"k": k}))
 
     return victims.AttackBatches(batch_size).run(attack, x_u8, labels, key)
 

@@ -10,6 +10,7 @@ step counter, so resuming from any checkpoint replays the same computation.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -81,15 +82,16 @@ def init_key(seed: int) -> jax.Array:
     return jax.random.key(seed, impl="rbg")
 
 
+@functools.partial(jax.jit, static_argnames=("model", "image_shape"))
+def _init_jit(model: nn.Module, pkey, dkey, image_shape: tuple[int, ...]):
+    """Compiled once per (model, image shape) and reused by every later ``train`` call."""
+    return model.init({"params": pkey, "dropout": dkey}, jnp.zeros((2, *image_shape), jnp.float32), train=False)
+
+
 def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
     """Initialise params and batch_stats (BiT has no BatchNorm: empty batch_stats)."""
     pkey, dkey = jax.random.split(key)
-
-    @jax.jit
-    def init(pkey, dkey):
-        return model.init({"params": pkey, "dropout": dkey}, jnp.zeros((2, *image_shape), jnp.float32), train=False)
-
-    variables = init(pkey, dkey)
+    variables = _init_jit(model, pkey, dkey, tuple(image_shape))
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 

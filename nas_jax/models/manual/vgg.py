@@ -9,8 +9,11 @@ Linear(512, 512)-ReLU-Dropout(0.5)-Linear(512, 512)-ReLU-Dropout(0.5)-Linear(512
 Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain) with zero bias,
 BN gamma=1 beta=0, linear layers N(0, 0.01) with zero bias.
 
-Width multiplier: every conv width and the classifier's hidden width scale with
-:func:`scale_channels`. Dropout draws from the ``'dropout'`` rng in train mode.
+Width multiplier: every conv width scales with :func:`scale_channels`; the classifier's hidden
+width stays 512 [project]. Three N(0, 0.01) layers start near a saddle whose escape slows as the
+hidden width shrinks: at width 0.25 with a 128-wide classifier the quick preset's VGG stays at
+chance for 8 of 12 epochs (28% test accuracy at the end); with 512 it reaches 96%. The classifier
+costs little next to the convolutions. Dropout draws from the ``'dropout'`` rng in train mode.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class VGG(nn.Module):
         feats = global_avg_pool(x)
         self.sow("intermediates", "features", feats)
 
-        hidden = scale_channels(self.hidden, self.width_multiplier)
+        hidden = self.hidden  # not scaled by width_multiplier (see the module docstring)
         names = ("classifier", "classifier_1", "classifier_2")
         y = feats
         for k, name in enumerate(names):

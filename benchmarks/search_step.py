@@ -1,0 +1,95 @@
+"""Time and peak memory of one DARTS bi-level step: first order, DARTS finite-difference second order and the
+exact (autodiff through the virtual step) second order (issue 6; PROTOCOL §g). Goal: exact ≤ 3x first order.
+
+  python benchmarks/search_step.py                      # C=16, 8 cells, batch 64, 32x32 (the §g supernet)
+  python benchmarks/search_step.py --tiny --no-write    # a smoke run: C=2, 1 cell, 1 node, 3 ops, 8x8
+
+Each step is compiled once (compile time reported separately), then timed over --reps calls. Peak memory is the
+device's ``peak_bytes_in_use`` where the backend reports it (GPU/TPU), otherwise the compiled program's temp +
+argument + output bytes from XLA's memory analysis. On a GPU it also estimates a full 50-epoch CIFAR-10 search
+(390 steps per epoch: 25k images per half, batch 64). JAX only: the DARTS reference search is PyTorch 0.3 code
+that does not run on current PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import jax
+import numpy as np
+from common import ROOT, markers, update_benchmarks_md, versions
+
+sys.path.insert(0, str(ROOT))
+from nas_jax import parallel  # noqa: E402
+from nas_jax.models.supernet import Supernet  # noqa: E402
+from nas_jax.search import darts  # noqa: E402
+
+
+def measure(model, hypergradient: str, batch: int, size: int, reps: int) -> dict:
+    mesh = parallel.data_mesh()
+    sc = darts.StepConfig(hypergradient=hypergradient, epochs=50, steps_per_epoch=390)
+    state = darts.create_search_state(model, sc, 0, (size, size, 3))
+    rng = np.random.default_rng(0)
+    args = (rng.integers(0, 256, (1, batch, size, size, 3), dtype=np.uint8), rng.integers(0, 10, (1, batch)),
+            rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), rng.integers(0, 10, (batch,)))
+    step = darts.make_search_step(model, sc, 0, mesh)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, *args).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    state, m = compiled(state, *args)  # warm-up
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        state, m = compiled(state, *args)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    if peak is None and mem is not None:
+        peak = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+    return {"hypergradient": hypergradient, "compile_s": compile_s, "step_ms": 1e3 * float(np.median(times)),
+            "peak_mib": None if peak is None else peak / 2**20}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="smoke-test settings (seconds of compute)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    a = p.parse_args(argv)
+    if a.tiny:
+        model = Supernet(10, (0.5,) * 3, (0.25,) * 3, init_channels=2, layers=1, steps=1, multiplier=1,
+                         op_names=("none", "skip_connect", "avg_pool_3x3"))
+        batch, size = 8, 8
+    else:
+        model = Supernet(10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+        batch, size = 64, 32
+    rows = [measure(model, hg, batch, size, a.reps) for hg in darts.HYPERGRADIENTS]
+    base = rows[0]["step_ms"]
+    device = jax.devices()[0]
+    begin, end = markers("search_step")
+    vers = ", ".join(f"{k} {v}" for k, v in versions(("jax", "jaxlib", "flax", "optax")).items())
+    lines = [begin, "## DARTS search step (`python benchmarks/search_step.py`)", "",
+             f"device: {device.device_kind} ({jax.default_backend()}), batch {batch}, {size}x{size}, "
+             f"C={model.init_channels}, {model.layers} cells; {vers}", "",
+             "| step | ms/step | x first order | peak MiB | compile s |", "|---|---|---|---|---|"]
+    for r in rows:
+        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        lines.append(f"| {r['hypergradient']} | {r['step_ms']:.1f} | {r['step_ms'] / base:.2f} | {peak} | "
+                     f"{r['compile_s']:.1f} |")
+    if jax.default_backend() == "gpu" and not a.tiny:
+        hours = rows[2]["step_ms"] * 390 * 50 / 3.6e6
+        lines.append(f"\nEstimated 50-epoch CIFAR-10 search (exact second order, 390 steps/epoch): {hours:.2f} h "
+                     "(the DARTS paper: about 1 GPU-day on a 1080Ti).")
+    section = "\n".join([*lines, end])
+    print(section)
+    if not a.no_write and not a.tiny:
+        update_benchmarks_md("search_step", section)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

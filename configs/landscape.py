@@ -1,0 +1,36 @@
+"""Loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; PROTOCOL §f.1–f.2).
+
+  python launch/main.py --config=configs/landscape.py           # quick: digits, pgd's 3 victims, 21x21
+  python launch/main.py --config=configs/landscape.py:paper     # CIFAR-10, 20 images, 41x41 grids
+  python launch/main.py --config=configs/landscape.py:paper --config.dataset=cifar100   # next row of Fig 11
+
+Trains missing victims into the zoo first. Parameter space: the first convolution's weights along ±1
+orthogonal directions on [−0.5, 0.5]² (the authors'; `--config.landscape.directions=filter_normalized`
+for Li et al.'s all-layer directions on [−1, 1]², 51x51). Input space: ±1 orthogonal directions per image
+on [−0.02, 0.02]² and [−0.2, 0.2]². Output: a smoothness table, `task: "landscape"` records, grids under
+{workdir}/landscape/ and figures {workdir}/figures/landscape_*.png (rows: every dataset run into the same
+workdir; columns: models). Quick preset: a few minutes on 2 CPU cores once the victims are trained.
+Paper result: NAS models (DARTS, ENAS) have flatter contours than ResNet and DenseNet in both spaces.
+"""
+
+import ml_collections
+
+from nas_jax.config import base_config
+
+
+def get_config(preset: str = "quick"):
+    c = base_config("landscape", preset)
+    quick = c.preset == "quick"
+    # Paper (Fig 11): DARTS, ENAS, ResNet, DenseNet. Quick: the pgd quick victims (shared zoo entries).
+    c.models = ("darts", "enas", "resnet") if quick else ("darts", "enas", "resnet", "densenet")
+    c.landscape = ml_collections.ConfigDict()
+    c.landscape.spaces = ("param", "input")
+    c.landscape.directions = "first_conv"  # 'first_conv' (authors') | 'filter_normalized' (Li et al. 2018)
+    c.landscape.param_radius = 0.0  # 0: the scheme's default (first_conv 0.5, filter_normalized 1.0)
+    c.landscape.input_radii = (0.02, 0.2)  # artifact code, artifact README
+    c.landscape.resolution = 21 if quick else 0  # odd; 0: the default (41, filter_normalized 51)
+    c.landscape.n_images = 4 if quick else 20  # contoured separately (artifact: 20)
+    c.landscape.images_per_contour = 1  # > 1: average the loss over groups of images (artifact option 'batch')
+    c.landscape.chunk = 16 if quick else 64  # grid points evaluated per vmapped batch (memory bound)
+    c.landscape.plot_contour = 0  # which contour the Figure 11 panel shows
+    return c

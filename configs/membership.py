@@ -1,0 +1,42 @@
+"""Label-only membership inference by HopSkipJump boundary distance (§3.2, Figure 10; Table 4's MI column).
+
+  python launch/main.py --config=configs/membership.py            # quick: digits, darts, enas and resnet
+  python launch/main.py --config=configs/membership.py:paper      # all 17 models on CIFAR-10, 1,000 + 1,000 inputs
+
+Trains missing victims into the zoo first, then attacks each correctly classified input with untargeted L2
+HopSkipJump through the top-1 label only; the membership score is the distance to the boundary found (0 for
+misclassified inputs). Paper preset: Table 5's budget (50 iterations, 2,500 evaluations max, 100 initial
+evaluations, 100 initial draws) on 1,000 members + 1,000 non-members, about 24k label queries per input — a GPU
+job (hours for 17 models). Quick preset: the artifact's budget (10 iterations, 100 / 25 evaluations, 50 draws) on
+100 + 100 inputs, a few minutes per model on 2 CPU cores.
+Output: a table, ``task: "membership"`` records (``metrics.auc``, members positive and larger distance = member,
+raw; ``auc_max`` = max(AUC, 1 − AUC) as the artifact reports; ``baseline_auc``: correct-vs-incorrect), per-input
+distances in {workdir}/membership/ and {workdir}/figures/membership_roc.png.
+Paper result: higher AUC on NAS models; on CIFAR-100 the NAS and manual means differ by > 0.05 with manual models
+near 0.5; Table 4: DARTS 0.562 on CIFAR-10.
+"""
+
+import ml_collections
+
+from nas_jax.config import base_config
+from nas_jax.models.registry import paper_zoo
+
+
+def get_config(preset: str = "quick"):
+    c = base_config("membership", preset)
+    quick = c.preset == "quick"
+    c.models = ("darts", "enas", "resnet") if quick else paper_zoo()
+    m = c.membership = ml_collections.ConfigDict()
+    m.n_members = 100 if quick else 1000  # random training images, not augmented [paper]
+    m.n_nonmembers = 100 if quick else 1000  # random test images [paper]
+    m.distance = "l2"  # 'l2' [paper] | 'linf' (the artifact's distance of the same point)
+    m.max_iter = 10 if quick else 50  # Table 5; quick: the artifact's budget
+    m.max_eval = 100 if quick else 2500
+    m.init_eval = 25 if quick else 100
+    m.init_size = 50 if quick else 100
+    m.max_halvings = 30  # cap of the geometric step search [project]
+    m.query_budget = 0  # > 0: hard per-input cap on label queries
+    m.final_search = False  # True: a last binary search after the final step (HSJA reference; ART: none)
+    m.batch_size = 100 if quick else 250  # inputs per compiled attack call
+    m.chunk_size = 25 if quick else 20  # gradient samples per input per model call (memory: batch x chunk images)
+    return c

@@ -1,0 +1,34 @@
+"""Condition number of the empirical NTK at initialisation, and its correlation with PGD ASR (§5.3
+"Other trainability metrics" — beyond the paper).
+
+  python launch/main.py --config=configs/pgd.py --workdir=workdir/why      # first, for the correlation
+  python launch/main.py --config=configs/ntk.py --workdir=workdir/why      # quick: the pgd quick victims
+  python launch/main.py --config=configs/ntk.py:paper --workdir=workdir/why_paper
+
+κ = λ_max/λ_min of the n × n empirical NTK (TE-NAS's `logit_sum` kernel by default; `trace` for the
+class-traced one) on n common test images, per model, at initialisation (the zoo's init key; no training
+needed), with BN raw (initial running statistics) and calibrated. With `task: "pgd"` records in the same
+workdir, prints and records the Pearson/Spearman correlation of log10 κ with the most-/least-likely ASR.
+Output: a table, `task: "ntk"` (and `"ntk_correlation"`) records, {workdir}/figures/ntk_condition.png and
+ntk_vs_pgd.png. Quick preset: about a minute on 2 CPU cores. Expectation (TE-NAS): lower κ = more
+trainable; the paper suggests trainability relates to vulnerability, so NAS models should show lower κ.
+"""
+
+import ml_collections
+
+from nas_jax.config import base_config
+from nas_jax.models.registry import paper_zoo
+
+
+def get_config(preset: str = "quick"):
+    c = base_config("ntk", preset)
+    quick = c.preset == "quick"
+    c.models = ("darts", "enas", "resnet") if quick else paper_zoo()  # the pgd config's victims
+    c.ntk = ml_collections.ConfigDict()
+    c.ntk.n = 32 if quick else 64  # kernel size n x n (TE-NAS uses batch 64)
+    c.ntk.kernel = "logit_sum"  # 'logit_sum' (TE-NAS) | 'trace' (sum over classes)
+    c.ntk.chunk = 16 if quick else 32  # per-example gradients evaluated per vmapped batch
+    c.ntk.phases = ("init",)  # add 'trained' to also measure the trained zoo victims
+    c.ntk.bn = ("raw", "calibrated")
+    c.ntk.calibration_batches = 4
+    return c

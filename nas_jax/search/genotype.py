@@ -1,0 +1,60 @@
+"""Genotype derivation from the architecture parameters α (PROTOCOL §g; DARTS §2.4).
+
+For every intermediate node j: score each incoming edge (i < j) by its strongest
+non-``none`` mixing weight, keep the top-2 edges (a stable sort: ties go to the lower
+input index), and give each kept edge its argmax non-``none`` op (ties to the earlier
+primitive). Concat = all intermediate nodes. The mixing weights are the supernet's:
+softmax(α) with the skip column scaled by γ (mitigation ii, §f.4 reading (a)), so the
+derivation sees the same skip suppression as the search.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nas_jax.models.genotypes import Genotype, genotype_from_dict, primitives
+from nas_jax.models.supernet import edge_weights
+
+
+def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: int = 4) -> tuple[tuple[str, int], ...]:
+    """(op, input) pairs of one cell from its (edges, ops) mixing weights; strongest edge first per node."""
+    ops = ops or primitives()
+    weights = np.asarray(weights, np.float64)
+    expected = sum(2 + j for j in range(steps))
+    if weights.shape != (expected, len(ops)):
+        raise ValueError(f"mixing weights of shape {weights.shape} do not fit {steps} nodes and {len(ops)} ops; "
+                         f"expected {(expected, len(ops))}.")
+    keep = [k for k, name in enumerate(ops) if name != "none"]
+    gene, start = [], 0
+    for j in range(steps):
+        n_in = j + 2
+        w = weights[start : start + n_in][:, keep]
+        strongest = w.max(axis=1)
+        edges = sorted(range(n_in), key=lambda i: -strongest[i])[:2]  # stable: ties to the lower input
+        gene += [(ops[keep[int(np.argmax(w[i]))]], i) for i in edges]
+        start += n_in
+    return tuple(gene)
+
+
+def derive_genotype(arch: dict, skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None, steps: int = 4,
+                    multiplier: int = 4) -> Genotype:
+    """The discrete genotype of α = ``{'normal': (14, 8), 'reduce': (14, 8)}`` (columns in ``ops`` order)."""
+    ops = tuple(ops or primitives())
+    cells = {kind: derive_cell(np.asarray(edge_weights(np.asarray(arch[kind]), skip_gamma, ops)), ops, steps)
+             for kind in ("normal", "reduce")}
+    concat = tuple(range(2 + steps - multiplier, steps + 2))
+    return Genotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+def save_genotype(genotype: Genotype, path: str | Path) -> Path:
+    """Write ``genotype`` as a ``genotypes.json`` entry (loadable as ``genotype:PATH``); atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    genotype_from_dict(genotype.to_json(), source=str(path))  # refuse anything the loader would refuse
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(genotype.to_json(), indent=2) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,249 @@
+"""The resumable DARTS search loop: data halves, checkpoints, per-epoch log, genotype, figures.
+
+PROTOCOL §g (data: the training set split into a weight half and an α half, crop +
+flip, no cutout, the test set unused; α batches from an endlessly cycling, reshuffled
+iterator over the α half; log the genotype every epoch) and §f.4 (the n_step and γ
+knobs of paper §5.2). Output under ``{workdir}``:
+
+- ``genotype.json``: the derived genotype in the ``genotypes.json`` entry format, usable by
+  every task as ``genotype:{workdir}/genotype.json``;
+- ``search/checkpoints``, ``search/search_log.jsonl`` (one row per epoch: losses,
+  accuracies, lr, the mixing weights of every edge, the genotype, #skip), ``search/spec.json``;
+- ``figures/search_alpha_{normal,reduce}.png`` and ``figures/search_cells.png``.
+
+Batches depend only on the step counter (and the seed), the state and the running
+metric sums are checkpointed together, so a killed search restarted with the same
+command finishes with exactly the state and log of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from nas_jax import parallel
+from nas_jax.data import Dataset, load_dataset
+from nas_jax.models.genotypes import Genotype
+from nas_jax.models.supernet import Supernet, edge_weights, supernet_from_config
+from nas_jax.search import darts
+from nas_jax.search.genotype import derive_genotype, save_genotype
+from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.sampler import EpochSampler
+
+GENOTYPE_FILE = "genotype.json"
+
+
+class SearchSpecMismatchError(ValueError):
+    """The search directory holds a search run with another config."""
+
+
+def load_search_data(config) -> Dataset:
+    """The dataset of ``config.dataset``; ``digits`` at its native 8×8 if ``search.digits_native``."""
+    options = {"native": True} if config.dataset == "digits" and config.search.digits_native else {}
+    return load_dataset(config.dataset, config.data_dir or None, **options)
+
+
+def split_halves(x: np.ndarray, y: np.ndarray):
+    """The first half trains the weights, the second half α (PROTOCOL §g: [0, n/2) and [n/2, n))."""
+    half = len(y) // 2
+    return (x[:half], y[:half]), (x[half : 2 * half], y[half : 2 * half])
+
+
+def build_supernet(config, dataset: Dataset) -> Supernet:
+    """The §b.5 supernet of ``config.arch`` with ``search.skip_gamma``, ``search.steps`` and ``search.primitives``."""
+    s = config.search
+    return supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
+                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())))
+
+
+def search_spec(config, dataset: Dataset) -> dict:
+    """Everything that determines the search result (and nothing else)."""
+    arch = {k: config.arch[k] for k in ("init_channels", "layers")}
+    train = config.train.to_dict()
+    for key in ("eval_batch_size", "eval_every_epochs", "checkpoint_every_steps", "cutout"):
+        train.pop(key, None)
+    search = config.search.to_dict()
+    return {"dataset": config.dataset, "image_shape": list(dataset.x_train.shape[1:]),
+            "n_train": len(dataset.y_train), "seed": int(config.seed), "arch": arch, "train": train,
+            "search": search}
+
+
+def _diff(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: stored {a!r}, requested {b!r}")
+    return out
+
+
+def check_spec(directory: Path, spec: dict) -> None:
+    """Write the spec of a new search, or refuse to resume one run with another config."""
+    path = directory / "spec.json"
+    if path.exists():
+        diffs = _diff(json.loads(path.read_text()), json.loads(json.dumps(spec)))
+        if diffs:
+            raise SearchSpecMismatchError(
+                f"{directory} holds a search with a different config:\n  " + "\n  ".join(diffs)
+                + "\nUse another --workdir for this setting, or delete that directory to search again.")
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    if parallel.is_main_process():
+        path.write_text(json.dumps(spec, indent=2, sort_keys=True))
+
+
+class Batches:
+    """Host batches of a step: ``n_step`` train batches and one α batch, from the step counter alone.
+
+    Train batch g = step · real_updates + k (k < n_step) is batch g mod P of sampler epoch
+    g div P, P = real updates per search epoch: the unrolled virtual steps use the current
+    batch and the next n_step − 1. α batch ``step`` cycles through reshuffled epochs of the α half.
+    """
+
+    def __init__(self, config, x, y, mesh):
+        tc, slices = config.train, config.train.data_slices or jax.process_count()
+        (xw, yw), (xa, ya) = split_halves(x, y)
+        self.w = EpochSampler(len(yw), tc.batch_size, slices, config.seed)
+        self.a = EpochSampler(len(ya), tc.batch_size, slices, config.seed + 1)
+        self.w_local, self.a_local = self.w.local_data(xw, yw), self.a.local_data(xa, ya)
+        self.mesh, self.n_step = mesh, int(config.search.n_step)
+        self.real = self.n_step if config.search.hypergradient == "first_order" else 1
+        self.steps_per_epoch = self.w.steps_per_epoch // self.real
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the weight half has {self.w.steps_per_epoch} batches, fewer than the "
+                             f"{self.real} weight updates of one step; lower --config.train.batch_size.")
+
+    def __call__(self, step: int):
+        period = self.steps_per_epoch * self.real
+        rows = [self.w.local_batch(*self.w_local, *divmod(step * self.real + k, period)) for k in range(self.n_step)]
+        xs, ys = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        stacked = darts.stacked_sharding(self.mesh)
+        train = tuple(jax.make_array_from_process_local_data(stacked, a) for a in (xs, ys))
+        val = parallel.global_batch(self.mesh, self.a.local_batch(*self.a_local, *divmod(step, self.a.steps_per_epoch)))
+        return (*train, *val)
+
+
+def _read_log(path: Path, before_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] < before_epoch]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def epoch_row(epoch: int, step: int, sums: np.ndarray, state: darts.SearchState, model: Supernet, lr: float,
+              seconds: float) -> dict:
+    """The log row of one epoch: metrics, the mixing weights and the derived genotype."""
+    tl, tc, tn, vl, vc, vn = (float(v) for v in sums)
+    arch = jax.device_get(state.arch)
+    g = derive_genotype(arch, model.skip_gamma, model.ops, model.steps, model.multiplier)
+    return {"epoch": epoch, "step": step, "train_loss": tl / tn, "train_accuracy": tc / tn, "val_loss": vl / vn,
+            "val_accuracy": vc / vn, "lr": lr, "seconds": seconds,
+            "weights_normal": np.asarray(edge_weights(arch["normal"], model.skip_gamma, model.ops)).tolist(),
+            "weights_reduce": np.asarray(edge_weights(arch["reduce"], model.skip_gamma, model.ops)).tolist(),
+            "genotype": g.to_json(), "normal_skip_connects": sum(op == "skip_connect" for op, _ in g.normal)}
+
+
+def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, max_steps: int | None = None,
+               progress: bool = True, tb_dir: str | Path | None = None) -> dict:
+    """Search (or resume, or restore a finished search) and write the genotype and figures.
+
+    ``max_steps`` stops after that many steps, as a kill would. Returns ``{'state',
+    'interrupted', 'step', 'log', 'genotype', 'genotype_path', 'figures', 'model'}``.
+    """
+    workdir = Path(workdir)
+    sdir = workdir / "search"
+    dataset = dataset or load_search_data(config)
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    batches = Batches(config, dataset.x_train, dataset.y_train, mesh)
+    spe, epochs = batches.steps_per_epoch, config.train.epochs
+    model = build_supernet(config, dataset)
+    sc = darts.step_config(config, spe * batches.real)
+    check_spec(sdir, search_spec(config, dataset))
+
+    state = darts.create_search_state(model, sc, config.seed, dataset.x_train.shape[1:])
+    carry = jax.device_put({"state": state, "sums": jnp.zeros(6, jnp.float32)}, parallel.replicated(mesh))
+    ckpt = Checkpointer(sdir / "checkpoints")
+    if ckpt.latest_step() is not None:
+        carry = ckpt.restore(carry)
+    state, sums = carry["state"], carry["sums"]
+    step = int(state.step)
+    step_fn = darts.make_search_step(model, sc, config.seed, mesh)
+    schedule = darts.weight_schedule(sc)
+
+    main = parallel.is_main_process()
+    log_path = sdir / "search_log.jsonl"
+    log = _read_log(log_path, step // spe) if main else []
+    writer = None
+    if main and tb_dir is not None:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(tb_dir))
+    bar = tqdm(total=epochs * spe, initial=step, disable=not (progress and main), unit="step",
+               desc=f"search {sc.hypergradient} n_step={sc.n_step} γ={config.search.skip_gamma}", dynamic_ncols=True)
+    try:
+        while step < epochs * spe:
+            epoch, t0 = step // spe, time.perf_counter()
+            for _ in range(step % spe, spe):
+                state, m = step_fn(state, *batches(step))
+                sums, step = sums + m, step + 1
+                bar.update(1)
+                every = config.train.checkpoint_every_steps
+                if every and step % every == 0 and step % spe:
+                    ckpt.save(step, {"state": state, "sums": sums})
+                if max_steps is not None and step >= max_steps and step % spe:
+                    return {"state": state, "interrupted": True, "step": step, "model": model}
+            row = epoch_row(epoch, step, np.asarray(jax.device_get(sums)), state, model,
+                            float(schedule((step * batches.real) - 1)), time.perf_counter() - t0)
+            sums = jnp.zeros_like(sums)
+            if main:  # the log first: a kill before the checkpoint replays this epoch and rewrites its row
+                log.append(row)
+                _write_log(log_path, log)
+                bar.set_postfix(train=f"{row['train_accuracy']:.3f}", val=f"{row['val_accuracy']:.3f}",
+                                skip=row["normal_skip_connects"])
+                if writer is not None:
+                    for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                              "normal_skip_connects"):
+                        writer.add_scalar(f"search/{k}", row[k], epoch)
+            ckpt.save(step, {"state": state, "sums": sums})
+            if max_steps is not None and step >= max_steps and step < epochs * spe:
+                return {"state": state, "interrupted": True, "step": step, "model": model}
+    finally:
+        bar.close()
+        ckpt.close()
+        if writer is not None:
+            writer.close()
+    genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
+                               model.multiplier)
+    out = {"state": state, "interrupted": False, "step": step, "log": log, "genotype": genotype,
+           "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": []}
+    if main:
+        save_genotype(genotype, out["genotype_path"])
+        out["figures"] = write_figures(workdir, log, model, genotype)
+    return out
+
+
+def write_figures(workdir: Path, log: list[dict], model: Supernet, genotype: Genotype) -> list[Path]:
+    """α over the epochs (normal and reduce cells) and drawings of the found cells."""
+    from nas_jax.analysis.cells import draw_genotype
+    from nas_jax.search.plots import alpha_history
+
+    figs = workdir / "figures"
+    paths = [alpha_history(log, kind, model.ops, model.steps, figs / f"search_alpha_{kind}.png")
+             for kind in ("normal", "reduce")] if log else []
+    paths.append(draw_genotype(f"genotype:{workdir / GENOTYPE_FILE}", figs / "search_cells.png"))
+    return paths

@@ -1,0 +1,49 @@
+"""Figures of a DARTS search: the mixing weights of every edge over the epochs (§5.2, Figure 15
+context; PROTOCOL §g "track #skip per epoch"). Cell drawings come from
+:func:`nas_jax.analysis.cells.draw_genotype`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from nas_jax.models.supernet import edge_index
+
+
+def alpha_history(log: list[dict], kind: str, ops: tuple[str, ...], steps: int, path: str | Path,
+                  title: str = "") -> Path:
+    """One panel per edge i -> j (rows: node j, columns: input i), one line per op: the
+    effective mixing weight (softmax(α), skip × γ) at the end of every epoch."""
+    epochs = [r["epoch"] + 1 for r in log]
+    weights = np.asarray([r[f"weights_{kind}"] for r in log])  # (epochs, edges, ops)
+    fig, axes = plt.subplots(steps, steps + 1, figsize=(2.3 * (steps + 1), 1.9 * steps), sharex=True, sharey=True,
+                             squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for row, j in enumerate(range(2, steps + 2)):
+        for i in range(steps + 1):
+            ax = axes[row][i]
+            if i >= j:
+                ax.axis("off")
+                continue
+            e = edge_index(j, i)
+            for k, op in enumerate(ops):
+                ax.plot(epochs, weights[:, e, k], color=colors(k), lw=2.0 if op == "skip_connect" else 1.0,
+                        ls="--" if op == "none" else "-", label=op)
+            ax.set_title(f"{i} → {j}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("weight", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=1, bbox_to_anchor=(1.0, 0.98))
+    fig.supxlabel("epoch", fontsize=9)
+    fig.suptitle(title or f"{kind} cell: mixing weights per edge", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

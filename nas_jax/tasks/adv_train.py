@@ -1,0 +1,155 @@
+"""Task ``adv_train``: PGD adversarial training of NAS and manual models (§5.2, Figure 14; PROTOCOL §e.7).
+
+For every model: adversarial training (untargeted L∞ PGD-7, ε = 8/255, α = 2/255, random start; the BN mode
+while crafting is ``adv_train.craft_mode``, see :mod:`nas_jax.attacks.adversarial_training`) with the
+``config.train`` recipe and ``adv_train.epochs`` epochs, either from scratch (``init = 'scratch'``, 100 epochs
+in the paper preset [project]) or as fine-tuning of the zoo victim (``init = 'finetune'``). Metrics as in
+Figure 14:
+
+* accuracy drop = clean test accuracy of the standardly trained model − that of the adversarially trained one.
+  The standard model is the zoo victim when AT fine-tunes it or when AT uses the zoo's recipe; otherwise a
+  standard training with the AT recipe (same epochs) is run for the comparison;
+* robustness = ASR of untargeted PGD (ε = 8/255, α = 2/255, 7 iterations, 5 restarts, eval mode) on
+  ``n_inputs`` test inputs each model classifies correctly, against the adversarially trained model
+  (``metrics.asr``) and the standard one (``metrics.asr_standard``).
+
+Runs are cached and resumable under ``{workdir}/runs/adv_train/{dataset}/{model}/``. Prints a table, appends
+one ``task: "adv_train"`` record per model and saves ``{workdir}/figures/adv_train.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from nas_jax.attacks.adversarial_training import CRAFT_MODES, adversarial_transform, training_pgd_config
+from nas_jax.attacks.evasion import EvasionConfig
+from nas_jax.data import load_dataset
+from nas_jax.models.registry import build_from_config, model_family
+from nas_jax.report import plots, results
+from nas_jax.report.tables import format_table
+from nas_jax.tasks import victims
+from nas_jax.tasks.pgd import run_pgd
+from nas_jax.tasks.poison import cached_training, task_run_dir
+from nas_jax.train import zoo
+from nas_jax.train.zoo import ZooEntry
+
+INITS = ("scratch", "finetune")
+
+
+def at_config(config) -> ml_collections.ConfigDict:
+    """``config`` with the adversarial-training epochs (and lr, when ``adv_train.lr > 0``)."""
+    ac = config.adv_train
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.train.epochs = ac.epochs
+    if ac.lr > 0:
+        out.train.lr = ac.lr
+    return out
+
+
+def _entry(run, family: str, dataset) -> ZooEntry:
+    return ZooEntry(run.name, family, run.model, run.variables, dataset, run.test_accuracy, run.run_dir, [])
+
+
+def standard_model(config, atc, name: str, dataset, workdir) -> tuple[ZooEntry, str]:
+    """The standardly trained reference and where it comes from ('zoo' or 'same_recipe')."""
+    if config.adv_train.init == "finetune" or zoo.training_spec(atc, name) == zoo.training_spec(config, name):
+        return zoo.get_or_train(config, name, dataset), "zoo"
+    run = cached_training(atc, name, dataset, task_run_dir(workdir, "adv_train", config, name, "standard"),
+                          {"adv_train": {"standard": True}}, label=f"{name} standard")
+    return _entry(run, model_family(name), dataset), "same_recipe"
+
+
+def robustness(entry: ZooEntry, cfg: EvasionConfig, order: np.ndarray, n: int, key, batch_size: int):
+    """(clean accuracy, untargeted PGD ASR, inputs attacked) on the first ``n`` correct inputs of ``order``."""
+    x, y = entry.dataset.x_test, entry.dataset.y_test
+    correct = victims.predictions(entry, x) == y
+    idx = victims.correct_inputs(correct, order, n)
+    out = run_pgd(entry, x[idx], y[idx], cfg, "untargeted", key, batch_size)
+    return float(correct.mean()), float(out.success.mean()), len(idx)
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    ac = config.adv_train
+    if ac.init not in INITS:
+        raise ValueError(f"unknown adv_train.init {ac.init!r}; valid: {INITS}.")
+    if ac.craft_mode not in CRAFT_MODES:
+        raise ValueError(f"unknown adv_train.craft_mode {ac.craft_mode!r}; valid: {CRAFT_MODES}.")
+    dataset = load_dataset(config.dataset, config.data_dir or None)
+    atc = at_config(config)
+    train_pgd = training_pgd_config(ac.eps, ac.step_size, ac.iterations, ac.random_start, ac.early_stop)
+    eval_pgd = EvasionConfig(eps=ac.eval_eps, step_size=ac.eval_step_size, iterations=ac.eval_iterations,
+                             restarts=ac.eval_restarts)
+    order = victims.attack_order(len(dataset.y_test), config.seed)
+    key = jax.random.key(config.seed)
+    main = jax.process_index() == 0
+    records, rows = [], []
+    for i, name in enumerate(config.models):
+        start = results.now()
+        family = model_family(name)
+        print(f"[{i + 1}/{len(config.models)}] {name}", flush=True)
+        standard, reference = standard_model(config, atc, name, dataset, workdir)
+        model = build_from_config(name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
+        spec = {"adv_train": {"eps": ac.eps, "step_size": ac.step_size, "iterations": ac.iterations,
+                              "random_start": ac.random_start, "early_stop": ac.early_stop,
+                              "craft_mode": ac.craft_mode, "init": ac.init,
+                              "init_from": zoo.training_spec(config, name) if ac.init == "finetune" else None}}
+        at = cached_training(atc, name, dataset, task_run_dir(workdir, "adv_train", config, name, "adversarial"),
+                             spec, batch_transform=adversarial_transform(model, train_pgd, ac.craft_mode),
+                             initial_variables=standard.variables if ac.init == "finetune" else None,
+                             label=f"{name} adversarial")
+        at_entry = _entry(at, family, dataset)
+        acc_std, asr_std, _ = robustness(standard, eval_pgd, order, ac.n_inputs, key, ac.batch_size)
+        acc_at, asr_at, n = robustness(at_entry, eval_pgd, order, ac.n_inputs, key, ac.batch_size)
+        metrics = {"accuracy_drop": acc_std - acc_at, "asr": asr_at, "asr_standard": asr_std,
+                   "clean_accuracy": acc_at, "clean_accuracy_standard": acc_std}
+        setting = {"family": family, "reference": reference, "epochs": ac.epochs, **spec["adv_train"],
+                   "eval": {"eps": ac.eval_eps, "step_size": ac.eval_step_size, "iterations": ac.eval_iterations,
+                            "restarts": ac.eval_restarts}}
+        setting.pop("init_from")
+        record = results.make_record(config, task="adv_train", model=name, metrics=metrics, n=n, setting=setting,
+                                     start_time=start)
+        if main:
+            results.append_record(workdir, record)
+        records.append(record)
+        rows.append({"model": name, "family": family, **metrics})
+        print(f"  {name}: clean accuracy {acc_std:.3f} -> {acc_at:.3f}, untargeted PGD ASR {asr_std:.1%} -> "
+              f"{asr_at:.1%} on {n} inputs", flush=True)
+    if main:
+        print(format_table(rows, [("model", "model", None), ("family", "family", None),
+                                  ("clean_accuracy_standard", "acc std", ".3f"), ("clean_accuracy", "acc AT", ".3f"),
+                                  ("accuracy_drop", "acc drop", "+.3f"), ("asr_standard", "ASR std", ".3f"),
+                                  ("asr", "ASR AT", ".3f")]))
+        fig = plot_figure14(rows, Path(workdir) / "figures" / "adv_train.png",
+                            title=f"PGD adversarial training on {config.dataset}")
+        print(f"figure: {fig}")
+    return records
+
+
+def plot_figure14(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Accuracy drop and untargeted PGD ASR after AT per model (bars; black ticks: ASR before AT)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
+    xs = range(len(rows))
+    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(1.4 + 0.9 * len(rows), 3.4))
+    axes[0].bar(xs, [100 * r["accuracy_drop"] for r in rows], color=colors)
+    axes[0].set_ylabel("clean accuracy drop (%)")
+    axes[0].axhline(0, color="grey", lw=0.5)
+    axes[1].bar(xs, [100 * r["asr"] for r in rows], color=colors)
+    axes[1].scatter(xs, [100 * r["asr_standard"] for r in rows], marker="_", s=300, color="black",
+                    label="standard training")
+    axes[1].set_ylabel("untargeted PGD ASR (%)")
+    axes[1].set_ylim(0, 105)
+    for ax in axes:
+        ax.set_xticks(xs, [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
+    handles = [Patch(color=c, label=f"{f} (AT)") for f, c in plots.FAMILY_COLORS.items()]
+    axes[1].legend(handles=handles + axes[1].get_legend_handles_labels()[0], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return plots._save(fig, path)

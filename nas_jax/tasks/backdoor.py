@@ -1,0 +1,218 @@
+"""Task ``backdoor``: TrojanNN and BadNet against NAS and manual victims (§3.2, Figures 7–8, Table 5;
+PROTOCOL §e.4).
+
+For every victim (from the zoo, trained first if missing) and every attack of ``config.backdoor.attacks``:
+
+* ``trojannn``, once per ``n_neuron`` of ``config.backdoor.n_neurons`` (``(2,)`` by default; ``(1, 2, 3, 4)``
+  is Figure 8): select the target neurons of the penultimate layer, optimise the 3×3 mark (transparency 0.7)
+  to drive them to the target value, then fine-tune the victim on the stream with stamped, relabelled copies;
+* ``badnet``: a fixed opaque white 3×3 patch, no optimisation, the same fine-tuning at its own poison rate.
+
+Fine-tuning uses :func:`nas_jax.train.trainer.train` from the victim's variables with the ``backdoor``
+recipe (20 epochs, lr 0.01 constant, no cutout, no clipping [artifact]); trigger stamping and poisoning run in
+the compiled train step (:func:`nas_jax.attacks.backdoor.poison_transform`). Runs (and the optimised trigger,
+``trigger.npz``) are cached and resumable under ``{workdir}/runs/backdoor/{dataset}/{model}/{setting}/``.
+ASR and CAD are measured on ``n_inputs`` test inputs drawn with the shared seeded order (G5), and on the full
+test set [artifact]. Prints a table, appends one ``task: "backdoor"`` record per (model, setting) and saves
+``figures/backdoor_{attack}.png`` (Figure 7 style) and, with several ``n_neuron``,
+``figures/backdoor_neurons.png`` (Figure 8).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nas_jax.attacks import backdoor as bd
+from nas_jax.data import to_float
+from nas_jax.report import plots, results
+from nas_jax.report.tables import format_table
+from nas_jax.tasks import victims
+from nas_jax.tasks.poison import cached_training, task_run_dir
+from nas_jax.train import zoo
+
+
+def finetune_config(config) -> ml_collections.ConfigDict:
+    """``config`` with ``train`` replaced by the backdoor fine-tuning recipe."""
+    bc = config.backdoor
+    ft = ml_collections.ConfigDict(config.to_dict())
+    ft.train.epochs, ft.train.lr, ft.train.lr_schedule = bc.epochs, bc.lr, "constant"
+    ft.train.cutout, ft.train.grad_clip = bc.cutout, bc.grad_clip
+    return ft
+
+
+def settings_of(bc) -> list[dict]:
+    """One dict per fine-tuning: attack, n_neuron, transparency, poison rate."""
+    out = []
+    for attack in bc.attacks:
+        if attack == "trojannn":
+            out += [{"attack": attack, "n_neuron": int(n), "transparency": bc.transparency,
+                     "poison_rate": bc.poison_rate, "name": f"trojannn_n{int(n)}"} for n in bc.n_neurons]
+        elif attack == "badnet":
+            out.append({"attack": attack, "n_neuron": None, "transparency": bc.badnet_transparency,
+                        "poison_rate": bc.badnet_poison_rate, "name": "badnet"})
+        else:
+            raise ValueError(f"unknown backdoor attack {attack!r}; valid: {bd.ATTACKS}.")
+    return out
+
+
+def make_trigger(entry, setting: dict, bc, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The (mark, mask, info) of one setting; TrojanNN's optimised mark is cached in ``run_dir/trigger.npz``."""
+    shape = entry.dataset.image_shape
+    mask = bd.trigger_mask(shape, bc.trigger_size, bc.trigger_row, bc.trigger_col)
+    if setting["attack"] == "badnet":
+        return bd.white_mark(shape), mask, {}
+    path = run_dir / "trigger.npz"
+    if path.exists():
+        z = np.load(path)
+        info = {"neurons": z["neurons"].tolist(), "objective_initial": float(z["objective_initial"]),
+                "objective_final": float(z["objective_final"]), "trigger_steps": int(z["steps"])}
+        return z["mark"], mask, info
+    if bc.neuron_selection == "least_activated":
+        acts = bd.mean_activation(entry.model.apply, entry.variables, entry.dataset.x_train)
+        neurons = bd.select_neurons("least_activated", setting["n_neuron"], mean_activation=acts)
+    else:
+        neurons = bd.select_neurons(bc.neuron_selection, setting["n_neuron"],
+                                    kernel=bd.classifier_kernel(entry.variables))
+    step = min(bc.trigger_lr, 1 / 255) if bc.eps_quirk else bc.trigger_lr
+    mark, opt = bd.optimize_trigger(entry.model.apply, entry.variables, bd.white_mark(shape), mask, neurons,
+                                    step_size=step, iterations=bc.trigger_iterations,
+                                    target_value=bc.target_value, threshold=bc.threshold)
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / "trigger.tmp.npz"
+        np.savez(tmp, mark=mark, neurons=neurons, objective_initial=opt["objective_initial"],
+                 objective_final=opt["objective_final"], steps=opt["steps"])
+        tmp.replace(path)
+    info = {"neurons": neurons.tolist(), "objective_initial": opt["objective_initial"],
+            "objective_final": opt["objective_final"], "trigger_steps": opt["steps"]}
+    return mark, mask, info
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict_stamped(apply_fn, variables, x_u8, mark, mask, transparency):
+    x = bd.stamp(to_float(x_u8), mark, mask, transparency)
+    return jnp.argmax(apply_fn(variables, x, train=False), -1)
+
+
+def predict(apply_fn, variables, x_u8: np.ndarray, mark, mask, transparency: float = 1.0,
+            batch_size: int = 500) -> np.ndarray:
+    """Eval-mode predictions on stamped inputs (transparency 1 leaves them clean)."""
+    return np.concatenate([np.asarray(_predict_stamped(apply_fn, variables, x_u8[i : i + batch_size], mark, mask,
+                                                       jnp.float32(transparency)))
+                           for i in range(0, len(x_u8), batch_size)])
+
+
+def evaluate(entry, trojan_variables, mark, mask, transparency: float, target: int, idx: np.ndarray) -> dict:
+    """Backdoor metrics on the test inputs ``idx`` (suffix-free) and on the full test set (``_full_test``)."""
+    x, y, apply_fn = entry.dataset.x_test, entry.dataset.y_test, entry.model.apply
+    victim = predict(apply_fn, entry.variables, x, mark, mask)
+    trojan = predict(apply_fn, trojan_variables, x, mark, mask)
+    triggered = predict(apply_fn, trojan_variables, x, mark, mask, transparency)
+    metrics = bd.backdoor_metrics(y[idx], victim[idx], trojan[idx], triggered[idx], target)
+    full = bd.backdoor_metrics(y, victim, trojan, triggered, target)
+    metrics.update({f"{k}_full_test": v for k, v in full.items()})
+    return metrics
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    bc = config.backdoor
+    settings = settings_of(bc)
+    if bc.neuron_selection not in bd.NEURON_STRATEGIES:
+        raise ValueError(f"unknown backdoor.neuron_selection {bc.neuron_selection!r}; valid: {bd.NEURON_STRATEGIES}.")
+    dataset, entries = victims.load_victims(config)
+    idx = victims.attack_order(len(dataset.y_test), config.seed)[: bc.n_inputs]
+    ft_config = finetune_config(config)
+    main = jax.process_index() == 0
+    records, rows = [], []
+    for entry in entries:
+        for s in settings:
+            start = results.now()
+            run_dir = task_run_dir(workdir, "backdoor", config, entry.name, s["name"])
+            mark, mask, info = make_trigger(entry, s, bc, run_dir)
+            transform = bd.poison_transform(mark, mask, s["transparency"], bc.target, s["poison_rate"])
+            spec = {"backdoor": {**{k: v for k, v in s.items() if k != "name"}, "target": bc.target,
+                                 "neuron_selection": bc.neuron_selection, "neurons": info.get("neurons"),
+                                 "victim": zoo.training_spec(config, entry.name), "trigger_size": bc.trigger_size,
+                                 "trigger_at": [bc.trigger_row, bc.trigger_col]}}
+            trojan = cached_training(ft_config, entry.name, dataset, run_dir, spec, batch_transform=transform,
+                                     initial_variables=entry.variables, label=f"{entry.name} {s['name']}")
+            metrics = evaluate(entry, trojan.variables, mark, mask, s["transparency"], bc.target, idx)
+            metrics.update({k: info[k] for k in ("objective_initial", "objective_final", "trigger_steps") if k in info})
+            setting = {"family": entry.family, "target": bc.target, "epochs": bc.epochs, "lr": bc.lr,
+                       "neuron_selection": bc.neuron_selection if s["attack"] == "trojannn" else None,
+                       "neurons": info.get("neurons"), **{k: v for k, v in s.items() if k != "name"}}
+            record = results.make_record(config, task="backdoor", model=entry.name, metrics=metrics, n=len(idx),
+                                         setting=setting, start_time=start)
+            if main:
+                results.append_record(workdir, record)
+            records.append(record)
+            rows.append({"model": entry.name, "family": entry.family, "setting": s["name"], **s, **metrics})
+            print(f"  {entry.name} {s['name']}: ASR {metrics['asr']:.1%}, CAD {metrics['cad']:+.1%} "
+                  f"on {len(idx)} inputs", flush=True)
+    if main:
+        print(format_table(rows, [("model", "model", None), ("family", "family", None), ("setting", "attack", None),
+                                  ("clean_accuracy_victim", "victim acc", ".3f"), ("asr", "ASR", ".3f"),
+                                  ("asr_including_target", "ASR incl. t", ".3f"), ("cad", "CAD", "+.3f")]))
+        figures = Path(workdir) / "figures"
+        for name in dict.fromkeys(r["setting"] for r in rows):
+            if name.startswith("trojannn") and name != f"trojannn_n{bc.n_neurons[0]}":
+                continue  # Figure 7 shows the first n_neuron; the others go to Figure 8
+            attack = "trojannn" if name.startswith("trojannn") else name
+            fig = plot_asr_cad([r for r in rows if r["setting"] == name], figures / f"backdoor_{attack}.png",
+                               title=f"{name} on {config.dataset}")
+            print(f"figure: {fig}")
+        if len(bc.n_neurons) > 1 and "trojannn" in bc.attacks:
+            fig = plot_neurons([r for r in rows if r["attack"] == "trojannn"], figures / "backdoor_neurons.png",
+                               title=f"TrojanNN against n_neuron on {config.dataset}")
+            print(f"figure: {fig}")
+    return records
+
+
+def plot_asr_cad(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Figure 7: ASR and CAD bars per model, NAS first, coloured by family."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
+    fig, axes = plt.subplots(1, 2, figsize=(1.4 + 0.9 * len(rows), 3.4))
+    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
+    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
+        ax.bar(range(len(rows)), [100 * r[key] for r in rows], color=colors)
+        ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0].set_ylim(0, 105)
+    axes[1].legend(handles=[Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return plots._save(fig, path)
+
+
+def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Figure 8: ASR and CAD against n_neuron; family means thick, models faint."""
+    import matplotlib.pyplot as plt
+
+    ns = sorted({r["n_neuron"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
+        for family, color in plots.FAMILY_COLORS.items():
+            models = sorted({r["model"] for r in rows if r["family"] == family})
+            curves = [[100 * next(r[key] for r in rows if r["model"] == m and r["n_neuron"] == n) for n in ns]
+                      for m in models]
+            for ys in curves:
+                ax.plot(ns, ys, color=color, alpha=0.25, lw=0.8)
+            if curves:
+                ax.plot(ns, np.mean(curves, axis=0), color=color, marker="o", lw=2, label=f"{family} mean")
+        ax.set_xticks(ns)
+        ax.set_xlabel("number of target neurons")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return plots._save(fig, path)

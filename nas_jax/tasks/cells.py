@@ -1,0 +1,64 @@
+"""Task ``cells``: Table 3 (cell depth, width, #skip) and cell drawings of NAS genotypes (§5.1, Table 3,
+Figure 15 style; PROTOCOL §c.4).
+
+For every genotype of ``config.cells.genotypes`` (zoo names or ``genotype:PATH``; empty: every stored
+genotype) prints the computed normal-cell depth, widths W1/W2/W3 and #skip (plus the reduction cell's
+depth and #skip) next to the paper's Table 3 values, and the averages over the Table 3 models; appends one
+``task: "cells"`` record per genotype and writes ``{workdir}/figures/cells/{name}.png`` (normal and
+reduction cell side by side).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jax
+
+from nas_jax.analysis import cells
+from nas_jax.report import results
+from nas_jax.report.tables import format_table
+
+COLUMNS = [("model", "model", None), ("paper_depth", "T3 depth", None), ("depth", "depth", None),
+           ("paper_width", "T3 width (c)", None), ("width_w1", "W1", None), ("width_w2", "W2", ".1f"),
+           ("width_w3", "W3", None), ("paper_skip", "T3 #skip", None), ("skip_connects", "#skip", None),
+           ("reduce_skip_connects", "#skip (R)", None), ("reduce_depth", "depth (R)", None)]
+
+
+def _file_name(name: str) -> str:
+    if name.startswith("genotype:"):
+        name = "genotype_" + Path(name.removeprefix("genotype:")).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    names = list(config.cells.genotypes) or list(cells.default_genotypes())
+    rows = [cells.table3_row(name) for name in names]  # validates every name before drawing anything
+    avg = cells.averages(rows)
+    records = []
+    start = results.now()
+    for row in rows:
+        metrics = {k: v for k, v in row.items() if k != "model"}
+        records.append(results.make_record(config, task="cells", model=row["model"], dataset="-", n=1,
+                                           metrics=metrics, setting={"family": "nas"}, start_time=start))
+    if avg:
+        records.append(results.make_record(config, task="cells", model="table3_mean", dataset="-",
+                                           n=avg["n_models"], metrics=avg, setting={"family": "nas"},
+                                           start_time=start))
+    if jax.process_index() != 0:
+        return records
+    for rec in records:
+        results.append_record(workdir, rec)
+    print(format_table(rows, COLUMNS))
+    if avg:
+        print(f"\nmean over the {avg['n_models']} Table 3 models: depth {avg['depth']:.2f} (Table 3 "
+              f"{avg['paper_depth_table']:.2f}, text {avg['paper_depth_text']}), width W3 {avg['width_w3']:.2f}c "
+              f"(Table 3 {avg['paper_width_table']:.2f}c, text {avg['paper_width_text']}c), W1 {avg['width_w1']:.2f}c, "
+              f"W2 {avg['width_w2']:.2f}c, #skip {avg['skip_connects']:.2f}")
+    print("T3 = the paper's Table 3; only W3 reproduces its width, and its #skip for DARTS and NASNet equals their "
+          "reduction cell's (PROTOCOL §c.4).")
+    if config.cells.draw:
+        for name in names:
+            cells.draw_genotype(name, Path(workdir) / "figures" / "cells" / f"{_file_name(name)}.png")
+        print(f"figures: {Path(workdir) / 'figures' / 'cells'}/<genotype>.png ({len(names)} files)")
+    return records

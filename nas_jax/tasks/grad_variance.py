@@ -1,0 +1,173 @@
+"""Task ``grad_variance``: per-example gradient variance before and after training (§4, Eqn 14,
+Figure 12; PROTOCOL §f.3).
+
+For every model, phase (``init``: the model's own initialisation from the zoo's init key, i.e. the exact
+starting point of the trained victim; ``trained``: the zoo victim, trained first where missing) and BN
+state (``raw``: the running statistics as they are; ``calibrated``: re-estimated on a few training
+batches), the variance metrics of ``nas_jax.analysis.grad_variance`` on ``n`` common test images. Appends
+one ``task: "grad_variance"`` record per (model, phase, bn) with ``metrics.trace_cov`` (Eqn 14),
+``metrics.sum_std`` (the artifact's, clipped at 5) and the other readings, one ``task:
+"grad_variance_ratio"`` record per (phase, bn, metric) with the manual/NAS ratio of geometric means (the
+paper's "two orders of magnitude" is log10 ratio ≥ 2), and Figure 12-style log-scale bar charts
+``{workdir}/figures/grad_variance_{trace_cov,sum_std}.png``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.patches import Patch
+
+from nas_jax.analysis.grad_variance import calibrate_batch_stats, gradient_variance
+from nas_jax.data import load_dataset, to_float
+from nas_jax.models.registry import build_from_config, model_family
+from nas_jax.report import plots, results
+from nas_jax.report.tables import format_table
+from nas_jax.train import trainer, zoo
+
+PHASES = ("init", "trained")
+BN_MODES = ("raw", "calibrated")
+METRICS = ("trace_cov", "sum_std")
+
+
+def check_choices(values, valid: tuple[str, ...], name: str) -> None:
+    bad = [v for v in values if v not in valid]
+    if bad or not values:
+        raise ValueError(f"invalid {name} {tuple(values)}: choose one or more of {valid}.")
+
+
+def sample_indices(n_total: int, n: int, seed: int, stream: int) -> np.ndarray:
+    """The first ``n`` of a seeded permutation, shared by all models (G5)."""
+    return np.random.default_rng([seed, stream]).permutation(n_total)[:n]
+
+
+def calibration_batches(dataset, n_batches: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """``n_batches`` disjoint, un-augmented training batches (float) for BN re-estimation."""
+    idx = sample_indices(len(dataset.y_train), n_batches * batch_size, seed, 13)
+    return [to_float(dataset.x_train[idx[i : i + batch_size]]) for i in range(0, len(idx), batch_size)]
+
+
+def model_variables(config, name: str, phase: str, dataset):
+    """(model, family, variables) at initialisation (the zoo's init key) or trained (from the zoo)."""
+    if phase == "trained":
+        entry = zoo.get_or_train(config, name, dataset)
+        return entry.model, entry.family, entry.variables
+    model = build_from_config(name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
+    return model, model_family(name), trainer.init_variables(model, trainer.init_key(config.seed),
+                                                             dataset.x_train.shape[1:])
+
+
+def bn_variables(model, variables, bn: str, batches, seed: int):
+    if bn == "raw":
+        return variables
+    return calibrate_batch_stats(model.apply, variables, batches, jax.random.key(seed))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(apply, variables, x):
+    return jnp.argmax(apply(variables, x, train=False), -1)
+
+
+def accuracy(model, variables, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Eval-mode accuracy on float images (a sanity check of a BN state)."""
+    pred = np.concatenate([np.asarray(_predict(model.apply, variables, x[i : i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+    return float((pred == y).mean())
+
+
+def family_ratios(rows: list[dict]) -> list[dict]:
+    """Per (phase, bn, metric): geometric mean over manual models / over NAS models, and its log10."""
+    out = []
+    for phase in PHASES:
+        for bn in BN_MODES:
+            for metric in METRICS:
+                vals = {f: [r[metric] for r in rows if r["phase"] == phase and r["bn"] == bn and r["family"] == f
+                            and r[metric] > 0] for f in ("nas", "manual")}
+                if vals["nas"] and vals["manual"]:
+                    log_ratio = float(np.mean(np.log10(vals["manual"])) - np.mean(np.log10(vals["nas"])))
+                    out.append({"phase": phase, "bn": bn, "metric": metric, "log10_ratio": log_ratio,
+                                "ratio": 10**log_ratio, "n_nas": len(vals["nas"]), "n_manual": len(vals["manual"])})
+    return out
+
+
+def variance_figure(rows: list[dict], metric: str, path: Path, title: str) -> Path:
+    """Figure 12: one log-scale panel per BN state; per model an init bar (light) and a trained bar."""
+    plt = plots.plt
+    bns = [b for b in BN_MODES if any(r["bn"] == b for r in rows)]
+    models = sorted({(r["family"] != "nas", r["model"]) for r in rows})
+    fig, axes = plt.subplots(1, len(bns), figsize=(1.2 + 0.6 * len(models) * len(bns), 3.6), squeeze=False)
+    for ax, bn in zip(axes[0], bns):
+        for i, (_, model) in enumerate(models):
+            for j, phase in enumerate(PHASES):
+                hit = [r for r in rows if r["model"] == model and r["bn"] == bn and r["phase"] == phase]
+                if hit:
+                    ax.bar(i + (j - 0.5) * 0.4, hit[0][metric], width=0.4, color=plots.FAMILY_COLORS[hit[0]["family"]],
+                           alpha=0.45 if phase == "init" else 1.0, edgecolor="k", lw=0.4)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(models)), [m for _, m in models], rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"BN {bn}")
+        ax.set_ylabel(metric)
+    handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
+    handles += [Patch(facecolor="0.5", alpha=0.45, label="init"), Patch(facecolor="0.5", label="trained")]
+    axes[0][-1].legend(handles=handles, fontsize=7)
+    fig.suptitle(title)
+    return plots._save(fig, path)
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    gc = config.grad_var
+    check_choices(gc.phases, PHASES, "grad_var.phases")
+    check_choices(gc.bn, BN_MODES, "grad_var.bn")
+    dataset = load_dataset(config.dataset, config.data_dir or None)
+    idx = sample_indices(len(dataset.y_test), gc.n, config.seed, 14)
+    x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
+    batches = calibration_batches(dataset, gc.calibration_batches, config.train.batch_size, config.seed)
+    records, rows = [], []
+    for i, name in enumerate(config.models):
+        for phase in gc.phases:
+            print(f"[{i + 1}/{len(config.models)}] {name} ({phase})", flush=True)
+            model, family, variables = model_variables(config, name, phase, dataset)
+            for bn in gc.bn:
+                start = results.now()
+                v = bn_variables(model, variables, bn, batches, config.seed)
+                metrics = gradient_variance(model.apply, v, x, y, chunk=gc.chunk, clip_norm=gc.clip_norm)
+                if gc.input_grads:
+                    inp = gradient_variance(model.apply, v, x, y, wrt="input", chunk=gc.chunk, clip_norm=gc.clip_norm)
+                    metrics.update({f"input_{k}": val for k, val in inp.items()})
+                metrics["accuracy"] = accuracy(model, v, x, y)
+                setting = {"family": family, "phase": phase, "bn": bn, "clip_norm": gc.clip_norm,
+                           "calibration_batches": gc.calibration_batches if bn == "calibrated" else 0}
+                record = results.make_record(config, task="grad_variance", model=name, metrics=metrics, n=len(idx),
+                                             setting=setting, start_time=start)
+                if jax.process_index() == 0:
+                    results.append_record(workdir, record)
+                records.append(record)
+                rows.append({"model": name, "family": family, "phase": phase, "bn": bn, **metrics})
+                print(f"  {name} {phase} bn={bn}: trace_cov {metrics['trace_cov']:.4g}, sum_std "
+                      f"{metrics['sum_std']:.4g}, accuracy {metrics['accuracy']:.3f}", flush=True)
+    ratios = family_ratios(rows)
+    if jax.process_index() == 0:
+        print(format_table(rows, [("model", "model", None), ("family", "family", None), ("phase", "phase", None),
+                                  ("bn", "bn", None), ("trace_cov", "trace_cov", ".4g"),
+                                  ("sum_std", "sum_std (clip 5)", ".4g"),
+                                  ("trace_cov_per_param", "trace_cov/P", ".3g"),
+                                  ("sum_std_per_param", "sum_std/P", ".3g"), ("accuracy", "acc", ".3f")]))
+        if ratios:
+            print("\nmanual / NAS (geometric means); 'two orders of magnitude' = log10 ratio >= 2:")
+            print(format_table(ratios, [("phase", "phase", None), ("bn", "bn", None), ("metric", "metric", None),
+                                        ("ratio", "ratio", ".3g"), ("log10_ratio", "log10", ".2f")]))
+        start = results.now()
+        for r in ratios:
+            results.append_record(workdir, results.make_record(
+                config, task="grad_variance_ratio", model="manual/nas", n=r["n_nas"] + r["n_manual"], start_time=start,
+                metrics={"ratio": r["ratio"], "log10_ratio": r["log10_ratio"]},
+                setting={"phase": r["phase"], "bn": r["bn"], "metric": r["metric"]}))
+        for metric in METRICS:
+            fig = variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
+                                  f"gradient variance ({metric}) on {config.dataset}, n={len(idx)}")
+            print(f"figure: {fig}")
+    return records

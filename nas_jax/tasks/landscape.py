@@ -1,0 +1,179 @@
+"""Task ``landscape``: loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; PROTOCOL §f.1–f.2).
+
+For every victim (trained first where missing) and every requested space: the contour grids of
+``n_images`` common test images (the same images and, in input space, the same directions for every
+model, G5), numeric smoothness summaries as ``task: "landscape"`` records, the grids as
+``{workdir}/landscape/{dataset}/{model}_{space}_{radius}.npz``, and Figure 11-style panels
+``{workdir}/figures/landscape_{space}_{radius}.png`` with one row per dataset found in the workdir and one
+column per model (shared contour levels, so denser lines mean a rougher landscape), plus
+``landscape_{space}_{radius}_{dataset}_images.png`` with the first contours of every model (each image
+contoured separately, as the artifact plots them).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jax
+import matplotlib
+import numpy as np
+
+from nas_jax.analysis import landscape
+from nas_jax.data import to_float
+from nas_jax.report import plots, results
+from nas_jax.report.tables import format_table
+from nas_jax.tasks import victims
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _slug(name: str) -> str:
+    """A directory name for a dataset ('npz:/a/b.npz' -> 'npz_b')."""
+    if ":" in name:
+        kind, path = name.split(":", 1)
+        name = f"{kind}_{Path(path).stem}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _param_grid_spec(lc) -> tuple[float, int]:
+    radius, resolution = landscape.DEFAULT_GRID[lc.directions]
+    return (lc.param_radius or radius), (lc.resolution or resolution)
+
+
+def contour_images(n_test: int, n: int, seed: int) -> np.ndarray:
+    """The seeded test indices contoured for every model (G5; the artifact used seed 40)."""
+    return np.random.default_rng([seed, 40]).permutation(n_test)[:n]
+
+
+def _tag(space: str, radius: float) -> str:
+    return f"{space}_{radius:g}"
+
+
+def _save_grid(workdir: Path, dataset: str, model: str, family: str, contour: landscape.Contour, radius: float):
+    path = workdir / "landscape" / _slug(dataset) / f"{model}_{_tag(contour.space, radius)}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, alphas=contour.alphas, betas=contour.betas, losses=contour.losses, family=family,
+             directions=contour.directions)
+    return path
+
+
+def _levels(grids: list[np.ndarray], n: int = 14) -> np.ndarray:
+    values = np.concatenate([g.ravel() for g in grids])
+    lo, hi = np.percentile(values, 0.5), np.percentile(values, 97)
+    return np.linspace(lo, hi if hi > lo else lo + 1e-6, n)
+
+
+def _panel(ax, alphas, betas, losses, levels, title: str, family: str):
+    cs = ax.contour(alphas, betas, losses.T, levels=levels, cmap="viridis", linewidths=0.8)
+    ax.plot(0, 0, marker="+", color="k", ms=6)
+    ax.set_title(title, fontsize=8, color=plots.FAMILY_COLORS.get(family, "k"))
+    ax.tick_params(labelsize=6)
+    return cs
+
+
+def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], plot_contour: int = 0,
+                    n_images_panel: int = 5) -> list[Path]:
+    """The Figure 11 panel (datasets × models from every saved grid of ``tag``) and the per-image panel of
+    ``dataset``."""
+    root = workdir / "landscape"
+    grids = {}
+    for f in sorted(root.glob(f"*/*_{tag}.npz")):
+        with np.load(f) as z:
+            grids[(f.parent.name, f.name.removesuffix(f"_{tag}.npz"))] = {k: z[k] for k in z.files}
+    if not grids:
+        return []
+    datasets = sorted({d for d, _ in grids})
+    cols = [m for m in models if any((d, m) in grids for d in datasets)]
+    cols += sorted({m for _, m in grids} - set(cols))
+    levels = _levels([g["losses"][..., min(plot_contour, g["losses"].shape[-1] - 1)] for g in grids.values()])
+    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(2.3 * len(cols), 2.2 * len(datasets)),
+                             squeeze=False)
+    cs = None
+    for i, d in enumerate(datasets):
+        for j, m in enumerate(cols):
+            ax = axes[i][j]
+            if (d, m) not in grids:
+                ax.axis("off")
+                continue
+            g = grids[(d, m)]
+            c = min(plot_contour, g["losses"].shape[-1] - 1)
+            cs = _panel(ax, g["alphas"], g["betas"], g["losses"][..., c], levels, f"{m} ({d})", str(g["family"]))
+    if cs is not None:
+        fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.8, label="CE loss")
+    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')}", fontsize=9)
+    out = [_save(fig, workdir / "figures" / f"landscape_{tag}.png")]
+
+    ds = _slug(dataset)
+    mine = [(m, grids[(ds, m)]) for m in cols if (ds, m) in grids]
+    k = min(n_images_panel, min(g["losses"].shape[-1] for _, g in mine))
+    fig, axes = plt.subplots(len(mine), k, figsize=(2.0 * k, 1.9 * len(mine)), squeeze=False)
+    for i, (m, g) in enumerate(mine):
+        levels = _levels([g["losses"][..., :k]])
+        for c in range(k):
+            _panel(axes[i][c], g["alphas"], g["betas"], g["losses"][..., c], levels, f"{m} #{c}", str(g["family"]))
+    out.append(_save(fig, workdir / "figures" / f"landscape_{tag}_{ds}_images.png"))
+    return out
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    lc = config.landscape
+    workdir = Path(workdir)
+    unknown = [s for s in lc.spaces if s not in landscape.SPACES]
+    if unknown:
+        raise ValueError(f"unknown landscape.spaces {unknown}; valid: {landscape.SPACES}.")
+    dataset, entries = victims.load_victims(config)
+    idx = contour_images(len(dataset.y_test), lc.n_images, config.seed)
+    x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
+    key = jax.random.key(config.seed)
+    p_radius, p_res = _param_grid_spec(lc)
+    jobs = []
+    if "param" in lc.spaces:
+        jobs.append(("param", p_radius, p_res))
+    if "input" in lc.spaces:
+        jobs += [("input", float(r), lc.resolution or landscape.DEFAULT_GRID["input"][1]) for r in lc.input_radii]
+    records, rows = [], []
+    for entry in entries:
+        for space, radius, resolution in jobs:
+            start = results.now()
+            axis = landscape.grid(radius, resolution)
+            if space == "param":
+                d1, d2 = landscape.parameter_directions(lc.directions, jax.random.fold_in(key, 1), entry.model,
+                                                        entry.variables, x.shape[1:])
+                contour = landscape.parameter_contour(entry.model.apply, entry.variables, d1, d2, x, y, axis, axis,
+                                                      chunk=lc.chunk, images_per_contour=lc.images_per_contour,
+                                                      directions=lc.directions)
+            else:
+                contour = landscape.input_contour(entry.model.apply, entry.variables, x, y, jax.random.fold_in(key, 2),
+                                                  axis, axis, chunk=lc.chunk, images_per_contour=lc.images_per_contour)
+            metrics = landscape.smoothness(contour)
+            setting = {"family": entry.family, "space": space, "directions": contour.directions, "radius": radius,
+                       "resolution": resolution, "images_per_contour": lc.images_per_contour,
+                       "n_contours": int(contour.losses.shape[-1])}
+            record = results.make_record(config, task="landscape", model=entry.name, metrics=metrics, n=len(idx),
+                                         setting=setting, start_time=start)
+            if jax.process_index() == 0:
+                _save_grid(workdir, config.dataset, entry.name, entry.family, contour, radius)
+                results.append_record(workdir, record)
+            records.append(record)
+            rows.append({"model": entry.name, "family": entry.family, "grid": f"{space} ±{radius:g}", **metrics})
+            print(f"  {entry.name} {space} ±{radius:g}: loss {metrics['loss_center']:.3f}, increase at r="
+                  f"{metrics['radius']:g}: {metrics['increase_at_radius']:.4f}", flush=True)
+    if jax.process_index() == 0:
+        print(format_table(rows, [("model", "model", None), ("family", "family", None), ("grid", "grid", None),
+                                  ("loss_center", "loss(0,0)", ".4f"), ("increase_at_radius", "Δloss @ r/2", ".4g"),
+                                  ("increase_max", "Δloss max", ".4g"), ("curvature_d1", "curv d1", ".4g"),
+                                  ("curvature_d2", "curv d2", ".4g")]))
+        for space, radius, _ in jobs:
+            for fig in contour_figures(workdir, _tag(space, radius), config.dataset, list(config.models),
+                                       lc.plot_contour):
+                print(f"figure: {fig}")
+    return records

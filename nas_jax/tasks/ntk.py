@@ -1,0 +1,145 @@
+"""Task ``ntk``: condition number of the empirical NTK at initialisation, per model, and its correlation
+with the PGD attack success rate (§5.3 "Other trainability metrics"; beyond the paper).
+
+For every model, phase (``init`` by default; ``trained`` loads the zoo victim) and BN state (``raw`` /
+``calibrated``, as in ``grad_variance``): κ = λ_max/λ_min of the n × n empirical NTK on ``n`` common test
+images (``nas_jax.analysis.ntk``). Appends one ``task: "ntk"`` record per (model, phase, bn). When ``task:
+"pgd"`` records of the same dataset exist in the workdir (run ``configs/pgd.py`` with the same
+``--workdir`` first), also appends one ``task: "ntk_correlation"`` record per (phase, bn) with the
+Pearson/Spearman correlations of log10 κ with the most- and least-likely ASR, and draws
+``{workdir}/figures/ntk_vs_pgd.png``. Always draws ``{workdir}/figures/ntk_condition.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from nas_jax.analysis.ntk import KERNELS, asr_correlation, condition_number, ntk_matrix
+from nas_jax.data import load_dataset, to_float
+from nas_jax.report import plots, results
+from nas_jax.report.tables import format_table
+from nas_jax.tasks.grad_variance import (
+    BN_MODES,
+    PHASES,
+    bn_variables,
+    calibration_batches,
+    check_choices,
+    model_variables,
+    sample_indices,
+)
+
+
+def condition_figure(rows: list[dict], path: Path, title: str) -> Path:
+    """log10 κ per model (bars coloured by family), one panel per (phase, bn)."""
+    plt = plots.plt
+    groups = sorted({(r["phase"], r["bn"]) for r in rows})
+    per_panel = max(len(rows) // max(len(groups), 1), 1)
+    fig, axes = plt.subplots(1, len(groups), figsize=(1.2 + 0.5 * per_panel * len(groups), 3.4), squeeze=False)
+    for ax, (phase, bn) in zip(axes[0], groups):
+        sel = sorted((r for r in rows if (r["phase"], r["bn"]) == (phase, bn)),
+                     key=lambda r: (r["family"] != "nas", r["model"]))
+        ax.bar(range(len(sel)), [r["log10_cond"] for r in sel],
+               color=[plots.FAMILY_COLORS[r["family"]] for r in sel])
+        ax.set_xticks(range(len(sel)), [r["model"] for r in sel], rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("log10 κ(NTK)")
+        ax.set_title(f"{phase}, BN {bn}", fontsize=9)
+    fig.suptitle(title)
+    return plots._save(fig, path)
+
+
+def correlation_figure(rows: list[dict], asr: dict[str, dict], path: Path, title: str) -> Path:
+    """Scatter of log10 κ against the most-/least-likely PGD ASR, one row per (phase, bn)."""
+    plt = plots.plt
+    groups = sorted({(r["phase"], r["bn"]) for r in rows})
+    modes = ("most_likely", "least_likely")
+    fig, axes = plt.subplots(len(groups), 2, figsize=(7.5, 3.0 * len(groups)), squeeze=False)
+    for gi, (phase, bn) in enumerate(groups):
+        sel = [r for r in rows if (r["phase"], r["bn"]) == (phase, bn) and r["model"] in asr
+               and np.isfinite(r["log10_cond"])]
+        for ax, mode in zip(axes[gi], modes):
+            for r in sel:
+                y = asr[r["model"]].get(f"asr_{mode}")
+                if y is None:
+                    continue
+                ax.scatter(r["log10_cond"], 100 * y, color=plots.FAMILY_COLORS[r["family"]])
+                ax.annotate(r["model"], (r["log10_cond"], 100 * y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            ax.set_xlabel("log10 κ(NTK)")
+            ax.set_ylabel(f"PGD ASR {mode.replace('_', ' ')} (%)")
+            ax.set_title(f"{phase}, BN {bn}", fontsize=9)
+    fig.suptitle(title)
+    return plots._save(fig, path)
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    nc = config.ntk
+    check_choices(nc.phases, PHASES, "ntk.phases")
+    check_choices(nc.bn, BN_MODES, "ntk.bn")
+    if nc.kernel not in KERNELS:
+        raise ValueError(f"unknown ntk.kernel {nc.kernel!r}; valid: {KERNELS}.")
+    dataset = load_dataset(config.dataset, config.data_dir or None)
+    idx = sample_indices(len(dataset.y_test), nc.n, config.seed, 15)
+    x = to_float(dataset.x_test[idx])
+    batches = calibration_batches(dataset, nc.calibration_batches, config.train.batch_size, config.seed)
+    records, rows = [], []
+    for i, name in enumerate(config.models):
+        for phase in nc.phases:
+            print(f"[{i + 1}/{len(config.models)}] {name} ({phase})", flush=True)
+            model, family, variables = model_variables(config, name, phase, dataset)
+            for bn in nc.bn:
+                start = results.now()
+                v = bn_variables(model, variables, bn, batches, config.seed)
+                theta = ntk_matrix(model.apply, v, x, num_classes=dataset.num_classes, kernel=nc.kernel,
+                                   chunk=nc.chunk)
+                metrics = condition_number(theta)
+                metrics["log10_cond"] = float(np.log10(metrics["cond"])) if np.isfinite(metrics["cond"]) else None
+                setting = {"family": family, "phase": phase, "bn": bn, "kernel": nc.kernel}
+                record = results.make_record(config, task="ntk", model=name, metrics=metrics, n=len(idx),
+                                             setting=setting, start_time=start)
+                if jax.process_index() == 0:
+                    results.append_record(workdir, record)
+                records.append(record)
+                rows.append({"model": name, "family": family, "phase": phase, "bn": bn, **metrics,
+                             "log10_cond": metrics["log10_cond"] if metrics["log10_cond"] is not None else np.nan})
+                print(f"  {name} {phase} bn={bn}: κ = {metrics['cond']:.4g} (λ_max {metrics['lambda_max']:.4g}, "
+                      f"λ_min {metrics['lambda_min']:.4g})", flush=True)
+    if jax.process_index() != 0:
+        return records
+    print(format_table(rows, [("model", "model", None), ("family", "family", None), ("phase", "phase", None),
+                              ("bn", "bn", None), ("cond", "κ", ".4g"), ("log10_cond", "log10 κ", ".2f"),
+                              ("lambda_max", "λ_max", ".4g"), ("lambda_min", "λ_min", ".4g")]))
+    figures = Path(workdir) / "figures"
+    fig = condition_figure(rows, figures / "ntk_condition.png", f"NTK condition number on {config.dataset}")
+    print(f"figure: {fig}")
+    pgd = results.read_records(workdir, task="pgd")
+    if not pgd:
+        print(f"no task 'pgd' records in {workdir}: run configs/pgd.py with --workdir={workdir} for the ASR "
+              "correlation.")
+        return records
+    asr = {r["model"]: r["metrics"] for r in pgd if r.get("dataset") == config.dataset}
+    corr_rows = []
+    start = results.now()
+    for phase in nc.phases:
+        for bn in nc.bn:
+            conds = {r["model"]: r["cond"] for r in rows if (r["phase"], r["bn"]) == (phase, bn)}
+            corr = asr_correlation(conds, pgd, config.dataset)
+            rec = results.make_record(config, task="ntk_correlation", model=",".join(corr["models"]),
+                                      n=corr["n_models"], start_time=start, setting={"phase": phase, "bn": bn,
+                                                                                     "kernel": nc.kernel},
+                                      metrics={k: v for k, v in corr.items() if k not in ("models",)})
+            results.append_record(workdir, rec)
+            records.append(rec)
+            corr_rows.append({"phase": phase, "bn": bn, **corr})
+    print("\ncorrelation of log10 κ with PGD ASR across models:")
+    print(format_table(corr_rows, [("phase", "phase", None), ("bn", "bn", None), ("n_models", "models", None),
+                                   ("pearson_most_likely", "Pearson (most)", ".3f"),
+                                   ("spearman_most_likely", "Spearman (most)", ".3f"),
+                                   ("pearson_least_likely", "Pearson (least)", ".3f"),
+                                   ("spearman_least_likely", "Spearman (least)", ".3f")]))
+    fig = correlation_figure(rows, asr, figures / "ntk_vs_pgd.png",
+                             f"NTK condition number vs PGD ASR, {config.dataset}")
+    print(f"figure: {fig}")
+    return records

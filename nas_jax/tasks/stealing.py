@@ -1,0 +1,201 @@
+"""Task ``stealing``: Knockoff Nets functionality stealing (§3.2, Figure 9 and Table 2; PROTOCOL §e.5).
+
+Architecture-aware setting (Figure 9): every victim of ``config.models`` is stolen into a fresh replica of its own
+architecture at each query budget of ``stealing.budgets``. Architecture-agnostic setting (Table 2): every victim of
+``stealing.matrix_models`` into every replica of the same list at ``stealing.matrix_budget`` queries (pairs already
+run by the aware setting are reused, not rerun). The victim answers only with its probability vector (eval mode);
+the query pool is its training set, augmented once and frozen, without labels (``adaptive`` uses the classes to
+form its arms). Each (victim, replica, budget) appends one ``task: "stealing"`` record with ``metrics.ace`` (mean
+test-set cross entropy between victim and replica predictions), the floor ``victim_entropy``, ``kl`` = ace − floor,
+``replica_accuracy`` and ``agreement``. Prints both tables; figures ``{workdir}/figures/stealing_ace_budget.png``
+and ``{workdir}/figures/stealing_matrix.png``. Thieves train resumably under ``{workdir}/stealing/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import matplotlib.pyplot as plt
+import ml_collections
+import numpy as np
+from matplotlib.lines import Line2D
+
+from nas_jax.attacks.nes import BlackBox
+from nas_jax.attacks.stealing import KnockoffConfig, knockoff, make_pool, model_logits, stealing_metrics
+from nas_jax.attacks.stealing import victim_probabilities as probabilities
+from nas_jax.data import load_dataset
+from nas_jax.models.registry import build_from_config, model_family
+from nas_jax.report import results
+from nas_jax.report.plots import FAMILY_COLORS  # also selects the Agg backend
+from nas_jax.report.tables import format_table
+from nas_jax.train import zoo
+
+
+def thief_config(config, replica: str) -> ml_collections.ConfigDict:
+    """The replica's training config: the victim config with ``stealing.thief`` as its ``train`` section and
+    its own seed (a replica of the victim's architecture must not start from the victim's initialisation)."""
+    tc = ml_collections.ConfigDict(config.to_dict())
+    for key, value in config.stealing.thief.items():
+        tc.train[key] = value
+    tc.model = replica
+    tc.seed = config.seed + config.stealing.thief_seed_offset
+    return tc
+
+
+def knockoff_config(sc, budget: int) -> KnockoffConfig:
+    return KnockoffConfig(budget=int(budget), sampling=sc.sampling, reward=sc.reward, labels=sc.labels,
+                          query_batch_size=sc.query_batch_size, scan_chunk=sc.scan_chunk)
+
+
+def query_pool(config, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The transfer set: the victim's training images (default) or ``stealing.pool_dataset``'s, passed once
+    through crop/flip augmentation [artifact] when ``stealing.pool_augment``; and their classes (arms only)."""
+    sc = config.stealing
+    source = load_dataset(sc.pool_dataset, config.data_dir or None) if sc.pool_dataset else dataset
+    if source.image_shape != dataset.image_shape:
+        raise ValueError(f"pool_dataset {sc.pool_dataset!r} has images of shape {source.image_shape}, the victim's "
+                         f"are {dataset.image_shape}; choose a transfer set of the same shape.")
+    images = source.x_train
+    if sc.pool_augment:
+        images = make_pool(images, config.train.crop_padding, config.train.flip, config.seed)
+    return images, source.y_train
+
+
+def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset, victim_test_probs, workdir: Path,
+          progress: bool = True) -> dict:
+    """One Knockoff run and its metrics; the victim is reachable only as a probability oracle."""
+    sc = config.stealing
+    kcfg = knockoff_config(sc, budget)
+    model = build_from_config(replica, config.arch, dataset.num_classes, dataset.mean, dataset.std)
+    key = jax.random.fold_in(jax.random.key(config.seed), budget)  # the same draws for every victim (G5)
+    run_dir = workdir / "stealing" / victim.name / replica / f"{sc.sampling}_{sc.reward}_{sc.labels}_{budget}"
+    out = knockoff(BlackBox(victim.model.apply, victim.variables), pool, pool_labels, dataset, model,
+                   thief_config(config, replica), key, kcfg, run_dir, progress=progress,
+                   name=f"{replica} <- {victim.name} ({budget} queries)")
+    metrics = stealing_metrics(victim_test_probs, model_logits(model, out["variables"], dataset.x_test),
+                               dataset.y_test)
+    return {**metrics, "queries": out["queries"]}
+
+
+def ace_budget_figure(rows: list[dict], path: Path, title: str) -> Path:
+    """Figure 9 style: ACE against the query budget, one line per victim coloured by family (floors dotted)."""
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    for victim in sorted({r["model"] for r in rows}):
+        pts = sorted((r["budget"], r["ace"], r["victim_entropy"], r["family"]) for r in rows if r["model"] == victim)
+        color = FAMILY_COLORS[pts[0][3]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, alpha=0.85)
+        ax.annotate(victim, (pts[-1][0], pts[-1][1]), fontsize=6, xytext=(3, 0), textcoords="offset points")
+        ax.axhline(pts[0][2], color=color, lw=0.6, ls=":", alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("query budget")
+    ax.set_ylabel("ACE (victim vs replica)")
+    ax.legend(handles=[Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
+              + [Line2D([], [], color="gray", ls=":", label="floor (victim entropy)")], fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def matrix_figure(models: list[str], ace: dict, path: Path, title: str) -> Path:
+    """Table 2 as a heatmap: victims (rows) x replicas (columns), ACE in each cell."""
+    grid = np.array([[ace.get((v, r), np.nan) for r in models] for v in models])
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(models), 1.2 + 0.8 * len(models)))
+    im = ax.imshow(grid, cmap="viridis")
+    for i in range(len(models)):
+        for j in range(len(models)):
+            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(len(models)), models, rotation=45, ha="right")
+    ax.set_yticks(range(len(models)), models)
+    ax.set_xlabel("replica")
+    ax.set_ylabel("victim")
+    fig.colorbar(im, ax=ax, label="ACE")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def _print_tables(config, rows: list[dict], matrix_models: list[str]) -> None:
+    sc = config.stealing
+    aware = [r for r in rows if r["replica"] == r["model"]]
+    by_victim: dict[str, dict] = {}
+    for r in aware:
+        row = by_victim.setdefault(r["model"], {"model": r["model"], "family": r["family"],
+                                                "victim_accuracy": r["victim_accuracy"], "floor": r["victim_entropy"]})
+        row[f"ace_{r['budget']}"] = r["ace"]
+        row[f"agree_{r['budget']}"] = r["agreement"]
+    budgets = sorted({r["budget"] for r in aware})
+    if by_victim:
+        print("Architecture-aware (Figure 9): ACE by query budget; floor = victim's mean prediction entropy")
+        print(format_table(list(by_victim.values()), [("model", "victim", None), ("family", "family", None),
+                                                      ("victim_accuracy", "victim acc", ".3f"),
+                                                      ("floor", "floor", ".3f")]
+                           + [(f"ace_{b}", f"ACE@{b}", ".3f") for b in budgets]
+                           + [(f"agree_{budgets[-1]}", f"agree@{budgets[-1]}", ".3f")]))
+        for family in ("nas", "manual"):
+            for b in budgets:
+                vals = [r["ace"] for r in aware if r["family"] == family and r["budget"] == b]
+                if vals:
+                    print(f"  {family} ACE@{b}: mean {np.mean(vals):.3f}, std {np.std(vals):.3f} ({len(vals)} models)")
+    if matrix_models:
+        ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
+        print(f"Architecture-agnostic (Table 2): ACE at {sc.matrix_budget} queries, victim (rows) x replica")
+        table = [{"victim": v, **{r: ace.get((v, r)) for r in matrix_models}} for v in matrix_models]
+        print(format_table(table, [("victim", "victim \\ replica", None)] + [(r, r, ".3f") for r in matrix_models]))
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    sc, workdir = config.stealing, Path(workdir)
+    dataset = load_dataset(config.dataset, config.data_dir or None)
+    matrix_models = list(sc.matrix_models) if sc.matrix_budget > 0 else []
+    names = list(dict.fromkeys(list(config.models) + matrix_models))
+    for name in names:
+        model_family(name)
+    entries = {}
+    for i, name in enumerate(names):
+        print(f"[{i + 1}/{len(names)}] victim {name}", flush=True)
+        entries[name] = zoo.get_or_train(config, name, dataset)
+    pool, pool_labels = query_pool(config, dataset)
+    jobs = [(v, v, b) for v in config.models for b in sc.budgets]
+    jobs += [(v, r, sc.matrix_budget) for v in matrix_models for r in matrix_models if (v, r, sc.matrix_budget)
+             not in jobs]
+    records, rows, test_probs = [], [], {}
+    for victim_name, replica, budget in jobs:
+        victim = entries[victim_name]
+        if victim_name not in test_probs:  # evaluation only: not charged to the attack's budget
+            test_probs[victim_name] = probabilities(BlackBox(victim.model.apply, victim.variables), dataset.x_test,
+                                                    config.train.eval_batch_size)
+        start = results.now()
+        metrics = steal(config, victim, replica, budget, pool, pool_labels, dataset, test_probs[victim_name], workdir)
+        setting = {"family": victim.family, "replica": replica, "replica_family": model_family(replica),
+                   "aware": replica == victim_name, "budget": int(budget), "sampling": sc.sampling,
+                   "reward": sc.reward, "labels": sc.labels, "pool": sc.pool_dataset or "victim_train",
+                   "pool_augment": sc.pool_augment, "thief_epochs": sc.thief.epochs}
+        record = results.make_record(config, task="stealing", model=victim_name, metrics=metrics,
+                                     n=len(dataset.y_test), setting=setting, start_time=start)
+        if jax.process_index() == 0:
+            results.append_record(workdir, record)
+        records.append(record)
+        rows.append({"model": victim_name, "family": victim.family, "replica": replica, "budget": int(budget),
+                     **metrics})
+        print(f"  {replica} <- {victim_name} @ {budget}: ACE {metrics['ace']:.3f} (floor "
+              f"{metrics['victim_entropy']:.3f}), agreement {metrics['agreement']:.3f}, replica acc "
+              f"{metrics['replica_accuracy']:.3f}", flush=True)
+    if jax.process_index() == 0:
+        _print_tables(config, rows, matrix_models)
+        figures = workdir / "figures"
+        aware = [r for r in rows if r["replica"] == r["model"]]
+        if aware:
+            title = f"Knockoff ({sc.sampling}, {sc.labels} labels), architecture-aware, {config.dataset}"
+            print(f"figure: {ace_budget_figure(aware, figures / 'stealing_ace_budget.png', title)}")
+        if matrix_models:
+            ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
+            title = f"Knockoff ACE at {sc.matrix_budget} queries, {config.dataset}"
+            print(f"figure: {matrix_figure(matrix_models, ace, figures / 'stealing_matrix.png', title)}")
+    return records
