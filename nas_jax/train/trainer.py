@@ -244,9 +244,11 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
 
     tx, schedule = make_optimizer(tcfg, spe), make_schedule(tcfg, spe)
     state = create_state(model, tx, init_key(config.seed), dataset.x_train.shape[1:])
-    if initial_variables is not None:
-        state = state.replace(params=initial_variables["params"], batch_stats=initial_variables.get("batch_stats", {}),
-                              opt_state=tx.init(initial_variables["params"]))
+    if initial_variables is not None:  # copied: the train step donates its state, the caller keeps its arrays
+        start = jax.tree_util.tree_map(jnp.copy, {"params": initial_variables["params"],
+                                                  "batch_stats": initial_variables.get("batch_stats", {})})
+        state = state.replace(params=start["params"], batch_stats=start["batch_stats"],
+                              opt_state=tx.init(start["params"]))
     state = jax.device_put(state, parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
     if ckpt.latest_step() is not None:
