@@ -25,6 +25,12 @@ BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 # ----------------------------------------------------------------------------
 
 
+
+# The victims of every benchmark: 10 classes, CIFAR-10 normalisation constants (as nas_jax.data uses).
+NUM_CLASSES = 10
+CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+
 def loadavg() -> tuple[float, float, float]:
     return tuple(float(v) for v in Path("/proc/loadavg").read_text().split()[:3])
 

@@ -46,6 +46,9 @@ import time
 from pathlib import Path
 
 from common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NUM_CLASSES,
     Worker,
     children_cpu_seconds,
     cpu_busy_seconds,
@@ -62,9 +65,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 MODELS = ("darts", "resnet")
 MARK_BEGIN, MARK_END = markers("grad_variance_throughput")
-NUM_CLASSES = 10
-CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 CLIP = 5.0
 LOGIT_TOL = 1e-4
 METRIC_TOL = 1e-3  # relative agreement of trace_cov between the two sides

@@ -45,14 +45,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_model, loadavg, markers, update_benchmarks_md, versions, wait_for_quiet
+from common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NUM_CLASSES,
+    cpu_model,
+    loadavg,
+    markers,
+    update_benchmarks_md,
+    versions,
+    wait_for_quiet,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MARK_BEGIN, MARK_END = markers("membership_throughput")
-NUM_CLASSES = 10
-CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 
 
 def build(args):

@@ -61,6 +61,9 @@ import time
 from pathlib import Path
 
 from common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NUM_CLASSES,
     Worker,
     children_cpu_seconds,
     cpu_busy_seconds,
@@ -77,9 +80,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 MODELS = ("darts", "resnet")
 MARK_BEGIN, MARK_END = markers("pgd_throughput")
-NUM_CLASSES = 10
-CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 DARTS_C, DARTS_LAYERS = 16, 8
 EPS, STEP, STEPS = 8 / 255, 2 / 255, 7
 LOGIT_TOL = 1e-4  # max|Δlogit| / max|logit|

@@ -40,6 +40,9 @@ import time
 from pathlib import Path
 
 from common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NUM_CLASSES,
     Worker,
     alternate,
     children_cpu_seconds,
@@ -56,9 +59,6 @@ from common import (
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("darts", "resnet")
 MARK_BEGIN, MARK_END = markers("train_throughput")
-NUM_CLASSES = 10
-CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 DARTS_C, DARTS_LAYERS = 16, 8
 STEPS_PER_EPOCH = 521  # 50,000 / 96, only feeds the (on-device) cosine schedule
 SEED = 0

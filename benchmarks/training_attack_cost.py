@@ -43,6 +43,9 @@ import time
 from pathlib import Path
 
 from common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NUM_CLASSES,
     Worker,
     alternate,
     children_cpu_seconds,
@@ -61,9 +64,6 @@ ROOT = HERE.parent
 MODELS = ("darts", "resnet")
 MODES = ("clean", "poison", "backdoor", "adversarial")
 MARK_BEGIN, MARK_END = markers("training_attack_cost")
-NUM_CLASSES = 10
-CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 CIFAR10_STEPS = 521  # 50,000 / 96
 SEED = 0
 EPS, STEP, PGD_STEPS = 8 / 255, 2 / 255, 7
