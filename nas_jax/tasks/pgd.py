@@ -33,14 +33,11 @@ def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mod
     in eval mode by default (G2); one compiled attack per model serves every eps,
     step and iteration count and both most- and least-likely targets (run as the
     k-th most likely class with a traced k)."""
-    k = None
-    if mode in ("most_likely", "least_likely"):
-        k = 2 if mode == "most_likely" else entry.dataset.num_classes
-        mode = "kth"
+    k = entry.dataset.num_classes if mode == "least_likely" else 2  # traced: unused by the other modes
+    mode = "kth" if mode in ("most_likely", "least_likely") else mode
 
     def attack(x, y, key):
-        return pgd_attack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg, mode=mode,
-                              **({} if k is None else {"k": k}))
+        return pgd_attack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg, mode=mode, k=k)
 
     return victims.AttackBatches(batch_size).run(attack, x_u8, labels, key)
 
