@@ -35,6 +35,7 @@ from nas_jax.search import darts
 from nas_jax.search.genotype import derive_genotype, save_genotype
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.sampler import EpochSampler
+from nas_jax.train.zoo import spec_diff
 
 GENOTYPE_FILE = "genotype.json"
 
@@ -74,22 +75,11 @@ def search_spec(config, dataset: Dataset) -> dict:
             "search": search}
 
 
-def _diff(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: stored {a!r}, requested {b!r}")
-    return out
-
-
 def check_spec(directory: Path, spec: dict) -> None:
     """Write the spec of a new search, or refuse to resume one run with another config."""
     path = directory / "spec.json"
     if path.exists():
-        diffs = _diff(json.loads(path.read_text()), json.loads(json.dumps(spec)))
+        diffs = spec_diff(json.loads(path.read_text()), json.loads(json.dumps(spec)))
         if diffs:
             raise SearchSpecMismatchError(
                 f"{directory} holds a search with a different config:\n  " + "\n  ".join(diffs)

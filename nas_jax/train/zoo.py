@@ -71,12 +71,13 @@ def training_spec(config, model_name: str) -> dict:
     return {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train}
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The keys (dotted paths) where two nested spec dicts differ, as 'key: stored A, requested B' lines."""
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
+            out += spec_diff(va, vb, f"{prefix}{key}.")
         elif va != vb:
             out.append(f"{prefix}{key}: stored {va!r}, requested {vb!r}")
     return out
@@ -87,7 +88,7 @@ def check_spec(directory: Path, spec: dict) -> None:
     path = directory / "spec.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        diffs = _diff(stored, spec)
+        diffs = spec_diff(stored, spec)
         if diffs:
             raise ZooMismatchError(
                 f"the zoo entry {directory} was trained with a different config:\n  " + "\n  ".join(diffs)
