@@ -1,6 +1,6 @@
 """Loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; PROTOCOL §f.1–f.2).
 
-  python launch/main.py --config=configs/landscape.py           # quick: digits, pgd's 3 victims, 21x21
+  python launch/main.py --config=configs/landscape.py           # quick: digits, darts, snas, resnet, 21x21
   python launch/main.py --config=configs/landscape.py:paper     # CIFAR-10, 20 images, 41x41 grids
   python launch/main.py --config=configs/landscape.py:paper --config.dataset=cifar100   # next row of Fig 11
 
@@ -22,7 +22,7 @@ def get_config(preset: str = "quick"):
     c = base_config("landscape", preset)
     quick = c.preset == "quick"
     # Paper (Fig 11): DARTS, ENAS, ResNet, DenseNet. Quick: the pgd quick victims (shared zoo entries).
-    c.models = ("darts", "enas", "resnet") if quick else ("darts", "enas", "resnet", "densenet")
+    c.models = ("darts", "snas", "resnet") if quick else ("darts", "enas", "resnet", "densenet")
     c.landscape = ml_collections.ConfigDict()
     c.landscape.spaces = ("param", "input")
     c.landscape.directions = "first_conv"  # 'first_conv' (authors') | 'filter_normalized' (Li et al. 2018)

@@ -1,6 +1,6 @@
 """Label-only membership inference by HopSkipJump boundary distance (§3.2, Figure 10; Table 4's MI column).
 
-  python launch/main.py --config=configs/membership.py            # quick: digits, darts, enas and resnet
+  python launch/main.py --config=configs/membership.py            # quick: digits, darts, snas and resnet
   python launch/main.py --config=configs/membership.py:paper      # all 17 models on CIFAR-10, 1,000 + 1,000 inputs
 
 Trains missing victims into the zoo first, then attacks each correctly classified input with untargeted L2
@@ -25,7 +25,7 @@ from nas_jax.models.registry import paper_zoo
 def get_config(preset: str = "quick"):
     c = base_config("membership", preset)
     quick = c.preset == "quick"
-    c.models = ("darts", "enas", "resnet") if quick else paper_zoo()
+    c.models = ("darts", "snas", "resnet") if quick else paper_zoo()
     m = c.membership = ml_collections.ConfigDict()
     m.n_members = 100 if quick else 1000  # random training images, not augmented [paper]
     m.n_nonmembers = 100 if quick else 1000  # random test images [paper]

@@ -16,7 +16,7 @@ from nas_jax.models.registry import paper_zoo
 def get_config(preset: str = "quick"):
     c = base_config("nes", preset)
     quick = c.preset == "quick"
-    c.models = ("darts", "enas", "resnet") if quick else paper_zoo()
+    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
     c.nes = ml_collections.ConfigDict()
     c.nes.n_inputs = 50 if quick else 1000
     c.nes.eps = 8 / 255

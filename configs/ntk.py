@@ -23,7 +23,7 @@ from nas_jax.models.registry import paper_zoo
 def get_config(preset: str = "quick"):
     c = base_config("ntk", preset)
     quick = c.preset == "quick"
-    c.models = ("darts", "enas", "resnet") if quick else paper_zoo()  # the pgd config's victims
+    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()  # the pgd config's victims
     c.ntk = ml_collections.ConfigDict()
     c.ntk.n = 32 if quick else 64  # kernel size n x n (TE-NAS uses batch 64)
     c.ntk.kernel = "logit_sum"  # 'logit_sum' (TE-NAS) | 'trace' (sum over classes)

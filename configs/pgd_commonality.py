@@ -14,7 +14,7 @@ from nas_jax.models.registry import paper_zoo
 def get_config(preset: str = "quick"):
     c = base_config("pgd_commonality", preset)
     quick = c.preset == "quick"
-    c.models = ("darts", "enas", "resnet") if quick else paper_zoo()
+    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
     c.pgd = ml_collections.ConfigDict()
     c.pgd.n_inputs = 200 if quick else 1000
     c.pgd.eps = 4 / 255

@@ -33,6 +33,7 @@ def main(argv):
     config = flags.FLAGS.config
     d = config.distributed
     parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
+    parallel.enable_compilation_cache(config.jit_cache_dir)
     validate(config)
     run = get_task(config.task)
     workdir = flags.FLAGS.workdir or str(Path("workdir") / config.task)

@@ -26,6 +26,7 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.data_dir = ""  # '' -> the dataset's default directory ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     c.model = "darts"
     c.zoo_dir = "zoo"  # trained victims: {zoo_dir}/{dataset}/{model}/{preset}/
+    c.jit_cache_dir = "~/.cache/nas_jax/xla"  # JAX's persistent compilation cache ('' disables)
 
     c.arch = ml_collections.ConfigDict()
     c.arch.init_channels = 8 if quick else 36  # C (NAS models)
@@ -55,6 +56,10 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # 0: checkpoint at epoch ends only
     c.train.data_slices = 0  # 0: one slice per process
+    # Per-model overrides of train fields, applied when a victim is trained into the zoo (and part
+    # of its spec). quick: VGG's N(0, 0.01) classifier needs 12 epochs to leave its saddle
+    # (docs/sharp_edges.md). Edit in a config file, e.g. c.train_overrides.densenet = {"epochs": 20}.
+    c.train_overrides = ml_collections.ConfigDict({"vgg": {"epochs": 12}} if quick else {})
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""
@@ -92,3 +97,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(f"invalid config: {message}.")
+    for name, fields in config.get("train_overrides", {}).items():
+        model_family(name)
+        unknown = sorted(set(fields) - set(t))
+        if unknown:
+            raise ValueError(f"train_overrides.{name}: unknown train fields {unknown}; valid: {sorted(t)}.")

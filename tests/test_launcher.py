@@ -75,3 +75,22 @@ def test_results_store_appends_and_skips_torn_lines(tmp_path):
     results.append_record(tmp_path, {**rec, "model": "resnet"})
     assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet"]
     assert results.config_hash(c) == results.config_hash(base_config("train"))
+    # a resumed run repeats a finished measurement: stored once; another setting is a new record
+    assert not results.append_record(tmp_path, {**rec, "end_time": "later"})
+    assert results.append_record(tmp_path, {**rec, "setting": {"fraction": 0.1}})
+    assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet", "darts"]
+
+
+def test_train_overrides_apply_per_model_and_enter_the_spec():
+    from nas_jax.train import zoo
+
+    c = base_config("pgd")
+    assert zoo.training_spec(c, "vgg")["train"]["epochs"] == 12  # quick: VGG's saddle (sharp_edges)
+    assert zoo.training_spec(c, "darts")["train"]["epochs"] == c.train.epochs == 8
+    assert zoo.model_config(c, "darts") is c
+    c.train_overrides.vgg.lr = 0.1
+    assert zoo.model_config(c, "vgg").train.lr == 0.1 and c.train.lr == 0.05
+    c.train_overrides.vgg.epochz = 3
+    with pytest.raises(ValueError, match="unknown train fields.*epochz.*valid"):
+        validate(c)
+    assert base_config("pgd", "paper").train_overrides.to_dict() == {}

@@ -19,17 +19,17 @@ from nas_jax.train import trainer, zoo
 from nas_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_worker import tiny_config, tiny_dataset  # noqa: E402
+from train_worker import tiny_cnn, tiny_config, tiny_dataset  # noqa: E402
 
 WORKER = str(Path(__file__).with_name("train_worker.py"))
 
 
-def _train(run_dir, **overrides):
+def _train(run_dir, model=None, **overrides):
     config = tiny_config(zoo_dir="")
     for key, value in overrides.items():
         config.train[key] = value
     ds = tiny_dataset()
-    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    model = model or build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
     return config, ds, model, trainer.train(model, ds, config, run_dir, progress=False)
 
 
@@ -69,10 +69,10 @@ def test_training_learns_far_above_chance(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    *_, full = _train(tmp_path / "full")
+    *_, full = _train(tmp_path / "full", model=tiny_cnn())
     config, ds, model, first = _train_interrupted(tmp_path / "resumed", stop_at=11)
     assert first["interrupted"] and first["step"] == 11
-    *_, resumed = _train(tmp_path / "resumed", checkpoint_every_steps=3)
+    *_, resumed = _train(tmp_path / "resumed", model=tiny_cnn(), checkpoint_every_steps=3)
     assert int(resumed["state"].step) == int(full["state"].step)
     for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -82,7 +82,7 @@ def _train_interrupted(run_dir, stop_at):
     config = tiny_config(zoo_dir="")
     config.train.checkpoint_every_steps = 3
     ds = tiny_dataset()
-    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    model = tiny_cnn()
     return config, ds, model, trainer.train(model, ds, config, run_dir, progress=False, max_steps=stop_at)
 
 
@@ -91,7 +91,7 @@ def test_soft_labels_transform_and_initial_variables(tmp_path):
     runs inside the step; ``initial_variables`` start from the given weights."""
     config, ds = tiny_config(zoo_dir=""), tiny_dataset()
     config.train.epochs = 1
-    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    model = tiny_cnn()
     hard = trainer.train(model, ds, config, tmp_path / "hard", progress=False)
     onehot = np.eye(ds.num_classes, dtype=np.float32)[ds.y_train]
     soft = trainer.train(model, dataclasses.replace(ds, y_train=onehot), config, tmp_path / "soft", progress=False)
@@ -116,10 +116,8 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     config, ds = tiny_config(zoo_dir=""), tiny_dataset()
     tx = trainer.make_optimizer(config.train, 8)
 
-    def state(init_channels):
-        config.arch.init_channels = init_channels
-        model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
-        return trainer.create_state(model, tx, trainer.init_key(0), ds.x_train.shape[1:])
+    def state(width):
+        return trainer.create_state(tiny_cnn(width), tx, trainer.init_key(0), ds.x_train.shape[1:])
 
     ckpt = Checkpointer(tmp_path / "checkpoints")
     ckpt.save(8, state(4))
@@ -181,3 +179,19 @@ def test_two_processes_match_one_process(tmp_path):
     assert (multi["processes"], one["processes"]) == (2, 1)
     np.testing.assert_allclose(multi["losses"], one["losses"], rtol=1e-4)
     np.testing.assert_allclose(multi["digest"], one["digest"], rtol=1e-4)
+
+
+def test_predict_logits_pads_to_one_shape_and_is_shared():
+    """Any array length runs through one padded batch shape, with the executable training compiled."""
+    from nas_jax import parallel
+
+    ds, model = tiny_dataset(), tiny_cnn()
+    variables = trainer.init_variables(model, trainer.init_key(0), ds.x_test.shape[1:])
+    mesh = parallel.data_mesh()
+    predict = trainer.make_predict(model, mesh)
+    assert trainer.make_predict(tiny_cnn(), parallel.data_mesh()) is predict
+    x, programs = ds.x_test[:37], predict._cache_size()  # (earlier trainings of this model may have added some)
+    logits = trainer.predict_logits(predict, variables, x, mesh, batch_size=16)
+    direct = model.apply(variables, x.astype(np.float32) / 255.0, train=False)
+    np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+    assert predict._cache_size() <= programs + 1  # batches of 16, 16 and 5 (+11 padding rows): one program

@@ -4,7 +4,9 @@ Each finished measurement is one JSON line: task, model, dataset, preset,
 setting, metrics, n, seed, config hash, code version, start/end time. Lines are
 appended with a single write and fsync, so a finished record is never rewritten
 or lost, and a killed run leaves at most an incomplete last line, which readers
-skip.
+skip. A resumed or repeated run does not append a measurement twice: a record
+whose identity (task, model, dataset, preset, seed, setting, config hash, code
+version) is already stored is skipped.
 """
 
 from __future__ import annotations
@@ -62,8 +64,19 @@ def make_record(config, *, task: str, model: str, metrics: dict, n: int, setting
     }
 
 
-def append_record(workdir: str | Path, record: dict) -> None:
+_IDENTITY = ("task", "model", "dataset", "preset", "seed", "setting", "config_hash", "code_version")
+
+
+def _identity(record: dict) -> str:
+    return json.dumps([record.get(k) for k in _IDENTITY], sort_keys=True)
+
+
+def append_record(workdir: str | Path, record: dict) -> bool:
+    """Append ``record`` unless the same measurement is stored already; True when written."""
     path = Path(workdir) / RESULTS_FILE
+    key = _identity(json.loads(json.dumps(record)))  # compare in the stored (JSON) form
+    if any(_identity(r) == key for r in read_records(workdir, record.get("task"))):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     if path.exists() and path.stat().st_size:
@@ -77,6 +90,7 @@ def append_record(workdir: str | Path, record: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return True
 
 
 def read_records(workdir: str | Path, task: str | None = None) -> list[dict]:

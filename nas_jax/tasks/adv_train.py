@@ -45,6 +45,7 @@ def at_config(config) -> ml_collections.ConfigDict:
     ac = config.adv_train
     out = ml_collections.ConfigDict(config.to_dict())
     out.train.epochs = ac.epochs
+    out.train_overrides = {}  # adv_train.epochs holds for every model
     if ac.lr > 0:
         out.train.lr = ac.lr
     return out

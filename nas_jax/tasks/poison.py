@@ -56,6 +56,7 @@ def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, sp
     """Train ``model_name`` on ``dataset`` with ``config.train`` into ``run_dir`` (resumable), or restore the
     finished run. ``spec_extra`` (the attack's settings) joins the zoo's training spec in ``spec.json``: a
     directory trained with a different spec is refused with the differing keys."""
+    config = zoo.model_config(config, model_name)
     model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     run_dir = Path(run_dir)
     zoo.check_spec(run_dir, {**zoo.training_spec(config, model_name), **spec_extra})
@@ -107,7 +108,8 @@ def run(config, workdir: str | Path) -> list[dict]:
             cad = clean_accuracy_drop(clean_acc, res.test_accuracy)
             metrics = {"cad": cad, "test_accuracy": res.test_accuracy, "clean_accuracy": clean_acc,
                        "n_flipped": int(len(flipped))}
-            setting = {"family": family, "fraction": p, "epochs": config.train.epochs, "run_dir": str(run_dir)}
+            epochs = zoo.model_config(config, name).train.epochs
+            setting = {"family": family, "fraction": p, "epochs": epochs, "run_dir": str(run_dir)}
             record = results.make_record(config, task="poison", model=name, metrics=metrics,
                                          n=len(dataset.y_test), setting=setting, start_time=start)
             if main:

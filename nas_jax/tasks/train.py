@@ -19,7 +19,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         "test_accuracy": entry.test_accuracy,
         "train_accuracy": last.get("train_accuracy"),
         "train_loss": last.get("train_loss"),
-        "epochs": config.train.epochs,
+        "epochs": zoo.model_config(config, entry.name).train.epochs,
         "images_per_s": last.get("images_per_s"),
     }
     record = results.make_record(config, task="train", model=entry.name, metrics=metrics,

@@ -10,15 +10,13 @@ classify correctly.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nas_jax import parallel
-from nas_jax.data import Dataset, load_dataset, to_float
-from nas_jax.train import zoo
+from nas_jax.data import Dataset, load_dataset
+from nas_jax.train import trainer, zoo
 from nas_jax.train.zoo import ZooEntry
 
 
@@ -37,16 +35,12 @@ def attack_order(n_test: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 1228]).permutation(n_test)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(apply_fn, variables, images_u8):
-    return jnp.argmax(apply_fn(variables, to_float(images_u8), train=False), -1)
-
-
 def predictions(entry: ZooEntry, images_u8: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Eval-mode predicted classes of a uint8 array (compiled once per model and shape)."""
-    out = [np.asarray(_predict(entry.model.apply, entry.variables, images_u8[i : i + batch_size]))
-           for i in range(0, len(images_u8), batch_size)]
-    return np.concatenate(out)
+    """Eval-mode predicted classes of a uint8 array, with the executable that training's evaluation
+    compiled for this model (the same padded batch of ``train.eval_batch_size`` = 500 by default)."""
+    mesh = parallel.data_mesh()
+    predict = trainer.make_predict(entry.model, mesh)
+    return trainer.predict_logits(predict, entry.variables, images_u8, mesh, batch_size).argmax(-1)
 
 
 def correct_inputs(correct: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:

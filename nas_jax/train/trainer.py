@@ -164,8 +164,11 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
     return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
+@functools.lru_cache(maxsize=None)
 def make_predict(model: nn.Module, mesh):
-    """``predict(variables, images_u8) -> logits`` in eval mode (G2), batch-sharded."""
+    """``predict(variables, images_u8) -> logits`` in eval mode (G2), batch-sharded; one jitted
+    function per (model, mesh), so training's evaluation and the attacks' clean predictions share
+    one executable."""
 
     def predict(variables, images_u8):
         return model.apply(variables, to_float(images_u8), train=False)
@@ -174,16 +177,17 @@ def make_predict(model: nn.Module, mesh):
     return jax.jit(predict, in_shardings=(rep, data), out_shardings=data)
 
 
-def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh, batch_size: int) -> float:
-    """Accuracy over a host array; every process passes the same full arrays.
+def predict_logits(predict, variables, images_u8: np.ndarray, mesh, batch_size: int) -> np.ndarray:
+    """Logits of a host array; every process passes the same full arrays.
 
-    The last batch is padded to a fixed shape and the padding is masked out.
+    Batches have one fixed shape (the last one padded, the padding dropped), so a
+    model compiles one program whatever the array's length.
     """
     n_dev = mesh.devices.size
     batch_size = max(n_dev, batch_size // n_dev * n_dev)
     n_proc, p = jax.process_count(), jax.process_index()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
+    out = []
+    for start in range(0, len(images_u8), batch_size):
         rows = images_u8[start : start + batch_size]
         valid = len(rows)
         if valid < batch_size:
@@ -192,9 +196,14 @@ def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh
         logits = predict(variables, parallel.global_batch(mesh, rows[p * per : (p + 1) * per]))
         if n_proc > 1:
             logits = multihost_utils.process_allgather(logits, tiled=True)
-        pred = np.asarray(logits).argmax(-1)
-        correct += int(np.sum(pred[:valid] == labels[start : start + valid]))
-    return correct / len(labels)
+        out.append(np.asarray(logits)[:valid])
+    return np.concatenate(out)
+
+
+def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh, batch_size: int) -> float:
+    """Accuracy over a host array (see :func:`predict_logits`)."""
+    pred = predict_logits(predict, variables, images_u8, mesh, batch_size).argmax(-1)
+    return float(np.mean(pred == labels))
 
 
 # ----------------------------------------------------------------------------

@@ -56,8 +56,19 @@ def run_dir(config, model_name: str) -> Path:
     return Path(config.zoo_dir) / _slug(config.dataset) / _slug(model_name) / config.preset
 
 
+def model_config(config, model_name: str):
+    """``config`` with ``config.train_overrides[model_name]`` applied to its train fields."""
+    overrides = config.get("train_overrides", {}).get(model_name)
+    if not overrides:
+        return config
+    out = config.copy_and_resolve_references()
+    out.train.update(overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides))
+    return out
+
+
 def training_spec(config, model_name: str) -> dict:
     """Everything that determines the trained weights (and nothing else)."""
+    config = model_config(config, model_name)
     arch = config.arch.to_dict()
     arch.pop("conv_impl")  # an implementation choice, numerically equivalent
     if model_family(model_name) == "manual":
@@ -104,6 +115,7 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
                  tb_dir: str | Path | None = None, progress: bool = True) -> ZooEntry:
     """Restore the trained ``model_name`` from the zoo, or train (resume) it first."""
     model_name = model_name or config.model
+    config = model_config(config, model_name)
     dataset = dataset or load_dataset(config.dataset, config.data_dir or None)
     model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     directory = run_dir(config, model_name)
