@@ -163,11 +163,15 @@ def hsj_side_by_side(args, model, variables) -> dict:
     return {
         "ours": {"inputs": args.n_inputs, "first_s": ours_first, "times": t_ours, "inputs_per_s": ours_ips,
                  "queries_per_input": float(res.queries.mean()), "init_success": float(res.initialized.mean()),
-                 "mean_l2": float(res.distance_l2[res.initialized].mean()) if res.initialized.any() else None},
+                 "mean_l2": float(res.distance_l2[res.initialized].mean()) if res.initialized.any() else None,
+                 # on ART's inputs (the first --art-inputs of the batch): the distances to compare
+                 "l2_art_inputs": [float(d) if ok else None for d, ok in
+                                   zip(res.distance_l2[: args.art_inputs], res.initialized[: args.art_inputs])]},
         "art": {"inputs": args.art_inputs, "first_s": art_first, "times": t_art, "inputs_per_s": art_ips,
                 "queries_per_input": predict.queries / args.art_inputs,
                 "padded_rows_per_input": predict.padded / args.art_inputs, "adversarial": float(art_adv.mean()),
-                "mean_l2": float(art_dist[art_adv].mean()) if art_adv.any() else None},
+                "mean_l2": float(art_dist[art_adv].mean()) if art_adv.any() else None,
+                "l2_art_inputs": [float(d) if ok else None for d, ok in zip(art_dist, art_adv)]},
         "speedup": ours_ips / art_ips,
     }
 
@@ -210,6 +214,10 @@ def knockoff_timing(args, model, variables) -> list[dict]:
     return rows
 
 
+def _r(d):
+    return "-" if d is None else f"{d:.3f}"
+
+
 def fmt_section(args, res: dict, knock: list[dict], n_params: int, load: tuple, start: str) -> str:
     o, a = res["ours"], res["art"]
     cmd = "python benchmarks/membership_throughput.py " + " ".join(shlex.quote(s) for s in sys.argv[1:])
@@ -237,6 +245,8 @@ def fmt_section(args, res: dict, knock: list[dict], n_params: int, load: tuple, 
         "",
         f"Speed-up (inputs/s): **{res['speedup']:.1f}x** (goal: >= 20x on CPU). {args.reps} timed repetitions each, "
         "alternating. Both sides query the same jitted forward pass; ART pads each call to a power of two.",
+        "L2 distance to the boundary found on ART's inputs (the first ones of our batch), nas_jax / ART: "
+        + ", ".join(f"{_r(d1)} / {_r(d2)}" for d1, d2 in zip(o["l2_art_inputs"], a["l2_art_inputs"])) + ".",
         "",
         f"Knockoff, budget {args.knockoff_budget}, thief = victim architecture, {args.knockoff_epochs} thief epochs "
         "(batch 96), compilation included:",

@@ -89,6 +89,10 @@ def test_vmapped_per_example_grads_equal_a_loop_and_feed_the_metrics():
     direct = np.mean(np.sum((rows - rows.mean(0)) ** 2, axis=1))
     np.testing.assert_allclose(got["trace_cov"], direct, rtol=1e-4)
     np.testing.assert_allclose(got["mean_grad_sq_norm"], (rows.astype(np.float64).mean(0) ** 2).sum(), rtol=1e-4)
+    auto = gv.gradient_variance(model.apply, variables, x, y, chunk=0, clip_norm=0.5)  # 0: the backend's chunk
+    assert gv.auto_chunk() == (1 if jax.default_backend() == "cpu" else 32)
+    for k, v in ref.items():
+        np.testing.assert_allclose(auto[k], v, rtol=1e-4, err_msg=k)
 
     # Input gradients: the same machinery with respect to x, against finite differences of the loss.
     stacked_x = np.asarray(gv.per_example_grads(model.apply, variables, x, y, wrt="input", chunk=4))

@@ -148,14 +148,22 @@ def _shard_chunks(a: np.ndarray, mesh):
     return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
 
 
+def auto_chunk() -> int:
+    """The chunk for ``chunk=0``: 1 on CPU, where XLA runs a vmapped chunk of per-example convolution
+    gradients as grouped convolutions, slower than one example at a time (BENCHMARKS.md: ResNet-18
+    1.5 vs 0.44 gradients/s at chunk 16); 32 on GPU/TPU."""
+    return 1 if jax.default_backend() == "cpu" else 32
+
+
 def _prepare(x, y, wrt: str, chunk: int):
     """Validated, padded and sharded (xs, ys, mask) with the chunk rounded to the device count."""
     if wrt not in WRT:
         raise ValueError(f"unknown wrt {wrt!r}; valid: {WRT}.")
     if len(x) < 2:
         raise ValueError(f"gradient variance needs at least 2 examples, got {len(x)}.")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}.")
+    if chunk < 0:
+        raise ValueError(f"chunk must be >= 1 (or 0: automatic), got {chunk}.")
+    chunk = chunk or auto_chunk()
     mesh = parallel.data_mesh()
     n_dev = mesh.devices.size
     chunk = max(n_dev, -(-min(chunk, len(x)) // n_dev) * n_dev)
