@@ -245,6 +245,11 @@ def fmt_section(args, res: dict, knock: list[dict], n_params: int, load: tuple, 
         "",
         f"Speed-up (inputs/s): **{res['speedup']:.1f}x** (goal: >= 20x on CPU). {args.reps} timed repetitions each, "
         "alternating. Both sides query the same jitted forward pass; ART pads each call to a power of two.",
+        "Images through the model per second (label queries incl. ART's padding / median time): nas_jax "
+        f"{o['queries_per_input'] * o['inputs'] / statistics.median(o['times']):.0f}, ART "
+        f"{(a['queries_per_input'] + a['padded_rows_per_input']) * a['inputs'] / statistics.median(a['times']):.0f}"
+        ": with the same forward pass and the same queries, the speed-up is bounded by what batching gains in "
+        "forward throughput on this device.",
         "L2 distance to the boundary found on ART's inputs (the first ones of our batch), nas_jax / ART: "
         + ", ".join(f"{_r(d1)} / {_r(d2)}" for d1, d2 in zip(o["l2_art_inputs"], a["l2_art_inputs"])) + ".",
         "",
