@@ -16,7 +16,8 @@ FAMILY_COLORS = {"nas": "tab:red", "manual": "tab:blue"}
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures built with layout="constrained" keep it
+        fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path

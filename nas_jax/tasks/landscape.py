@@ -95,8 +95,8 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
     cols = [m for m in models if any((d, m) in grids for d in datasets)]
     cols += sorted({m for _, m in grids} - set(cols))
     levels = _levels([g["losses"][..., min(plot_contour, g["losses"].shape[-1] - 1)] for g in grids.values()])
-    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(2.3 * len(cols), 2.2 * len(datasets)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(1.2 + 2.6 * len(cols), 0.4 + 2.4 * len(datasets)),
+                             squeeze=False, layout="constrained")  # room for the shared colorbar and title
     cs = None
     for i, d in enumerate(datasets):
         for j, m in enumerate(cols):
