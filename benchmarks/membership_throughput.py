@@ -5,7 +5,9 @@ Model: one registry model (default ``resnet`` at width 0.25, the quick zoo's siz
 classes, random initialisation (seed 0) with BN running statistics set to one calibration batch's statistics
 (``pgd_throughput.make_variables``) and the classifier bias centred on smooth images + uniform noise (so that
 noise and inputs fall in different classes and HopSkipJump can initialise), eval mode. Inputs: smooth random
-images (``pgd_throughput.make_images``).
+images (``pgd_throughput.make_images``). ``--linear-too`` repeats the HopSkipJump comparison on an affine
+classifier of the flattened image, where a forward pass costs microseconds: what is left is drawing the Gaussian
+directions (d = 3,072 normals per gradient sample) and the per-call overhead.
 
 HopSkipJump (untargeted, L2, PROTOCOL §e.6), the same budget on both sides (default Table 5: 50 iterations, max_eval
 2,500, init_eval 100, init_size 100):
@@ -27,7 +29,7 @@ random images (arms: 10 random classes), budget ``--knockoff-budget``, ``--knock
 96): the time of the victim-query phase (adaptive: the compiled bandit rounds with one thief step each; random:
 batched queries) and of the thief training, per 1k queries, compilation included (one run each).
 
-    .venv/bin/python benchmarks/membership_throughput.py                     # full run, writes BENCHMARKS.md
+    .venv/bin/python benchmarks/membership_throughput.py --linear-too        # full run, writes BENCHMARKS.md
     .venv/bin/python benchmarks/membership_throughput.py --max-iter 2 --init-eval 10 --init-size 10 \\
         --n-inputs 4 --art-inputs 1 --reps 1 --knockoff-budget 192 --knockoff-epochs 1 --max-wait 0 --no-write
 
@@ -62,17 +64,39 @@ sys.path.insert(0, str(ROOT))
 MARK_BEGIN, MARK_END = markers("membership_throughput")
 
 
-def build(args):
+def linear_model():
+    """``--linear-too``: an affine classifier on the flattened normalised image, the overhead-bound case (a
+    forward pass costs microseconds, so the time goes to calling the model rather than computing it)."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    class Linear(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = (x - jnp.asarray(CIFAR10_MEAN)) / jnp.asarray(CIFAR10_STD)
+            return nn.Dense(NUM_CLASSES, name="classifier")(x.reshape(len(x), -1))
+
+    return Linear()
+
+
+def build(args, name: str | None = None):
     import jax
+    import jax.numpy as jnp
     import numpy as np
     from flax import traverse_util
     from pgd_throughput import make_images, make_variables
 
     from nas_jax.models.registry import build_model
 
-    model = build_model(args.model, num_classes=NUM_CLASSES, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                        init_channels=args.init_channels, layers=args.layers, width_multiplier=args.width)
-    variables, flat = make_variables(model, 64)
+    name = name or args.model
+    if name == "linear":
+        model = linear_model()
+        variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32))
+        flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+    else:
+        model = build_model(name, num_classes=NUM_CLASSES, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                            init_channels=args.init_channels, layers=args.layers, width_multiplier=args.width)
+        variables, flat = make_variables(model, 64)
     n_params = int(sum(v.size for k, v in flat.items() if k.startswith("params/")))
     # A random network maps almost everything, uniform noise included, into one class, so HopSkipJump's
     # initialisation (uniform draws of another class) would fail on every input and both sides would time
@@ -176,6 +200,28 @@ def hsj_side_by_side(args, model, variables) -> dict:
     }
 
 
+def normal_rates(n: int = 800, d: int = 3072, reps: int = 5) -> dict:
+    """Million standard normals per second: JAX (jit, rbg and threefry keys) and NumPy, [n, d] per draw."""
+    import jax
+    import numpy as np
+
+    rates = {}
+    for impl in ("rbg", "threefry2x32"):
+        draw = jax.jit(lambda k: jax.random.normal(k, (n, d)).sum())
+        key = jax.random.key(0, impl=impl)
+        draw(key).block_until_ready()
+        t0 = time.perf_counter()
+        for i in range(reps):
+            draw(jax.random.fold_in(key, i)).block_until_ready()
+        rates[f"jax {impl}"] = n * d * reps / (time.perf_counter() - t0) / 1e6
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        rng.standard_normal((n, d), np.float32).sum()
+    rates["numpy"] = n * d * reps / (time.perf_counter() - t0) / 1e6
+    return rates
+
+
 def knockoff_timing(args, model, variables) -> list[dict]:
     import jax
     import ml_collections
@@ -218,8 +264,15 @@ def _r(d):
     return "-" if d is None else f"{d:.3f}"
 
 
-def fmt_section(args, res: dict, knock: list[dict], n_params: int, load: tuple, start: str) -> str:
-    o, a = res["ours"], res["art"]
+def _model_desc(args, name: str, n_params: int) -> str:
+    if name == "linear":
+        return f"`linear` (affine classifier on the flattened image; {n_params:,} parameters)"
+    return (f"`{name}` (init_channels {args.init_channels}, layers {args.layers}, width {args.width}; "
+            f"{n_params:,} parameters), random weights with calibrated BN")
+
+
+def fmt_section(args, results: list[tuple[str, int, dict]], knock: list[dict], rates: dict, load: tuple,
+                start: str) -> str:
     cmd = "python benchmarks/membership_throughput.py " + " ".join(shlex.quote(s) for s in sys.argv[1:])
     v = versions(("jax", "jaxlib", "flax", "adversarial-robustness-toolbox"))
     lines = [
@@ -228,33 +281,45 @@ def fmt_section(args, res: dict, knock: list[dict], n_params: int, load: tuple, 
         "",
         f"Command: `{cmd.strip()}` ({start}). CPU: {cpu_model()}; load average before/after: "
         f"{load[0]:.2f} / {load[1]:.2f}. Versions: {', '.join(f'{k} {x}' for k, x in v.items())}.",
-        f"Model: `{args.model}` (init_channels {args.init_channels}, layers {args.layers}, width {args.width}; "
-        f"{n_params:,} parameters), random weights with calibrated BN, 32x32x3, eval mode. Budget: max_iter "
-        f"{args.max_iter}, max_eval {args.max_eval}, init_eval {args.init_eval}, init_size {args.init_size}.",
+        "Models (32x32x3 inputs, eval mode): " + "; ".join(_model_desc(args, n, k) for n, k, _ in results)
+        + f". Budget: max_iter {args.max_iter}, max_eval {args.max_eval}, init_eval {args.init_eval}, "
+        f"init_size {args.init_size}.",
         "",
-        "| side | inputs | inputs/s (median) | first call s | label queries/input | init success / adversarial "
-        "| mean L2 |",
-        "|---|---|---|---|---|---|---|",
-        f"| nas_jax `hopskipjump_jit` (chunk {args.chunk}) | {o['inputs']} | {o['inputs_per_s']:.3f} | "
-        f"{o['first_s']:.1f} | {o['queries_per_input']:.0f} | {o['init_success']:.2f} | "
-        f"{o['mean_l2'] if o['mean_l2'] is None else round(o['mean_l2'], 3)} |",
-        f"| ART `HopSkipJump` + `BlackBoxClassifier` (batch {args.art_batch}) | {a['inputs']} | "
-        f"{a['inputs_per_s']:.3f} | {a['first_s']:.1f} | {a['queries_per_input']:.0f} "
-        f"(+{a['padded_rows_per_input']:.0f} padded) | {a['adversarial']:.2f} | "
-        f"{a['mean_l2'] if a['mean_l2'] is None else round(a['mean_l2'], 3)} |",
+        "| model | side | inputs | inputs/s (median) | first call s | label queries/input | images/s through the "
+        "model | init success / adversarial | mean L2 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, _, res in results:
+        o, a = res["ours"], res["art"]
+        o_ips = o["queries_per_input"] * o["inputs"] / statistics.median(o["times"])
+        a_ips = (a["queries_per_input"] + a["padded_rows_per_input"]) * a["inputs"] / statistics.median(a["times"])
+        lines += [
+            f"| {name} | nas_jax `hopskipjump_jit` (chunk {args.chunk}) | {o['inputs']} | {o['inputs_per_s']:.3f} | "
+            f"{o['first_s']:.1f} | {o['queries_per_input']:.0f} | {o_ips:.0f} | {o['init_success']:.2f} | "
+            f"{_r(o['mean_l2'])} |",
+            f"| {name} | ART `HopSkipJump` + `BlackBoxClassifier` (batch {args.art_batch}) | {a['inputs']} | "
+            f"{a['inputs_per_s']:.3f} | {a['first_s']:.1f} | {a['queries_per_input']:.0f} "
+            f"(+{a['padded_rows_per_input']:.0f} padded) | {a_ips:.0f} | {a['adversarial']:.2f} | {_r(a['mean_l2'])} |",
+        ]
+    lines.append("")
+    for name, _, res in results:
+        o, a = res["ours"], res["art"]
+        lines.append(
+            f"- `{name}`: speed-up (inputs/s) **{res['speedup']:.1f}x** (goal: >= 20x on CPU). L2 distance to the "
+            "boundary found on ART's inputs (the first ones of our batch), nas_jax / ART: "
+            + ", ".join(f"{_r(d1)} / {_r(d2)}" for d1, d2 in zip(o["l2_art_inputs"], a["l2_art_inputs"])) + ".")
+    lines += [
         "",
-        f"Speed-up (inputs/s): **{res['speedup']:.1f}x** (goal: >= 20x on CPU). {args.reps} timed repetitions each, "
-        "alternating. Both sides query the same jitted forward pass; ART pads each call to a power of two.",
-        "Images through the model per second (label queries incl. ART's padding / median time): nas_jax "
-        f"{o['queries_per_input'] * o['inputs'] / statistics.median(o['times']):.0f}, ART "
-        f"{(a['queries_per_input'] + a['padded_rows_per_input']) * a['inputs'] / statistics.median(a['times']):.0f}"
-        ": with the same forward pass and the same queries, the speed-up is bounded by what batching gains in "
-        "forward throughput on this device.",
-        "L2 distance to the boundary found on ART's inputs (the first ones of our batch), nas_jax / ART: "
-        + ", ".join(f"{_r(d1)} / {_r(d2)}" for d1, d2 in zip(o["l2_art_inputs"], a["l2_art_inputs"])) + ".",
+        f"{args.reps} timed repetitions each, alternating (ours, ART, ours, ...). Both sides query the same jitted "
+        "forward pass; ART pads each call to a power of two. With the same forward pass and the same number of "
+        "queries, the speed-up is at most what batching gains in throughput through the model (the 'images/s' "
+        "column) plus the per-call overhead saved: a CNN on CPU is compute-bound already at ART's gradient-estimation "
+        "batches (100-2,500 images, most of the queries). On the linear model both sides spend their time drawing "
+        "the gradient samples' Gaussian directions (3,072 normals each); standard normals per second in this run: "
+        + ", ".join(f"{k} {v:.0f} M/s" for k, v in rates.items()) + ".",
         "",
-        f"Knockoff, budget {args.knockoff_budget}, thief = victim architecture, {args.knockoff_epochs} thief epochs "
-        "(batch 96), compilation included:",
+        f"Knockoff (`{args.model}` victim and thief), budget {args.knockoff_budget}, {args.knockoff_epochs} thief "
+        "epochs (batch 96), compilation included:",
         "",
         "| sampling | victim-query phase s / 1k queries | thief training s / 1k queries | total s / 1k queries |",
         "|---|---|---|---|",
@@ -271,6 +336,8 @@ def main():
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--init-channels", type=int, default=8)
     p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--linear-too", action="store_true",
+                   help="also time both sides on an affine classifier (the call-overhead-bound case)")
     p.add_argument("--max-iter", type=int, default=50)
     p.add_argument("--max-eval", type=int, default=2500)
     p.add_argument("--init-eval", type=int, default=100)
@@ -291,13 +358,20 @@ def main():
     start = dt.datetime.now().isoformat(timespec="minutes")
     load0, waited = wait_for_quiet(args.load_threshold, args.max_wait)
     print(f"load average {load0:.2f} (waited {waited:.0f} s)", flush=True)
-    model, variables, n_params = build(args)
-    res = hsj_side_by_side(args, model, variables)
-    print(f"HopSkipJump: ours {res['ours']}\n  ART {res['art']}\n  speed-up {res['speedup']:.1f}x", flush=True)
+    results = []
+    for name in (args.model, "linear") if args.linear_too else (args.model,):
+        model, variables, n_params = build(args, name)
+        res = hsj_side_by_side(args, model, variables)
+        print(f"HopSkipJump on {name}: ours {res['ours']}\n  ART {res['art']}\n  speed-up {res['speedup']:.1f}x",
+              flush=True)
+        results.append((name, n_params, res))
+    model, variables, _ = build(args)
     knock = knockoff_timing(args, model, variables)
     for r in knock:
         print(f"Knockoff {r}", flush=True)
-    section = fmt_section(args, res, knock, n_params, (load0, loadavg()[0]), start)
+    rates = normal_rates()
+    print(f"normals: {rates}", flush=True)
+    section = fmt_section(args, results, knock, rates, (load0, loadavg()[0]), start)
     print(section)
     if not args.no_write:
         update_benchmarks_md("membership_throughput", section)

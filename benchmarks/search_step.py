@@ -3,6 +3,7 @@ exact (autodiff through the virtual step) second order (issue 6; PROTOCOL §g). 
 
   python benchmarks/search_step.py                      # C=16, 8 cells, batch 64, 32x32 (the §g supernet)
   python benchmarks/search_step.py --tiny --no-write    # a smoke run: C=2, 1 cell, 1 node, 3 ops, 8x8
+  python benchmarks/search_step.py --channels 8 --layers 5 --batch 32 --size 16   # a reduced supernet (CPU)
 
 Each step is compiled once (compile time reported separately), then timed over --reps calls. Peak memory is the
 device's ``peak_bytes_in_use`` where the backend reports it (GPU/TPU), otherwise the compiled program's temp +
@@ -19,7 +20,7 @@ import time
 
 import jax
 import numpy as np
-from common import ROOT, markers, update_benchmarks_md, versions
+from common import ROOT, cpu_model, loadavg, markers, update_benchmarks_md, versions
 
 sys.path.insert(0, str(ROOT))
 from nas_jax import parallel  # noqa: E402
@@ -59,6 +60,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="smoke-test settings (seconds of compute)")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--channels", type=int, default=16, help="C of the supernet (§g: 16)")
+    p.add_argument("--layers", type=int, default=8, help="cells (§g: 8)")
+    p.add_argument("--batch", type=int, default=64, help="batch per half (§g: 64)")
+    p.add_argument("--size", type=int, default=32, help="input height = width (CIFAR-10: 32)")
+    p.add_argument("--conv-impl", default="auto", help="the ops' convolution implementation (nas_jax.models.ops)")
+    p.add_argument("--ops", default="", help="comma-separated subset of the DARTS primitives (default: all 8)")
+    p.add_argument("--hypergradients", default=",".join(darts.HYPERGRADIENTS),
+                   help="comma-separated subset of " + ", ".join(darts.HYPERGRADIENTS) + " (first one = the base)")
     p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     a = p.parse_args(argv)
     if a.tiny:
@@ -66,23 +75,36 @@ def main(argv=None) -> None:
                          op_names=("none", "skip_connect", "avg_pool_3x3"))
         batch, size = 8, 8
     else:
-        model = Supernet(10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
-        batch, size = 64, 32
-    rows = [measure(model, hg, batch, size, a.reps) for hg in darts.HYPERGRADIENTS]
+        model = Supernet(10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), init_channels=a.channels, layers=a.layers,
+                         conv_impl=a.conv_impl, op_names=tuple(o for o in a.ops.split(",") if o))
+        batch, size = a.batch, a.size
+    hypergradients = a.hypergradients.split(",")
+    unknown = set(hypergradients) - set(darts.HYPERGRADIENTS)
+    if unknown:
+        p.error(f"unknown --hypergradients {sorted(unknown)}; choose from {', '.join(darts.HYPERGRADIENTS)}")
+    rows = []
+    for hg in hypergradients:
+        rows.append(measure(model, hg, batch, size, a.reps))
+        print(rows[-1], flush=True)
     base = rows[0]["step_ms"]
+    full = (a.channels, a.layers, batch, size, a.ops) == (16, 8, 64, 32, "") and not a.tiny
     device = jax.devices()[0]
     begin, end = markers("search_step")
     vers = ", ".join(f"{k} {v}" for k, v in versions(("jax", "jaxlib", "flax", "optax")).items())
+    cmd = " ".join(["python benchmarks/search_step.py", *sys.argv[1:]])
+    where = cpu_model() if jax.default_backend() == "cpu" else device.device_kind
     lines = [begin, "## DARTS search step (`python benchmarks/search_step.py`)", "",
-             f"device: {device.device_kind} ({jax.default_backend()}), batch {batch}, {size}x{size}, "
-             f"C={model.init_channels}, {model.layers} cells; {vers}", "",
-             "| step | ms/step | x first order | peak MiB | compile s |", "|---|---|---|---|---|"]
+             f"Command: `{cmd}`. Device: {where} ({jax.default_backend()}, load average after: {loadavg()[0]:.2f}); "
+             f"batch {batch} per half, {size}x{size}, C={model.init_channels}, {model.layers} cells, "
+             f"ops {', '.join(model.ops)}, conv_impl {model.conv_impl}; {vers}."
+             + ("" if full else " A reduced supernet (the §g one: C=16, 8 cells, the 8 ops, batch 64, 32x32)."), "",
+             f"| step | ms/step | x {hypergradients[0]} | peak MiB | compile s |", "|---|---|---|---|---|"]
     for r in rows:
         peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
         lines.append(f"| {r['hypergradient']} | {r['step_ms']:.1f} | {r['step_ms'] / base:.2f} | {peak} | "
                      f"{r['compile_s']:.1f} |")
-    if jax.default_backend() == "gpu" and not a.tiny:
-        hours = rows[2]["step_ms"] * 390 * 50 / 3.6e6
+    if jax.default_backend() == "gpu" and full and not a.tiny and "exact" in hypergradients:
+        hours = rows[hypergradients.index("exact")]["step_ms"] * 390 * 50 / 3.6e6
         lines.append(f"\nEstimated 50-epoch CIFAR-10 search (exact second order, 390 steps/epoch): {hours:.2f} h "
                      "(the DARTS paper: about 1 GPU-day on a 1080Ti).")
     section = "\n".join([*lines, end])

@@ -11,8 +11,9 @@ training of the same recipe. Quick preset: adversarial fine-tuning of the zoo vi
 missing) for 2 epochs, compared with that victim. Robustness: untargeted PGD (eps 8/255, step 2/255,
 7 iterations, 5 restarts) on 1,000 correctly classified test inputs. Output: a table, `task: "adv_train"`
 records (metrics.accuracy_drop, metrics.asr, metrics.asr_standard) and {workdir}/figures/adv_train.png.
-Quick: roughly 10 minutes on 2 busy CPU cores once the victims exist (estimate; a reduced run, one ResNet at
-width 0.125 on 8x8 digits, 1 AT epoch, 50 inputs, 1 restart: about 70 CPU s, mostly compilation).
+Quick: 12.4 min wall on 2 CPU cores once the victims exist (measured, partly sharing the cores with a test run;
+1,200 CPU s): darts clean accuracy 98.3 -> 96.9%, untargeted PGD ASR 99.5 -> 22.5%; resnet 99.2 -> 96.7%,
+25.5 -> 11.0% (200 inputs).
 Paper result (CIFAR-10): some NAS models (e.g. DARTS) reach accuracy and robustness comparable with manual
 models after AT; others (e.g. DrNAS) are worse on both.
 """

@@ -7,8 +7,8 @@
 
 TrojanNN: n_neuron = 2 strongest-connected penultimate neurons, a 3x3 top-left trigger with transparency 0.7
 optimised by sign steps of 0.015 for <= 20 iterations towards activation 10 (Table 5; PROTOCOL §e.4), then
-fine-tuning of the zoo victim (20 epochs, lr 0.01 constant, no cutout, no clipping) on a stream where 1% of each
-batch is appended stamped and relabelled to class 0. BadNet: an opaque white 3x3 patch at a 2% poison rate.
+fine-tuning of the zoo victim (20 epochs, lr 0.01 constant, no cutout, no clipping) on a stream where 1% of
+each batch is appended stamped and relabelled to class 0. BadNet: an opaque white 3x3 patch at a 2% poison rate.
 ASR (inputs of the target class excluded; `asr_including_target` too) and CAD on 1,000 test inputs and on the
 full test set. Output: a table, `task: "backdoor"` records (metrics.asr, metrics.cad), and
 {workdir}/figures/backdoor_trojannn.png, backdoor_badnet.png, backdoor_neurons.png (with several n_neuron).
@@ -47,7 +47,11 @@ def get_config(preset: str = "quick"):
     b.badnet_transparency = 0.0  # opaque
     b.badnet_poison_rate = 0.1 if quick else 0.02
     b.epochs = 3 if quick else 20  # fine-tuning of the clean victim [artifact]
-    b.lr = 0.01  # constant
+    b.lr = 0.01
+    # constant [artifact]. quick: cosine to 0 — the quick DARTS victim's eval-mode accuracy tracks its BN running
+    # statistics only once the lr is small: at a constant 0.01 its TrojanNN fine-tuning ended at 10% test accuracy
+    # in eval mode (98% with batch statistics or recalibrated ones; measured), i.e. a "CAD" of 89 points.
+    b.lr_schedule = "cosine" if quick else "constant"
     b.cutout = 0
     b.grad_clip = 0.0
     b.n_inputs = 300 if quick else 1000

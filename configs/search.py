@@ -10,9 +10,13 @@ figures/search_alpha_{normal,reduce}.png, figures/search_cells.png and a `task: 
 record with the found cells' metrics (depth, widths, #skip). Resumable: rerun the same
 command after a kill. See the README section "DARTS search" for search -> train -> attacks.
 
-quick (default): a 5-cell C=4 supernet on native 8x8 `digits` (718 images per half), 8
-epochs, exact second-order hypergradient: a few minutes on 2 CPU cores (most of it XLA
-compilation). paper: the §g recipe, C=16, 8 cells, CIFAR-10 halves of 25k, batch 64, 50
+quick (default): a 3-cell C=4 supernet over 4 of the 8 primitives (none, max_pool_3x3,
+skip_connect, sep_conv_3x3: the skip-vs-convolution choice the mitigations act on) on native
+8x8 `digits` (718 images per half), 8 epochs, exact second-order hypergradient. XLA:CPU
+compiles the supernet slowly (measured with benchmarks/search_step.py at this size: exact step
+224 s to compile, 0.66 s per step; with all 8 ops and 5 cells the first-order step alone
+compiled for over 6 minutes without finishing, or in 164 s with conv_impl='xla' but then ran
+5.2 s per step), so the quick search is small. paper: the §g recipe, C=16, 8 cells, the 8 ops, CIFAR-10 halves of 25k, batch 64, 50
 epochs. Expected (DARTS paper; the security paper gives no search numbers): DARTS-V2
 cells with about 2 skip connects in the normal cell and depth 2-3; γ < 1 lowers the
 skip count, n_step > 1 deepens the cell (the paper's DARTS-i/ii claims).
@@ -27,7 +31,7 @@ def get_config(preset: str = "quick"):
     c = base_config("search", preset)
     quick = c.preset == "quick"
     c.arch.init_channels = 4 if quick else 16
-    c.arch.layers = 5 if quick else 8
+    c.arch.layers = 3 if quick else 8
     c.train.epochs = 8 if quick else 50
     c.train.batch_size = 64
     c.train.lr = 0.025
@@ -48,7 +52,8 @@ def get_config(preset: str = "quick"):
     c.search.arch_b2 = 0.999
     c.search.arch_weight_decay = 1e-3
     c.search.steps = 4  # intermediate nodes per cell (§b.5)
-    c.search.primitives = ()  # () -> the 8 DARTS primitives (§b.1); a subset (with skip_connect) for tests
+    # () -> the 8 DARTS primitives (§b.1); a subset must include skip_connect
+    c.search.primitives = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3") if quick else ()
     c.search.fd_epsilon = 0.01  # finite-difference step R = ε / ‖∇_w' L_val‖
     c.search.digits_native = quick  # digits at 8x8 (quick) instead of 32x32
     return c

@@ -188,3 +188,13 @@ def test_trojannn_on_digits_reaches_high_asr_with_small_cad(victim):
     assert clean_asr < 0.1  # the trigger alone does not fool the clean victim
     assert m["clean_accuracy_victim"] > 0.9
     assert m["asr"] > 0.85 and m["cad"] < 0.06, m
+
+
+def test_finetune_recipe_follows_the_preset():
+    from configs.backdoor import get_config
+    from nas_jax.tasks.backdoor import finetune_config
+
+    quick, paper = finetune_config(get_config("quick")), finetune_config(get_config("paper"))
+    assert (paper.train.lr_schedule, paper.train.lr, paper.train.epochs) == ("constant", 0.01, 20)  # [artifact]
+    assert (quick.train.lr_schedule, quick.train.epochs) == ("cosine", 3)  # ends at a small lr (configs/backdoor.py)
+    assert quick.train_overrides.to_dict() == {} and paper.train.cutout == 0 and paper.train.grad_clip == 0.0

@@ -316,3 +316,45 @@ def test_search_resumes_exactly_after_a_kill(tmp_path, small_digits):
     c.search.skip_gamma = 0.5
     with pytest.raises(SearchSpecMismatchError, match="skip_gamma"):
         run_search(c, tmp_path / "full", dataset=small_digits, progress=False)
+
+
+SHARDED_STEP_WORKER = """
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[2])
+from nas_jax import parallel
+from nas_jax.models.supernet import Supernet
+from nas_jax.search import darts
+model = Supernet(4, (0.5, 0.4, 0.3), (0.25, 0.2, 0.3), init_channels=2, layers=1, steps=1, multiplier=1,
+                 op_names=("none", "skip_connect", "avg_pool_3x3"), conv_impl="xla")
+sc = darts.StepConfig(hypergradient="exact", epochs=2, steps_per_epoch=2, crop_padding=1)
+state = darts.create_search_state(model, sc, 0, (8, 8, 3))
+step = darts.make_search_step(model, sc, 0, parallel.data_mesh())
+rng = np.random.default_rng(0)
+batches = [(rng.integers(0, 256, (1, 8, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, (1, 8)),
+            rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, (8,))) for _ in range(2)]
+step = step.lower(state, *batches[0]).compile(compiler_options={"xla_backend_optimization_level": 0})
+for batch in batches:
+    state, metrics = step(state, *batch)
+leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves((state.params, state.arch))]
+json.dump({"devices": jax.device_count(), "metrics": np.asarray(metrics, np.float64).tolist(),
+           "values": np.concatenate(leaves).tolist()}, open(sys.argv[1], "w"))
+"""
+
+
+def test_search_step_on_four_devices_matches_one(tmp_path):
+    """The compiled bi-level step (exact hypergradient) shards its batches over a 4-device 'data' mesh (simulated
+    on CPU) and reaches the weights and α of the one-device step, two steps on."""
+    import os
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", SHARDED_STEP_WORKER, str(tmp_path / f"{n}.json"), str(ROOT)],
+                              env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                       XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")) for n in (1, 4)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    one, four = (json.loads((tmp_path / f"{n}.json").read_text()) for n in (1, 4))
+    assert (one["devices"], four["devices"]) == (1, 4)
+    np.testing.assert_allclose(four["metrics"], one["metrics"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(four["values"], one["values"], rtol=1e-4, atol=1e-6)
+    assert np.abs(np.asarray(one["values"])).max() > 0

@@ -41,7 +41,7 @@ def finetune_config(config) -> ml_collections.ConfigDict:
     """``config`` with ``train`` replaced by the backdoor fine-tuning recipe."""
     bc = config.backdoor
     ft = ml_collections.ConfigDict(config.to_dict())
-    ft.train.epochs, ft.train.lr, ft.train.lr_schedule = bc.epochs, bc.lr, "constant"
+    ft.train.epochs, ft.train.lr, ft.train.lr_schedule = bc.epochs, bc.lr, bc.get("lr_schedule", "constant")
     ft.train.cutout, ft.train.grad_clip = bc.cutout, bc.grad_clip
     ft.train_overrides = {}  # the victims' per-model recipes do not apply to fine-tuning
     return ft

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# DARTS / DARTS-i / DARTS-ii / DARTS-iii (paper §5.2, Table 4, Figures 15-17) in one command:
+# search with the in-NAS mitigations, train the found cells and the stored variants, attack all of them,
+# print the Table 4 summary.
+#
+#   bash launch/table4.sh quick      # digits, tiny supernet; ~2.5 h on 2 CPU cores (8 victims, 5 attacks)
+#   bash launch/table4.sh paper      # CIFAR-10, the §g search and §d training: GPU days
+#
+# Environment: TASKS (default "pgd backdoor membership stealing poison"), VARIANTS (default
+# "darts darts_i darts_ii darts_iii"), WORKDIR (default workdir/table4_$PRESET), SEARCH_FLAGS (extra flags for
+# every search, e.g. "--config.search.hypergradient=first_order"). Every step is resumable: rerun the same
+# command after a kill and finished searches, trainings and measurements are reused.
+set -euo pipefail
+PRESET=${1:-quick}
+case "$PRESET" in quick|paper) ;; *) echo "usage: $0 quick|paper (got '$PRESET')" >&2; exit 2 ;; esac
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+WORKDIR=${WORKDIR:-workdir/table4_$PRESET}
+TASKS=${TASKS:-pgd backdoor membership stealing poison}
+VARIANTS=${VARIANTS:-darts darts_i darts_ii darts_iii}
+
+declare -A FLAGS=(  # PROTOCOL §f.4: n_step 5 [paper example], γ = 0.5 [project default]
+  [darts]=""
+  [darts_i]="--config.search.n_step=5"
+  [darts_ii]="--config.search.skip_gamma=0.5"
+  [darts_iii]="--config.search.n_step=5 --config.search.skip_gamma=0.5"
+)
+models=()
+for v in $VARIANTS; do
+  [[ -v FLAGS[$v] ]] || { echo "unknown variant '$v'; choose from: ${!FLAGS[*]}" >&2; exit 2; }
+  echo "=== search $v ($PRESET)"
+  # shellcheck disable=SC2086  # the flags are separate words
+  $PY launch/main.py --config=configs/search.py:"$PRESET" ${FLAGS[$v]} ${SEARCH_FLAGS:-} \
+      --workdir="$WORKDIR/search/$v"
+  models+=("genotype:$WORKDIR/search/$v/genotype.json" "$v")
+done
+for m in "${models[@]}"; do
+  echo "=== train $m"
+  $PY launch/main.py --config=configs/train.py:"$PRESET" --config.model="$m"
+done
+list=$(printf "'%s'," "${models[@]}")
+for task in $TASKS; do
+  echo "=== $task"
+  extra=()
+  [[ $task == stealing ]] && extra=(--config.stealing.matrix_budget=0)  # Table 4: architecture-aware only
+  $PY launch/main.py --config=configs/"$task".py:"$PRESET" --config.models="(${list%,})" "${extra[@]}" \
+      --workdir="$WORKDIR"
+done
+$PY -m nas_jax.report.summary "$WORKDIR" --out "$WORKDIR/table4.md"

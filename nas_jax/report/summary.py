@@ -1,0 +1,116 @@
+"""One row per model across attacks, in the layout of the paper's Table 4 (§5.2; PROTOCOL §f.4, §h.4).
+
+  python -m nas_jax.report.summary workdir/table4 [--models darts,darts_i] [--out table4.md]
+
+Reads ``{workdir}/results.jsonl`` (every task writes there when run with the same ``--workdir``) and takes, per
+model, the newest record of each measurement: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
+ASR and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one was run), membership AUC
+(``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``) and the poisoning CAD at
+the largest fraction (``poison``). A cell is '-' where the task was not run for that model. Paper values (CIFAR-10)
+for the stored DARTS variants are in :data:`PAPER_TABLE4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nas_jax.report.results import read_records
+from nas_jax.report.tables import format_table
+
+PAPER_TABLE4 = {  # PROTOCOL §h.4: PGD ASR (M), (L), backdoor ASR, CAD, MI AUC on CIFAR-10 [paper]
+    "darts": (1.000, 0.867, 0.999, 0.027, 0.562),
+    "darts_i": (0.883, 0.727, 0.904, 0.046, 0.534),
+    "darts_ii": (0.930, 0.750, 0.988, 0.030, 0.531),
+    "darts_iii": (0.820, 0.656, 0.842, 0.046, 0.527),
+}
+
+COLUMNS = [
+    ("model", "model", None),
+    ("family", "family", None),
+    ("clean_accuracy", "clean acc", ".1%"),
+    ("pgd_m", "PGD ASR (M)", ".1%"),
+    ("pgd_l", "PGD ASR (L)", ".1%"),
+    ("backdoor_asr", "backdoor ASR", ".1%"),
+    ("backdoor_cad", "backdoor CAD", "+.1%"),
+    ("mi_auc", "MI AUC", ".3f"),
+    ("ace", "Knockoff ACE", ".3f"),
+    ("poison_cad", "poison CAD", "+.1%"),
+]
+
+
+def _newest(records: list[dict], keep) -> dict | None:
+    """The last record (results.jsonl is append-only) for which ``keep(record)`` holds."""
+    chosen = [r for r in records if keep(r)]
+    return chosen[-1] if chosen else None
+
+
+def summarize(records: list[dict], models: list[str] | None = None) -> list[dict]:
+    """Rows of :data:`COLUMNS` for ``models`` (default: every model with a record, first-seen order)."""
+    models = models or list(dict.fromkeys(r["model"] for r in records))
+    rows = []
+    for name in models:
+        own = [r for r in records if r["model"] == name]
+        row = {"model": name, "family": next((r["setting"].get("family") for r in own if r.get("setting")), None)}
+        pgd = _newest(own, lambda r: r["task"] == "pgd")
+        if pgd:
+            m = pgd["metrics"]
+            row.update(clean_accuracy=m.get("clean_accuracy"), pgd_m=m.get("asr_most_likely"),
+                       pgd_l=m.get("asr_least_likely"))
+        trojan = [r for r in own if r["task"] == "backdoor" and r["setting"].get("attack") == "trojannn"]
+        bd = _newest(trojan, lambda r: r["setting"].get("n_neuron") == 2) or _newest(trojan, lambda r: True)
+        if bd:
+            row.update(backdoor_asr=bd["metrics"]["asr"], backdoor_cad=bd["metrics"]["cad"])
+        mi = _newest(own, lambda r: r["task"] == "membership")
+        if mi:
+            row["mi_auc"] = mi["metrics"]["auc"]
+        aware = [r for r in own if r["task"] == "stealing" and r["setting"].get("aware")]
+        if aware:
+            top = max(r["setting"]["budget"] for r in aware)
+            row["ace"] = _newest(aware, lambda r: r["setting"]["budget"] == top)["metrics"]["ace"]
+            row["ace_budget"] = top
+        poison = [r for r in own if r["task"] == "poison" and r["setting"].get("fraction", 0) > 0]
+        if poison:
+            top = max(r["setting"]["fraction"] for r in poison)
+            row["poison_cad"] = _newest(poison, lambda r: r["setting"]["fraction"] == top)["metrics"]["cad"]
+            row["poison_fraction"] = top
+        rows.append(row)
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    """The table, with the ACE budget and the poisoning fraction used named below it."""
+    lines = [format_table(rows, COLUMNS)]
+    budgets = sorted({r["ace_budget"] for r in rows if "ace_budget" in r})
+    fractions = sorted({r["poison_fraction"] for r in rows if "poison_fraction" in r})
+    if budgets:
+        lines.append(f"Knockoff ACE: architecture-aware, at {', '.join(map(str, budgets))} queries.")
+    if fractions:
+        lines.append(f"poison CAD: at p = {', '.join(f'{p:g}' for p in fractions)}.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("workdir", help="a directory holding results.jsonl")
+    p.add_argument("--models", default="", help="comma-separated model names (default: all, in order of appearance)")
+    p.add_argument("--out", default="", help="also write the table to this file")
+    a = p.parse_args(argv)
+    records = read_records(a.workdir)
+    if not records:
+        p.error(f"no records in {Path(a.workdir) / 'results.jsonl'}; run the tasks with --workdir={a.workdir} first.")
+    known = list(dict.fromkeys(r["model"] for r in records))
+    models = [m for m in a.models.split(",") if m] or None
+    missing = [m for m in models or [] if m not in known]
+    if missing:
+        p.error(f"no records for {missing} in {a.workdir}; models with records: {', '.join(known)}.")
+    text = render(summarize(records, models))
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

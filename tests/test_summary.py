@@ -1,0 +1,52 @@
+"""The Table 4 summary across tasks: which record fills which cell."""
+
+import json
+
+import pytest
+
+from nas_jax.report import summary
+
+
+def rec(task, model, metrics, **setting):
+    return {"task": task, "model": model, "metrics": metrics, "setting": {"family": "nas", **setting}}
+
+
+RECORDS = [
+    rec("pgd", "darts", {"clean_accuracy": 0.9, "asr_most_likely": 0.5, "asr_least_likely": 0.2}),
+    rec("pgd", "darts", {"clean_accuracy": 0.95, "asr_most_likely": 0.8, "asr_least_likely": 0.4}),  # newer
+    rec("backdoor", "darts", {"asr": 0.7, "cad": 0.01}, attack="trojannn", n_neuron=2),
+    rec("backdoor", "darts", {"asr": 0.99, "cad": 0.05}, attack="trojannn", n_neuron=4),  # Fig 8 sweep, newer
+    rec("backdoor", "darts", {"asr": 0.3, "cad": 0.0}, attack="badnet", n_neuron=None),
+    rec("membership", "darts", {"auc": 0.56}),
+    rec("stealing", "darts", {"ace": 1.4}, aware=True, budget=1000),
+    rec("stealing", "darts", {"ace": 1.1}, aware=True, budget=8000),
+    rec("stealing", "darts", {"ace": 0.9}, aware=False, budget=16000),  # another replica: not this column
+    rec("poison", "darts", {"cad": 0.02}, fraction=0.1),
+    rec("poison", "darts", {"cad": 0.07}, fraction=0.4),
+    rec("poison", "darts", {"cad": 0.0}, fraction=0.0),
+    rec("backdoor", "darts_i", {"asr": 0.6, "cad": 0.03}, attack="trojannn", n_neuron=3),  # only n_neuron 3 run
+]
+
+
+def test_each_cell_takes_the_right_record():
+    darts, darts_i = summary.summarize(RECORDS)
+    assert darts == {"model": "darts", "family": "nas", "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
+                     "backdoor_asr": 0.7, "backdoor_cad": 0.01, "mi_auc": 0.56, "ace": 1.1, "ace_budget": 8000,
+                     "poison_cad": 0.07, "poison_fraction": 0.4}
+    assert darts_i == {"model": "darts_i", "family": "nas", "backdoor_asr": 0.6, "backdoor_cad": 0.03}
+    text = summary.render([darts, darts_i])
+    assert "80.0%" in text and "+7.0%" in text and "at 8000 queries" in text and "p = 0.4" in text
+    assert text.splitlines()[3].split()[2] == "-"  # darts_i has no clean accuracy
+
+
+def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    out = tmp_path / "t.md"
+    assert summary.main([str(tmp_path), "--models", "darts_i,darts", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[2].startswith("darts_i") and lines[3].startswith("darts ")
+    with pytest.raises(SystemExit):
+        summary.main([str(tmp_path), "--models", "enas"])
+    assert "models with records: darts, darts_i" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        summary.main([str(tmp_path / "empty")])
