@@ -337,7 +337,7 @@ def main():
     p.add_argument("--init-channels", type=int, default=8)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--linear-too", action="store_true",
-                   help="also time both sides on an affine classifier (the call-overhead-bound case)")
+                   help="also time both sides on an affine classifier (a negligible forward pass)")
     p.add_argument("--max-iter", type=int, default=50)
     p.add_argument("--max-eval", type=int, default=2500)
     p.add_argument("--init-eval", type=int, default=100)
@@ -355,6 +355,8 @@ def main():
     args = p.parse_args()
     if args.art_inputs > args.n_inputs:
         p.error("--art-inputs must not exceed --n-inputs")
+    if args.model == "linear":
+        p.error("--model takes a zoo model (Knockoff trains one); add --linear-too for the affine classifier")
     start = dt.datetime.now().isoformat(timespec="minutes")
     load0, waited = wait_for_quiet(args.load_threshold, args.max_wait)
     print(f"load average {load0:.2f} (waited {waited:.0f} s)", flush=True)

@@ -16,7 +16,8 @@ skip_connect, sep_conv_3x3: the skip-vs-convolution choice the mitigations act o
 compiles the supernet slowly (measured with benchmarks/search_step.py at this size: exact step
 224 s to compile, 0.66 s per step; with all 8 ops and 5 cells the first-order step alone
 compiled for over 6 minutes without finishing, or in 164 s with conv_impl='xla' but then ran
-5.2 s per step), so the quick search is small. paper: the §g recipe, C=16, 8 cells, the 8 ops, CIFAR-10 halves of 25k, batch 64, 50
+5.2 s per step), so the quick search is small: 4.8 min wall (3.2 of them compiling; measured, fresh
+compilation cache). paper: the §g recipe, C=16, 8 cells, the 8 ops, CIFAR-10 halves of 25k, batch 64, 50
 epochs. Expected (DARTS paper; the security paper gives no search numbers): DARTS-V2
 cells with about 2 skip connects in the normal cell and depth 2-3; γ < 1 lowers the
 skip count, n_step > 1 deepens the cell (the paper's DARTS-i/ii claims).

@@ -8,8 +8,9 @@
 #
 # Environment: TASKS (default "pgd backdoor membership stealing poison"), VARIANTS (default
 # "darts darts_i darts_ii darts_iii"), WORKDIR (default workdir/table4_$PRESET), SEARCH_FLAGS (extra flags for
-# every search, e.g. "--config.search.hypergradient=first_order"). Every step is resumable: rerun the same
-# command after a kill and finished searches, trainings and measurements are reused.
+# every search, e.g. "--config.search.hypergradient=first_order"), EXTRA_FLAGS (for every training and attack,
+# e.g. "--config.zoo_dir=/data/zoo"). Every step is resumable: rerun the same command after a kill and finished
+# searches, trainings and measurements are reused.
 set -euo pipefail
 PRESET=${1:-quick}
 case "$PRESET" in quick|paper) ;; *) echo "usage: $0 quick|paper (got '$PRESET')" >&2; exit 2 ;; esac
@@ -36,14 +37,16 @@ for v in $VARIANTS; do
 done
 for m in "${models[@]}"; do
   echo "=== train $m"
-  $PY launch/main.py --config=configs/train.py:"$PRESET" --config.model="$m"
+  # shellcheck disable=SC2086
+  $PY launch/main.py --config=configs/train.py:"$PRESET" --config.model="$m" ${EXTRA_FLAGS:-}
 done
 list=$(printf "'%s'," "${models[@]}")
 for task in $TASKS; do
   echo "=== $task"
   extra=()
   [[ $task == stealing ]] && extra=(--config.stealing.matrix_budget=0)  # Table 4: architecture-aware only
+  # shellcheck disable=SC2086
   $PY launch/main.py --config=configs/"$task".py:"$PRESET" --config.models="(${list%,})" "${extra[@]}" \
-      --workdir="$WORKDIR"
+      ${EXTRA_FLAGS:-} --workdir="$WORKDIR"
 done
 $PY -m nas_jax.report.summary "$WORKDIR" --out "$WORKDIR/table4.md"

@@ -142,7 +142,7 @@ def plot_cad(rows: list[dict], fractions: list[float], path: Path, title: str = 
             ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
         if curves:
             ax.plot(xs, np.mean(curves, axis=0), color=color, marker="o", lw=2,
-                    label=f"{family} mean ({len(curves)} models)")
+                    label=f"{family} mean ({len(curves)} model{'s' * (len(curves) != 1)})")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("poisoning fraction p (%)")
     ax.set_ylabel("clean accuracy drop (%)")

@@ -142,7 +142,8 @@ def _print_tables(config, rows: list[dict], matrix_models: list[str]) -> None:
             for b in budgets:
                 vals = [r["ace"] for r in aware if r["family"] == family and r["budget"] == b]
                 if vals:
-                    print(f"  {family} ACE@{b}: mean {np.mean(vals):.3f}, std {np.std(vals):.3f} ({len(vals)} models)")
+                    n = f"{len(vals)} model" + "s" * (len(vals) != 1)
+                    print(f"  {family} ACE@{b}: mean {np.mean(vals):.3f}, std {np.std(vals):.3f} ({n})")
     if matrix_models:
         ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
         print(f"Architecture-agnostic (Table 2): ACE at {sc.matrix_budget} queries, victim (rows) x replica")
