@@ -94,3 +94,12 @@ def test_train_overrides_apply_per_model_and_enter_the_spec():
     with pytest.raises(ValueError, match="unknown train fields.*epochz.*valid"):
         validate(c)
     assert base_config("pgd", "paper").train_overrides.to_dict() == {}
+
+
+def test_zoo_slug_keeps_files_with_one_name_apart():
+    from nas_jax.train.zoo import slug
+
+    a, b = slug("genotype:runs/darts/genotype.json"), slug("genotype:runs/darts_ii/genotype.json")
+    assert a != b and a.startswith("genotype_darts_genotype_") and b.startswith("genotype_darts_ii_genotype_")
+    assert slug("resnet") == "resnet" and slug("genotype:runs/darts/genotype.json") == a  # stable
+    assert "/" not in slug("npz:/data/x y.npz") and ":" not in slug("npz:/data/x y.npz")

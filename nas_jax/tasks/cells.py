@@ -10,7 +10,6 @@ reduction cell side by side).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jax
@@ -18,17 +17,12 @@ import jax
 from nas_jax.analysis import cells
 from nas_jax.report import results
 from nas_jax.report.tables import format_table
+from nas_jax.train.zoo import slug
 
 COLUMNS = [("model", "model", None), ("paper_depth", "T3 depth", None), ("depth", "depth", None),
            ("paper_width", "T3 width (c)", None), ("width_w1", "W1", None), ("width_w2", "W2", ".1f"),
            ("width_w3", "W3", None), ("paper_skip", "T3 #skip", None), ("skip_connects", "#skip", None),
            ("reduce_skip_connects", "#skip (R)", None), ("reduce_depth", "depth (R)", None)]
-
-
-def _file_name(name: str) -> str:
-    if name.startswith("genotype:"):
-        name = "genotype_" + Path(name.removeprefix("genotype:")).stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -59,6 +53,6 @@ def run(config, workdir: str | Path) -> list[dict]:
           "reduction cell's (PROTOCOL §c.4).")
     if config.cells.draw:
         for name in names:
-            cells.draw_genotype(name, Path(workdir) / "figures" / "cells" / f"{_file_name(name)}.png")
+            cells.draw_genotype(name, Path(workdir) / "figures" / "cells" / f"{slug(name)}.png")
         print(f"figures: {Path(workdir) / 'figures' / 'cells'}/<genotype>.png ({len(names)} files)")
     return records

@@ -12,7 +12,6 @@ contoured separately, as the artifact plots them).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jax
@@ -24,17 +23,10 @@ from nas_jax.data import to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
 from nas_jax.tasks import victims
+from nas_jax.train.zoo import slug
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _slug(name: str) -> str:
-    """A directory name for a dataset ('npz:/a/b.npz' -> 'npz_b')."""
-    if ":" in name:
-        kind, path = name.split(":", 1)
-        name = f"{kind}_{Path(path).stem}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _save(fig, path: Path) -> Path:
@@ -59,7 +51,7 @@ def _tag(space: str, radius: float) -> str:
 
 
 def _save_grid(workdir: Path, dataset: str, model: str, family: str, contour: landscape.Contour, radius: float):
-    path = workdir / "landscape" / _slug(dataset) / f"{model}_{_tag(contour.space, radius)}.npz"
+    path = workdir / "landscape" / slug(dataset) / f"{slug(model)}_{_tag(contour.space, radius)}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, alphas=contour.alphas, betas=contour.betas, losses=contour.losses, family=family,
              directions=contour.directions)
@@ -112,7 +104,7 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
     fig.suptitle(f"loss contours, {tag.replace('_', ' ±')}", fontsize=9)
     out = [_save(fig, workdir / "figures" / f"landscape_{tag}.png")]
 
-    ds = _slug(dataset)
+    ds = slug(dataset)
     mine = [(m, grids[(ds, m)]) for m in cols if (ds, m) in grids]
     k = min(n_images_panel, min(g["losses"].shape[-1] for _, g in mine))
     fig, axes = plt.subplots(len(mine), k, figsize=(2.0 * k, 1.9 * len(mine)), squeeze=False)

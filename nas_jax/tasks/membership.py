@@ -25,6 +25,7 @@ from nas_jax.report import results
 from nas_jax.report.plots import FAMILY_COLORS  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.tasks import victims
+from nas_jax.train.zoo import slug
 
 
 def hsj_config(mc) -> HSJConfig:
@@ -130,7 +131,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         if jax.process_index() == 0:
             results.append_record(workdir, record)
             (workdir / "membership").mkdir(parents=True, exist_ok=True)
-            np.savez(workdir / "membership" / f"{entry.name}.npz", is_member=sample["is_member"],
+            np.savez(workdir / "membership" / f"{slug(entry.name)}.npz", is_member=sample["is_member"],
                      indices=sample["indices"], **out)
         records.append(record)
         rows.append({"model": entry.name, "family": entry.family, **metrics})

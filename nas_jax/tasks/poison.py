@@ -47,7 +47,7 @@ class TrainedRun:
 
 def task_run_dir(workdir: str | Path, task: str, config, model_name: str, *parts: str) -> Path:
     """``{workdir}/runs/{task}/{dataset}/{model}/{parts...}``: where a task's own trainings live."""
-    return Path(workdir, "runs", task, zoo._slug(config.dataset), zoo._slug(model_name), *parts)
+    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.slug(model_name), *parts)
 
 
 def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, spec_extra: dict, *,

@@ -69,7 +69,8 @@ def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset,
     kcfg = knockoff_config(sc, budget)
     model = build_from_config(replica, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     key = jax.random.fold_in(jax.random.key(config.seed), budget)  # the same draws for every victim (G5)
-    run_dir = workdir / "stealing" / victim.name / replica / f"{sc.sampling}_{sc.reward}_{sc.labels}_{budget}"
+    setting = f"{sc.sampling}_{sc.reward}_{sc.labels}_{budget}"
+    run_dir = workdir / "stealing" / zoo.slug(victim.name) / zoo.slug(replica) / setting
     out = knockoff(BlackBox(victim.model.apply, victim.variables), pool, pool_labels, dataset, model,
                    thief_config(config, replica), key, kcfg, run_dir, progress=progress,
                    name=f"{replica} <- {victim.name} ({budget} queries)")

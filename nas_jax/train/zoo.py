@@ -11,6 +11,7 @@ from the request is refused with the differing keys, never loaded.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -44,16 +45,19 @@ class ZooEntry:
         return self.model.apply(variables, images, train=train)
 
 
-def _slug(name: str) -> str:
-    """A path-safe directory name ('npz:/a/b.npz' -> 'npz_b')."""
+def slug(name: str) -> str:
+    """A path-safe, unique directory or file name for a model or dataset name: 'resnet' -> 'resnet',
+    'npz:/a/b.npz' -> 'npz_a_b_<6 hex>'. The hash of the path as given keeps files with one name apart (every
+    search writes a genotype.json: 'genotype:runs/darts/genotype.json' and '.../darts_ii/genotype.json')."""
     if ":" in name:
         kind, path = name.split(":", 1)
-        name = f"{kind}_{Path(path).stem}"
+        digest = hashlib.sha1(path.encode()).hexdigest()[:6]
+        name = f"{kind}_{Path(path).parent.name}_{Path(path).stem}_{digest}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def run_dir(config, model_name: str) -> Path:
-    return Path(config.zoo_dir) / _slug(config.dataset) / _slug(model_name) / config.preset
+    return Path(config.zoo_dir) / slug(config.dataset) / slug(model_name) / config.preset
 
 
 def model_config(config, model_name: str):
