@@ -3,7 +3,7 @@
 # search with the in-NAS mitigations, train the found cells and the stored variants, attack all of them,
 # print the Table 4 summary.
 #
-#   bash launch/table4.sh quick      # digits, tiny supernet; ~2.5 h on 2 CPU cores (8 victims, 5 attacks)
+#   bash launch/table4.sh quick      # digits, tiny supernet; ~4 h on 2 CPU cores (8 victims, 5 attacks; estimate)
 #   bash launch/table4.sh paper      # CIFAR-10, the §g search and §d training: GPU days
 #
 # Environment: TASKS (default "pgd backdoor membership stealing poison"), VARIANTS (default
