@@ -37,6 +37,7 @@ def test_each_cell_takes_the_right_record():
     text = summary.render([darts, darts_i])
     assert "80.0%" in text and "+7.0%" in text and "at 8000 queries" in text and "p = 0.4" in text
     assert text.splitlines()[3].split()[2] == "-"  # darts_i has no clean accuracy
+    assert "darts 100.0%/86.7%, 99.9%/2.7%, 0.562; darts_i 88.3%/72.7%, 90.4%/4.6%, 0.534." in text  # PROTOCOL §h.4
 
 
 def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):

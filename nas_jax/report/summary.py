@@ -6,8 +6,8 @@ Reads ``{workdir}/results.jsonl`` (every task writes there when run with the sam
 model, the newest record of each measurement: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
 ASR and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one was run), membership AUC
 (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``) and the poisoning CAD at
-the largest fraction (``poison``). A cell is '-' where the task was not run for that model. Paper values (CIFAR-10)
-for the stored DARTS variants are in :data:`PAPER_TABLE4`.
+the largest fraction (``poison``). A cell is '-' where the task was not run for that model. The paper's values
+(CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS variants it shows.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def render(rows: list[dict]) -> str:
         lines.append(f"Knockoff ACE: architecture-aware, at {', '.join(map(str, budgets))} queries.")
     if fractions:
         lines.append(f"poison CAD: at p = {', '.join(f'{p:g}' for p in fractions)}.")
+    paper = [f"{r['model']} {m:.1%}/{lo:.1%}, {asr:.1%}/{cad:.1%}, {auc:.3f}" for r in rows
+             if r["model"] in PAPER_TABLE4 for m, lo, asr, cad, auc in [PAPER_TABLE4[r["model"]]]]
+    if paper:
+        lines.append("Paper Table 4 (CIFAR-10; PGD ASR M/L, backdoor ASR/CAD, MI AUC): " + "; ".join(paper) + ".")
     return "\n".join(lines)
 
 

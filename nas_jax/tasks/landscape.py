@@ -84,7 +84,7 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
     if not grids:
         return []
     datasets = sorted({d for d, _ in grids})
-    cols = [m for m in models if any((d, m) in grids for d in datasets)]
+    cols = [slug(m) for m in models if any((d, slug(m)) in grids for d in datasets)]  # grids are keyed by file name
     cols += sorted({m for _, m in grids} - set(cols))
     levels = _levels([g["losses"][..., min(plot_contour, g["losses"].shape[-1] - 1)] for g in grids.values()])
     fig, axes = plt.subplots(len(datasets), len(cols), figsize=(1.2 + 2.6 * len(cols), 0.4 + 2.4 * len(datasets)),
