@@ -3,7 +3,8 @@ exact (autodiff through the virtual step) second order (issue 6; PROTOCOL §g). 
 
   python benchmarks/search_step.py                      # C=16, 8 cells, batch 64, 32x32 (the §g supernet)
   python benchmarks/search_step.py --tiny --no-write    # a smoke run: C=2, 1 cell, 1 node, 3 ops, 8x8
-  python benchmarks/search_step.py --channels 8 --layers 5 --batch 32 --size 16   # a reduced supernet (CPU)
+  python benchmarks/search_step.py --channels 4 --layers 3 --batch 64 --size 8 --reps 3 \
+      --ops none,max_pool_3x3,skip_connect,sep_conv_3x3   # the quick search's supernet (CPU, ~10 min)
 
 Each step is compiled once (compile time reported separately), then timed over --reps calls. Peak memory is the
 device's ``peak_bytes_in_use`` where the backend reports it (GPU/TPU), otherwise the compiled program's temp +
