@@ -5,9 +5,12 @@ antithetic estimate  ĝ = (1/(σ·n)) Σ_j (ℓ(x + σu_j) − ℓ(x − σu_j))
 fresh every iteration and independently for every example. The loss is per example, computed from returned
 probabilities only: −log p_t (targeted) or +log p_y (untargeted). Query points are not clipped.
 
-Queries are counted per example: 1 for the check at the start of each restart, then n_query per estimate and
-1 per check after each step, so at most R·(K·(n_query + 1) + 1) (Appendix A item 5); ``query_budget > 0``
-stops an example before it would exceed the budget. The clean query used to rank targets is not counted.
+Queries are counted per example (Appendix A item 5): 1 for the check at the start of each restart, then n_query
+per estimate and 1 per check after each step, at most R·(K·(n_query + 1) + 1) over R = max(restarts, 1) runs of
+K iterations (PROTOCOL §e.2's bound). The most-/least-likely and k-th modes first query the clean input once to
+rank the targets; that query is counted too (and paid from the budget), so their bound is R·(K·(n_query + 1) + 1) + 1,
+while ``given`` targets and ``untargeted`` make no ranking query. ``query_budget > 0`` stops an example before it
+would exceed the budget.
 
 Memory: the n_query perturbed batches are evaluated ``chunk_size`` antithetic pairs at a time (a ``lax.scan``
 accumulating the estimate), so one model call sees 2·chunk_size·N images.
