@@ -4,15 +4,18 @@
   python launch/main.py --config=configs/adv_train.py:paper      # all 17 models on CIFAR-10
 
 Madry adversarial training: each batch is replaced by untargeted L∞ PGD examples (eps 8/255, step 2/255,
-7 iterations, random start; Table 5) crafted inside the train step against the current model, BatchNorm in
+7 iterations; Table 5) started from the clean input (PROTOCOL §e.7 [artifact]; `adv_train.random_start=True` for a
+U(-eps, eps) start) and crafted inside the train step against the current model, BatchNorm in
 train mode while crafting (batch statistics; running statistics untouched; `craft_mode='eval'` for running
 statistics). Paper preset: from scratch with the §d recipe for 100 epochs [project], compared with a standard
 training of the same recipe. Quick preset: adversarial fine-tuning of the zoo victim (trained first if
 missing) for 2 epochs, compared with that victim. Robustness: untargeted PGD (eps 8/255, step 2/255,
-7 iterations, 5 restarts) on 1,000 correctly classified test inputs. Output: a table, `task: "adv_train"`
-records (metrics.accuracy_drop, metrics.asr, metrics.asr_standard) and {workdir}/figures/adv_train.png.
-Quick: 12.4 min wall on 2 CPU cores once the victims exist (measured, partly sharing the cores with a test run;
-1,200 CPU s): darts clean accuracy 98.3 -> 96.9%, untargeted PGD ASR 99.5 -> 22.5%; resnet 99.2 -> 96.7%,
+7 iterations, 5 restarts) on 1,000 correctly classified test inputs. Clean accuracy drop against the standard
+model of the AT recipe (metrics.accuracy_drop) and against the Table 1 zoo victim (metrics.accuracy_drop_zoo; the
+same in the quick preset, whose reference is the zoo victim). Output: a table, `task: "adv_train"` records
+(metrics.accuracy_drop, accuracy_drop_zoo, asr, asr_standard) and {workdir}/figures/adv_train.png.
+Quick: 12.4 min wall on 2 CPU cores once the victims exist (measured with the earlier random-start default,
+partly sharing the cores with a test run; 1,200 CPU s): darts clean accuracy 98.3 -> 96.9%, untargeted PGD ASR 99.5 -> 22.5%; resnet 99.2 -> 96.7%,
 25.5 -> 11.0% (200 inputs).
 Paper result (CIFAR-10): some NAS models (e.g. DARTS) reach accuracy and robustness comparable with manual
 models after AT; others (e.g. DrNAS) are worse on both.
@@ -35,7 +38,7 @@ def get_config(preset: str = "quick"):
     a.eps = 8 / 255
     a.step_size = 2 / 255
     a.iterations = 7
-    a.random_start = True  # [library: Madry/ART]; False: start from x [artifact]
+    a.random_start = False  # start from x [artifact; PROTOCOL §e.7]; True: U(-eps, eps) start [library: Madry/ART]
     a.early_stop = False  # True: freeze each example at its first misclassified iterate
     a.craft_mode = "train"  # BN batch statistics while crafting [artifact]; 'eval': running statistics
     a.eval_eps = 8 / 255

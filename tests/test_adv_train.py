@@ -67,7 +67,8 @@ def test_inner_pgd_takes_all_steps_like_a_reference_loop(setup):
     x = jnp.asarray(ds.x_train[:16], jnp.float32) / 255.0
     y = jnp.asarray(ds.y_train[:16])
     eps, alpha, k = 8 / 255, 2 / 255, 5
-    cfg = training_pgd_config(eps, alpha, k, random_start=False)
+    cfg = training_pgd_config(eps, alpha, k)  # PROTOCOL §e.7 default: no random start [artifact]
+    assert cfg.restarts == 0
     x_adv, labels = jax.jit(adversarial_transform(model, cfg, "eval"))(jax.random.key(0), v, x, y)
     np.testing.assert_array_equal(labels, y)
 
@@ -80,10 +81,17 @@ def test_inner_pgd_takes_all_steps_like_a_reference_loop(setup):
     assert float(jnp.abs(x_adv - x).max()) == pytest.approx(eps, abs=1e-6)  # it moved to the ball's edge
 
     # random start U(−ε, ε): still inside the ball and the box, and a different example
-    x_rs, _ = jax.jit(adversarial_transform(model, training_pgd_config(eps, alpha, k), "eval"))(
+    x_rs, _ = jax.jit(adversarial_transform(model, training_pgd_config(eps, alpha, k, random_start=True), "eval"))(
         jax.random.key(0), v, x, y)
     assert float(jnp.abs(x_rs - x).max()) <= eps + 1e-6 and float(x_rs.min()) >= 0 and float(x_rs.max()) <= 1
     assert not np.allclose(x_rs, x_adv)
+
+
+def test_presets_start_the_inner_pgd_from_the_clean_input():
+    from configs.adv_train import get_config
+
+    for preset in ("quick", "paper"):  # PROTOCOL §e.7: random init of the inner PGD off [artifact]
+        assert get_config(preset).adv_train.random_start is False
 
 
 def test_crafting_bn_mode(setup):

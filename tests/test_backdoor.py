@@ -136,7 +136,9 @@ def test_backdoor_metrics_hand_case():
     trojan = np.array([0, 1, 2, 0, 0])  # 3/5 correct
     triggered = np.array([0, 0, 0, 3, 0])  # target 0: 3 of the 4 non-target inputs flip to it
     m = bd.backdoor_metrics(labels, victim, trojan, triggered, target=0)
-    assert m["asr"] == pytest.approx(3 / 4) and m["asr_including_target"] == pytest.approx(4 / 5)
+    # PROTOCOL §e.4: the headline ASR counts every stamped input (the target-class one too) [artifact]
+    assert m["asr"] == pytest.approx(4 / 5) and m["asr_excluding_target"] == pytest.approx(3 / 4)
+    assert "asr_including_target" not in m
     assert m["cad"] == pytest.approx(0.2) and m["clean_accuracy_trojan"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="target class"):
         bd.backdoor_metrics(np.zeros(3, int), np.zeros(3, int), np.zeros(3, int), np.zeros(3, int), target=0)
@@ -184,7 +186,7 @@ def test_trojannn_on_digits_reaches_high_asr_with_small_cad(victim):
     triggered = bd.stamp(x, jnp.asarray(mark), jnp.asarray(mask), 0.7)
     m = bd.backdoor_metrics(ds.y_test, predict(variables, x), predict(trojan, x), predict(trojan, triggered), 0)
     clean_asr = bd.backdoor_metrics(ds.y_test, predict(variables, x), predict(variables, x),
-                                    predict(variables, triggered), 0)["asr"]
+                                    predict(variables, triggered), 0)["asr_excluding_target"]
     assert clean_asr < 0.1  # the trigger alone does not fool the clean victim
     assert m["clean_accuracy_victim"] > 0.9
     assert m["asr"] > 0.85 and m["cad"] < 0.06, m

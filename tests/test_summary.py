@@ -25,11 +25,15 @@ RECORDS = [
     rec("poison", "darts", {"cad": 0.07}, fraction=0.4),
     rec("poison", "darts", {"cad": 0.0}, fraction=0.0),
     rec("backdoor", "darts_i", {"asr": 0.6, "cad": 0.03}, attack="trojannn", n_neuron=3),  # only n_neuron 3 run
+    # a record from before the ASR over all stamped inputs became the headline 'asr' (PROTOCOL §e.4)
+    rec("backdoor", "resnet", {"asr": 0.5, "asr_including_target": 0.55, "cad": 0.02}, attack="trojannn",
+        n_neuron=2),
 ]
 
 
 def test_each_cell_takes_the_right_record():
-    darts, darts_i = summary.summarize(RECORDS)
+    darts, darts_i, resnet = summary.summarize(RECORDS)
+    assert resnet["backdoor_asr"] == 0.55  # the old record's target-inclusive ASR, the column's definition
     assert darts == {"model": "darts", "family": "nas", "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
                      "backdoor_asr": 0.7, "backdoor_cad": 0.01, "mi_auc": 0.56, "ace": 1.1, "ace_budget": 8000,
                      "poison_cad": 0.07, "poison_fraction": 0.4}
@@ -48,6 +52,6 @@ def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):
     assert lines[2].startswith("darts_i") and lines[3].startswith("darts ")
     with pytest.raises(SystemExit):
         summary.main([str(tmp_path), "--models", "enas"])
-    assert "models with records: darts, darts_i" in capsys.readouterr().err
+    assert "models with records: darts, darts_i, resnet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         summary.main([str(tmp_path / "empty")])

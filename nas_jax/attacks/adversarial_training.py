@@ -11,8 +11,9 @@ device. The attack is :func:`nas_jax.attacks.pgd.pgd_attack` in ``untargeted`` m
 exceeds 1, so no example ever counts as successful, and the returned ``x_adv`` is the K-th iterate. ``early_stop
 = True`` keeps the evasion semantics (the first misclassified iterate, "early-stopped PGD") as an option.
 
-**Random start** U(−ε, ε) before the first step [library: Madry / ART; the issue asks for it] is the default
-here (one PGD run, ``restarts = 1``); ``random_start = False`` starts from x (the artifact's setting).
+**Start point**: the inner PGD starts from the clean input x by default (PROTOCOL §e.7 [artifact]; one PGD run,
+``restarts = 0``); ``random_start = True`` draws a random start U(−ε, ε) first [library: Madry / ART;
+``restarts = 1``].
 
 **BatchNorm mode while crafting** (``craft_mode``):
 
@@ -47,8 +48,9 @@ NEVER_SUCCEEDS = 2.0  # a confidence above 1: no example counts as successful, s
 
 
 def training_pgd_config(eps: float = 8 / 255, step_size: float = 2 / 255, iterations: int = 7,
-                        random_start: bool = True, early_stop: bool = False) -> EvasionConfig:
-    """The inner attack's budget as an :class:`EvasionConfig` (one run, optionally from a random start)."""
+                        random_start: bool = False, early_stop: bool = False) -> EvasionConfig:
+    """The inner attack's budget as an :class:`EvasionConfig`: one run from x [artifact], or from a random start
+    in the ε-ball with ``random_start = True`` [library]."""
     if eps < 0 or step_size < 0 or iterations < 0:
         raise ValueError(f"eps={eps}, step_size={step_size} and iterations={iterations} must be >= 0.")
     return EvasionConfig(eps=eps, step_size=step_size, iterations=iterations, restarts=1 if random_start else 0,

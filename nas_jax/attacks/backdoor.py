@@ -23,9 +23,10 @@ Pieces, each a pure function:
   k = ⌊rB⌋ + Bernoulli(rB − ⌊rB⌋) for the poison rate r (E[k] = rB; r = 0.01 and B = 96 give k ∈ {0, 1}).
   Shapes are static: the step always appends ⌈rB⌉ rows; rows beyond k are unstamped copies with their own
   labels (clean duplicates), so the batch holds exactly k poisoned rows.
-* **Metrics** (:func:`backdoor_metrics`) — ASR: triggered inputs whose true class is not the target that are
-  classified as the target [library; the issue's definition], also with target-class inputs included
-  [artifact]; CAD: clean accuracy of the victim minus that of the trojaned model on the same inputs.
+* **Metrics** (:func:`backdoor_metrics`) — ``asr``: the fraction of all stamped inputs classified as the target,
+  target-class inputs included (PROTOCOL §e.4's default [artifact]); ``asr_excluding_target``: the same over
+  the inputs whose true class is not the target [library]; CAD: clean accuracy of the victim minus that of the
+  trojaned model on the same inputs.
 """
 
 from __future__ import annotations
@@ -219,18 +220,20 @@ def poison_transform(mark: np.ndarray, mask: np.ndarray, transparency: float, ta
 
 def backdoor_metrics(labels: np.ndarray, pred_victim: np.ndarray, pred_trojan: np.ndarray,
                      pred_triggered: np.ndarray, target: int) -> dict:
-    """ASR and CAD on one set of inputs.
+    """ASR and CAD on one set of inputs (PROTOCOL §e.4 step 4).
 
     ``pred_victim``/``pred_trojan``: predictions of the clean and trojaned models on the clean inputs;
-    ``pred_triggered``: the trojaned model on the stamped inputs.
+    ``pred_triggered``: the trojaned model on the stamped inputs. ``asr`` counts every stamped input classified
+    as ``target`` (target-class inputs included [artifact]); ``asr_excluding_target`` leaves those out [library].
     """
     labels, pred_triggered = np.asarray(labels), np.asarray(pred_triggered)
     others = labels != target
     if not others.any():
-        raise ValueError(f"every evaluation input belongs to the target class {target}: ASR is undefined.")
+        raise ValueError(f"every evaluation input belongs to the target class {target}: the ASR excluding the "
+                         "target class is undefined; evaluate on inputs of several classes.")
     hit = pred_triggered == target
     acc_victim = float(np.mean(np.asarray(pred_victim) == labels))
     acc_trojan = float(np.mean(np.asarray(pred_trojan) == labels))
-    return {"asr": float(hit[others].mean()), "asr_including_target": float(hit.mean()),
+    return {"asr": float(hit.mean()), "asr_excluding_target": float(hit[others].mean()),
             "cad": acc_victim - acc_trojan, "clean_accuracy_victim": acc_victim,
             "clean_accuracy_trojan": acc_trojan}

@@ -4,9 +4,9 @@
 
 Reads ``{workdir}/results.jsonl`` (every task writes there when run with the same ``--workdir``) and takes, per
 model, the newest record of each measurement: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
-ASR and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one was run), membership AUC
-(``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``) and the poisoning CAD at
-the largest fraction (``poison``). A cell is '-' where the task was not run for that model. The paper's values
+ASR (all stamped inputs, PROTOCOL §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
+was run), membership AUC (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``)
+and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that model. The paper's values
 (CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS variants it shows.
 """
 
@@ -46,6 +46,15 @@ def _newest(records: list[dict], keep) -> dict | None:
     return chosen[-1] if chosen else None
 
 
+def backdoor_asr(metrics: dict) -> float:
+    """The ASR over all stamped inputs, target class included (PROTOCOL §e.4's default, the paper's Table 4).
+
+    Records written before that became the headline ``asr`` hold it as ``asr_including_target`` (their ``asr``
+    left the target class out).
+    """
+    return metrics.get("asr_including_target", metrics["asr"])
+
+
 def summarize(records: list[dict], models: list[str] | None = None) -> list[dict]:
     """Rows of :data:`COLUMNS` for ``models`` (default: every model with a record, first-seen order)."""
     models = models or list(dict.fromkeys(r["model"] for r in records))
@@ -61,7 +70,7 @@ def summarize(records: list[dict], models: list[str] | None = None) -> list[dict
         trojan = [r for r in own if r["task"] == "backdoor" and r["setting"].get("attack") == "trojannn"]
         bd = _newest(trojan, lambda r: r["setting"].get("n_neuron") == 2) or _newest(trojan, lambda r: True)
         if bd:
-            row.update(backdoor_asr=bd["metrics"]["asr"], backdoor_cad=bd["metrics"]["cad"])
+            row.update(backdoor_asr=backdoor_asr(bd["metrics"]), backdoor_cad=bd["metrics"]["cad"])
         mi = _newest(own, lambda r: r["task"] == "membership")
         if mi:
             row["mi_auc"] = mi["metrics"]["auc"]

@@ -12,8 +12,9 @@ Fine-tuning uses :func:`nas_jax.train.trainer.train` from the victim's variables
 recipe (20 epochs, lr 0.01 constant, no cutout, no clipping [artifact]); trigger stamping and poisoning run in
 the compiled train step (:func:`nas_jax.attacks.backdoor.poison_transform`). Runs (and the optimised trigger,
 ``trigger.npz``) are cached and resumable under ``{workdir}/runs/backdoor/{dataset}/{model}/{setting}/``.
-ASR and CAD are measured on ``n_inputs`` test inputs drawn with the shared seeded order (G5), and on the full
-test set [artifact]. Prints a table, appends one ``task: "backdoor"`` record per (model, setting) and saves
+ASR (``asr``: all stamped inputs, target class included, PROTOCOL §e.4's default; ``asr_excluding_target``)
+and CAD are measured on ``n_inputs`` test inputs drawn with the shared seeded order (G5), and on the full test
+set [artifact]. Prints a table, appends one ``task: "backdoor"`` record per (model, setting) and saves
 ``figures/backdoor_{attack}.png`` (Figure 7 style) and, with several ``n_neuron``,
 ``figures/backdoor_neurons.png`` (Figure 8).
 """
@@ -159,7 +160,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     if main:
         print(format_table(rows, [("model", "model", None), ("family", "family", None), ("setting", "attack", None),
                                   ("clean_accuracy_victim", "victim acc", ".3f"), ("asr", "ASR", ".3f"),
-                                  ("asr_including_target", "ASR incl. t", ".3f"), ("cad", "CAD", "+.3f")]))
+                                  ("asr_excluding_target", "ASR excl. t", ".3f"), ("cad", "CAD", "+.3f")]))
         figures = Path(workdir) / "figures"
         for name in dict.fromkeys(r["setting"] for r in rows):
             if name.startswith("trojannn") and name != f"trojannn_n{bc.n_neurons[0]}":
