@@ -24,8 +24,21 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; pass options as --config.key=value.")
+    from nas_jax.errors import UserError
+
+    try:
+        _run()
+    except UserError as e:
+        if flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1:
+            raise  # the full traceback
+        _fail(str(e))
+
+
+def _run():
     from nas_jax import parallel
     from nas_jax.config import validate
+    from nas_jax.errors import UserError
+    from nas_jax.report.results import check_workdir
     from nas_jax.tasks import get_task
 
     if not flags.FLAGS["verbosity"].present:
@@ -35,10 +48,51 @@ def main(argv):
     parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     parallel.enable_compilation_cache(config.jit_cache_dir)
     validate(config)
-    run = get_task(config.task)
+    try:
+        run = get_task(config.task)
+    except ValueError as e:
+        raise UserError(str(e)) from e
     workdir = flags.FLAGS.workdir or str(Path("workdir") / config.task)
+    check_workdir(workdir)  # before any training or attack: an unusable workdir fails now
     run(config, workdir)
 
 
+def _fail(message: str) -> None:
+    print(f"error: {message}\n(Run with --verbosity=1 for the full traceback.)", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing; an override of a key the config lacks (``--config.pgd.epz=3``, which
+    ml_collections reports as ``AttributeError: 'epz'``) is named with the valid keys instead."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        _fail(_override_error(argv) or f"could not apply a --config override: {e}.")
+
+
+def _override_error(argv) -> str | None:
+    """The message for the first unknown ``--config.KEY`` of ``argv`` (None if none is found)."""
+    import importlib.util
+
+    from nas_jax.config import check_override_keys
+    from nas_jax.errors import UserError
+
+    spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec_arg is None:
+        return None
+    path, _, arg = spec_arg.partition(":")
+    spec = importlib.util.spec_from_file_location("_nas_jax_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    try:
+        check_override_keys(config, keys)
+    except UserError as e:
+        return str(e)
+    return None
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -8,7 +8,11 @@ Configs hold primitives only; names resolve through the registries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ml_collections
+
+from nas_jax.errors import UserError
 
 PRESETS = ("quick", "paper")
 
@@ -69,7 +73,17 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Fail early, with the valid choices, on names and values that cannot work."""
+    """Fail early (before any data, victim or training), with the valid choices, on names and values that
+    cannot work; every failure is a :class:`~nas_jax.errors.UserError`."""
+    try:
+        _validate(config)
+    except UserError:
+        raise
+    except ValueError as e:  # registries' unknown-name errors
+        raise UserError(str(e)) from e
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
     from nas_jax.data import DATASETS
     from nas_jax.models.ops import CONV_IMPLS
     from nas_jax.models.registry import model_family
@@ -80,6 +94,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown dataset {config.dataset!r}; valid: {list(DATASETS)} or npz:PATH.")
     for name in config.get("models", None) or [config.model]:
         model_family(name)
+    models = list(config.get("models", None) or [])
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise UserError(f"config.models lists {repeated} more than once ({tuple(models)}); each model would be "
+                        "attacked (and reported) twice. List every model once, e.g. "
+                        f"--config.models=\"{tuple(dict.fromkeys(models))}\".")
     if config.arch.conv_impl not in CONV_IMPLS:
         raise ValueError(f"unknown arch.conv_impl {config.arch.conv_impl!r}; valid: {CONV_IMPLS}.")
     t = config.train
@@ -96,9 +116,79 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"invalid config: {message}.")
+            raise UserError(f"invalid config: {message}.")
+    validate_sections(config)
     for name, fields in config.get("train_overrides", {}).items():
         model_family(name)
         unknown = sorted(set(fields) - set(t))
         if unknown:
-            raise ValueError(f"train_overrides.{name}: unknown train fields {unknown}; valid: {sorted(t)}.")
+            raise UserError(f"train_overrides.{name}: unknown train fields {unknown}; valid: {sorted(t)}.")
+
+
+# ----------------------------------------------------------------------------
+# Attack and analysis sections (pgd, nes, adv_train, backdoor, membership, ...)
+# ----------------------------------------------------------------------------
+
+NORMS = ("linf", "l2")
+NOT_SECTIONS = ("arch", "train", "distributed", "train_overrides")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _named(*names: str, suffixes: tuple[str, ...] = (), prefixes: tuple[str, ...] = ()) -> Callable[[str], bool]:
+    return lambda f: f in names or f.endswith(suffixes) or f.startswith(prefixes)
+
+
+# (which fields, test of one value, what is allowed). Applied to every field of every section whose name
+# matches, so a new section (e.g. ``autoattack``) is checked by its field names; append rules for new kinds.
+SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]] = [
+    (_named("eps", "eps_grid_255", suffixes=("_eps",)), lambda v: v > 0, "> 0 (a perturbation radius)"),
+    (_named("step_size", "sigma", suffixes=("_step_size",)), lambda v: v > 0, "> 0"),
+    (_named("iterations", suffixes=("_iterations",), prefixes=("iterations_",)),
+     lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    (_named("restarts", suffixes=("_restarts",)), lambda v: isinstance(v, int) and v >= 0,
+     "an integer >= 0 (0: one run without a random start)"),
+    (_named("batch_size", "chunk_size", "n_inputs", "n_members", "n_nonmembers", suffixes=("_batch_size",)),
+     lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    (_named("n_queries"), lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0,
+     "an even integer >= 2 (antithetic pairs)"),
+    (_named("query_budget"), lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: no budget)"),
+    (_named("confidence"), lambda v: 0 <= v < 1, "in [0, 1) (0: argmax only)"),
+]
+
+# Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
+SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {}
+
+
+def validate_sections(config: ml_collections.ConfigDict) -> None:
+    """Check every attack/analysis section by its field names (:data:`SECTION_RULES`), a known ``norm``,
+    then the section's own validator, if any: e.g. ``pgd.eps=-1`` fails here, before victims load."""
+    for section, body in config.items():
+        if section in NOT_SECTIONS or not isinstance(body, ml_collections.ConfigDict):
+            continue
+        for field, value in body.items():
+            if field == "norm" and value not in NORMS:
+                raise UserError(f"invalid config: {section}.norm={value!r}; valid norms: {NORMS}.")
+            values = value if isinstance(value, tuple | list) else (value,)
+            for applies, ok, allowed in SECTION_RULES:
+                if applies(field) and not all(_is_number(v) and ok(v) for v in values):
+                    raise UserError(f"invalid config: {section}.{field}={value!r} must be {allowed}; "
+                                    f"set it with --config.{section}.{field}=VALUE.")
+        if section in SECTION_VALIDATORS:
+            SECTION_VALIDATORS[section](body)
+
+
+def check_override_keys(config: ml_collections.ConfigDict, keys: list[str]) -> None:
+    """Refuse command-line overrides (``--config.a.b=...``, given as 'a.b') of keys the config does not
+    have, naming the key and the valid ones at that level."""
+    for key in keys:
+        node, path = config, []
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                where = ".".join(path)
+                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                raise UserError(f"unknown config key {key!r}: {where + '.' if where else ''}{part} does not exist. "
+                                f"Valid keys{' under ' + repr(where) if where else ''}: {valid}.")
+            node, path = node[part], [*path, part]

@@ -40,11 +40,13 @@ def test_zoo_task_reports_reference_counts(tmp_path):
     ("--config.model=dartz", "valid models"),
     ("--config.dataset=mnist", "valid: "),
     ("--config.train.epochs=0", "train.epochs must be >= 1"),
+    ("--config.train.epochz=3", "Valid keys under 'train': ['batch_size',"),  # was AttributeError: 'epochz'
 ])
 def test_bad_input_fails_with_a_clear_message(tmp_path, arg, message):
     out = _launch(f"--config={ROOT}/configs/train.py", f"--workdir={tmp_path}", arg, cwd=tmp_path)
     assert out.returncode != 0
     assert message in out.stderr
+    assert "Traceback" not in out.stderr  # one paragraph with the fix
     assert not (tmp_path / "zoo").exists()  # nothing was trained or written
 
 
@@ -103,3 +105,103 @@ def test_zoo_slug_keeps_files_with_one_name_apart():
     assert a != b and a.startswith("genotype_darts_genotype_") and b.startswith("genotype_darts_ii_genotype_")
     assert slug("resnet") == "resnet" and slug("genotype:runs/darts/genotype.json") == a  # stable
     assert "/" not in slug("npz:/data/x y.npz") and ":" not in slug("npz:/data/x y.npz")
+
+
+def _record(model="darts"):
+    return results.make_record(base_config("train"), task="train", model=model, metrics={"test_accuracy": 0.9}, n=10,
+                               start_time=results.now())
+
+
+def test_results_short_writes_complete_and_failed_writes_leave_the_file_whole(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from nas_jax.errors import UserError
+
+    results.append_record(tmp_path, _record("darts"))
+    before = (tmp_path / results.RESULTS_FILE).read_bytes()
+    real_write = os.write
+
+    def one_byte(fd, data):  # a short write each call: the writer must loop until all bytes are out
+        return real_write(fd, bytes(data[:1]))
+
+    monkeypatch.setattr(os, "write", one_byte)
+    assert results.append_record(tmp_path, _record("resnet"))
+    monkeypatch.setattr(os, "write", real_write)
+    assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet"]
+    before = (tmp_path / results.RESULTS_FILE).read_bytes()
+
+    calls = []
+
+    def full_disk(fd, data):  # the disk fills after a few bytes of the record
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, bytes(data[:7]))
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*not stored"):
+        results.append_record(tmp_path, _record("vgg"))
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)  # no progress at all is an error too
+    with pytest.raises(UserError, match="not stored"):
+        results.append_record(tmp_path, _record("vgg"))
+    monkeypatch.setattr(os, "write", real_write)
+    assert (tmp_path / results.RESULTS_FILE).read_bytes() == before  # whole records only, nothing torn
+    assert sorted(p.name for p in tmp_path.iterdir()) == [results.RESULTS_FILE, results.RESULTS_FILE + ".lock"]
+
+
+def test_unreadable_result_lines_are_skipped_and_reported(tmp_path):
+    results.append_record(tmp_path, _record("darts"))
+    with open(tmp_path / results.RESULTS_FILE, "a") as f:
+        f.write("garbage\n[1, 2]\n42\n")
+    results.append_record(tmp_path, _record("resnet"))
+    with pytest.warns(UserWarning, match=r"skipped 3 unreadable line\(s\).*\[2, 3, 4\]"):
+        assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet"]
+    with pytest.warns(UserWarning, match="will be skipped"):
+        assert results.check_workdir(tmp_path) == [2, 3, 4]
+
+
+def test_unusable_workdir_fails_before_any_work(tmp_path):
+    from nas_jax.errors import UserError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="not a directory"):
+        results.check_workdir(tmp_path / "afile")
+    with pytest.raises(UserError, match="cannot be created or written"):
+        results.check_workdir(tmp_path / "afile" / "sub")
+    (tmp_path / "w" / results.RESULTS_FILE).mkdir(parents=True)
+    with pytest.raises(UserError, match="not a file"):
+        results.check_workdir(tmp_path / "w")
+    results.check_workdir(tmp_path / "new" / "dir")
+    assert (tmp_path / "new" / "dir").is_dir()
+    # the launcher checks before it trains anything
+    out = _launch(f"--config={ROOT}/configs/train.py", f"--workdir={tmp_path / 'afile'}", cwd=tmp_path)
+    assert out.returncode != 0 and "not a directory" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("eps", -1.0, r"pgd.eps=-1.0 must be > 0"),
+    ("step_size", 0.0, r"pgd.step_size=0.0 must be > 0"),
+    ("iterations_most_likely", 0, r"iterations_most_likely=0 must be an integer >= 1"),
+    ("batch_size", 0, r"pgd.batch_size=0 must be an integer >= 1"),
+    ("norm", "l3", r"valid norms: \('linf', 'l2'\)"),
+    ("restarts", -1, r"restarts=-1 must be an integer >= 0"),
+])
+def test_attack_sections_are_validated_before_victims_load(key, value, message):
+    import importlib.util
+
+    from nas_jax.errors import UserError
+
+    spec = importlib.util.spec_from_file_location("pgd_config", ROOT / "configs" / "pgd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    validate(c)
+    c.pgd[key] = value
+    with pytest.raises(UserError, match=message):
+        validate(c)
+    c = module.get_config()
+    c.models = ("darts", "resnet", "darts")
+    with pytest.raises(UserError, match=r"lists \['darts'\] more than once"):
+        validate(c)

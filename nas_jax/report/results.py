@@ -1,22 +1,34 @@
 """The results store: ``{workdir}/results.jsonl`` (DESIGN "Results").
 
 Each finished measurement is one JSON line: task, model, dataset, preset,
-setting, metrics, n, seed, config hash, code version, start/end time. Lines are
-appended with a single write and fsync, so a finished record is never rewritten
-or lost, and a killed run leaves at most an incomplete last line, which readers
-skip. A resumed or repeated run does not append a measurement twice: a record
+setting, metrics, n, seed, config hash, code version, start/end time. A record
+lands whole or not at all: the file's bytes plus the new line are written to a
+temporary file (every ``os.write`` checked until all bytes are out, then fsync)
+that replaces the old file by rename, under a lock, so a full disk, a failed
+write or a kill leaves the previous file intact and a failure raises
+:class:`~nas_jax.errors.UserError`. Readers skip lines that are not JSON
+objects (a line torn by an older writer, a hand edit) and warn with their line
+numbers. A resumed or repeated run does not append a measurement twice: a record
 whose identity (task, model, dataset, preset, seed, setting, config hash, code
-version) is already stored is skipped.
+version) is already stored is skipped. :func:`check_workdir` runs before any
+work so an unusable workdir or results file fails first, not after training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
+import tempfile
+import warnings
 from pathlib import Path
+
+from nas_jax.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
 
@@ -72,39 +84,133 @@ def _identity(record: dict) -> str:
 
 
 def append_record(workdir: str | Path, record: dict) -> bool:
-    """Append ``record`` unless the same measurement is stored already; True when written."""
+    """Append ``record`` unless the same measurement is stored already; True when written.
+
+    The record lands whole or not at all (see the module docstring); a write that fails raises UserError.
+    """
     path = Path(workdir) / RESULTS_FILE
     key = _identity(json.loads(json.dumps(record)))  # compare in the stored (JSON) form
-    if any(_identity(r) == key for r in read_records(workdir, record.get("task"))):
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as f:  # a killed writer may have left a torn last line: end it
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = b"\n" + line
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        if any(_identity(r) == key for r in read_records(workdir, record.get("task"))):
+            return False
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):  # an older writer's torn last line: end it
+            old += b"\n"
+        _replace_atomically(path, old + line)
     return True
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path.lock`` (concurrent appenders take turns)."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"cannot create the lock file {path}.lock: {e.strerror}. The workdir must be writable; "
+                        "pass a writable --workdir.") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is out; a write that makes no progress is an error (ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise UserError(f"could not write the result record to {path}: {e.strerror or e}. The file is unchanged "
+                        "and this measurement is not stored; free disk space (or fix the permissions) and run the "
+                        "same command again (finished measurements are not repeated).") from e
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
 def read_records(workdir: str | Path, task: str | None = None) -> list[dict]:
-    """Every complete record (optionally of one task); a torn last line is skipped."""
+    """Every complete record (optionally of one task); unreadable lines are skipped with a warning."""
+    records, bad = scan_records(workdir)
+    if bad:
+        warnings.warn(f"{Path(workdir) / RESULTS_FILE}: skipped {len(bad)} unreadable line(s) (not a JSON object): "
+                      f"line(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}.", stacklevel=2)
+    return [r for r in records if task is None or r.get("task") == task]
+
+
+def scan_records(workdir: str | Path) -> tuple[list[dict], list[int]]:
+    """(records, 1-based numbers of the lines that are not JSON objects) of ``{workdir}/results.jsonl``."""
     path = Path(workdir) / RESULTS_FILE
     if not path.exists():
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if task is None or rec.get("task") == task:
-                records.append(rec)
-    return records
+        return [], []
+    records, bad = [], []
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise UserError(f"cannot read the results file {path}: {e.strerror or e}. Fix its permissions or pass "
+                        "another --workdir.") from e
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            rec = None
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad.append(number)
+    return records, bad
+
+
+def check_workdir(workdir: str | Path) -> list[int]:
+    """Fail before any work when ``workdir`` cannot hold results: it must be a directory (created if missing)
+    where files can be written, and an existing ``results.jsonl`` must be a readable file. Returns the numbers
+    of unreadable lines of that file (they are skipped by readers; a warning names them)."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"the workdir {workdir} exists and is not a directory. Pass --workdir=DIR with a directory "
+                        "(it is created if missing).")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_check.", dir=workdir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"the workdir {workdir} cannot be created or written: {e.strerror or e}. Pass a writable "
+                        "--workdir=DIR.") from e
+    path = workdir / RESULTS_FILE
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} exists and is not a file; move it away or pass another --workdir.")
+    _, bad = scan_records(workdir)
+    if bad:
+        warnings.warn(f"{path}: {len(bad)} unreadable line(s) (not a JSON object) will be skipped: line(s) "
+                      f"{bad[:10]}{' ...' if len(bad) > 10 else ''}.", stacklevel=2)
+    return bad
