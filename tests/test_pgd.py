@@ -348,3 +348,24 @@ def test_batch_sharded_attack_matches_one_device():
     out = json.loads(proc.stdout)
     assert out["devices"] == 4
     assert out["max_diff"] <= 1e-6 and out["same_flags"] and out["some_success"] and out["sharded"], out
+
+
+def test_result_does_not_depend_on_the_batch_size():
+    """Per-example keys (fold_in(key, input index)): the same input and seed give the same result in batches of
+    7 and of 32 (the launcher's chunking); per-chunk keys (the old behaviour) do not."""
+    from nas_jax.tasks.victims import AttackBatches
+
+    variables, x, _ = two_class_problem(2, 0.05, RATIOS, "linf")
+    x, labels = np.asarray(x), np.zeros((N,), np.int32)
+    cfg = EvasionConfig(eps=0.05, step_size=0.05 / 4, iterations=4, restarts=3)
+
+    def attack(xb, yb, kb):
+        return pgd_attack_jit(linear_apply, variables, xb, yb, kb, cfg, mode="untargeted")
+
+    small, big = (AttackBatches(bs, per_example_keys=True).run(attack, x, labels, jax.random.key(3)) for bs in (7, 32))
+    for name in ("success", "iterations", "restart", "queries"):
+        np.testing.assert_array_equal(getattr(small, name), getattr(big, name))
+    np.testing.assert_allclose(small.x_adv, big.x_adv, atol=1e-6)
+    assert 0 < small.success.mean() < 1
+    old_small, old_big = (AttackBatches(bs).run(attack, x, labels, jax.random.key(3)) for bs in (7, 32))
+    assert not np.allclose(old_small.x_adv, old_big.x_adv, atol=1e-6)

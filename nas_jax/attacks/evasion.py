@@ -138,6 +138,34 @@ def is_success(probs: jax.Array, targets: jax.Array, labels: jax.Array, targeted
 # ----------------------------------------------------------------------------
 
 
+def is_key_batch(key: jax.Array) -> bool:
+    """Whether ``key`` is one key per example (typed keys of shape (N,), raw uint32 keys of shape (N, 2))."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    return key.ndim == (1 if typed else 2)
+
+
+def example_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
+    """One key per example, ``fold_in(key, index)``: give an example its global index (its position in the
+    whole attacked array) and its random starts and noise no longer depend on the batch it is run in."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(indices, jnp.uint32))
+
+
+def fold_in(key: jax.Array, data) -> jax.Array:
+    """``jax.random.fold_in`` for one key or for a batch of per-example keys."""
+    if is_key_batch(key):
+        return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+    return jax.random.fold_in(key, data)
+
+
+def split(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``jax.random.split(key)`` into two, for one key or for a batch of per-example keys."""
+    if is_key_batch(key):
+        both = jax.vmap(jax.random.split)(key)
+        return both[:, 0], both[:, 1]
+    a, b = jax.random.split(key)
+    return a, b
+
+
 def _per_example(mask: jax.Array, x: jax.Array) -> jax.Array:
     """Broadcast a per-example vector against a batch ``x``."""
     return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
@@ -151,8 +179,11 @@ def batch_noise(sampler: Callable[..., jax.Array], key: jax.Array, x: jax.Array,
     """``sampler(key, shape)`` shaped like ``x``, drawn as [N, d] then reshaped.
 
     Same distribution; keeps the batch axis leading (sharding-friendly) and avoids the slow XLA:CPU compile of
-    partitionable threefry on rank-4 shapes (~1 s against ~0.2 s).
+    partitionable threefry on rank-4 shapes (~1 s against ~0.2 s). With a batch of per-example keys
+    (:func:`example_keys`) row i is drawn from key i alone, so it does not depend on the other rows.
     """
+    if is_key_batch(key):
+        return jax.vmap(lambda k: sampler(k, (x[0].size,), x.dtype, **kwargs))(key).reshape(x.shape)
     return sampler(key, (x.shape[0], x[0].size), x.dtype, **kwargs).reshape(x.shape)
 
 
@@ -160,11 +191,15 @@ def random_start(key: jax.Array, x: jax.Array, cfg: EvasionConfig) -> jax.Array:
     """Uniform noise in the ball: L∞ U(−ε, ε)^d; L2 Gaussian direction with radius ε·U^{1/d}."""
     if cfg.norm == "linf":
         return batch_noise(jax.random.uniform, key, x, minval=-1.0, maxval=1.0) * cfg.eps
-    dkey, rkey = jax.random.split(key)
+    dkey, rkey = split(key)
     direction = batch_noise(jax.random.normal, dkey, x)
     direction = direction / _per_example(jnp.maximum(_row_norm(direction), 1e-12), x)
     d = x[0].size
-    radius = cfg.eps * jax.random.uniform(rkey, (x.shape[0],), x.dtype) ** (1.0 / d)
+    if is_key_batch(rkey):
+        u = jax.vmap(lambda k: jax.random.uniform(k, (), x.dtype))(rkey)
+    else:
+        u = jax.random.uniform(rkey, (x.shape[0],), x.dtype)
+    radius = cfg.eps * u ** (1.0 / d)
     return direction * _per_example(radius, x)
 
 
@@ -225,7 +260,10 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
                 query_budget: int | jax.Array = 0, initial_queries: int = 0) -> _Record:
     """Restarts × iterations of PROTOCOL §e.1 with per-example masks.
 
-    For restart r (key ``fold_in(key, r)``) only examples neither successful nor out of budget are attacked.
+    ``key`` is one key for the batch or one per example (:func:`example_keys`); per-example keys make every
+    example's result independent of the batch it runs in (the same input and seed give the same result at any
+    batch size or device count). For restart r (key ``fold_in(key, r)``) only examples neither successful nor
+    out of budget are attacked.
     At k = 0..K the current ``x_adv`` is checked; successes are frozen and recorded with (r, k) and never
     overwritten; for k < K the others take one :func:`descent_step`. ``fused_fn`` (PGD) returns the check and
     the gradient from one forward/backward pass; otherwise the gradient (NES) is skipped when no example steps.
@@ -241,7 +279,7 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
 
     def restart_body(carry):
         r, rec = carry
-        init_key, iter_key = jax.random.split(jax.random.fold_in(key, r))
+        init_key, iter_key = split(fold_in(key, r))
         noise = jnp.where(cfg.restarts > 0, random_start(init_key, x, cfg), 0.0)
         x_adv, noise = project(x, noise)
         want = ~rec.done & ~rec.stopped
@@ -250,7 +288,7 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
 
         def iter_body(c):
             k, x_adv, noise, active, rec = c
-            kkey = jax.random.fold_in(iter_key, k)
+            kkey = fold_in(iter_key, k)
             if fused_fn is not None:
                 ok, grad = fused_fn(x_adv, kkey)
             else:

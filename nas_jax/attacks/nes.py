@@ -33,6 +33,7 @@ from nas_jax.attacks.evasion import (
     EvasionConfig,
     EvasionResult,
     batch_noise,
+    fold_in,
     is_success,
     needs_prediction,
     resolve_mode,
@@ -85,7 +86,7 @@ def nes_gradient(loss_fn: LossFn, x: jax.Array, key: jax.Array, n_queries: int =
     pair_loss = jax.vmap(loss_fn)  # [P, N, ...] -> [P, N]
 
     def chunk_sum(idx: jax.Array) -> jax.Array:
-        u = jax.vmap(lambda j: batch_noise(jax.random.normal, jax.random.fold_in(key, j), x))(idx)
+        u = jax.vmap(lambda j: batch_noise(jax.random.normal, fold_in(key, j), x))(idx)  # key: one or per example
         losses = pair_loss(jnp.concatenate([x[None] + sigma * u, x[None] - sigma * u]))
         diff = losses[: idx.shape[0]] - losses[idx.shape[0]:]  # [P, N]
         return jnp.einsum("pn,pn...->n...", diff, u)

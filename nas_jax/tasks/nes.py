@@ -26,7 +26,7 @@ def run_nes(entry, x_u8, labels, cfg, mode, key, nc):
         return nes_attack_jit(query_fn, to_float(x), y, key, cfg, mode=mode, n_queries=nc.n_queries,
                               sigma=nc.sigma, query_budget=nc.query_budget)
 
-    return victims.AttackBatches(nc.batch_size).run(attack, x_u8, labels, key)
+    return victims.AttackBatches(nc.batch_size, per_example_keys=True).run(attack, x_u8, labels, key)
 
 
 def _query_metrics(out, mode: str) -> dict:

@@ -39,7 +39,7 @@ def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mod
     def attack(x, y, key):
         return pgd_attack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg, mode=mode, k=k)
 
-    return victims.AttackBatches(batch_size).run(attack, x_u8, labels, key)
+    return victims.AttackBatches(batch_size, per_example_keys=True).run(attack, x_u8, labels, key)
 
 
 def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra_metrics, setting: dict,

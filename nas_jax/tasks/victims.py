@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from nas_jax import parallel
+from nas_jax.attacks import evasion
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.train import trainer, zoo
 from nas_jax.train.zoo import ZooEntry
@@ -49,12 +50,25 @@ def correct_inputs(correct: np.ndarray, order: np.ndarray, n: int) -> np.ndarray
     return chosen[:n]
 
 
+@jax.jit
+def _example_keys(key, indices):
+    return evasion.example_keys(key, indices)
+
+
 @dataclasses.dataclass
 class AttackBatches:
     """Runs a jitted per-example attack over an array in fixed-size, padded,
-    batch-sharded chunks and concatenates the per-example results."""
+    batch-sharded chunks and concatenates the per-example results.
+
+    ``per_example_keys=True`` passes the attack one key per input, ``fold_in(key, i)`` for the input's
+    index i in ``x`` (batch-sharded like the inputs), so an input's result does not depend on the batch size
+    or the device count (PGD and NES accept such keys, :func:`nas_jax.attacks.evasion.run_evasion`).
+    ``False`` passes one key per chunk, ``fold_in(key, chunk)``, for attacks that draw their noise per batch
+    (HopSkipJump): their results depend on the batching.
+    """
 
     batch_size: int
+    per_example_keys: bool = False
 
     def run(self, attack, x: np.ndarray, labels: np.ndarray, key: jax.Array):
         mesh = parallel.data_mesh()
@@ -68,6 +82,10 @@ class AttackBatches:
             if valid < bs:  # pad to the fixed shape; the padding is dropped below
                 xb = np.concatenate([xb, np.repeat(xb[-1:], bs - valid, 0)])
                 yb = np.concatenate([yb, np.repeat(yb[-1:], bs - valid, 0)])
-            out = attack(jax.device_put(xb, sharding), jax.device_put(yb, sharding), jax.random.fold_in(key, i))
+            if self.per_example_keys:
+                kb = _example_keys(key, jax.device_put(np.arange(start, start + bs, dtype=np.uint32), sharding))
+            else:
+                kb = jax.random.fold_in(key, i)
+            out = attack(jax.device_put(xb, sharding), jax.device_put(yb, sharding), kb)
             chunks.append(jax.tree_util.tree_map(lambda a, valid=valid: np.asarray(a)[:valid], out))
         return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *chunks)
