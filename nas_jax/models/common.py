@@ -87,12 +87,54 @@ class Normalize(nn.Module):
         return (x - mean) / std
 
 
+class BatchNorm(nn.BatchNorm):
+    """``nn.BatchNorm`` with PyTorch's running statistics (G4, the authors' ``nn.BatchNorm2d``).
+
+    Train mode normalises with the batch mean and the biased batch variance, then updates
+    ``mean ← m·mean + (1−m)·μ_B`` and ``var ← m·var + (1−m)·σ²_B·n/(n−1)`` (the *unbiased* variance over
+    the n values per channel; Flax uses the biased one), with Flax's ``momentum = m = 0.9`` (PyTorch's 0.1).
+    Eval mode normalises with the running statistics. Same variables as Flax's module (params ``scale``,
+    ``bias``; batch_stats ``mean``, ``var``) and the same class name, so auto-names (``BatchNorm_0``),
+    parameter counts and stored checkpoints are unchanged. Statistics are reduced in float32 (two-pass).
+    """
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        if mask is not None or self.axis_name is not None or self.axis != -1:
+            raise NotImplementedError("nas_jax BatchNorm supports the channel-last axis only, without masks or "
+                                      "axis_name (jit over a sharded batch reduces across devices already).")
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        features = x.shape[-1]
+        axes = tuple(range(x.ndim - 1))
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (features,))
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            xf = x.astype(jnp.float32)
+            mean = jnp.mean(xf, axis=axes)
+            var = jnp.mean(jnp.square(xf - mean), axis=axes)  # biased: what the batch is normalised with
+            if not self.is_initializing():
+                n = x.size // features
+                unbiased = var * (n / max(n - 1, 1))
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+        mul = jax.lax.rsqrt(var + self.epsilon)
+        if self.use_scale:
+            mul = mul * self.param("scale", self.scale_init, (features,), self.param_dtype)
+        y = (x - mean) * mul
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (features,), self.param_dtype)
+        return y.astype(self.dtype or jnp.result_type(x, jnp.float32))
+
+
 def batch_norm(train: bool, affine: bool = True, name: str | None = None, **kwargs) -> nn.BatchNorm:
-    """BatchNorm with PyTorch semantics (G4): running-stat momentum 0.1, eps 1e-5.
+    """BatchNorm with PyTorch semantics (G4): running-stat momentum 0.1, eps 1e-5, unbiased running
+    variance (:class:`BatchNorm`).
 
     ``affine=False`` drops scale and bias (the DARTS supernet, §b.5).
     """
-    return nn.BatchNorm(
+    return BatchNorm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
