@@ -57,4 +57,8 @@ def get_config(preset: str = "quick"):
     c.search.primitives = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3") if quick else ()
     c.search.fd_epsilon = 0.01  # finite-difference step R = ε / ‖∇_w' L_val‖
     c.search.digits_native = quick  # digits at 8x8 (quick) instead of 32x32
+    # smoothness monitoring (RobustDARTS): λ_max of ∇²_α L_val per epoch by power iteration (0 turns it off)
+    c.search.hessian_iterations = 10 if quick else 20
+    c.search.hessian_batches = 2  # fixed α-half batches the eigenvalue is measured on
+    c.search.early_stop_factor = 0.0  # DARTS-ES: stop once λ_max > factor × its minimum so far (0: off; e.g. 1.3)
     return c

@@ -307,7 +307,7 @@ def test_search_resumes_exactly_after_a_kill(tmp_path, small_digits):
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
     assert strip(full["log"]) == strip(resumed["log"]) and len(full["log"]) == 2
     assert full["genotype"] == resumed["genotype"] == get_genotype(f"genotype:{tmp_path / 'full' / 'genotype.json'}")
-    assert all(Path(p).stat().st_size > 0 for p in full["figures"]) and len(full["figures"]) == 3
+    assert all(Path(p).stat().st_size > 0 for p in full["figures"]) and len(full["figures"]) == 4  # α x2, λ_max, cells
     # α moved from its 1e-3·N(0, 1) init; a finished search restores instead of searching again
     init = darts.create_search_state(full["model"], darts.step_config(c, 3), c.seed, (8, 8, 3))
     assert np.abs(flat(full["state"].arch) - flat(init.arch)).max() > 1e-3

@@ -8,8 +8,15 @@ knobs of paper §5.2). Output under ``{workdir}``:
 - ``genotype.json``: the derived genotype in the ``genotypes.json`` entry format, usable by
   every task as ``genotype:{workdir}/genotype.json``;
 - ``search/checkpoints``, ``search/search_log.jsonl`` (one row per epoch: losses,
-  accuracies, lr, the mixing weights of every edge, the genotype, #skip), ``search/spec.json``;
-- ``figures/search_alpha_{normal,reduce}.png`` and ``figures/search_cells.png``.
+  accuracies, lr, the mixing weights of every edge, the genotype, #skip, and the dominant
+  eigenvalue of the α-Hessian of the validation loss, :mod:`nas_jax.search.smoothness`),
+  ``search/spec.json``;
+- ``figures/search_alpha_{normal,reduce}.png``, ``figures/search_hessian.png`` and
+  ``figures/search_cells.png``.
+
+With ``search.early_stop_factor`` > 0 (DARTS-ES, RobustDARTS §5.1) the search stops at the
+first epoch whose eigenvalue exceeds that factor times the smallest one before it, and the
+genotype is the one derived at the epoch of that minimum.
 
 Batches depend only on the step counter (and the seed), the state and the running
 metric sums are checkpointed together, so a killed search restarted with the same
@@ -29,9 +36,9 @@ from tqdm.auto import tqdm
 
 from nas_jax import parallel
 from nas_jax.data import Dataset, load_dataset
-from nas_jax.models.genotypes import Genotype
+from nas_jax.models.genotypes import Genotype, genotype_from_dict
 from nas_jax.models.supernet import Supernet, edge_weights, supernet_from_config
-from nas_jax.search import darts
+from nas_jax.search import darts, smoothness
 from nas_jax.search.genotype import derive_genotype, save_genotype
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.sampler import EpochSampler
@@ -70,6 +77,10 @@ def search_spec(config, dataset: Dataset) -> dict:
     for key in ("eval_batch_size", "eval_every_epochs", "checkpoint_every_steps", "cutout"):
         train.pop(key, None)
     search = config.search.to_dict()
+    for key in ("hessian_iterations", "hessian_batches"):  # a measurement: it does not change the search
+        search.pop(key, None)
+    if not search.get("early_stop_factor"):
+        search.pop("early_stop_factor", None)
     return {"dataset": config.dataset, "image_shape": list(dataset.x_train.shape[1:]),
             "n_train": len(dataset.y_train), "seed": int(config.seed), "arch": arch, "train": train,
             "search": search}
@@ -119,6 +130,14 @@ class Batches:
         train = tuple(jax.make_array_from_process_local_data(stacked, a) for a in (xs, ys))
         val = parallel.global_batch(self.mesh, self.a.local_batch(*self.a_local, *divmod(step, self.a.steps_per_epoch)))
         return (*train, *val)
+
+    def hessian_batches(self, k: int):
+        """The first ``k`` α batches of the α half's first shuffled epoch, stacked (k, B, ...): one fixed set
+        for every epoch's eigenvalue, so the curve compares like with like."""
+        k = min(k, self.a.steps_per_epoch)
+        rows = [self.a.local_batch(*self.a_local, 0, i) for i in range(k)]
+        stacked = darts.stacked_sharding(self.mesh)
+        return tuple(jax.make_array_from_process_local_data(stacked, np.stack([r[j] for r in rows])) for j in (0, 1))
 
 
 def _read_log(path: Path, before_epoch: int) -> list[dict]:
@@ -174,10 +193,17 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     step = int(state.step)
     step_fn = darts.make_search_step(model, sc, config.seed, mesh)
     schedule = darts.weight_schedule(sc)
+    s = config.search
+    iterations, es_factor = int(s.get("hessian_iterations", 0)), float(s.get("early_stop_factor", 0.0))
+    if es_factor > 0 and iterations < 1:
+        raise ValueError("search.early_stop_factor > 0 (DARTS-ES) needs the eigenvalue: set "
+                         "--config.search.hessian_iterations >= 1 (e.g. 20).")
+    eigen_fn = smoothness.make_eigenvalue_fn(model, iterations, mesh) if iterations else None
+    eigen_batches = batches.hessian_batches(int(s.get("hessian_batches", 2))) if iterations else None
 
     main = parallel.is_main_process()
     log_path = sdir / "search_log.jsonl"
-    log = _read_log(log_path, step // spe) if main else []
+    log = _read_log(log_path, step // spe)  # every process: the early-stop rule reads it (checkpoints share the dir)
     writer = None
     if main and tb_dir is not None:
         from tensorboardX import SummaryWriter
@@ -185,8 +211,9 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         writer = SummaryWriter(str(tb_dir))
     bar = tqdm(total=epochs * spe, initial=step, disable=not (progress and main), unit="step",
                desc=f"search {sc.hypergradient} n_step={sc.n_step} γ={config.search.skip_gamma}", dynamic_ncols=True)
+    stopped = _early_stop(log, es_factor)
     try:
-        while step < epochs * spe:
+        while step < epochs * spe and stopped is None:
             epoch, t0 = step // spe, time.perf_counter()
             for _ in range(step % spe, spe):
                 state, m = step_fn(state, *batches(step))
@@ -199,41 +226,65 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
                     return {"state": state, "interrupted": True, "step": step, "model": model}
             row = epoch_row(epoch, step, np.asarray(jax.device_get(sums)), state, model,
                             float(schedule((step * batches.real) - 1)), time.perf_counter() - t0)
+            if eigen_fn is not None:
+                key = jax.random.fold_in(jax.random.key(config.seed), epoch)
+                row["hessian_eigenvalue"] = float(eigen_fn(state, *eigen_batches, key))
             sums = jnp.zeros_like(sums)
+            log.append(row)
             if main:  # the log first: a kill before the checkpoint replays this epoch and rewrites its row
-                log.append(row)
                 _write_log(log_path, log)
                 bar.set_postfix(train=f"{row['train_accuracy']:.3f}", val=f"{row['val_accuracy']:.3f}",
-                                skip=row["normal_skip_connects"])
+                                skip=row["normal_skip_connects"], **({"λ": f"{row['hessian_eigenvalue']:.3g}"}
+                                                                     if "hessian_eigenvalue" in row else {}))
                 if writer is not None:
                     for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                              "normal_skip_connects"):
-                        writer.add_scalar(f"search/{k}", row[k], epoch)
+                              "normal_skip_connects", "hessian_eigenvalue"):
+                        if k in row:
+                            writer.add_scalar(f"search/{k}", row[k], epoch)
             ckpt.save(step, {"state": state, "sums": sums})
-            if max_steps is not None and step >= max_steps and step < epochs * spe:
+            stopped = _early_stop(log, es_factor)
+            if max_steps is not None and step >= max_steps and step < epochs * spe and stopped is None:
                 return {"state": state, "interrupted": True, "step": step, "model": model}
     finally:
         bar.close()
         ckpt.close()
         if writer is not None:
             writer.close()
-    genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
-                               model.multiplier)
+    if stopped is not None:  # DARTS-ES: the genotype of the epoch with the smallest eigenvalue before the stop
+        best = smoothness.minimum_epoch(_eigenvalues(log), stopped)
+        genotype = genotype_from_dict(log[best]["genotype"], f"search log epoch {best}")
+    else:
+        genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
+                                   model.multiplier)
     out = {"state": state, "interrupted": False, "step": step, "log": log, "genotype": genotype,
-           "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": []}
+           "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": [], "early_stopped_epoch": stopped}
     if main:
         save_genotype(genotype, out["genotype_path"])
         out["figures"] = write_figures(workdir, log, model, genotype)
     return out
 
 
+def _early_stop(log: list[dict], factor: float) -> int | None:
+    """The DARTS-ES stopping epoch of the logged eigenvalues (None: keep searching)."""
+    if factor <= 0 or not log:
+        return None
+    return smoothness.early_stop_epoch(_eigenvalues(log), factor)
+
+
+def _eigenvalues(log: list[dict]) -> list[float]:
+    """λ_max per logged epoch (NaN where an epoch was searched with the measurement off)."""
+    return [r.get("hessian_eigenvalue", float("nan")) for r in log]
+
+
 def write_figures(workdir: Path, log: list[dict], model: Supernet, genotype: Genotype) -> list[Path]:
-    """α over the epochs (normal and reduce cells) and drawings of the found cells."""
+    """α over the epochs (normal and reduce cells), the α-Hessian eigenvalue and drawings of the found cells."""
     from nas_jax.analysis.cells import draw_genotype
-    from nas_jax.search.plots import alpha_history
+    from nas_jax.search.plots import alpha_history, hessian_history
 
     figs = workdir / "figures"
     paths = [alpha_history(log, kind, model.ops, model.steps, figs / f"search_alpha_{kind}.png")
              for kind in ("normal", "reduce")] if log else []
+    if any("hessian_eigenvalue" in r for r in log):
+        paths.append(hessian_history(log, figs / "search_hessian.png"))
     paths.append(draw_genotype(f"genotype:{workdir / GENOTYPE_FILE}", figs / "search_cells.png"))
     return paths

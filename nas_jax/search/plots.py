@@ -47,3 +47,25 @@ def alpha_history(log: list[dict], kind: str, ops: tuple[str, ...], steps: int, 
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def hessian_history(log: list[dict], path: str | Path, title: str = "") -> Path:
+    """λ_max of the α-Hessian of the validation loss per epoch (RobustDARTS' smoothness signal; the
+    paper's §4.1/§5.1 trainability preference), with the normal cell's #skip on a second axis."""
+    rows = [r for r in log if "hessian_eigenvalue" in r]
+    epochs = [r["epoch"] + 1 for r in rows]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), layout="constrained")
+    ax.plot(epochs, [r["hessian_eigenvalue"] for r in rows], "o-", color="tab:red", label="λ_max(∇²_α L_val)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dominant eigenvalue", color="tab:red")
+    skip = ax.twinx()
+    skip.step(epochs, [r["normal_skip_connects"] for r in rows], where="mid", color="tab:blue", alpha=0.6,
+              label="#skip (normal cell)")
+    skip.set_ylabel("#skip (normal cell)", color="tab:blue")
+    skip.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title or "search smoothness: α-Hessian eigenvalue", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -42,9 +42,12 @@ def run(config, workdir: str | Path) -> list[dict]:
     metrics = {**genotype_metrics(g), "train_accuracy": last.get("train_accuracy"),
                "val_accuracy": last.get("val_accuracy"), "train_loss": last.get("train_loss"),
                "val_loss": last.get("val_loss"), "epochs": config.train.epochs,
-               "search_seconds": sum(r["seconds"] for r in log), "wall_seconds": time.perf_counter() - t0}
+               "search_seconds": sum(r["seconds"] for r in log), "wall_seconds": time.perf_counter() - t0,
+               "hessian_eigenvalues": [r.get("hessian_eigenvalue") for r in log],
+               "early_stopped_epoch": out["early_stopped_epoch"]}
     setting = {"family": "nas", "variant": setting_name(sc), "hypergradient": sc.hypergradient,
-               "n_step": int(sc.n_step), "skip_gamma": float(sc.skip_gamma), "genotype": g.to_json(),
+               "n_step": int(sc.n_step), "skip_gamma": float(sc.skip_gamma),
+               "early_stop_factor": float(sc.get("early_stop_factor", 0.0)), "genotype": g.to_json(),
                "genotype_path": str(out["genotype_path"]), "init_channels": config.arch.init_channels,
                "layers": config.arch.layers}
     record = results.make_record(config, task="search", model=f"genotype:{out['genotype_path']}", metrics=metrics,
@@ -59,5 +62,10 @@ def run(config, workdir: str | Path) -> list[dict]:
     print(format_table(rows, COLUMNS))
     print(f"supernet after {config.train.epochs} epochs: train acc {metrics['train_accuracy']:.3f}, "
           f"val acc {metrics['val_accuracy']:.3f} (α half, train-mode BN); search {metrics['search_seconds']:.0f} s")
+    eigs = [v for v in metrics["hessian_eigenvalues"] if v is not None]
+    if eigs:
+        print("α-Hessian λ_max per epoch (RobustDARTS smoothness): " + " ".join(f"{v:.3g}" for v in eigs)
+              + (f"; DARTS-ES stopped at epoch {out['early_stopped_epoch']}" if out["early_stopped_epoch"] is not None
+                 else ""))
     print(f"genotype: {out['genotype_path']}\nfigures: " + ", ".join(str(p) for p in out["figures"]))
     return [record]
