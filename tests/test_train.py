@@ -76,6 +76,30 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert int(resumed["state"].step) == int(full["state"].step)
     for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _assert_same_log(full["log"], resumed["log"])  # the resumed epoch carries its running sums (step 9 of 8..15)
+
+
+def _assert_same_log(a, b):
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("train_loss", "train_accuracy", "test_accuracy"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5), (k, ra, rb)
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    *_, full = _train(tmp_path / "full", model=tiny_cnn())
+    _train_interrupted(tmp_path / "resumed", stop_at=14)  # checkpoints kept: steps 9 and 12
+    steps = Checkpointer(tmp_path / "resumed" / "checkpoints").all_steps()
+    assert steps == [9, 12], steps
+    for f in (tmp_path / "resumed" / "checkpoints" / "12").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"not a checkpoint")  # e.g. a disk that filled while it was written
+    with pytest.warns(UserWarning, match=r"checkpoints/12 cannot be read.*Resuming from the previous checkpoint"):
+        *_, resumed = _train(tmp_path / "resumed", model=tiny_cnn(), checkpoint_every_steps=3)
+    assert (tmp_path / "resumed" / "corrupt_checkpoints" / "12").is_dir()
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _assert_same_log(full["log"], resumed["log"])
 
 
 def _train_interrupted(run_dir, stop_at):

@@ -7,20 +7,30 @@ milliseconds instead of seconds. Writes are atomic (orbax writes to a
 temporary directory and renames it), so a run killed at any moment leaves the
 previous checkpoint intact. Restoring compares the stored layout with the
 requested one first and refuses any difference: a checkpoint is never loaded
-partially (DESIGN "Victim zoo").
+partially (DESIGN "Victim zoo"). A checkpoint that cannot be read (truncated, overwritten, half
+deleted) raises :class:`CheckpointCorruptError`; the trainer then falls back to the previous one.
+Each checkpoint may carry a small JSON ``progress`` item (the running sums of a
+checkpointed epoch); checkpoints written without it still restore.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nas_jax.errors import UserError
 
-class CheckpointMismatchError(ValueError):
+
+class CheckpointMismatchError(UserError):
     """The stored checkpoint does not have the structure or shapes requested."""
+
+
+class CheckpointCorruptError(UserError):
+    """A stored checkpoint cannot be read."""
 
 
 def layout(tree) -> list[list]:
@@ -65,27 +75,50 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
         self.directory = Path(directory).absolute()
-        self._manager = ocp.CheckpointManager(
+        self.max_to_keep = max_to_keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
                                                  enable_async_checkpointing=False),
-            item_names=("vectors", "layout"),
+            item_names=("vectors", "layout", "progress"),
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state) -> None:
+    def all_steps(self) -> list[int]:
+        """The stored steps, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, progress: dict | None = None) -> None:
+        """Save ``state`` at ``step``, with an optional JSON-able ``progress`` dict (see :meth:`restore_progress`)."""
         args = ocp.args.Composite(vectors=ocp.args.StandardSave(_pack(state)),
-                                  layout=ocp.args.JsonSave(layout(state)))
+                                  layout=ocp.args.JsonSave(layout(state)),
+                                  progress=ocp.args.JsonSave(progress or {}))
         self._manager.save(step, args=args, force=True)
+
+    def _read(self, step: int, **items):
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # orbax/tensorstore/json raise many types for a damaged directory
+            raise CheckpointCorruptError(
+                f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}: {str(e)[:200]}). It is "
+                f"damaged (a full disk, a copy cut short, a deleted file). Delete {self.directory}/{step} to fall "
+                "back to an earlier checkpoint, or the whole run directory to retrain."
+            ) from e
 
     def restore(self, template, step: int | None = None):
         """Restore into the structure, shapes, dtypes and shardings of ``template``."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}.")
-        stored = self._manager.restore(step, args=ocp.args.Composite(layout=ocp.args.JsonRestore()))["layout"]
+        if step not in self._manager.all_steps():
+            raise CheckpointCorruptError(f"checkpoint {self.directory}/{step} does not exist (stored steps: "
+                                         f"{self.all_steps()}).")
+        stored = self._read(step, layout=ocp.args.JsonRestore())["layout"]
         wanted = layout(template)
         if stored != wanted:
             raise CheckpointMismatchError(
@@ -93,8 +126,31 @@ class Checkpointer:
                 f"{_describe_mismatch(stored, wanted)}. It was written for another architecture or config; "
                 "use another zoo directory/preset, or delete it to retrain."
             )
-        vectors = self._manager.restore(step, args=ocp.args.Composite(vectors=ocp.args.StandardRestore()))["vectors"]
-        return _unpack(vectors, template)
+        vectors = self._read(step, vectors=ocp.args.StandardRestore())["vectors"]
+        try:
+            return _unpack(vectors, template)
+        except (KeyError, ValueError, TypeError) as e:  # vectors shorter than the layout says
+            raise CheckpointCorruptError(f"checkpoint {self.directory}/{step} is incomplete ({e}); delete it.") from e
+
+    def restore_progress(self, step: int) -> dict:
+        """The ``progress`` dict saved with ``step``; {} for checkpoints written without one."""
+        try:
+            return dict(self._manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+                        ["progress"] or {})
+        except Exception:  # noqa: BLE001 - an older checkpoint without the item
+            return {}
+
+    def quarantine(self, step: int) -> Path:
+        """Move an unreadable checkpoint out of the way (to ``corrupt_checkpoints/`` beside the directory)."""
+        target = self.directory.parent / "corrupt_checkpoints" / str(step)
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(self.directory / str(step)), str(target))
+        self._manager.close()
+        self._manager = self._open()
+        return target
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from tqdm.auto import tqdm
 
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch, to_float
-from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.errors import UserError
+from nas_jax.train.checkpoint import CheckpointCorruptError, Checkpointer
 from nas_jax.train.sampler import EpochSampler
 
 # ----------------------------------------------------------------------------
@@ -214,9 +216,13 @@ def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh
 def _read_log(path: Path, before_epoch: int) -> list[dict]:
     if not path.exists():
         return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r["epoch"] < before_epoch]
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [r for r in rows if r["epoch"] < before_epoch]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"the training log {path} is damaged ({type(e).__name__}: {e}). Delete it (the next run "
+                        "rewrites the epochs it trains) or delete the whole run directory to retrain.") from e
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -224,6 +230,22 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     tmp.replace(path)
+
+
+def resume(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
+    """(state, progress) of the newest readable checkpoint, or (``state``, {}) when there is none. An unreadable
+    checkpoint (a run killed while the disk filled, a damaged copy) is moved aside with a warning and the
+    previous one is used; a checkpoint of another architecture is refused (CheckpointMismatchError)."""
+    while (step := ckpt.latest_step()) is not None:
+        try:
+            restored = ckpt.restore(state, step)
+        except CheckpointCorruptError as e:
+            moved = ckpt.quarantine(step)
+            warnings.warn(f"{e} Resuming from the previous checkpoint instead (the damaged one was moved to "
+                          f"{moved}).", stacklevel=2)
+            continue
+        return restored, ckpt.restore_progress(step)
+    return state, {}
 
 
 def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: int | None = None,
@@ -260,8 +282,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
                               opt_state=tx.init(start["params"]))
     state = jax.device_put(state, parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
+    state, progress = resume(ckpt, state)
     start = int(state.step)
     train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh, batch_transform)
     predict = make_predict(model, mesh)
@@ -277,10 +298,13 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
     bar = tqdm(total=epochs * spe, initial=start, disable=not (progress and main), unit="step",
                desc=f"train {name}", dynamic_ncols=True)
     step, test_acc = start, None
+    # A resume inside an epoch continues that epoch's running sums (saved with mid-epoch checkpoints).
+    carry = progress if start % spe and progress.get("epoch") == start // spe else {}
     try:
         while step < epochs * spe:
             epoch = step // spe
-            sums = jnp.zeros(3)
+            sums = jnp.asarray(carry.get("epoch_sums", np.zeros(3)), jnp.float32)
+            seconds_before, carry = float(carry.get("epoch_seconds", 0.0)), {}
             t0 = time.perf_counter()
             for s in range(step % spe, spe):
                 images, labels = sampler.local_batch(x_local, y_local, epoch, s)
@@ -289,11 +313,12 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
                 step += 1
                 bar.update(1)
                 if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and step % spe:
-                    ckpt.save(step, state)
+                    ckpt.save(step, state, {"epoch": epoch, "epoch_sums": np.asarray(jax.device_get(sums)).tolist(),
+                                            "epoch_seconds": seconds_before + time.perf_counter() - t0})
                 if max_steps is not None and step >= max_steps:
                     return {"state": state, "interrupted": True, "step": step}
             loss_sum, correct, count = np.asarray(jax.device_get(sums))
-            seconds = time.perf_counter() - t0
+            seconds = seconds_before + time.perf_counter() - t0
             row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / count),
                    "train_accuracy": float(correct / count), "images_per_s": float(count / seconds),
                    "lr": float(schedule(step - 1))}

@@ -5,15 +5,26 @@ weights: model, architecture knobs, data, recipe, seed), orbax checkpoints and
 ``train_log.jsonl``; ``final.json`` marks a finished run. Any task that needs a
 trained victim calls :func:`get_or_train`: it restores a finished entry,
 resumes an unfinished one, or trains a new one. An entry whose spec differs
-from the request is refused with the differing keys, never loaded.
+from the request is refused with the differing keys, never loaded. An ``npz:``
+dataset enters the spec by the SHA-256 of the file's contents (not only its
+path). A finished entry restores exactly the step ``final.json`` names (a
+missing one is refused: older weights would not match its accuracy). One
+process at a time works on an entry: a second waits on ``.lock``, printing the
+pid that holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import json
+import os
 import re
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +32,22 @@ import flax.linen as nn
 import jax
 
 from nas_jax.data import Dataset, load_dataset
+from nas_jax.errors import UserError
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.train import trainer
 from nas_jax.train.checkpoint import Checkpointer
 
+# What the models' BatchNorm does, part of every spec: entries trained before BN took PyTorch's unbiased
+# running variance (issue 17) hold other eval-mode statistics and are refused, not mixed with new ones.
+BATCH_NORM = "pytorch: unbiased running variance, momentum 0.1, eps 1e-5"
 
-class ZooMismatchError(ValueError):
+
+class ZooMismatchError(UserError):
     """A zoo entry exists for this path but was trained with a different spec."""
+
+
+class ZooEntryError(UserError):
+    """A zoo entry's files are damaged or inconsistent."""
 
 
 @dataclasses.dataclass
@@ -57,7 +77,10 @@ def slug(name: str) -> str:
 
 
 def run_dir(config, model_name: str) -> Path:
-    return Path(config.zoo_dir) / slug(config.dataset) / slug(model_name) / config.preset
+    """``{zoo_dir}/{dataset}/{model}/{preset}``, ``{preset}_seed{s}`` for a seed other than 0 (seed 0 keeps the
+    path of the single-seed zoo; every seed is its own victim)."""
+    leaf = config.preset if int(config.seed) == 0 else f"{config.preset}_seed{int(config.seed)}"
+    return Path(config.zoo_dir) / slug(config.dataset) / slug(model_name) / leaf
 
 
 def model_config(config, model_name: str):
@@ -83,7 +106,34 @@ def training_spec(config, model_name: str) -> dict:
     train = config.train.to_dict()
     for key in ("eval_batch_size", "eval_every_epochs", "checkpoint_every_steps"):
         train.pop(key)
-    return {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train}
+    spec = {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train,
+            "batch_norm": BATCH_NORM}
+    if config.dataset.startswith("npz:"):
+        spec["dataset_sha256"] = file_sha256(os.path.expanduser(config.dataset[len("npz:"):]))
+    return spec
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's contents (cached by path, inode, size and change times)."""
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, _stat: tuple) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path, what: str):
+    """A JSON file of a zoo entry; a damaged one is a clear error naming the fix."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooEntryError(f"{what} {path} is damaged ({e}). Delete the entry {path.parent} to retrain it.") from e
 
 
 def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -102,7 +152,7 @@ def check_spec(directory: Path, spec: dict) -> None:
     """Write the spec of a new entry, or refuse an entry trained differently."""
     path = directory / "spec.json"
     if path.exists():
-        stored = json.loads(path.read_text())
+        stored = read_json(path, "the zoo spec")
         diffs = spec_diff(stored, spec)
         if diffs:
             raise ZooMismatchError(
@@ -115,6 +165,36 @@ def check_spec(directory: Path, spec: dict) -> None:
         path.write_text(json.dumps(spec, indent=2, sort_keys=True))
 
 
+@contextlib.contextmanager
+def entry_lock(directory: Path, poll_s: float = 2.0):
+    """Exclusive use of one zoo entry (two identical runs would write the same orbax checkpoints): a second
+    process waits, printing who holds the lock. Only process 0 of a multi-process run locks."""
+    if jax.process_index() != 0:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            print(f"zoo entry {directory} is in use by {holder}; waiting for it to finish "
+                  f"(or stop that process; the lock is released when it exits).", flush=True)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(poll_s)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def get_or_train(config, model_name: str | None = None, dataset: Dataset | None = None,
                  tb_dir: str | Path | None = None, progress: bool = True) -> ZooEntry:
     """Restore the trained ``model_name`` from the zoo, or train (resume) it first."""
@@ -123,23 +203,27 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
     dataset = dataset or load_dataset(config.dataset, config.data_dir or None)
     model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     directory = run_dir(config, model_name)
-    check_spec(directory, training_spec(config, model_name))
-    final = directory / "final.json"
-    if final.exists():
-        info = json.loads(final.read_text())
-        variables = restore_variables(model, config, dataset, directory)
-        log = trainer._read_log(directory / "train_log.jsonl", config.train.epochs)
-        return ZooEntry(model_name, model_family(model_name), model, variables, dataset,
-                        info["test_accuracy"], directory, log)
-    out = trainer.train(model, dataset, config, directory, tb_dir=tb_dir, progress=progress, name=model_name)
-    if jax.process_index() == 0:
-        final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
+    spec = training_spec(config, model_name)
+    with entry_lock(directory):
+        check_spec(directory, spec)
+        final = directory / "final.json"
+        if final.exists():
+            info = read_json(final, "the zoo entry's final.json")
+            variables = restore_variables(model, config, dataset, directory, step=info.get("step"))
+            log = trainer._read_log(directory / "train_log.jsonl", config.train.epochs)
+            return ZooEntry(model_name, model_family(model_name), model, variables, dataset,
+                            info["test_accuracy"], directory, log)
+        out = trainer.train(model, dataset, config, directory, tb_dir=tb_dir, progress=progress, name=model_name)
+        if jax.process_index() == 0:
+            final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
     return ZooEntry(model_name, model_family(model_name), model, out["state"].variables, dataset,
                     out["test_accuracy"], directory, out["log"])
 
 
-def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Path) -> dict[str, Any]:
-    """Load the final params and batch_stats of a finished entry."""
+def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Path,
+                      step: int | None = None) -> dict[str, Any]:
+    """Load the final params and batch_stats of a finished entry: the checkpoint of ``step`` (final.json's),
+    never an older one (its weights would not match the stored accuracy)."""
     from nas_jax.train.sampler import EpochSampler
 
     spe = EpochSampler(len(dataset.y_train), config.train.batch_size,
@@ -149,6 +233,11 @@ def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Pat
                                                            dataset.x_train.shape[1:]))
     ckpt = Checkpointer(directory / "checkpoints")
     try:
-        return ckpt.restore(template).variables
+        if step is not None and step not in ckpt.all_steps():
+            raise ZooEntryError(
+                f"the zoo entry {directory} is finished at step {step} (final.json), but that checkpoint is "
+                f"missing (stored steps: {ckpt.all_steps()}). Older weights would not match the stored test "
+                f"accuracy, so they are not loaded. Delete {directory} to retrain the model.")
+        return ckpt.restore(template, step).variables
     finally:
         ckpt.close()
