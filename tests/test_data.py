@@ -371,12 +371,26 @@ def test_npz_float_grey_and_optional_keys(tmp_path):
         ({"y_train": np.array([0, 1, 2])}, "one per image"),
         ({"class_names": np.array(["a", "b"]), "num_classes": np.array(3)}, "class_names"),
         ({"x_test": np.zeros((2, 5, 5, 3), np.uint8)}, "same HWC"),
+        ({"y_train": np.array([0, 1, 2, 0, 1, 9])}, r"classes \[3, 4, 5, 6, 7, 8\] never occur.*num_classes"),
+        ({"x_test": np.zeros((0, 4, 4, 3), np.uint8), "y_test": np.zeros((0,), np.int64)}, "x_test holds no images"),
     ],
 )
 def test_npz_validation_errors(tmp_path, arrays, pattern):
     name = _save_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=pattern):
         load_dataset(name)
+
+
+def test_npz_that_is_not_an_archive_is_named(tmp_path):
+    from nas_jax.errors import UserError
+
+    (tmp_path / "notes.npz").write_text("x_train,y_train\n1,2\n")
+    with pytest.raises(UserError, match=r"is not a .npz archive.*text starting 'x_train,y_train"):
+        load_dataset(f"npz:{tmp_path / 'notes.npz'}")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(UserError, match="single-array .npy file"):
+        load_dataset(f"npz:{tmp_path / 'one.npz'}")
 
 
 def test_npz_missing_file(tmp_path):

@@ -10,23 +10,28 @@ Required arrays:
 Optional arrays:
 
 - ``num_classes``: scalar; default ``max(label) + 1`` over both splits, or
-  ``len(class_names)``.
+  ``len(class_names)``. Without either, every class in [0, max label] must occur in
+  ``y_train``: a gap (one stray label 15 in a 10-class set) is refused rather than
+  silently making a 16-class model.
 - ``class_names``: 1-D string array.
 - ``mean``, ``std``: 3 values at pixel scale [0, 1]; default computed from the train
   split (``channel_stats``). Give them to reuse a parent dataset's constants (e.g. the
   CIFAR-10 ones of §a.2 for a CIFAR-10 subset).
 
-Files are opened with ``allow_pickle=False``.
+Files are opened with ``allow_pickle=False``; a file that is not a zip archive (``np.savez``
+output) is refused by name. Both splits must be non-empty.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from nas_jax.data.registry import Dataset, DatasetUnavailableError, channel_stats
+from nas_jax.errors import UserError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL_KEYS = ("num_classes", "class_names", "mean", "std")
@@ -40,21 +45,35 @@ def load_npz(path: str) -> Dataset:
             f"npz dataset file {path!r} not found. Save one with "
             f"np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
         )
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {key: f[key] for key in f.files}
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path!r} is not a .npz archive (a .npz file is a zip archive written by np.savez); it looks like "
+            f"{_describe_start(path)}. Save the arrays with np.savez(path, x_train=..., y_train=..., x_test=..., "
+            "y_test=...)."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{path!r} cannot be read as a .npz archive ({e}); write it again with np.savez "
+                        "(object arrays are not allowed).") from e
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{path}: missing arrays {missing}; found {sorted(arrays)}. Required: "
             f"{list(REQUIRED_KEYS)}; optional: {list(OPTIONAL_KEYS)}."
         )
     x_train = _images(arrays["x_train"], f"{path}: x_train")
     x_test = _images(arrays["x_test"], f"{path}: x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise UserError(
             f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
             f"{x_test.shape[1:]}; both splits need the same HWC shape."
         )
+    for split, images in (("x_train", x_train), ("x_test", x_test)):
+        if not len(images):
+            raise UserError(f"{path}: {split} holds no images; both splits need at least one (an empty test set "
+                            "would fail only after training).")
     y_train = _labels(arrays["y_train"], len(x_train), f"{path}: y_train")
     y_test = _labels(arrays["y_test"], len(x_test), f"{path}: y_test")
     class_names = _class_names(arrays.get("class_names"))
@@ -73,25 +92,36 @@ def load_npz(path: str) -> Dataset:
     )
 
 
+def _describe_start(path: str) -> str:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"\x93NUMPY"):
+        return "a single-array .npy file (use np.savez for several named arrays)"
+    try:
+        return f"text starting {head.decode('utf-8')[:40]!r}"
+    except UnicodeDecodeError:
+        return f"binary data starting {head[:8]!r}"
+
+
 def _images(x: np.ndarray, what: str) -> np.ndarray:
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise ValueError(f"{what} has shape {x.shape}; expected rank-4 NHWC with 1 or 3 channels.")
+        raise UserError(f"{what} has shape {x.shape}; expected rank-4 NHWC with 1 or 3 channels.")
     if x.dtype == np.uint8:
         out = x
     elif np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < 0 or x.max() > 255):
-            raise ValueError(f"{what}: integer pixels must lie in [0, 255].")
+            raise UserError(f"{what}: integer pixels must lie in [0, 255].")
         out = x.astype(np.uint8)
     elif np.issubdtype(x.dtype, np.floating):
         if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
-            raise ValueError(
+            raise UserError(
                 f"{what}: float pixels must lie in [0, 1] (got range "
                 f"[{np.nanmin(x):g}, {np.nanmax(x):g}]); store uint8 0..255 instead "
                 "if they are not scaled."
             )
         out = np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)
     else:
-        raise ValueError(f"{what} has dtype {x.dtype}; use uint8 or float in [0, 1].")
+        raise UserError(f"{what} has dtype {x.dtype}; use uint8 or float in [0, 1].")
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
     return np.ascontiguousarray(out)
@@ -99,11 +129,11 @@ def _images(x: np.ndarray, what: str) -> np.ndarray:
 
 def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{what} has dtype {y.dtype}; labels must be integers.")
+        raise UserError(f"{what} has dtype {y.dtype}; labels must be integers.")
     if y.shape != (n,):
-        raise ValueError(f"{what} has shape {y.shape}; expected ({n},), one per image.")
+        raise UserError(f"{what} has shape {y.shape}; expected ({n},), one per image.")
     if n and y.min() < 0:
-        raise ValueError(f"{what} contains negative labels (min {y.min()}).")
+        raise UserError(f"{what} contains negative labels (min {y.min()}).")
     return y.astype(np.int32)
 
 
@@ -127,10 +157,18 @@ def _num_classes(
         num_classes = len(class_names)
     else:
         num_classes = largest + 1
+        absent = sorted(set(range(num_classes)) - set(np.unique(y_train).tolist()))
+        if absent:
+            raise UserError(
+                f"{path}: the labels imply {num_classes} classes (largest label {largest}), but classes "
+                f"{absent[:10]}{' ...' if len(absent) > 10 else ''} never occur in y_train: a stray label would "
+                f"silently add classes. Fix the labels, or store num_classes (np.savez(..., num_classes=K)) or "
+                "class_names in the file to state the class count."
+            )
     if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"{path}: {len(class_names)} class_names but num_classes={num_classes}.")
+        raise UserError(f"{path}: {len(class_names)} class_names but num_classes={num_classes}.")
     if largest >= num_classes:
-        raise ValueError(
+        raise UserError(
             f"{path}: label {largest} is out of range for num_classes={num_classes}; "
             f"labels must lie in [0, {num_classes})."
         )
@@ -145,7 +183,7 @@ def _stats(
     try:
         mean, std = (np.asarray(arrays[k], dtype=np.float64).reshape(3) for k in ("mean", "std"))
     except (KeyError, ValueError):
-        raise ValueError(f"{path}: give both 'mean' and 'std', each with 3 values in pixel scale [0, 1].") from None
+        raise UserError(f"{path}: give both 'mean' and 'std', each with 3 values in pixel scale [0, 1].") from None
     if not (std > 0).all():
-        raise ValueError(f"{path}: std must be positive, got {std.tolist()}.")
+        raise UserError(f"{path}: std must be positive, got {std.tolist()}.")
     return tuple(map(float, mean)), tuple(map(float, std))  # type: ignore[return-value]

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from nas_jax.errors import UserError
+
 Stats = tuple[float, float, float]
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserError, RuntimeError):
     """The dataset's files are not on disk and cannot be fetched now (e.g. offline)."""
 
 
@@ -143,7 +145,7 @@ def load_dataset(name: str, data_dir: str | None = None, **options: Any) -> Data
         from nas_jax.data.npz import load_npz
 
         return _call(load_npz, "npz", name[len(NPZ_PREFIX) :], **options)
-    raise ValueError(
+    raise UserError(
         f"Unknown dataset {name!r}. Valid names: {', '.join(DATASETS)} "
         f"(write 'npz:/path/to/file.npz' for your own arrays)."
     )
@@ -155,7 +157,7 @@ def _call(loader: Callable[..., Dataset], name: str, *args: Any, **options: Any)
     allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise ValueError(f"Dataset {name!r} does not take options {unknown}; valid options: {allowed or 'none'}.")
+        raise UserError(f"Dataset {name!r} does not take options {unknown}; valid options: {allowed or 'none'}.")
     return loader(*args, **options)
 
 
