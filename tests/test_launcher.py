@@ -205,3 +205,9 @@ def test_attack_sections_are_validated_before_victims_load(key, value, message):
     c.models = ("darts", "resnet", "darts")
     with pytest.raises(UserError, match=r"lists \['darts'\] more than once"):
         validate(c)
+
+
+def test_verbosity_1_shows_the_traceback_of_an_expected_error(tmp_path):
+    out = _launch(f"--config={ROOT}/configs/train.py", f"--workdir={tmp_path}", "--config.train.epochs=0",
+                  "--verbosity=1", cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" in out.stderr and "UserError: invalid config" in out.stderr
