@@ -1,24 +1,91 @@
-"""Figures of the study (PNG, matplotlib Agg): NAS vs manual comparisons."""
+"""Figures of the study (PNG, matplotlib Agg): NAS vs manual comparisons.
+
+Every figure is saved through :func:`_save`, which wraps a title wider than its figure (or its panel) onto
+several lines before the layout is computed, so no title is clipped; titles name a ``kind:PATH`` dataset or
+genotype by its file name (:func:`short_name`), and legends sit outside the data (:func:`legend_outside`).
+"""
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.text
+import matplotlib.ticker
+from matplotlib.patches import Patch
 
 FAMILY_COLORS = {"nas": "tab:red", "manual": "tab:blue"}
 
 
-def _save(fig, path: str | Path) -> Path:
+_KIND_PATH = re.compile(r"\b(?:npz|genotype):(?:[^\s,;()]*/)([^\s,;()/]+)")
+
+
+def short_name(text: str) -> str:
+    """``text`` with every ``kind:PATH`` dataset or genotype name shortened to its file name
+    (``npz:/long/path/file.npz`` -> ``file.npz``); other text is returned unchanged."""
+    return _KIND_PATH.sub(r"\1", text)
+
+
+def legend_outside(ax, **kwargs):
+    """A legend to the right of ``ax``, outside its data area (``_save``'s layout makes room for it)."""
+    kwargs.setdefault("fontsize", 8)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def _wrap(text_artist, max_width: float, renderer) -> None:
+    """Re-wrap ``text_artist`` onto more lines until its rendered width is at most ``max_width`` pixels."""
+    paragraphs = text_artist.get_text().split("\n")
+    chars = max(len(line) for line in paragraphs)
+    width = text_artist.get_window_extent(renderer).width
+    while width > max_width and chars > 8:
+        chars = max(8, min(chars - 1, int(chars * max_width / width)))
+        text_artist.set_text("\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in paragraphs))
+        width = text_artist.get_window_extent(renderer).width
+
+
+def shorten_names(fig) -> None:
+    """Apply :func:`short_name` to every text of ``fig``: titles, labels, legends, annotations and the fixed
+    tick labels that name models."""
+    for text in fig.findobj(matplotlib.text.Text):
+        short = short_name(text.get_text())
+        if short != text.get_text():
+            text.set_text(short)
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            fmt = axis.get_major_formatter()
+            if isinstance(fmt, matplotlib.ticker.FixedFormatter):
+                fmt.seq = [short_name(str(label)) for label in fmt.seq]
+
+
+def fit_titles(fig) -> None:
+    """Wrap the figure's suptitle to the figure's width and each panel title to its panel's width."""
+    renderer = fig.canvas.get_renderer()
+    if fig._suptitle is not None:
+        _wrap(fig._suptitle, 0.96 * fig.bbox.width, renderer)
+    for ax in fig.axes:
+        width = ax.get_position().width * fig.bbox.width
+        for title in (ax.title, ax._left_title, ax._right_title):
+            _wrap(title, max(width, 0.3 * fig.bbox.width), renderer)
+
+
+def _save(fig, path: str | Path, dpi: int = 150) -> Path:
+    """Shorten ``kind:PATH`` names, lay out with wrapped titles, write the PNG and close the figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fig.get_layout_engine() is None:  # figures built with layout="constrained" keep it
+    shorten_names(fig)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()  # panel widths first, then the titles wrapped to them, then the final layout
+        fit_titles(fig)
         fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    else:  # figures built with layout="constrained" keep it
+        fig.draw_without_rendering()
+        fit_titles(fig)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -28,16 +95,15 @@ def bar_panels(rows: list[dict], panels: list[tuple[str, str]], path: str | Path
     """One bar chart per (metric key, panel title); bars per model, coloured by family,
     NAS models first (Figure 2 style)."""
     rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 0.45 * len(rows) * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.9 + 0.45 * len(rows) * len(panels), 3.4), squeeze=False)
     for ax, (key, panel_title) in zip(axes[0], panels):
         values = [100 * r[key] for r in rows]
         ax.bar(range(len(rows)), values, color=[FAMILY_COLORS[r["family"]] for r in rows])
         ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-        ax.set_ylim(0, 115)
+        ax.set_ylim(0, 105)
         ax.set_title(panel_title)
         ax.set_ylabel(ylabel)
-        ax.legend(handles=[Patch(color=color, label=fam) for fam, color in FAMILY_COLORS.items()], fontsize=8,
-                  loc="upper right")
+    legend_outside(axes[0][-1], handles=[Patch(color=color, label=fam) for fam, color in FAMILY_COLORS.items()])
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -46,13 +112,13 @@ def bar_panels(rows: list[dict], panels: list[tuple[str, str]], path: str | Path
 def family_curves(xs: list[float], curves: dict[str, tuple[str, list[float]]], path: str | Path, xlabel: str,
                   ylabel: str, title: str = "") -> Path:
     """One line per model, coloured by family (Figure 3 style). ``curves``: model -> (family, ys)."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4 + 1.2 * (len(curves) // 12), 3.6))  # room for the legend on the right
     for model, (family, ys) in sorted(curves.items()):
         ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, color=FAMILY_COLORS[family], alpha=0.8, label=model)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=6, ncol=2)
+    legend_outside(ax, fontsize=6, ncol=1 + len(curves) // 12)
     if title:
         ax.set_title(title)
     return _save(fig, path)

@@ -144,17 +144,23 @@ def run(config, workdir: str | Path) -> list[dict]:
 
 
 def plot_figure14(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Accuracy drop and untargeted PGD ASR after AT per model (bars; black ticks: ASR before AT)."""
+    """Accuracy drop (bars: against the standard model of the AT recipe; black ticks: against the zoo victim,
+    where that differs) and untargeted PGD ASR after AT per model (black ticks: ASR before AT)."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
     xs = range(len(rows))
     colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(1.4 + 0.9 * len(rows), 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(2.8 + 0.9 * len(rows), 3.4))
     axes[0].bar(xs, [100 * r["accuracy_drop"] for r in rows], color=colors)
     axes[0].set_ylabel("clean accuracy drop (%)")
     axes[0].axhline(0, color="grey", lw=0.5)
+    extra = []
+    if any(r.get("accuracy_drop_zoo", r["accuracy_drop"]) != r["accuracy_drop"] for r in rows):
+        axes[0].scatter(xs, [100 * r["accuracy_drop_zoo"] for r in rows], marker="_", s=300, color="0.4")
+        extra = [Line2D([], [], color="0.4", marker="_", ls="", ms=12, label="drop vs zoo victim")]
     axes[1].bar(xs, [100 * r["asr"] for r in rows], color=colors)
     axes[1].scatter(xs, [100 * r["asr_standard"] for r in rows], marker="_", s=300, color="black",
                     label="standard training")
@@ -163,7 +169,7 @@ def plot_figure14(rows: list[dict], path: Path, title: str = "") -> Path:
     for ax in axes:
         ax.set_xticks(xs, [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
     handles = [Patch(color=c, label=f"{f} (AT)") for f, c in plots.FAMILY_COLORS.items()]
-    axes[1].legend(handles=handles + axes[1].get_legend_handles_labels()[0], fontsize=7)
+    plots.legend_outside(axes[1], handles=handles + axes[1].get_legend_handles_labels()[0] + extra, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return plots._save(fig, path)

@@ -182,7 +182,7 @@ def plot_asr_cad(rows: list[dict], path: Path, title: str = "") -> Path:
     from matplotlib.patches import Patch
 
     rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(1.4 + 0.9 * len(rows), 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(2.4 + 0.9 * len(rows), 3.4))
     colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
     for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
         ax.bar(range(len(rows)), [100 * r[key] for r in rows], color=colors)
@@ -190,7 +190,7 @@ def plot_asr_cad(rows: list[dict], path: Path, title: str = "") -> Path:
         ax.set_ylabel(label)
         ax.axhline(0, color="grey", lw=0.5)
     axes[0].set_ylim(0, 105)
-    axes[1].legend(handles=[Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()], fontsize=8)
+    plots.legend_outside(axes[1], handles=[Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()])
     if title:
         fig.suptitle(title, fontsize=9)
     return plots._save(fig, path)
@@ -201,7 +201,7 @@ def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     ns = sorted({r["n_neuron"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
         for family, color in plots.FAMILY_COLORS.items():
             models = sorted({r["model"] for r in rows if r["family"] == family})
@@ -214,7 +214,7 @@ def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
         ax.set_xticks(ns)
         ax.set_xlabel("number of target neurons")
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=8)
+    plots.legend_outside(axes[1])
     if title:
         fig.suptitle(title, fontsize=9)
     return plots._save(fig, path)

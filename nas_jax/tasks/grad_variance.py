@@ -99,7 +99,7 @@ def variance_figure(rows: list[dict], metric: str, path: Path, title: str) -> Pa
     plt = plots.plt
     bns = [b for b in BN_MODES if any(r["bn"] == b for r in rows)]
     models = sorted({(r["family"] != "nas", r["model"]) for r in rows})
-    fig, axes = plt.subplots(1, len(bns), figsize=(1.2 + 0.6 * len(models) * len(bns), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(bns), figsize=(2.2 + 0.6 * len(models) * len(bns), 3.6), squeeze=False)
     for ax, bn in zip(axes[0], bns):
         for i, (_, model) in enumerate(models):
             for j, phase in enumerate(PHASES):
@@ -113,7 +113,7 @@ def variance_figure(rows: list[dict], metric: str, path: Path, title: str) -> Pa
         ax.set_ylabel(metric)
     handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
     handles += [Patch(facecolor="0.5", alpha=0.45, label="init"), Patch(facecolor="0.5", label="trained")]
-    axes[0][-1].legend(handles=handles, fontsize=7)
+    plots.legend_outside(axes[0][-1], handles=handles, fontsize=7)
     fig.suptitle(title)
     return plots._save(fig, path)
 

@@ -22,7 +22,7 @@ from nas_jax.attacks.hopskipjump import HSJConfig, LabelOracle, hopskipjump_jit
 from nas_jax.attacks.membership import DISTANCES, baseline_auc, boundary_scores, membership_auc, roc, sample_members
 from nas_jax.data import to_float
 from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS  # also selects the Agg backend
+from nas_jax.report.plots import FAMILY_COLORS, _save, legend_outside  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.tasks import victims
 from nas_jax.train.zoo import slug
@@ -84,14 +84,13 @@ def roc_figure(curves: list[dict], path: Path, title: str) -> Path:
     """Left: ROC curves (members positive), one per model, coloured by family. Right: AUC per model with the
     correct-vs-incorrect baseline as a black tick (Figure 10 style)."""
     rows = sorted(curves, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 3.8))
     for r in rows:
         ax.plot(r["fpr"], r["tpr"], color=FAMILY_COLORS[r["family"]], alpha=0.8, lw=1.2)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
     ax.set_title("ROC, boundary distance")
-    ax.legend(handles=[Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()], fontsize=8)
     pos = np.arange(len(rows))
     bx.bar(pos, [r["auc"] for r in rows], color=[FAMILY_COLORS[r["family"]] for r in rows])
     bx.scatter(pos, [r["baseline_auc"] for r in rows], marker="_", s=200, color="k", label="correct-vs-incorrect")
@@ -100,13 +99,10 @@ def roc_figure(curves: list[dict], path: Path, title: str) -> Path:
     bx.set_ylim(0.3, 1.0)
     bx.set_ylabel("AUC")
     bx.set_title("membership AUC")
-    bx.legend(fontsize=7)
+    families = [Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
+    legend_outside(bx, handles=families + bx.get_legend_handles_labels()[0], fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def run(config, workdir: str | Path) -> list[dict]:

@@ -134,7 +134,7 @@ def plot_cad(rows: list[dict], fractions: list[float], path: Path, title: str = 
     """Figure 6: CAD (%) against p, one thick line per family mean and a faint line per model."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
     xs = [100 * p for p in fractions]
     for family, color in plots.FAMILY_COLORS.items():
         curves = [[100 * r[f"cad_{p:g}"] for p in fractions] for r in rows if r["family"] == family]
@@ -146,7 +146,7 @@ def plot_cad(rows: list[dict], fractions: list[float], path: Path, title: str = 
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("poisoning fraction p (%)")
     ax.set_ylabel("clean accuracy drop (%)")
-    ax.legend(fontsize=8)
+    plots.legend_outside(ax)
     if title:
         ax.set_title(title, fontsize=9)
     return plots._save(fig, path)

@@ -27,7 +27,7 @@ from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS  # also selects the Agg backend
+from nas_jax.report.plots import FAMILY_COLORS, _save, legend_outside  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.train import zoo
 
@@ -81,7 +81,7 @@ def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset,
 
 def ace_budget_figure(rows: list[dict], path: Path, title: str) -> Path:
     """Figure 9 style: ACE against the query budget, one line per victim coloured by family (floors dotted)."""
-    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
     for victim in sorted({r["model"] for r in rows}):
         pts = sorted((r["budget"], r["ace"], r["victim_entropy"], r["family"]) for r in rows if r["model"] == victim)
         color = FAMILY_COLORS[pts[0][3]]
@@ -91,8 +91,8 @@ def ace_budget_figure(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("query budget")
     ax.set_ylabel("ACE (victim vs replica)")
-    ax.legend(handles=[Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
-              + [Line2D([], [], color="gray", ls=":", label="floor (victim entropy)")], fontsize=7)
+    legend_outside(ax, handles=[Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
+                   + [Line2D([], [], color="gray", ls=":", label="floor (victim entropy)")], fontsize=7)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
@@ -112,14 +112,6 @@ def matrix_figure(models: list[str], ace: dict, path: Path, title: str) -> Path:
     fig.colorbar(im, ax=ax, label="ACE")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
 
 
 def _print_tables(config, rows: list[dict], matrix_models: list[str]) -> None:
