@@ -15,8 +15,8 @@ model of the AT recipe (metrics.accuracy_drop) and against the Table 1 zoo victi
 same in the quick preset, whose reference is the zoo victim). Output: a table, `task: "adv_train"` records
 (metrics.accuracy_drop, accuracy_drop_zoo, asr, asr_standard) and {workdir}/figures/adv_train.png.
 Quick: 12.4 min wall on 2 CPU cores once the victims exist (measured with the earlier random-start default,
-partly sharing the cores with a test run; 1,200 CPU s): darts clean accuracy 98.3 -> 96.9%, untargeted PGD ASR 99.5 -> 22.5%; resnet 99.2 -> 96.7%,
-25.5 -> 11.0% (200 inputs).
+partly sharing the cores with a test run; 1,200 CPU s): darts clean accuracy 98.3 -> 96.9%, untargeted PGD ASR
+99.5 -> 22.5%; resnet 99.2 -> 96.7%, 25.5 -> 11.0% (200 inputs).
 Paper result (CIFAR-10): some NAS models (e.g. DARTS) reach accuracy and robustness comparable with manual
 models after AT; others (e.g. DrNAS) are worse on both.
 """

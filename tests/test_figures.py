@@ -75,7 +75,7 @@ def test_every_task_figure_fits(figures, tmp_path):
     rng = np.random.default_rng(0)
     rows = [{"model": m, "family": f, "asr_most_likely": 0.9, "asr_least_likely": 1.0} for m, f in QUICK4]
     check(figures, plots.bar_panels(rows, [("asr_most_likely", "most likely"), ("asr_least_likely", "least likely")],
-                                    tmp_path / "pgd_asr.png", ylabel="ASR (%)", title=f"PGD L∞ ε=8/255 on {DATASET}"))
+                                    tmp_path / "pgd_asr.png", ylabel="ASR (%)", title=f"PGD ε=8/255 on {DATASET}"))
     curves = {m: (f, list(np.linspace(0.1, 1.0, 5))) for m, f in QUICK4}
     check(figures, plots.family_curves([1, 2, 4, 8, 16], curves, tmp_path / "sweep.png", xlabel="ε", ylabel="ASR",
                                        title=f"untargeted PGD, step ε/3, {DATASET}"))
@@ -83,10 +83,10 @@ def test_every_task_figure_fits(figures, tmp_path):
                                            tmp_path / "common.png", title="least-likely PGD ε=8/255, 4 common inputs"))
     bd_rows = [{"model": m, "family": f, "asr": 0.95, "cad": 0.02, "n_neuron": n} for m, f in QUICK2 for n in (1, 2)]
     check(figures, backdoor.plot_asr_cad(bd_rows[::2], tmp_path / "bd.png", title=f"trojannn_n2 on {DATASET}"))
-    check(figures, backdoor.plot_neurons(bd_rows, tmp_path / "bdn.png", title=f"TrojanNN against n_neuron on {DATASET}"))
+    check(figures, backdoor.plot_neurons(bd_rows, tmp_path / "bdn.png", title=f"TrojanNN vs n_neuron on {DATASET}"))
     at_rows = [{"model": m, "family": f, "accuracy_drop": 0.02, "accuracy_drop_zoo": 0.03, "asr": 0.2,
                 "asr_standard": 1.0} for m, f in QUICK2]
-    check(figures, adv_train.plot_figure14(at_rows, tmp_path / "at.png", title=f"PGD adversarial training on {DATASET}"))
+    check(figures, adv_train.plot_figure14(at_rows, tmp_path / "at.png", title=f"adversarial training on {DATASET}"))
     fr = [0.0, 0.1, 0.2, 0.4]
     p_rows = [{"model": m, "family": f, **{f"cad_{p:g}": p / 5 for p in fr}} for m, f in QUICK2]
     check(figures, poison.plot_cad(p_rows, fr, tmp_path / "poison.png",
@@ -99,7 +99,7 @@ def test_every_task_figure_fits(figures, tmp_path):
           for m, f in QUICK2 for ph in ("init", "trained")]
     check(figures, ntk.condition_figure(nt, tmp_path / "ntk.png", f"NTK condition number on {DATASET}"))
     asr = {m: {"asr_most_likely": 0.5, "asr_least_likely": 0.2} for m, _ in QUICK2}
-    check(figures, ntk.correlation_figure(nt, asr, tmp_path / "ntkc.png", f"NTK condition number vs PGD ASR, {DATASET}"))
+    check(figures, ntk.correlation_figure(nt, asr, tmp_path / "ntkc.png", f"NTK κ vs PGD ASR, {DATASET}"))
     st = [{"model": m, "family": f, "budget": b, "ace": 1.0 / b ** 0.2, "victim_entropy": 0.1}
           for m, f in QUICK2 for b in (250, 500, 1000)]
     check(figures, stealing.ace_budget_figure(st, tmp_path / "st.png", f"Knockoff (random, soft labels), "

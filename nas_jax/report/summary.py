@@ -6,8 +6,9 @@ Reads ``{workdir}/results.jsonl`` (every task writes there when run with the sam
 model, the newest record of each measurement: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
 ASR (all stamped inputs, PROTOCOL §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
 was run), membership AUC (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``)
-and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that model. The paper's values
-(CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS variants it shows.
+and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that
+model. The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS
+variants it shows.
 """
 
 from __future__ import annotations
