@@ -33,6 +33,8 @@ def test_permutation_p_value_equals_exact_enumeration():
     assert result.value == pytest.approx(observed)
     assert result.p_value == pytest.approx(min(1.0, 2 * min(p_greater, p_less)))
     assert result.n == 8  # seeds over all models
+    single = family_gap({"a": [0.9, 0.8], "d": [0.6, 0.5]}, {"a": "nas", "d": "manual"}, n_boot=200)
+    assert single.value == pytest.approx(0.3) and np.isnan(single.p_value)  # no label permutation exists
 
 
 def test_bootstrap_interval_covers_a_known_gap_and_zero_under_the_null():

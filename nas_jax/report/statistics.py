@@ -99,10 +99,13 @@ def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str
     low, high = np.quantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
     nas = np.array([x.mean() for x in groups["nas"]])
     manual = np.array([x.mean() for x in groups["manual"]])
-    test = stats.permutation_test((nas, manual), lambda a, b: np.mean(a) - np.mean(b), permutation_type="independent",
-                                  alternative="two-sided", n_resamples=n_perm, random_state=seed)
+    p_value = math.nan  # a permutation of family labels needs two models in each family
+    if len(nas) > 1 and len(manual) > 1:
+        p_value = float(stats.permutation_test((nas, manual), lambda a, b: np.mean(a) - np.mean(b),
+                                               permutation_type="independent", alternative="two-sided",
+                                               n_resamples=n_perm, random_state=seed).pvalue)
     n = sum(len(x) for xs in groups.values() for x in xs)
-    return Interval(gap, float(low), float(high), n, float(test.pvalue))
+    return Interval(gap, float(low), float(high), n, p_value)
 
 
 def _ancova_gap(metric: np.ndarray, accuracy: np.ndarray, is_nas: np.ndarray) -> float:

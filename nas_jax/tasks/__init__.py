@@ -7,6 +7,7 @@ import importlib
 
 TASKS = {
     "adv_train": "nas_jax.tasks.adv_train",
+    "autoattack": "nas_jax.tasks.autoattack",
     "backdoor": "nas_jax.tasks.backdoor",
     "cells": "nas_jax.tasks.cells",
     "grad_variance": "nas_jax.tasks.grad_variance",
@@ -20,6 +21,7 @@ TASKS = {
     "poison": "nas_jax.tasks.poison",
     "search": "nas_jax.tasks.search",
     "stealing": "nas_jax.tasks.stealing",
+    "study": "nas_jax.tasks.study",
     "train": "nas_jax.tasks.train",
     "zoo": "nas_jax.tasks.zoo_table",
 }

@@ -1,0 +1,45 @@
+"""The whole study as one resumable grid: study.models × study.tasks × study.seeds (issue 14; every
+experiment of §3-§5).
+
+  python launch/main.py --config=configs/study.py --config.study.seeds="(0,1)"           # quick (digits)
+  python launch/main.py --config=configs/study.py:paper                                  # the paper's grid
+  python launch/main.py --config=configs/study.py --config.study.shard=1/4               # the 2nd of 4 parts
+  python -m nas_jax.report.study workdir/study                                           # the report again
+
+Each cell (task, model, seed) runs configs/{task}.py at this preset with the cell's model and seed
+in {workdir}/cells/{task}/{model}/seed{s} (its own results.jsonl), resumable cell by cell (a
+finished cell is skipped on a rerun; a killed one resumes through its task). Victims of seed s live
+in the zoo at {zoo_dir}/{dataset}/{model}/{preset}_seed{s} (seed 0: {preset}). At the end the
+report ({workdir}/report.md: per-model mean ± 95% CI over seeds, NAS − manual gaps with bootstrap
+CIs and permutation p-values, the accuracy-adjusted gap, a verdict per paper remark) is written
+from every cell present. Fan-out: launch/slurm_study.sh (one shard per array task) and
+launch/ray_study.py (one Ray task per cell); see BUILD.md.
+
+Per-task settings: `study.overrides.<task>` (and `.all`) hold launcher-style 'key=value' strings,
+e.g. --config.study.overrides.pgd="('pgd.n_inputs=50',)".
+quick: digits, darts and snas (NAS), resnet and vgg (manual), the tasks train, pgd, grad_variance,
+landscape, cells.
+"""
+
+import ml_collections
+
+from nas_jax.config import base_config
+from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks import TASKS
+
+PAPER_TASKS = ("train", "pgd", "pgd_sweep", "pgd_commonality", "nes", "poison", "backdoor", "adv_train", "stealing",
+               "membership", "landscape", "grad_variance", "cells", "ntk", "search")
+
+
+def get_config(preset: str = "quick"):
+    c = base_config("study", preset)
+    quick = c.preset == "quick"
+    c.study = ml_collections.ConfigDict()
+    c.study.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
+    c.study.tasks = ("train", "pgd", "grad_variance", "landscape", "cells") if quick else PAPER_TASKS
+    c.study.seeds = (0,)
+    c.study.shard = "0/1"  # 'i/n': run the i-th of n disjoint parts of the grid
+    c.study.only = ()  # cell names 'task/model/seed{s}' to run instead of a shard (the Ray driver)
+    c.study.report = True  # write {workdir}/report.md after the cells
+    c.study.overrides = ml_collections.ConfigDict({t: () for t in ("all", *sorted(t for t in TASKS if t != "study"))})
+    return c

@@ -1,0 +1,1 @@
+"""The study layer: the (task, model, seed) grid of the whole paper, its shards and cells."""

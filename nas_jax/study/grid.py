@@ -1,0 +1,179 @@
+"""The study as a grid of independent, resumable cells: (task, model, seed).
+
+Every cell runs the task's launcher config (``configs/{task}.py`` at the study's preset, with the
+cell's models and seed, :func:`cell_config`) in its own workdir ``{workdir}/cells/{task}/{model}/seed{s}``,
+so each writes its own ``results.jsonl`` (no two processes append to one file), and a cell is the
+same computation whether a whole shard runs in one process (``study.shard``, the SLURM array) or
+one launcher call runs it alone (``study.only``, the Ray driver). Tasks that compare models inside one
+call (``pgd_commonality``, ``cells``, ``zoo``) or have none (``search``) are one cell per seed
+over all the study's models.
+
+Sharding (``study.shard = "i/n"``): the cells of one (model, seed) stay together, so the victim
+they share is trained once, in one shard; the groups are assigned to shards by longest
+processing time first (estimated minutes per task at the quick preset, :data:`COST`), which is
+deterministic and balances the shards' estimated cost.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from nas_jax.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+ALL_MODELS = "*"  # the model of a cell that takes all the study's models at once
+
+# Estimated minutes per cell at the quick preset on 2 CPU cores, victim training excluded (README's table);
+# only the ratios matter for balancing the shards.
+COST = {"train": 3.0, "pgd": 1.0, "pgd_sweep": 1.5, "pgd_commonality": 2.0, "nes": 3.0, "poison": 9.5,
+        "backdoor": 2.5, "adv_train": 6.0, "stealing": 9.0, "membership": 3.0, "landscape": 0.5,
+        "grad_variance": 1.0, "cells": 0.2, "ntk": 0.5, "search": 5.0, "autoattack": 3.0, "zoo": 0.2}
+JOINT_TASKS = ("pgd_commonality", "cells", "zoo", "search")  # one cell per seed over all models
+TRAIN_MINUTES = 3.0  # a victim's quick training, counted once per (model, seed) group
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Cell:
+    task: str
+    model: str  # a zoo name, or ALL_MODELS for a joint task
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{'all' if self.model == ALL_MODELS else self.model}/seed{self.seed}"
+
+    def workdir(self, root: str | Path) -> Path:
+        from nas_jax.train.zoo import slug
+
+        return Path(root) / "cells" / self.task / ("all" if self.model == ALL_MODELS else slug(self.model)) / \
+            f"seed{self.seed}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise UserError(f"study.shard must look like 'i/n' (the i-th of n parts, 0-based), got {text!r}; "
+                        "e.g. --config.study.shard=0/4.") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"study.shard {text!r}: need 0 <= i < n, e.g. 0/{max(n, 1)} ... {max(n, 1) - 1}/{max(n, 1)}.")
+    return i, n
+
+
+def grid_cells(tasks, models, seeds) -> list[Cell]:
+    """Every (task, model, seed) of the grid in a stable order (train first: the victims)."""
+    from nas_jax.tasks import TASKS
+
+    unknown = [t for t in tasks if t not in TASKS or t == "study"]
+    if unknown:
+        raise UserError(f"unknown study tasks {unknown}; valid: {sorted(t for t in TASKS if t != 'study')}.")
+    if not models or not seeds:
+        raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
+    order = sorted(tasks, key=lambda t: (t != "train", list(tasks).index(t)))
+    cells = []
+    for seed in seeds:
+        for task in order:
+            targets = [ALL_MODELS] if task in JOINT_TASKS else list(models)
+            cells += [Cell(task, m, int(seed)) for m in targets]
+    return cells
+
+
+def assign_shards(cells: list[Cell], n: int) -> list[list[Cell]]:
+    """``n`` disjoint parts covering ``cells``: (model, seed) groups by longest estimated cost first, each to
+    the currently cheapest shard (ties: the lowest index); within a shard the grid order is kept."""
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.seed), []).append(c)
+
+    def cost(group: list[Cell]) -> float:
+        victim = 0.0 if group[0].model == ALL_MODELS else TRAIN_MINUTES
+        return victim + sum(COST.get(c.task, 1.0) for c in group)
+
+    loads, parts = [0.0] * n, [[] for _ in range(n)]
+    for key in sorted(groups, key=lambda k: (-cost(groups[k]), k)):
+        i = min(range(n), key=lambda s: (loads[s], s))
+        loads[i] += cost(groups[key])
+        parts[i] += groups[key]
+    position = {c: k for k, c in enumerate(cells)}
+    return [sorted(p, key=position.__getitem__) for p in parts]
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"a.b=value"`` -> ("a.b", value), the value read as a Python literal where it is one (as the launcher's
+    ``--config.a.b=value`` flags are)."""
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"a study override must be 'key=value' (e.g. 'train.epochs=4'), got {text!r}.")
+    try:
+        return key.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key.strip(), value
+
+
+def task_config(task: str, preset: str):
+    """``configs/{task}.py``'s ``get_config(preset)``, as the launcher loads it."""
+    path = CONFIG_DIR / f"{task}.py"
+    if not path.exists():
+        raise UserError(f"no config file {path} for task {task!r}.")
+    spec = importlib.util.spec_from_file_location(f"nas_jax_config_{task}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def set_path(config, key: str, value) -> None:
+    """``config.a.b = value``, refusing an unknown key with the valid ones at that level."""
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        if p not in node:
+            raise UserError(f"unknown config key {key!r}: no section {p!r}; valid: {sorted(node.keys())}.")
+        node = node[p]
+    if leaf not in node:
+        raise UserError(f"unknown config key {key!r}; valid keys of that section: {sorted(node.keys())}.")
+    current = node[leaf]
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    node[leaf] = value
+
+
+def cell_config(study, cell: Cell):
+    """The launcher config of ``cell``: the task's config at the study's preset, the study's shared fields, the
+    cell's model(s) and seed, then ``study.overrides['all']`` and ``study.overrides[task]``."""
+    c = task_config(cell.task, study.preset)
+    for key in ("dataset", "data_dir", "zoo_dir", "jit_cache_dir"):
+        c[key] = study[key]
+    c.seed = cell.seed
+    models = tuple(study.study.models) if cell.model == ALL_MODELS else (cell.model,)
+    if "models" in c:
+        c.models = models
+    elif cell.task == "train":
+        c.model = models[0]
+    elif cell.task == "cells":
+        c.cells.genotypes = tuple(m for m in models if _is_nas(m))
+    overrides = study.study.get("overrides", {})
+    for text in (*overrides.get("all", ()), *overrides.get(cell.task, ())):
+        set_path(c, *parse_override(text))
+    return c
+
+
+def only_cells(cells: list[Cell], names) -> list[Cell]:
+    """The cells named in ``names`` (``task/model/seed{s}``, :attr:`Cell.name`): how the Ray driver runs one cell
+    per launcher call (``--config.study.only="('pgd/darts/seed0',)"``)."""
+    by_name = {c.name: c for c in cells}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise UserError(f"study.only names cells not in the grid: {unknown}; e.g. {list(by_name)[:3]}.")
+    return [by_name[n] for n in names]
+
+
+def _is_nas(name: str) -> bool:
+    from nas_jax.models.registry import model_family
+
+    return model_family(name) == "nas"

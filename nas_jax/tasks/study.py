@@ -1,0 +1,75 @@
+"""Task ``study``: run this shard's cells of the (task, model, seed) grid, then write the report.
+
+See ``configs/study.py`` and :mod:`nas_jax.study.grid`. Every cell's config is built and validated
+before the first cell runs (a typo in the grid fails at once, not hours in). A finished cell leaves
+``cell.json`` (its config hash, records and seconds) in its workdir and is skipped on a rerun with the
+same config; a cell whose config changed runs again (its records are new measurements).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from nas_jax.config import validate
+from nas_jax.report import results
+from nas_jax.study import grid
+from nas_jax.tasks import get_task
+
+CELL_FILE = "cell.json"
+
+
+def shard_cells(config) -> list[grid.Cell]:
+    """The cells this process runs: ``study.only`` if given, else the ``study.shard`` part of the grid."""
+    s = config.study
+    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds))
+    if s.only:
+        return grid.only_cells(cells, tuple(s.only))
+    i, n = grid.parse_shard(s.shard)
+    return grid.assign_shards(cells, n)[i]
+
+
+def _finished(cell_dir: Path, digest: str) -> bool:
+    path = cell_dir / CELL_FILE
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("config_hash") == digest
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def run(config, workdir: str | Path) -> list[dict]:
+    workdir = Path(workdir)
+    mine = shard_cells(config)
+    planned = []
+    for cell in mine:
+        c = grid.cell_config(config, cell)
+        validate(c)
+        planned.append((cell, c, results.config_hash(c)))
+    todo = [(cell, c, h) for cell, c, h in planned if not _finished(cell.workdir(workdir), h)]
+    print(f"study shard {config.study.shard if not config.study.only else 'only'}: {len(mine)} cells, "
+          f"{len(mine) - len(todo)} already finished", flush=True)
+    records = []
+    bar = tqdm(todo, unit="cell", desc="study", dynamic_ncols=True)
+    for cell, c, digest in bar:
+        bar.set_postfix_str(cell.name)
+        cell_dir = cell.workdir(workdir)
+        results.check_workdir(cell_dir)
+        t0 = time.perf_counter()
+        out = get_task(cell.task)(c, cell_dir) or []
+        records += out
+        marker = {"cell": cell.name, "config_hash": digest, "records": len(out), "seconds": time.perf_counter() - t0}
+        tmp = cell_dir / (CELL_FILE + ".tmp")
+        tmp.write_text(json.dumps(marker, indent=2))
+        tmp.replace(cell_dir / CELL_FILE)
+    bar.close()
+    if config.study.report:
+        from nas_jax.report.study import write_report
+
+        path = write_report(workdir, models=tuple(config.study.models))
+        print(f"report: {path}")
+    return records

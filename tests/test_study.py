@@ -1,0 +1,114 @@
+"""The study grid (issue 14): cells, shard assignment, per-cell configs, resumable cells, two shards in two
+processes equal to one process, and the report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas_jax.errors import UserError
+from nas_jax.study import grid
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _study_config(tmp_path):
+    spec = grid.task_config("study", "quick")
+    spec.dataset = f"npz:{_tiny_npz(tmp_path)}"
+    spec.zoo_dir, spec.jit_cache_dir = str(tmp_path / "zoo"), ""
+    spec.study.models, spec.study.tasks, spec.study.seeds = ("darts", "resnet"), ("train", "cells"), (1,)
+    spec.study.overrides.all = TINY
+    spec.study.overrides.cells = ("cells.draw=False",)
+    return spec
+
+
+TINY = ("arch.init_channels=2", "arch.layers=3", "arch.width_multiplier=0.0625", "train.epochs=1",
+        "train.batch_size=32", "train.crop_padding=1", "train.eval_batch_size=32")
+
+
+def _tiny_npz(tmp_path) -> Path:
+    path = tmp_path / "tiny.npz"
+    if not path.exists():
+        from nas_jax.data import load_dataset
+
+        ds = load_dataset("digits", native=True)
+        np.savez(path, x_train=ds.x_train[:64], y_train=ds.y_train[:64], x_test=ds.x_test[:32],
+                 y_test=ds.y_test[:32], num_classes=10)
+    return path
+
+
+def test_grid_cells_and_balanced_deterministic_shards():
+    cells = grid.grid_cells(("pgd", "train", "cells"), ("darts", "resnet", "vgg"), (0, 1))
+    assert [c.task for c in cells[:3]] == ["train"] * 3  # victims first
+    assert sum(c.model == grid.ALL_MODELS for c in cells) == 2  # cells: one joint cell per seed
+    assert len(cells) == 2 * (3 + 3 + 1)
+    parts = grid.assign_shards(cells, 3)
+    assert sorted(c for p in parts for c in p) == sorted(cells)  # disjoint and complete
+    assert parts == grid.assign_shards(cells, 3)
+    for p in parts:  # the cells of one victim stay in one shard
+        for c in p:
+            assert all(d in p for d in cells if (d.model, d.seed) == (c.model, c.seed))
+    loads = [sum(grid.COST[c.task] for c in p) + grid.TRAIN_MINUTES * len({(c.model, c.seed) for c in p
+                                                                           if c.model != grid.ALL_MODELS})
+             for p in parts]
+    assert max(loads) - min(loads) <= grid.COST["pgd"] + grid.COST["train"] + grid.TRAIN_MINUTES
+    assert grid.parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(UserError, match="study.shard"):
+            grid.parse_shard(bad)
+    with pytest.raises(UserError, match="unknown study tasks"):
+        grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,))
+
+
+def test_cell_config_sets_models_seed_and_overrides(tmp_path):
+    study = _study_config(tmp_path)
+    study.study.overrides.pgd = ("pgd.n_inputs=7", "pgd.eps=0.01")
+    c = grid.cell_config(study, grid.Cell("pgd", "darts", 1))
+    assert (c.models, c.seed, c.pgd.n_inputs, c.pgd.eps, c.train.epochs) == (("darts",), 1, 7, 0.01, 1)
+    assert c.zoo_dir == study.zoo_dir and c.dataset == study.dataset
+    cells = grid.cell_config(study, grid.Cell("cells", grid.ALL_MODELS, 0))
+    assert tuple(cells.cells.genotypes) == ("darts",)  # the NAS models only
+    study.study.overrides.pgd = ("pgd.epz=1",)
+    with pytest.raises(UserError, match="unknown config key 'pgd.epz'"):
+        grid.cell_config(study, grid.Cell("pgd", "darts", 0))
+
+
+def _records(workdir: Path) -> list[tuple]:
+    from nas_jax.report.study import collect_records
+
+    keep = ("test_accuracy", "train_accuracy", "train_loss", "depth", "skip_connects")
+    return sorted((r["task"], r["model"], r["seed"], json.dumps({k: v for k, v in r["metrics"].items() if k in keep}))
+                  for r in collect_records(workdir))
+
+
+def test_two_shards_in_two_processes_equal_one_process_and_a_rerun_skips_finished_cells(tmp_path):
+    from nas_jax.tasks.study import run
+
+    study = _study_config(tmp_path)
+    run(study, tmp_path / "one")
+    one = _records(tmp_path / "one")
+    assert len(one) == 2 + 2  # train: 2 models; cells: darts + table3_mean
+    assert {r[2] for r in one} == {1}
+    assert len(list((tmp_path / "zoo").glob("*/*/quick_seed1/spec.json"))) == 2  # seed 1's victims: their own entries
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert "clean accuracy" in report and "NAS − manual gaps" in report and "Remark 4" in report
+
+    flags = [f"--config.dataset={study.dataset}", f"--config.zoo_dir={tmp_path / 'zoo2'}", "--config.jit_cache_dir=",
+             "--config.study.models=('darts','resnet')", "--config.study.tasks=('train','cells')",
+             "--config.study.seeds=(1,)", f"--config.study.overrides.all={TINY!r}",
+             "--config.study.overrides.cells=('cells.draw=False',)"]
+    procs = [subprocess.Popen([sys.executable, "launch/main.py", "--config=configs/study.py",
+                               f"--workdir={tmp_path / 'two'}", f"--config.study.shard={i}/2", *flags], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    assert _records(tmp_path / "two") == one
+
+    marker = next((tmp_path / "one" / "cells" / "train").glob("*/seed1/cell.json"))
+    before = marker.stat().st_mtime_ns
+    run(study, tmp_path / "one")  # finished cells are skipped
+    assert marker.stat().st_mtime_ns == before and _records(tmp_path / "one") == one
