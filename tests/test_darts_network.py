@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_jax.models.darts import DartsNetwork
+from nas_jax.models.darts import DartsNetwork, cell_runs
 from nas_jax.models.genotypes import get_genotype
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -44,11 +44,11 @@ def test_feature_dimension(name, dim):
 
 
 def test_reduction_cells_at_one_and_two_thirds():
-    inter = _shapes(_net(), capture=True)["intermediates"]
+    inter = _shapes(_net(scan_cells=False), capture=True)["intermediates"]  # captures need unrolled cells
     sizes = {int(k.split("_")[1]): v["__call__"][0].shape[1] for k, v in inter.items() if k.startswith("cell_")}
     assert [i for i in range(1, 20) if sizes[i] < sizes[i - 1]] == [6, 13]
     assert sizes[0] == 32 and sizes[19] == 8
-    inter8 = _shapes(_net(layers=8), capture=True)["intermediates"]
+    inter8 = _shapes(_net(layers=8, scan_cells=False), capture=True)["intermediates"]
     sizes8 = [inter8[f"cell_{i}"]["__call__"][0].shape[1] for i in range(8)]
     assert sizes8 == [32, 32, 16, 16, 16, 8, 8, 8]
 
@@ -85,3 +85,40 @@ def test_darts_init_is_pytorch_default():
     assert float(jnp.max(jnp.abs(stem))) <= 1 / np.sqrt(27)
     w = p["classifier"]["kernel"]
     np.testing.assert_allclose(float(jnp.std(w)), 1 / np.sqrt(576) / np.sqrt(3), rtol=0.05)
+
+
+def test_scanned_cells_group_the_identical_cells_of_each_stage():
+    model = _net(layers=20)
+    runs = cell_runs([sig for _, sig in model.cells((32, 32), 108)], breaks=(13,))
+    # cell 0 (stem inputs), 1 (stem s0), the reductions 6 and 13 and the cells after them stay unrolled
+    assert [r for r in runs if r[1] - r[0] > 1] == [(2, 6), (8, 13), (15, 20)]
+    assert sum(stop - start for start, stop in runs) == 20
+
+
+def test_scanned_network_equals_unrolled_network():
+    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics (issue 13)."""
+    kw = {"init_channels": 2, "layers": 11, "dropout": 0.0, "conv_impl": "xla"}
+    scanned, unrolled = _net(**kw), _net(scan_cells=False, **kw)
+    x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+    v = jax.jit(unrolled.init)({"params": jax.random.key(0, impl="rbg")}, x)
+    assert jax.tree_util.tree_structure(jax.eval_shape(scanned.init, jax.random.key(0), x)) == \
+        jax.tree_util.tree_structure(v)  # the checkpoint layout is the unrolled one
+
+    def run(model):
+        def loss(p):
+            out, mut = model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True,
+                                   mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(out)), mut["batch_stats"]
+
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(v["params"])
+        return model.apply(v, x), value, stats, grads
+
+    ours, ref = jax.jit(lambda: run(scanned))(), jax.jit(lambda: run(unrolled))()
+    for part_ours, part_ref in zip(ours, ref, strict=True):  # logits, loss, BN statistics, gradients
+        leaves = jax.tree_util.tree_leaves(part_ref)
+        scale = max(float(jnp.max(jnp.abs(b))) for b in leaves)  # BN biases before BN have ~0 gradients: noise
+        for a, b in zip(jax.tree_util.tree_leaves(part_ours), leaves, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    moved = [bool(jnp.any(a != b)) for a, b in zip(jax.tree_util.tree_leaves(ours[2]),
+                                                    jax.tree_util.tree_leaves(v["batch_stats"]))]
+    assert all(moved)  # every cell's BN statistics were updated, scanned ones included

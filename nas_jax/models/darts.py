@@ -79,9 +79,32 @@ class AuxiliaryHead(nn.Module):
                         bias_init=torch_default_bias_init(x.shape[-1]))(x)
 
 
+def cell_runs(signatures: list[tuple], breaks: tuple[int, ...] = ()) -> list[tuple[int, int]]:
+    """Split cells 0..L−1 into [start, stop) runs of consecutive, structurally identical cells whose
+    outputs can be carried as (s0, s1): same signature, and output shape = both input shapes. A cell in
+    ``breaks`` (the auxiliary head's cell) ends its run."""
+    runs, start = [], 0
+    for i in range(1, len(signatures) + 1):
+        sig = signatures[i - 1]
+        carried = sig[1] == sig[2] == sig[3]  # (…, s0 shape, s1 shape, out shape)
+        if i == len(signatures) or signatures[i] != sig or not carried or (i - 1) in breaks:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
 class DartsNetwork(nn.Module):
     """NAS evaluation network (§b.3). ``__call__(x, train) -> logits``; with the
-    auxiliary head enabled its logits are sown as ``intermediates/aux_logits``."""
+    auxiliary head enabled its logits are sown as ``intermediates/aux_logits``.
+
+    Compile time: the structurally identical cells of a stage (every cell but the first of the network,
+    the reductions and the cell after each reduction) run as one ``lax.scan`` over their stacked variables,
+    so the compiled program holds one copy of such a cell per stage instead of one per cell (issue 13;
+    ``scan_cells=False`` unrolls them). The variables keep the unrolled layout ``cell_0 … cell_{L−1}``:
+    they are stacked inside the call and the updated BN statistics unstacked, so checkpoints are unchanged.
+    Dropout and drop-path masks of the scanned cells come from per-cell keys split from the module's
+    ``dropout`` stream (same distribution as unrolled, different draws).
+    """
 
     genotype: Genotype
     num_classes: int
@@ -93,7 +116,51 @@ class DartsNetwork(nn.Module):
     dropout: float = 0.2
     use_drop_path: bool = False
     conv_impl: str = "auto"
+    scan_cells: bool = True
     family = "nas"
+
+    def cells(self, image_hw: tuple[int, int], stem_channels: int) -> list[tuple[Cell, tuple]]:
+        """The unbound cells of the network with their signatures (cell, s0 shape, s1 shape, out shape)."""
+        c_cur, reduction_prev = self.init_channels, False
+        hw = tuple(image_hw)
+        s0 = s1 = (*hw, stem_channels)
+        out = []
+        for i in range(self.layers):
+            reduction = i in (self.layers // 3, 2 * self.layers // 3)
+            if reduction:
+                c_cur *= 2
+                hw = ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
+            cell, concat = ((self.genotype.reduce, self.genotype.reduce_concat) if reduction
+                            else (self.genotype.normal, self.genotype.normal_concat))
+            module = Cell(cell, concat, c_cur, reduction, reduction_prev, self.dropout, self.use_drop_path,
+                          self.conv_impl, parent=None)
+            shape = (*hw, len(concat) * c_cur)
+            out.append((module, ((reduction, reduction_prev, c_cur), s0, s1, shape)))
+            s0, s1 = s1, shape
+            reduction_prev = reduction
+        return out
+
+    def _scanned(self, cell: Cell, names: list[str], s0, s1, train: bool, drop_path_prob):
+        """Cells ``names`` (structurally identical) as one lax.scan over their stacked variables."""
+        cols = [c for c in ("params", "batch_stats") if self.has_variable(c, names[0])]
+        stacked = {c: jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[self.get_variable(c, n) for n in names])
+                   for c in cols}
+        needs_rng = train and (self.dropout > 0 or self.use_drop_path)
+        keys = jax.random.split(self.make_rng("dropout"), len(names)) if needs_rng else None
+        mutable = ["batch_stats"] if train and "batch_stats" in cols else False
+
+        def body(carry, xs):
+            variables, key = xs
+            out = cell.apply(variables, *carry, train, drop_path_prob, rngs={"dropout": key} if needs_rng else None,
+                             mutable=mutable)
+            out, stats = out if mutable else (out, {})
+            return (carry[1], out), stats.get("batch_stats", {})
+
+        (s0, s1), stats = jax.lax.scan(body, (s0, s1), (stacked, keys))
+        if mutable and self.is_mutable_collection("batch_stats"):
+            for k, n in enumerate(names):
+                self.put_variable("batch_stats", n, jax.tree_util.tree_map(lambda v, k=k: v[k], stats))
+        return s0, s1
 
     @nn.compact
     def __call__(self, x, train: bool = False, drop_path_prob=0.0):
@@ -101,22 +168,19 @@ class DartsNetwork(nn.Module):
         c_cur = self.init_channels
         stem = batch_norm(train)(conv(3 * c_cur, (3, 3), padding=((1, 1), (1, 1)))(x))
         s0 = s1 = stem
-        reduction_prev = False
         aux_at = 2 * self.layers // 3
-        for i in range(self.layers):
-            reduction = i in (self.layers // 3, 2 * self.layers // 3)
-            if reduction:
-                c_cur *= 2
-            cell, concat = (
-                (self.genotype.reduce, self.genotype.reduce_concat)
-                if reduction
-                else (self.genotype.normal, self.genotype.normal_concat)
-            )
-            out = Cell(cell, concat, c_cur, reduction, reduction_prev, self.dropout,
-                       self.use_drop_path, self.conv_impl, name=f"cell_{i}")(s0, s1, train, drop_path_prob)
+        cells = self.cells(x.shape[1:3], stem.shape[-1])
+        scan = self.scan_cells and not self.is_initializing()
+        runs = cell_runs([sig for _, sig in cells], breaks=(aux_at,)) if scan else [(i, i + 1) for i in
+                                                                                    range(self.layers)]
+        for start, stop in runs:
+            if stop - start > 1:
+                s0, s1 = self._scanned(cells[start][0], [f"cell_{i}" for i in range(start, stop)], s0, s1, train,
+                                       drop_path_prob)
+                continue
+            out = cells[start][0].clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob)
             s0, s1 = s1, out
-            reduction_prev = reduction
-            if i == aux_at and self.auxiliary and (train or self.is_initializing()):
+            if start == aux_at and self.auxiliary and (train or self.is_initializing()):
                 self.sow("intermediates", "aux_logits", AuxiliaryHead(self.num_classes, name="aux_head")(s1, train))
         feats = global_avg_pool(s1)
         self.sow("intermediates", "features", feats)
