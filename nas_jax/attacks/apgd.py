@@ -1,0 +1,254 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", §3 and Algorithm 1), L∞ and L2, with the cross-entropy or the DLR loss (§4, Eqn 6) and
+its targeted variant (APGD-T).
+
+Per run: start uniformly on the sphere of radius ε, step size η = 2ε, the momentum step of §3.1
+(z = P(x + η·dir ∇f); x ← P(x + α(z − x) + (1 − α)(x − x_prev)), α = 0.75, none on the first step), and at the
+checkpoints w_j (p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06), i.e. intervals of 22%, then
+3% shorter each time, at least 6% of the iterations) the step size of an example halves, and it restarts from its
+best point, when (1) its loss increased in at most ρ = 0.75 of the steps since the last checkpoint, or (2) its step
+size was not halved at the last checkpoint and its best loss has not improved since.
+
+Shapes are fixed: every example of the batch is stepped; ``active`` selects which are attacked, and an example is
+frozen at its first misclassified iterate (the reported ``x_adv``). Runs (restarts, and for APGD-T one per target
+class: the 2nd ... (n_target_classes + 1)-th most likely class of the clean prediction) are a ``lax.while_loop``
+that stops when every active example is fooled; so is the iteration loop. Success is misclassification
+(argmax ≠ y) for every loss, targeted or not, as in AutoAttack. The model is only read (eval mode).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nas_jax.attacks.evasion import NORMS, batch_noise
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+LOSSES = ("ce", "dlr", "dlr_targeted")
+APGD_STATIC_ARGNAMES = ("apply_fn", "norm", "n_iter", "n_restarts", "loss", "n_target_classes")
+
+
+class AttackOutcome(NamedTuple):
+    """Per-example result of one attack of the AutoAttack ensemble: ``fooled`` (misclassified within the
+    budget), ``x_adv`` (the adversarial where fooled, else ``x``) and ``queries`` (model evaluations spent)."""
+
+    fooled: jax.Array
+    x_adv: jax.Array
+    queries: jax.Array
+
+
+# ----------------------------------------------------------------------------
+# Geometry shared by APGD, FAB and Square
+# ----------------------------------------------------------------------------
+
+
+def per_example(v: jax.Array, x: jax.Array) -> jax.Array:
+    return v.reshape(v.shape + (1,) * (x.ndim - 1))
+
+
+def row_norm(v: jax.Array, norm: str) -> jax.Array:
+    flat = v.reshape(v.shape[0], -1)
+    return jnp.max(jnp.abs(flat), axis=-1) if norm == "linf" else jnp.sqrt(jnp.sum(flat * flat, axis=-1))
+
+
+def check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}.")
+
+
+def project(x0: jax.Array, x_new: jax.Array, eps, norm: str) -> jax.Array:
+    """Onto the ε-ball around ``x0`` (per example), then the [0, 1] box; box clipping keeps the ball."""
+    delta = x_new - x0
+    if norm == "linf":
+        delta = optax.projections.projection_linf_ball(delta, eps)
+    else:
+        delta = jax.vmap(lambda d: optax.projections.projection_l2_ball(d, eps))(delta)
+    return optax.projections.projection_box(x0 + delta, 0.0, 1.0)
+
+
+def sphere_start(key: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
+    """x + ε·t/‖t‖ clipped to the box: L∞ with t ~ U(−1, 1)^d, L2 with t ~ N(0, I)."""
+    if norm == "linf":
+        t = batch_noise(jax.random.uniform, key, x, minval=-1.0, maxval=1.0)
+    else:
+        t = batch_noise(jax.random.normal, key, x)
+    t = t / per_example(jnp.maximum(row_norm(t, norm), 1e-12), x)
+    return jnp.clip(x + eps * t, 0.0, 1.0)
+
+
+def misclassified(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.argmax(logits, axis=-1) != labels
+
+
+def ranked_class(logits: jax.Array, rank) -> jax.Array:
+    """The ``rank``-th most likely class per example (rank 1 = the prediction); ``rank`` may be traced."""
+    order = jnp.argsort(-logits, axis=-1, stable=True)
+    return jnp.take(order, rank - 1, axis=-1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------
+# Losses (to maximise)
+# ----------------------------------------------------------------------------
+
+
+def dlr_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Untargeted DLR (Eqn 6): −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3), shift- and scale-invariant."""
+    z_sorted = jnp.sort(logits, axis=-1)
+    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    other = jnp.max(jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits), axis=-1)
+    return -(z_y - other) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+
+
+def dlr_targeted_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> jax.Array:
+    """Targeted DLR (§4): −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)."""
+    z_sorted = jnp.sort(logits, axis=-1)
+    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    z_t = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return -(z_y - z_t) / (z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + 1e-12)
+
+
+def attack_loss(logits, labels, targets, loss: str) -> jax.Array:
+    if loss == "ce":
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if loss == "dlr":
+        return dlr_loss(logits, labels)
+    return dlr_targeted_loss(logits, labels, targets)
+
+
+# ----------------------------------------------------------------------------
+# APGD
+# ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def checkpoint_schedule(n_iter: int) -> tuple[tuple[bool, ...], tuple[int, ...]]:
+    """Per iteration i: whether a checkpoint follows it, and the length of the interval it closes (§3.2).
+    Intervals: max(⌊0.22·N⌋, 1), then each ⌊0.03·N⌋ (≥ 1) shorter, never below max(⌊0.06·N⌋, 1)."""
+    flags, lengths = [False] * n_iter, [0] * n_iter
+    length, decrease, minimum = max(int(0.22 * n_iter), 1), max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+    i = length - 1
+    while i < n_iter:
+        flags[i], lengths[i] = True, length
+        length = max(length - decrease, minimum)
+        i += length
+    return tuple(flags), tuple(lengths)
+
+
+def _step(x0, x_adv, x_prev, grad, step, eps, norm: str, first):
+    """The momentum step of §3.1; ``step`` is per example, ``first`` drops the momentum (α = 1)."""
+    if norm == "linf":
+        direction = jnp.sign(grad)
+    else:
+        direction = grad / per_example(row_norm(grad, "l2") + 1e-12, grad)
+    z = project(x0, x_adv + per_example(step, x0) * direction, eps, norm)
+    alpha = jnp.where(first, 1.0, 0.75)
+    return project(x0, x_adv + alpha * (z - x_adv) + (1.0 - alpha) * (x_adv - x_prev), eps, norm)
+
+
+def _apgd_run(loss_and_grad, x, labels, targets, active, key, eps, norm: str, n_iter: int, rho: float):
+    """One APGD run from a random start; returns (fooled, x_adv) with x_adv the first misclassified iterate."""
+    flags, lengths = checkpoint_schedule(n_iter)
+    flags, lengths = jnp.asarray(flags), jnp.asarray(lengths, jnp.float32)
+    x_adv = sphere_start(key, x, eps, norm)
+    loss, logits, grad = loss_and_grad(x_adv, labels, targets)
+    fooled = active & misclassified(logits, labels)
+    n = x.shape[0]
+    state = {"i": jnp.int32(0), "x_adv": x_adv, "x_prev": x_adv, "grad": grad, "loss": loss, "fooled": fooled,
+             "x_out": jnp.where(per_example(fooled, x), x_adv, x), "step": jnp.full((n,), 2.0, x.dtype) * eps,
+             "x_best": x_adv, "grad_best": grad, "loss_best": loss, "loss_best_last": loss,
+             "increases": jnp.zeros((n,)), "reduced_last": jnp.ones((n,), bool)}
+
+    def body(s):
+        i = s["i"]
+        x_new = _step(x, s["x_adv"], s["x_prev"], s["grad"], s["step"], eps, norm, i == 0)
+        loss, logits, grad = loss_and_grad(x_new, labels, targets)
+        new_fooled = active & ~s["fooled"] & misclassified(logits, labels)
+        x_out = jnp.where(per_example(new_fooled, x), x_new, s["x_out"])
+        better = loss > s["loss_best"]
+        x_best = jnp.where(per_example(better, x), x_new, s["x_best"])
+        grad_best = jnp.where(per_example(better, x), grad, s["grad_best"])
+        loss_best = jnp.where(better, loss, s["loss_best"])
+        increases = s["increases"] + (loss > s["loss"])
+        # Checkpoint (§3.2): halve and restart from the best point where condition 1 or 2 holds.
+        at_check = flags[i]
+        cond1 = increases <= rho * lengths[i]
+        cond2 = ~s["reduced_last"] & (s["loss_best_last"] >= loss_best)
+        reduce = at_check & (cond1 | cond2)
+        m = per_example(reduce, x)
+        return {"i": i + 1, "x_adv": jnp.where(m, x_best, x_new), "x_prev": s["x_adv"],
+                "grad": jnp.where(m, grad_best, grad), "loss": loss, "fooled": s["fooled"] | new_fooled,
+                "x_out": x_out, "step": jnp.where(reduce, 0.5 * s["step"], s["step"]), "x_best": x_best,
+                "grad_best": grad_best, "loss_best": loss_best,
+                "loss_best_last": jnp.where(at_check, loss_best, s["loss_best_last"]),
+                "increases": jnp.where(at_check, 0.0, increases),
+                "reduced_last": jnp.where(at_check, reduce, s["reduced_last"])}
+
+    def cond(s):
+        return (s["i"] < n_iter) & jnp.any(active & ~s["fooled"])
+
+    s = jax.lax.while_loop(cond, body, state)
+    return s["fooled"], s["x_out"], s["i"]
+
+
+def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Array, key: jax.Array, eps=8 / 255,
+                norm: str = "linf", n_iter: int = 100, n_restarts: int = 1, loss: str = "ce",
+                n_target_classes: int = 9, rho: float = 0.75, active: jax.Array | None = None) -> AttackOutcome:
+    """APGD-CE (``loss='ce'``), APGD-DLR (``'dlr'``) or APGD-T (``'dlr_targeted'``: ``n_target_classes`` runs
+    per restart, against the 2nd, 3rd, ... most likely clean class) on ``x`` (NHWC in [0, 1]).
+
+    ``apply_fn(variables, images) -> logits`` in eval mode. ``active`` (default: all) selects the examples
+    attacked; the others come back unfooled with x_adv = x. ``queries`` counts forward(+backward) passes
+    per attacked example (1 clean for APGD-T's targets, 1 per start, 1 per iteration).
+    """
+    check_norm(norm)
+    if loss not in LOSSES:
+        raise ValueError(f"unknown APGD loss {loss!r}; choose one of {LOSSES}.")
+    if n_iter < 1 or n_restarts < 1:
+        raise ValueError(f"n_iter={n_iter} and n_restarts={n_restarts} must both be >= 1.")
+    labels = jnp.asarray(labels, jnp.int32)
+    n = x.shape[0]
+    active = jnp.ones((n,), bool) if active is None else jnp.asarray(active, bool)
+    clean = apply_fn(variables, x)
+    num_classes = clean.shape[-1]
+    targeted = loss == "dlr_targeted"
+    if targeted and not 1 <= n_target_classes <= num_classes - 1:
+        raise ValueError(f"n_target_classes={n_target_classes} must be in [1, {num_classes - 1}] for "
+                         f"{num_classes} classes.")
+    if loss != "ce" and num_classes < (4 if targeted else 3):
+        raise ValueError(f"the {loss} loss needs at least {4 if targeted else 3} classes, the model has {num_classes}.")
+
+    def total(x_adv, y, t):
+        logits = apply_fn(variables, x_adv)
+        per = attack_loss(logits, y, t, loss)
+        return jnp.sum(per), (per, logits)  # examples are independent in eval mode
+
+    def loss_and_grad(x_adv, y, t):
+        (_, (per, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_adv, y, t)
+        return per, logits, grad
+
+    runs = n_restarts * (n_target_classes if targeted else 1)
+
+    def body(c):
+        r, fooled, x_out, queries = c
+        targets = ranked_class(clean, 2 + r // n_restarts) if targeted else labels
+        todo = active & ~fooled
+        f, xa, iters = _apgd_run(loss_and_grad, x, labels, targets, todo, jax.random.fold_in(key, r), eps, norm,
+                                 n_iter, rho)
+        return (r + 1, fooled | f, jnp.where(per_example(f, x), xa, x_out),
+                queries + (1 + iters) * todo.astype(jnp.int32))
+
+    def cond(c):
+        r, fooled, _, _ = c
+        return (r < runs) & jnp.any(active & ~fooled)
+
+    init = (jnp.int32(0), jnp.zeros((n,), bool), x, active.astype(jnp.int32) * int(targeted))
+    _, fooled, x_out, queries = jax.lax.while_loop(cond, body, init)
+    return AttackOutcome(fooled=fooled, x_adv=x_out, queries=queries)
+
+
+apgd_attack_jit = jax.jit(apgd_attack, static_argnames=APGD_STATIC_ARGNAMES)

@@ -1,0 +1,160 @@
+"""FAB-T: the targeted fast adaptive boundary attack (Croce & Hein 2020, "Minimally distorted adversarial examples
+with a fast adaptive boundary attack", §3, Eqns 6–9; the targeted version of the AutoAttack paper, §4).
+
+For target class t the decision boundary of (y, t) is linearised at the iterate x_i: f(z) ≈ f(x_i) + ∇f(x_i)ᵀ(z − x_i)
+with f = z_t − z_y. Its minimal-norm projection within the [0, 1] box, from x_i (δ_i) and from the original x (δ_0),
+gives the step (Eqn 8)
+
+    x_{i+1} = P_box((1 − α)(x_i + η δ_i) + α (x + η δ_0)),   α = min(‖δ_i‖ / (‖δ_i‖ + ‖δ_0‖), α_max)
+
+with overshoot η = 1.05 and α_max = 0.1; when x_{i+1} is misclassified it is kept if it is the closest so far and
+then pulled back towards x, x_{i+1} ← x + β (x_{i+1} − x) with β = 0.9 (the backward step, §3.3). A run is a success
+(AutoAttack's fixed-budget use) when its closest adversarial has ‖·‖ ≤ ε. The box-constrained projection onto a
+hyperplane is solved exactly per example by sorting its breakpoints (:func:`hyperplane_box_projection`).
+
+Runs: per target class (2nd ... (n_target_classes + 1)-th most likely clean class) ``n_restarts`` runs, the first
+from x itself, later ones from a random point at distance ε/2. Fixed shapes, masks, ``lax.while_loop`` loops as in
+:mod:`nas_jax.attacks.apgd`; the model is only read (eval mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nas_jax.attacks.apgd import (
+    ApplyFn,
+    AttackOutcome,
+    check_norm,
+    misclassified,
+    per_example,
+    ranked_class,
+    row_norm,
+    sphere_start,
+)
+
+FAB_STATIC_ARGNAMES = ("apply_fn", "norm", "n_iter", "n_restarts", "n_target_classes")
+
+
+def hyperplane_box_projection(p: jax.Array, w: jax.Array, c: jax.Array, norm: str) -> jax.Array:
+    """Minimal-norm δ with wᵀδ = c and p + δ ∈ [0, 1]^d, per row of ``p``, ``w`` ([N, d]) and ``c`` ([N]).
+
+    Moving coordinate i in direction s_i = sign(c·w_i), with room u_i (1 − p_i or p_i), the optimum is
+    L∞: δ_i = s_i·min(θ, u_i); L2: δ_i = s_i·min(θ|w_i|, u_i), with θ ≥ 0 solving the piecewise-linear
+    F(θ) = Σ_i |w_i||δ_i| = |c|. F is found exactly over the sorted breakpoints (u_i, resp. u_i/|w_i|); when
+    |c| is out of reach inside the box every coordinate moves to its bound.
+    """
+    s = jnp.sign(c)[:, None] * jnp.sign(w)
+    absw = jnp.abs(w)
+    room = jnp.where(s > 0, 1.0 - p, jnp.where(s < 0, p, 0.0))
+    if norm == "linf":
+        brk, slope = room, absw
+    else:
+        brk, slope = jnp.where(absw > 0, room / jnp.maximum(absw, 1e-30), 0.0), absw * absw
+    sat = absw * room  # contribution of a saturated coordinate
+    order = jnp.argsort(brk, axis=-1)
+    b_sorted = jnp.take_along_axis(brk, order, axis=-1)
+    a_sorted = jnp.take_along_axis(sat, order, axis=-1)
+    s_sorted = jnp.take_along_axis(slope, order, axis=-1)
+    a_before = jnp.cumsum(a_sorted, axis=-1) - a_sorted  # saturated strictly before breakpoint k
+    s_from = jnp.flip(jnp.cumsum(jnp.flip(s_sorted, -1), axis=-1), -1)  # slopes of k and later
+    f_at = a_before + b_sorted * s_from  # F(b_k)
+    target = jnp.abs(c)[:, None]
+    reach = f_at >= target
+    k = jnp.argmax(reach, axis=-1)  # first breakpoint where F reaches |c|
+    feasible = jnp.any(reach, axis=-1)
+    a_k = jnp.take_along_axis(a_before, k[:, None], -1)[:, 0]
+    s_k = jnp.take_along_axis(s_from, k[:, None], -1)[:, 0]
+    theta = jnp.where(feasible, (jnp.abs(c) - a_k) / jnp.maximum(s_k, 1e-30), jnp.max(brk, axis=-1))
+    theta = theta[:, None]
+    mag = jnp.minimum(theta, room) if norm == "linf" else jnp.minimum(theta * absw, room)
+    return s * mag
+
+
+def _fab_run(grad_fn, predict, x, labels, targets, active, start, eps, norm, n_iter, alpha_max, eta, beta):
+    """One FAB run towards ``targets``; returns (fooled within ε, closest adversarial, iterations run)."""
+    n = x.shape[0]
+    x0 = x.reshape(n, -1)
+
+    def body(c):
+        i, x1, best, x_best = c
+        df, dg = grad_fn(x1, labels, targets)  # f = z_t − z_y and its gradient
+        w = dg.reshape(n, -1)
+        # Linearised boundary f(x1) + wᵀ(z − x1) = 0; project x1 and x0 onto it (inside the box).
+        xf = x1.reshape(n, -1)
+        d1 = hyperplane_box_projection(xf, w, -df, norm)
+        d2 = hyperplane_box_projection(x0, w, jnp.sum(w * (xf - x0), -1) - df, norm)
+        a1 = jnp.maximum(row_norm(d1, norm), 1e-8)
+        a2 = jnp.maximum(row_norm(d2, norm), 1e-8)
+        alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
+        x_new = jnp.clip((xf + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, 0.0, 1.0)
+        x_new = x_new.reshape(x.shape)
+        adv = active & misclassified(predict(x_new), labels)
+        dist = row_norm(x_new - x, norm)
+        closer = adv & (dist < best)
+        x_best = jnp.where(per_example(closer, x), x_new, x_best)
+        best = jnp.where(closer, dist, best)
+        x1 = jnp.where(per_example(adv, x), x + beta * (x_new - x), x_new)  # backward step
+        return i + 1, x1, best, x_best
+
+    init = (jnp.int32(0), start, jnp.full((n,), jnp.inf, x.dtype), x)
+    i, _, best, x_best = jax.lax.while_loop(lambda c: (c[0] < n_iter) & jnp.any(active), body, init)
+    return active & (best <= eps), x_best, i
+
+
+def fab_targeted_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Array, key: jax.Array,
+                        eps=8 / 255, norm: str = "linf", n_iter: int = 100, n_restarts: int = 1,
+                        n_target_classes: int = 9, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
+                        active: jax.Array | None = None) -> AttackOutcome:
+    """FAB-T on ``x`` (NHWC in [0, 1]); ``fooled`` = a misclassified point within ε was found.
+
+    ``queries`` counts per attacked example 1 clean forward (targets) and, per iteration, 1 forward+backward
+    and 1 forward (the check).
+    """
+    check_norm(norm)
+    if n_iter < 1 or n_restarts < 1:
+        raise ValueError(f"n_iter={n_iter} and n_restarts={n_restarts} must both be >= 1.")
+    labels = jnp.asarray(labels, jnp.int32)
+    n = x.shape[0]
+    active = jnp.ones((n,), bool) if active is None else jnp.asarray(active, bool)
+    clean = apply_fn(variables, x)
+    num_classes = clean.shape[-1]
+    if not 1 <= n_target_classes <= num_classes - 1:
+        raise ValueError(f"n_target_classes={n_target_classes} must be in [1, {num_classes - 1}] for "
+                         f"{num_classes} classes.")
+    rows = jnp.arange(n)
+
+    def margin(x_adv, y, t):
+        logits = apply_fn(variables, x_adv)
+        f = logits[rows, t] - logits[rows, y]
+        return jnp.sum(f), f
+
+    def grad_fn(x_adv, y, t):
+        dg, df = jax.grad(margin, has_aux=True)(x_adv, y, t)
+        return df, dg
+
+    def predict(x_adv):
+        return apply_fn(variables, x_adv)
+
+    def body(c):
+        r, fooled, x_out, queries = c
+        targets = ranked_class(clean, 2 + r // n_restarts)
+        todo = active & ~fooled
+        random = sphere_start(jax.random.fold_in(key, r), x, 0.5 * eps, norm)
+        start = jnp.where(r % n_restarts == 0, x, random)
+        f, xa, iters = _fab_run(grad_fn, predict, x, labels, targets, todo, start, eps, norm, n_iter, alpha_max,
+                                eta, beta)
+        return (r + 1, fooled | f, jnp.where(per_example(f, x), xa, x_out),
+                queries + 2 * iters * todo.astype(jnp.int32))
+
+    def cond(c):
+        return (c[0] < n_restarts * n_target_classes) & jnp.any(active & ~c[1])
+
+    init = (jnp.int32(0), jnp.zeros((n,), bool), x, active.astype(jnp.int32))
+    _, fooled, x_out, queries = jax.lax.while_loop(cond, body, init)
+    return AttackOutcome(fooled=fooled, x_adv=x_out, queries=queries)
+
+
+fab_targeted_attack_jit = jax.jit(fab_targeted_attack, static_argnames=FAB_STATIC_ARGNAMES)
