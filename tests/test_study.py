@@ -2,6 +2,7 @@
 processes equal to one process, and the report."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,43 @@ def test_two_shards_in_two_processes_equal_one_process_and_a_rerun_skips_finishe
     before = marker.stat().st_mtime_ns
     run(study, tmp_path / "one")  # finished cells are skipped
     assert marker.stat().st_mtime_ns == before and _records(tmp_path / "one") == one
+
+
+CELLS_ONLY = ["--config.study.tasks=('cells',)", "--config.study.models=('darts','snas','resnet')",
+              "--config.study.seeds=(0,1)", "--config.study.overrides.cells=('cells.draw=False',)",
+              "--config.jit_cache_dir="]
+
+
+def test_slurm_array_tasks_run_their_shard_and_submission_calls_sbatch(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sbatch.log'}\necho 4242\n")
+    (fake / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHON": sys.executable}
+    flags = ["--config=configs/study.py", f"--workdir={tmp_path / 'w'}", *CELLS_ONLY]
+    sub = subprocess.run(["bash", "launch/slurm_study.sh", "2", "--gpus", "1", "--", *flags], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=False)
+    assert sub.returncode == 0, sub.stderr
+    calls = (tmp_path / "sbatch.log").read_text().splitlines()
+    assert "--array=0-1" in calls[0] and "--gpus-per-task=1" in calls[0] and "NAS_JAX_STUDY_SHARDS=2" in calls[0]
+    assert "--dependency=afterok:4242" in calls[1] and "nas_jax.report.study" in calls[1]
+    for i in range(2):  # what each array task runs
+        task = subprocess.run(["bash", "launch/slurm_study.sh", *flags], cwd=ROOT, capture_output=True, text=True,
+                              env={**env, "SLURM_ARRAY_TASK_ID": str(i), "NAS_JAX_STUDY_SHARDS": "2"}, check=False)
+        assert task.returncode == 0, task.stdout[-2000:] + task.stderr[-2000:]
+        assert f"study shard {i}/2: 1 cells" in task.stdout
+    assert sorted(p.parent.name for p in (tmp_path / "w" / "cells" / "cells" / "all").glob("*/cell.json")) == \
+        ["seed0", "seed1"]
+    assert not (tmp_path / "w" / "report.md").exists()  # the dependent job writes it
+
+
+def test_ray_driver_runs_one_task_per_cell_and_writes_the_report(tmp_path):
+    pytest.importorskip("ray")
+    out = subprocess.run([sys.executable, "launch/ray_study.py", "--config=configs/study.py",
+                          f"--workdir={tmp_path / 'ray'}", "--num_cpus=2", *CELLS_ONLY], cwd=ROOT,
+                         capture_output=True, text=True, check=False, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "done: cells/all/seed0" in out.stdout and "done: cells/all/seed1" in out.stdout
+    assert (tmp_path / "ray" / "report.md").exists()
+    records = _records(tmp_path / "ray")
+    assert {(r[0], r[2]) for r in records} == {("cells", 0), ("cells", 1)} and len(records) == 2 * 3
