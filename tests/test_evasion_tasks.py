@@ -72,7 +72,7 @@ def test_pgd_asr_follows_eps(pgd_run):
 
 def test_eps_sweep_and_commonality_tasks(pgd_run, shared_tmp):
     """Figure 3 and Figure 4 commands on the victims trained above (restored, not retrained)."""
-    c = _config("pgd_eps_sweep", shared_tmp)
+    c = _config("pgd_sweep", shared_tmp)
     c.pgd.n_inputs, c.pgd.batch_size, c.pgd.eps_grid_255, c.pgd.restarts = 20, 20, (0, 64), 1
     workdir = shared_tmp / "sweep"
     get_task("pgd_sweep")(c, workdir)

@@ -153,3 +153,18 @@ def test_ray_driver_runs_one_task_per_cell_and_writes_the_report(tmp_path):
     assert (tmp_path / "ray" / "report.md").exists()
     records = _records(tmp_path / "ray")
     assert {(r[0], r[2]) for r in records} == {("cells", 0), ("cells", 1)} and len(records) == 2 * 3
+
+
+def test_every_task_config_loads_at_every_preset_and_small_is_the_reduced_cifar_recipe():
+    from nas_jax.config import PRESETS
+    from nas_jax.tasks import TASKS
+
+    for task in TASKS:
+        for preset in PRESETS:
+            c = grid.task_config(task, preset)
+            assert c.task == task and c.preset == preset
+    small = grid.task_config("pgd", "small")
+    assert (small.dataset, small.arch.init_channels, small.arch.layers, small.arch.dropout) == ("cifar10", 16, 8, 0.0)
+    assert small.arch.width_multiplier == 0.25 and small.train.cutout == 0 and small.train.flip
+    t = small.train
+    assert (t.epochs, t.lr, t.lr_schedule, t.weight_decay, t.grad_clip, t.batch_size) == (4, 0.025, "cosine", 3e-4, 5.0, 96)

@@ -1,8 +1,8 @@
 """Gradient variance of NAS and manual models before and after training (§4, Eqn 14, Figure 12;
 PROTOCOL §f.3).
 
-  python launch/main.py --config=configs/grad_var.py           # quick: digits, darts, snas, resnet, n=128
-  python launch/main.py --config=configs/grad_var.py:paper     # CIFAR-10, 16 models (no Random), n=512
+  python launch/main.py --config=configs/grad_variance.py           # quick: digits, darts, snas, resnet, n=128
+  python launch/main.py --config=configs/grad_variance.py:paper     # CIFAR-10, 16 models (no Random), n=512
 
 Per model, phase (init, trained; trains missing victims into the zoo) and BN state (raw running
 statistics; calibrated = re-estimated on `calibration_batches` training batches): per-example gradients

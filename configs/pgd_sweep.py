@@ -1,6 +1,6 @@
 """Untargeted PGD ASR against eps, step eps/3 (§3.2, Figure 3).
 
-  python launch/main.py --config=configs/pgd_eps_sweep.py [:paper]
+  python launch/main.py --config=configs/pgd_sweep.py [:paper]
 
 Paper result (CIFAR-10): manual models are more robust at every eps; the gap
 shrinks as eps grows.
