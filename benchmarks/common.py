@@ -162,11 +162,23 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
 
 
+SECTIONS_ENV = "NAS_JAX_BENCH_SECTIONS"  # set (a folder): sections go to {folder}/{name}.md, not BENCHMARKS.md
+
+
 def update_benchmarks_md(name: str, section: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace (or append) the section ``name``; ``section`` must start and end with its markers."""
+    """Replace (or append) the section ``name``; ``section`` must start and end with its markers.
+
+    With ``$NAS_JAX_BENCH_SECTIONS`` set (benchmarks/gpu_suite.sh), the section is written to
+    ``$NAS_JAX_BENCH_SECTIONS/{name}.md`` instead; ``benchmarks/merge_sections.py`` merges such a folder later.
+    """
     begin, end = markers(name)
     if not (section.startswith(begin) and section.rstrip().endswith(end)):
         raise ValueError(f"a section for {name!r} must start with {begin!r} and end with {end!r}")
+    if os.environ.get(SECTIONS_ENV):
+        folder = Path(os.environ[SECTIONS_ENV])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.md").write_text(section.rstrip("\n") + "\n")
+        return
     text = path.read_text() if path.exists() else ""
     if not text.strip():
         text = ("# Benchmarks\n\nEach section names the command that produced it (from the repository root "

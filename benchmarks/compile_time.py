@@ -32,7 +32,17 @@ import subprocess
 import sys
 import time
 
-from common import CIFAR10_MEAN, CIFAR10_STD, NUM_CLASSES, ROOT, cpu_model, loadavg, markers, update_benchmarks_md
+from common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NUM_CLASSES,
+    ROOT,
+    SECTIONS_ENV,
+    cpu_model,
+    loadavg,
+    markers,
+    update_benchmarks_md,
+)
 
 NAMES = ("train_darts_c16_l8", "train_darts_c16_l20", "train_darts_c36_l20", "search_first_order",
          "search_finite_difference", "search_exact", "pgd_darts", "hsj_first_call")
@@ -201,7 +211,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(NAMES), help="comma-separated workloads")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds on CPU); never writes BENCHMARKS.md")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds on CPU); never writes BENCHMARKS.md itself")
     p.add_argument("--reps", type=int, default=3, help="timed calls after one warm-up call (median)")
     p.add_argument("--batch", type=int, default=96, help="train/PGD batch")
     p.add_argument("--size", type=int, default=32, help="image height = width")
@@ -246,7 +256,7 @@ def main(argv=None) -> int:
             json.dump(rows, f, indent=1)
     text = section(rows, a, argv)
     print(text)
-    if not (a.no_write or a.smoke):
+    if not a.no_write and (not a.smoke or os.environ.get(SECTIONS_ENV)):  # smoke: only into a section folder
         update_benchmarks_md("compile_time", text)
     return 0 if all("error" not in r for r in rows.values()) else 1
 

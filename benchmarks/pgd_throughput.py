@@ -304,11 +304,12 @@ def torch_worker(model_name: str, batch: int, data: Path):
 
 def measure(args: argparse.Namespace, model: str, tmp: Path) -> tuple[dict, dict]:
     data = tmp / f"{model}.npz"
-    jw = Worker(__file__, ["--worker", "jax", "--models", model, "--batch", str(args.batch), "--data", str(data)],
-                f"jax worker for {model}")
+    jw = Worker(__file__, ["--worker", "jax", "--models", model, "--batch", str(args.batch), "--data", str(data),
+                "--darts-c", str(DARTS_C), "--darts-layers", str(DARTS_LAYERS)], f"jax worker for {model}")
     try:
         tw = Worker(__file__, ["--worker", "torch", "--models", model, "--batch", str(args.batch), "--data",
-                               str(data)], f"torch worker for {model}")
+                               str(data), "--darts-c", str(DARTS_C), "--darts-layers", str(DARTS_LAYERS)],
+                    f"torch worker for {model}")
         try:
             for _ in range(args.warmup):
                 jw.run()
@@ -426,6 +427,7 @@ def render_section(res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    global DARTS_C, DARTS_LAYERS  # --darts-c / --darts-layers (forwarded to the workers)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of darts,resnet")
@@ -437,9 +439,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-wait", type=float, default=600.0, help="seconds to wait for a quiet machine (0: don't)")
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
+    p.add_argument("--darts-c", type=int, default=DARTS_C, help="C of the darts model")
+    p.add_argument("--darts-layers", type=int, default=DARTS_LAYERS, help="cells of the darts model")
     p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    DARTS_C, DARTS_LAYERS = args.darts_c, args.darts_layers
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

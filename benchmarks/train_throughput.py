@@ -272,7 +272,8 @@ def measure(args: argparse.Namespace, model: str) -> tuple[dict, dict]:
 
     def worker(framework: str) -> Worker:
         return Worker(__file__, ["--worker", framework, "--models", model, "--batch", str(args.batch),
-                                 "--warmup", str(args.warmup)], f"{framework} worker for {model}")
+                                 "--warmup", str(args.warmup), "--darts-c", str(DARTS_C), "--darts-layers",
+                                 str(DARTS_LAYERS)], f"{framework} worker for {model}")
 
     return alternate(lambda: worker("jax"), lambda: worker("torch"), args.reps, args.steps)
 
@@ -348,6 +349,7 @@ NOTES_GPU = (
 
 
 def main(argv=None) -> int:
+    global DARTS_C, DARTS_LAYERS  # --darts-c / --darts-layers (forwarded to the workers)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of darts,resnet")
@@ -360,8 +362,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-probe", action="store_true", help="skip the single-conv probe")
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
+    p.add_argument("--darts-c", type=int, default=DARTS_C, help="C of the darts model")
+    p.add_argument("--darts-layers", type=int, default=DARTS_LAYERS, help="cells of the darts model")
     p.add_argument("--worker", choices=("jax", "torch", "probe-jax", "probe-torch"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    DARTS_C, DARTS_LAYERS = args.darts_c, args.darts_layers
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

@@ -134,7 +134,11 @@ def load_dataset(name: str, data_dir: str | None = None, **options: Any) -> Data
 
         return _call(load_digits, name, **options)
     if name in ("cifar10", "cifar100"):
-        from nas_jax.data.tfds_source import load_cifar
+        try:
+            from nas_jax.data.tfds_source import load_cifar
+        except ImportError as e:  # the only loader that needs tfds (e.g. a GPU image without it)
+            raise ImportError(f"dataset {name!r} needs tensorflow-datasets ({e}); `pip install tensorflow-datasets`, "
+                              "or use digits, imagenet32 or npz:PATH, which do not.") from e
 
         return _call(load_cifar, name, name, data_dir=data_dir, **options)
     if name == "imagenet32":
