@@ -200,3 +200,8 @@ def test_finetune_recipe_follows_the_preset():
     assert (paper.train.lr_schedule, paper.train.lr, paper.train.epochs) == ("constant", 0.01, 20)  # [artifact]
     assert (quick.train.lr_schedule, quick.train.epochs) == ("cosine", 3)  # ends at a small lr (configs/backdoor.py)
     assert quick.train_overrides.to_dict() == {} and paper.train.cutout == 0 and paper.train.grad_clip == 0.0
+    # the trigger: PROTOCOL §e.4's 3x3 at transparency 0.7 in the paper preset; the quick one covers more than one
+    # source pixel of the 4x-upsampled 8x8 digits (3x3 or 4x4: ~10% ASR on darts, 6x6: 95%; configs/backdoor.py)
+    q, pp = get_config("quick").backdoor, get_config("paper").backdoor
+    assert (pp.trigger_size, pp.transparency, pp.trigger_lr, pp.trigger_iterations) == (3, 0.7, 0.015, 20)
+    assert q.trigger_size > 32 // 8 and q.transparency == 0.7
