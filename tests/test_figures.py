@@ -37,6 +37,13 @@ def layout_problems(fig) -> list[str]:
         e = text.get_window_extent(renderer)
         if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:
             problems.append(f"title {text.get_text()!r} at {e.bounds} outside the figure {box.bounds}")
+    for ax in fig.axes:  # a panel title never runs into another panel
+        if ax.title.get_text():
+            e = ax.title.get_window_extent(renderer)
+            for other in fig.axes:
+                if other is not ax and other.get_visible() and other.axison and \
+                        e.overlaps(other.get_tightbbox(renderer)):
+                    problems.append(f"title {ax.title.get_text()!r} on another panel")
     drawn = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # everything drawn, ticks in view only
     if drawn.x0 < box.x0 - 1 or drawn.x1 > box.x1 + 1 or drawn.y0 < box.y0 - 1 or drawn.y1 > box.y1 + 1:
         problems.append(f"drawn artists span {drawn.bounds}, outside the figure {box.bounds}")

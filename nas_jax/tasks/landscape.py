@@ -30,10 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return plots._save(fig, path, dpi=130)  # laid out: panel titles clear of the panels above
 
 
 def _param_grid_spec(lc) -> tuple[float, int]:
