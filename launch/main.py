@@ -39,7 +39,7 @@ def _run():
     from nas_jax.config import validate
     from nas_jax.errors import UserError
     from nas_jax.report.results import check_workdir
-    from nas_jax.tasks import get_task
+    from nas_jax.tasks import get_task, run_task
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the progress bar
@@ -49,12 +49,12 @@ def _run():
     parallel.enable_compilation_cache(config.jit_cache_dir)
     validate(config)
     try:
-        run = get_task(config.task)
+        get_task(config.task)
     except ValueError as e:
         raise UserError(str(e)) from e
     workdir = flags.FLAGS.workdir or str(Path("workdir") / config.task)
     check_workdir(workdir)  # before any training or attack: an unusable workdir fails now
-    run(config, workdir)
+    run_task(config, workdir)
 
 
 def _fail(message: str) -> None:

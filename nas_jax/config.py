@@ -68,6 +68,10 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # 0: checkpoint at epoch ends only
     c.train.data_slices = 0  # 0: one slice per process
+    # Population training (issue 13): e.g. (0, 1, 2, 3) trains these seeds of a model together (vmap over
+    # the model axis), each stored as its own zoo entry; attack/analysis tasks then run once per seed.
+    # () -> the single seed ``seed``.
+    c.train.seeds = ()
     # Per-model overrides of train fields, applied when a victim is trained into the zoo (and part
     # of its spec). quick: VGG's N(0, 0.01) classifier needs 12 epochs to leave its saddle
     # (docs/sharp_edges.md). Edit in a config file, e.g. c.train_overrides.densenet = {"epochs": 20}.

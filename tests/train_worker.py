@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=0)
     parser.add_argument("--run_dir", default="")
     parser.add_argument("--lr", type=float, default=0.025)
+    parser.add_argument("--seeds", default="", help="comma-separated: train a population instead")
     args = parser.parse_args()
 
     from nas_jax import parallel
@@ -80,6 +81,17 @@ def main() -> None:
     config.train.lr = args.lr
     ds = tiny_dataset()
     model = tiny_cnn()
+    if args.seeds:
+        from nas_jax.train.population import train_population
+
+        seeds = tuple(int(v) for v in args.seeds.split(","))
+        pop = train_population(model, ds, config, seeds, args.run_dir, progress=False)
+        digests = [float(sum(np.abs(np.asarray(jax.device_get(p), np.float64)).sum()
+                             for p in jax.tree_util.tree_leaves(st.params))) for st in pop["states"]]
+        if jax.process_index() == 0:
+            Path(args.out).write_text(json.dumps({"losses": [[r["train_loss"] for r in log] for log in pop["logs"]],
+                                                  "digests": digests, "devices": jax.device_count()}))
+        return
     out = trainer.train(model, ds, config, args.run_dir, progress=False)
     params = jax.tree_util.tree_leaves(out["state"].params)
     digest = float(sum(np.abs(np.asarray(jax.device_get(p), np.float64)).sum() for p in params))

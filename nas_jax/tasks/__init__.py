@@ -31,3 +31,20 @@ def get_task(name: str):
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}.")
     return importlib.import_module(TASKS[name]).run
+
+
+def run_task(config, workdir):
+    """Run ``config.task``; with ``config.train.seeds`` an attack or analysis task runs once per seed (its
+    victims of all seeds trained together first, :func:`nas_jax.tasks.victims.load_victims`), the ``train``
+    task trains them together, and the study grid takes its seeds from ``study.seeds``."""
+    run = get_task(config.task)
+    seeds = tuple(config.train.get("seeds", ())) if "train" in config else ()
+    if not seeds or config.task in ("train", "study"):
+        return run(config, workdir)
+    records = []
+    for seed in seeds:
+        c = config.copy_and_resolve_references()
+        c.seed = int(seed)
+        print(f"== seed {seed} ({list(seeds).index(seed) + 1}/{len(seeds)})", flush=True)
+        records += run(c, workdir) or []
+    return records

@@ -12,8 +12,17 @@ from nas_jax.train import zoo
 
 
 def run(config, workdir: str | Path) -> list[dict]:
+    """Train ``config.model`` at ``config.seed``, or every seed of ``config.train.seeds`` together."""
     start = results.now()
-    entry = zoo.get_or_train(config, tb_dir=Path(workdir) / "tb")
+    if config.train.get("seeds"):
+        seeds = tuple(config.train.seeds)
+        entries = zoo.get_or_train_population(config, seeds=seeds)
+        return [rec for seed, entry in zip(seeds, entries, strict=True)
+                for rec in _record(zoo.with_seed(config, seed), entry, workdir, start)]
+    return _record(config, zoo.get_or_train(config, tb_dir=Path(workdir) / "tb"), workdir, start)
+
+
+def _record(config, entry, workdir, start) -> list[dict]:
     last = entry.log[-1] if entry.log else {}
     metrics = {
         "test_accuracy": entry.test_accuracy,

@@ -22,11 +22,14 @@ from nas_jax.train.zoo import ZooEntry
 
 
 def load_victims(config, progress: bool = True) -> tuple[Dataset, list[ZooEntry]]:
-    """Every model of ``config.models`` from the zoo, trained first where missing."""
+    """Every model of ``config.models`` (seed ``config.seed``) from the zoo, trained first where missing; with
+    ``config.train.seeds`` the missing seeds of a model are trained together (population training)."""
     dataset = load_dataset(config.dataset, config.data_dir or None)
     entries = []
     for i, name in enumerate(config.models):
         print(f"[{i + 1}/{len(config.models)}] victim {name}", flush=True)
+        if config.train.get("seeds"):
+            zoo.get_or_train_population(config, name, dataset=dataset, progress=progress)
         entries.append(zoo.get_or_train(config, name, dataset, progress=progress))
     return dataset, entries
 

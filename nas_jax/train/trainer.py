@@ -129,11 +129,24 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
     loss (trigger stamping for backdoors, PGD examples for adversarial training);
     ``variables`` are the current eval-mode variables.
     """
-    use_drop_path = getattr(model, "use_drop_path", False)
-    aux_weight = arch.aux_weight if getattr(model, "auxiliary", False) else 0.0
     base_key = jax.random.key(seed)
+    keyed = keyed_step(model, tx, tcfg, arch, steps_per_epoch, batch_transform)
 
     def step(state: TrainState, images_u8, labels):
+        return keyed(state, images_u8, labels, base_key)
+
+    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_transform=None):
+    """The uncompiled train step ``(state, images_u8, labels, base_key) -> (state, metrics)``: augmentation and
+    dropout keys are ``fold_in(base_key, state.step)``. :func:`make_train_step` jits it for one seed,
+    :mod:`nas_jax.train.population` vmaps it over a population of seeds."""
+    use_drop_path = getattr(model, "use_drop_path", False)
+    aux_weight = arch.aux_weight if getattr(model, "auxiliary", False) else 0.0
+
+    def step(state: TrainState, images_u8, labels, base_key):
         key = jax.random.fold_in(base_key, state.step)
         aug_key, dropout_key = jax.random.split(key)
         images = augment_batch(aug_key, images_u8, crop_padding=tcfg.crop_padding, flip=tcfg.flip,
@@ -162,8 +175,7 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
                              labels.shape[0]])
         return new_state, metrics.astype(jnp.float32)
 
-    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=(0,))
+    return step
 
 
 @functools.lru_cache(maxsize=None)

@@ -106,6 +106,7 @@ def training_spec(config, model_name: str) -> dict:
     train = config.train.to_dict()
     for key in ("eval_batch_size", "eval_every_epochs", "checkpoint_every_steps"):
         train.pop(key)
+    train.pop("seeds", None)  # which seeds train together does not change any one seed's weights
     spec = {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train,
             "batch_norm": BATCH_NORM}
     if config.dataset.startswith("npz:"):
@@ -218,6 +219,54 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
             final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
     return ZooEntry(model_name, model_family(model_name), model, out["state"].variables, dataset,
                     out["test_accuracy"], directory, out["log"])
+
+
+def with_seed(config, seed: int):
+    out = config.copy_and_resolve_references()
+    out.seed = int(seed)
+    return out
+
+
+def get_or_train_population(config, model_name: str | None = None, seeds=None, dataset: Dataset | None = None,
+                            progress: bool = True) -> list[ZooEntry]:
+    """The zoo entries of ``model_name`` for every seed of ``seeds`` (default ``config.train.seeds``): the
+    missing ones are trained together in one compiled program (:mod:`nas_jax.train.population`, resumable in
+    ``{preset}_population_{seeds}``) and then stored as ordinary single-seed entries, which every task restores
+    as if each had been trained alone."""
+    from nas_jax.train.population import train_population
+
+    model_name = model_name or config.model
+    seeds = tuple(int(s) for s in (seeds if seeds is not None else config.train.seeds))
+    config = model_config(config, model_name)
+    dataset = dataset or load_dataset(config.dataset, config.data_dir or None)
+    configs = [with_seed(config, s) for s in seeds]
+    dirs = [run_dir(c, model_name) for c in configs]
+    with contextlib.ExitStack() as locks:
+        for d in dirs:
+            locks.enter_context(entry_lock(d))
+        for c, d in zip(configs, dirs, strict=True):
+            check_spec(d, training_spec(c, model_name))
+        missing = [i for i, d in enumerate(dirs) if not (d / "final.json").exists()]
+        if missing:
+            model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
+            todo = tuple(seeds[i] for i in missing)
+            pop_dir = dirs[0].parent / f"{config.preset}_population_{'-'.join(map(str, todo))}"
+            out = train_population(model, dataset, config, todo, pop_dir, progress=progress, name=model_name)
+            for i, state, acc, log in zip(missing, out["states"], out["test_accuracy"], out["logs"], strict=True):
+                store_entry(dirs[i], state, out["step"], acc, log)
+    return [get_or_train(c, model_name, dataset, progress=progress) for c in configs]
+
+
+def store_entry(directory: Path, state, step: int, test_accuracy: float, log: list[dict]) -> None:
+    """Write a finished entry (checkpoint of ``step``, train_log.jsonl, then final.json) from a trained state."""
+    ckpt = Checkpointer(directory / "checkpoints")
+    try:
+        ckpt.save(step, state)
+    finally:
+        ckpt.close()
+    if jax.process_index() == 0:
+        trainer._write_log(directory / "train_log.jsonl", log)
+        (directory / "final.json").write_text(json.dumps({"test_accuracy": test_accuracy, "step": step}))
 
 
 def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Path,
