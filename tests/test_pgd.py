@@ -329,7 +329,15 @@ SHARDED = textwrap.dedent("""
     xs, ys = jax.device_put((x, y), parallel.batch_sharded(mesh))
     vs = jax.device_put(v, parallel.replicated(mesh))
     many = pgd_attack_jit(apply, vs, xs, ys, jax.random.key(2), cfg, mode="least_likely")
+    # Per-input keys: batches of 4 over 4 devices give what the whole array gives unsharded.
+    from nas_jax.attacks.evasion import example_keys
+    from nas_jax.tasks.victims import AttackBatches
+    ref = pgd_attack_jit(apply, v, x, y, example_keys(jax.random.key(2), np.arange(8)), cfg, mode="least_likely")
+    run = AttackBatches(4, per_example_keys=True).run(
+        lambda a, b, k: pgd_attack_jit(apply, vs, a, b, k, cfg, mode="least_likely"), x, y, jax.random.key(2))
     json.dump({
+        "keys_max_diff": float(np.abs(np.asarray(ref.x_adv) - run.x_adv).max()),
+        "keys_same_flags": bool(np.array_equal(ref.success, run.success) & np.array_equal(ref.queries, run.queries)),
         "devices": len(jax.devices()),
         "max_diff": float(np.abs(np.asarray(one.x_adv) - np.asarray(many.x_adv)).max()),
         "same_flags": bool(np.array_equal(one.success, many.success) & np.array_equal(one.queries, many.queries)),
@@ -348,6 +356,7 @@ def test_batch_sharded_attack_matches_one_device():
     out = json.loads(proc.stdout)
     assert out["devices"] == 4
     assert out["max_diff"] <= 1e-6 and out["same_flags"] and out["some_success"] and out["sharded"], out
+    assert out["keys_max_diff"] <= 1e-6 and out["keys_same_flags"], out
 
 
 def test_result_does_not_depend_on_the_batch_size():
