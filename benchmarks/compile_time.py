@@ -20,6 +20,7 @@ its two parts and the size of the program (jaxpr equations, StableHLO ops); ``st
 
     python benchmarks/compile_time.py                      # all workloads at their sizes, writes BENCHMARKS.md
     python benchmarks/compile_time.py --only train_darts_c16_l8,train_darts_c16_l20 --no-write
+    python benchmarks/compile_time.py --only train_darts_c16_l20 --unrolled --no-write   # without the cell scan
     python benchmarks/compile_time.py --smoke --json /tmp/ct.json --no-write   # tiny sizes, seconds on CPU
 """
 

@@ -11,7 +11,8 @@
 # --smoke: tiny sizes, a few seconds per benchmark on CPU (what tests/test_gpu_suite.py runs).
 # Steps: compile_time, search_step (the §g step + 50-epoch estimate), train_throughput (darts C=36 L=20 and
 # ResNet-18 vs PyTorch), pgd_throughput (vs torchattacks), grad_variance_throughput (vs torch.func),
-# membership_throughput (HopSkipJump vs ART, Knockoff), training_attack_cost, population_throughput (if present).
+# membership_throughput (HopSkipJump vs ART, Knockoff), training_attack_cost, and population_throughput and
+# autoattack_throughput where the tree has them. The time limits add up to 565 s.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/gpu_results"; wheels="$root/benchmarks/wheels"; only=""; smoke=0
@@ -51,14 +52,15 @@ export NAS_JAX_BENCH_SECTIONS="$out/sections"
 
 # name | timeout s | GPU-size arguments | smoke arguments
 steps=(
-  "compile_time|150|--reps 2|--smoke --reps 1 --only search_first_order"
-  "search_step|90|--reps 3|--tiny --reps 1 --hypergradients first_order"
-  "train_throughput|70|--models darts,resnet --darts-c 36 --darts-layers 20 --batch 96 --steps 10 --reps 3 --warmup 2 --max-wait 0 --no-probe|--models darts --darts-c 2 --darts-layers 3 --batch 8 --steps 1 --reps 1 --warmup 1 --max-wait 0 --no-probe"
-  "pgd_throughput|50|--darts-c 36 --darts-layers 20 --batch 256 --reps 3 --warmup 1 --max-wait 0|--models darts --darts-c 2 --darts-layers 3 --batch 8 --reps 1 --max-wait 0"
-  "grad_variance_throughput|60|--darts-c 36 --darts-layers 20 --n 256 --chunks 1,32 --reps 3 --max-wait 0|--models darts --darts-c 2 --darts-layers 3 --n 4 --chunks 1,2 --reps 1 --max-wait 0"
-  "membership_throughput|80|--max-iter 10 --n-inputs 100 --art-inputs 4 --reps 1 --max-wait 0|--max-iter 1 --init-eval 4 --init-size 4 --n-inputs 2 --art-inputs 1 --reps 1 --knockoff-budget 96 --knockoff-epochs 1 --max-wait 0"
-  "training_attack_cost|50|--darts-c 36 --darts-layers 20 --steps 5 --reps 2 --warmup 1 --max-wait 0|--models darts --modes clean --darts-c 2 --darts-layers 3 --batch 8 --steps 1 --reps 1 --warmup 1 --max-wait 0"
+  "compile_time|130|--reps 2|--smoke --reps 1 --only search_first_order"
+  "search_step|80|--reps 3|--tiny --reps 1 --hypergradients first_order"
+  "train_throughput|65|--models darts,resnet --darts-c 36 --darts-layers 20 --batch 96 --steps 10 --reps 3 --warmup 2 --max-wait 0 --no-probe|--models darts --darts-c 2 --darts-layers 3 --batch 8 --steps 1 --reps 1 --warmup 1 --max-wait 0 --no-probe"
+  "pgd_throughput|45|--darts-c 36 --darts-layers 20 --batch 256 --reps 3 --warmup 1 --max-wait 0|--models darts --darts-c 2 --darts-layers 3 --batch 8 --reps 1 --max-wait 0"
+  "grad_variance_throughput|55|--darts-c 36 --darts-layers 20 --n 256 --chunks 1,32 --reps 3 --max-wait 0|--models darts --darts-c 2 --darts-layers 3 --n 4 --chunks 1,2 --reps 1 --max-wait 0"
+  "membership_throughput|65|--max-iter 10 --n-inputs 100 --art-inputs 4 --reps 1 --max-wait 0|--max-iter 1 --init-eval 4 --init-size 4 --n-inputs 2 --art-inputs 1 --reps 1 --knockoff-budget 96 --knockoff-epochs 1 --max-wait 0"
+  "training_attack_cost|45|--darts-c 36 --darts-layers 20 --steps 5 --reps 2 --warmup 1 --max-wait 0|--models darts --modes clean --darts-c 2 --darts-layers 3 --batch 8 --steps 1 --reps 1 --warmup 1 --max-wait 0"
   "population_throughput|40||--smoke"
+  "autoattack_throughput|40|--darts-c 36 --darts-layers 20 --batch 64|--darts-c 2 --darts-layers 3 --batch 4 --steps 1 --queries 4"
 )
 printf '| benchmark | status | seconds |\n|---|---|---|\n' > "$out/summary.md"
 failed=0
