@@ -68,8 +68,14 @@ def test_training_learns_far_above_chance(tmp_path):
     assert log[-1]["train_loss"] < log[0]["train_loss"]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    *_, full = _train(tmp_path / "full", model=tiny_cnn())
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted tiny run, shared by the resume tests."""
+    return _train(tmp_path_factory.mktemp("full") / "run", model=tiny_cnn())[-1]
+
+
+def test_resume_equals_uninterrupted(tmp_path, full_run):
+    full = full_run
     config, ds, model, first = _train_interrupted(tmp_path / "resumed", stop_at=11)
     assert first["interrupted"] and first["step"] == 11
     *_, resumed = _train(tmp_path / "resumed", model=tiny_cnn(), checkpoint_every_steps=3)
@@ -86,8 +92,8 @@ def _assert_same_log(a, b):
             assert ra[k] == pytest.approx(rb[k], rel=1e-5), (k, ra, rb)
 
 
-def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    *_, full = _train(tmp_path / "full", model=tiny_cnn())
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, full_run):
+    full = full_run
     _train_interrupted(tmp_path / "resumed", stop_at=14)  # checkpoints kept: steps 9 and 12
     steps = Checkpointer(tmp_path / "resumed" / "checkpoints").all_steps()
     assert steps == [9, 12], steps
