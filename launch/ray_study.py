@@ -52,13 +52,14 @@ def main(argv):
 
     from nas_jax.report.study import write_report
     from nas_jax.study import grid
+    from nas_jax.tasks import TASKS
 
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; pass options as --config.key=value.")
     passed = [a for a in sys.argv[1:] if a.startswith("--config")]  # the same config for every cell
     s = config.study
-    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds))
+    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS)
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)

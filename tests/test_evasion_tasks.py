@@ -9,8 +9,8 @@ import pytest
 
 from nas_jax.data import load_dataset
 from nas_jax.report import results
+from nas_jax.study.evasion import evasion_config, run_pgd
 from nas_jax.tasks import get_task, victims
-from nas_jax.tasks.pgd import evasion_config, run_pgd
 
 ROOT = Path(__file__).resolve().parents[1]
 

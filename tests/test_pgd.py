@@ -331,7 +331,7 @@ SHARDED = textwrap.dedent("""
     many = pgd_attack_jit(apply, vs, xs, ys, jax.random.key(2), cfg, mode="least_likely")
     # Per-input keys: batches of 4 over 4 devices give what the whole array gives unsharded.
     from nas_jax.attacks.evasion import example_keys
-    from nas_jax.tasks.victims import AttackBatches
+    from nas_jax.study.victims import AttackBatches
     ref = pgd_attack_jit(apply, v, x, y, example_keys(jax.random.key(2), np.arange(8)), cfg, mode="least_likely")
     run = AttackBatches(4, per_example_keys=True).run(
         lambda a, b, k: pgd_attack_jit(apply, vs, a, b, k, cfg, mode="least_likely"), x, y, jax.random.key(2))
@@ -362,7 +362,7 @@ def test_batch_sharded_attack_matches_one_device():
 def test_result_does_not_depend_on_the_batch_size():
     """Per-example keys (fold_in(key, input index)): the same input and seed give the same result in batches of
     7 and of 32 (the launcher's chunking); per-chunk keys (the old behaviour) do not."""
-    from nas_jax.tasks.victims import AttackBatches
+    from nas_jax.study.victims import AttackBatches
 
     variables, x, _ = two_class_problem(2, 0.05, RATIOS, "linf")
     x, labels = np.asarray(x), np.zeros((N,), np.int32)

@@ -12,6 +12,7 @@ import pytest
 
 from nas_jax.errors import UserError
 from nas_jax.study import grid
+from nas_jax.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +44,7 @@ def _tiny_npz(tmp_path) -> Path:
 
 
 def test_grid_cells_and_balanced_deterministic_shards():
-    cells = grid.grid_cells(("pgd", "train", "cells"), ("darts", "resnet", "vgg"), (0, 1))
+    cells = grid.grid_cells(("pgd", "train", "cells"), ("darts", "resnet", "vgg"), (0, 1), TASKS)
     assert [c.task for c in cells[:3]] == ["train"] * 3  # victims first
     assert sum(c.model == grid.ALL_MODELS for c in cells) == 2  # cells: one joint cell per seed
     assert len(cells) == 2 * (3 + 3 + 1)
@@ -62,7 +63,7 @@ def test_grid_cells_and_balanced_deterministic_shards():
         with pytest.raises(UserError, match="study.shard"):
             grid.parse_shard(bad)
     with pytest.raises(UserError, match="unknown study tasks"):
-        grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,))
+        grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,), TASKS)
 
 
 def test_cell_config_sets_models_seed_and_overrides(tmp_path):

@@ -64,13 +64,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def grid_cells(tasks, models, seeds) -> list[Cell]:
-    """Every (task, model, seed) of the grid in a stable order (train first: the victims)."""
-    from nas_jax.tasks import TASKS
-
-    unknown = [t for t in tasks if t not in TASKS or t == "study"]
+def grid_cells(tasks, models, seeds, valid_tasks) -> list[Cell]:
+    """Every (task, model, seed) of the grid in a stable order (train first: the victims); ``valid_tasks``: the
+    launcher's task names (the registry of :mod:`nas_jax.tasks`, which this layer does not import)."""
+    valid = sorted(t for t in valid_tasks if t != "study")
+    unknown = [t for t in tasks if t not in valid]
     if unknown:
-        raise UserError(f"unknown study tasks {unknown}; valid: {sorted(t for t in TASKS if t != 'study')}.")
+        raise UserError(f"unknown study tasks {unknown}; valid: {valid}.")
     if not models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
     order = sorted(tasks, key=lambda t: (t != "train", list(tasks).index(t)))

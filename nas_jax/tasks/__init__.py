@@ -35,7 +35,7 @@ def get_task(name: str):
 
 def run_task(config, workdir):
     """Run ``config.task``; with ``config.train.seeds`` an attack or analysis task runs once per seed (its
-    victims of all seeds trained together first, :func:`nas_jax.tasks.victims.load_victims`), the ``train``
+    victims of all seeds trained together first, :func:`nas_jax.study.victims.load_victims`), the ``train``
     task trains them together, and the study grid takes its seeds from ``study.seeds``."""
     run = get_task(config.task)
     seeds = tuple(config.train.get("seeds", ())) if "train" in config else ()

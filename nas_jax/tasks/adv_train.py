@@ -34,9 +34,9 @@ from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.tasks import victims
-from nas_jax.tasks.pgd import run_pgd
-from nas_jax.tasks.poison import cached_training, task_run_dir
+from nas_jax.study import victims
+from nas_jax.study.evasion import run_pgd
+from nas_jax.study.runs import cached_training, task_run_dir
 from nas_jax.train import zoo
 from nas_jax.train.zoo import ZooEntry
 

@@ -23,7 +23,7 @@ from nas_jax.attacks.pgd import pgd_attack_jit
 from nas_jax.data import to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.tasks import victims
+from nas_jax.study import victims
 
 
 def autoattack_config(ac) -> AutoAttackConfig:

@@ -33,8 +33,8 @@ from nas_jax.attacks import backdoor as bd
 from nas_jax.data import to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.tasks import victims
-from nas_jax.tasks.poison import cached_training, task_run_dir
+from nas_jax.study import victims
+from nas_jax.study.runs import cached_training, task_run_dir
 from nas_jax.train import zoo
 
 

@@ -14,69 +14,28 @@ paper's "two orders of magnitude" is log10 ratio ≥ 2), and Figure 12-style log
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from matplotlib.patches import Patch
 
-from nas_jax.analysis.grad_variance import calibrate_batch_stats, gradient_variance
+from nas_jax.analysis.grad_variance import gradient_variance
 from nas_jax.data import load_dataset, to_float
-from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.train import trainer, zoo
+from nas_jax.study.phases import (
+    BN_MODES,
+    PHASES,
+    accuracy,
+    bn_variables,
+    calibration_batches,
+    check_choices,
+    model_variables,
+    sample_indices,
+)
 
-PHASES = ("init", "trained")
-BN_MODES = ("raw", "calibrated")
 METRICS = ("trace_cov", "sum_std")
-
-
-def check_choices(values, valid: tuple[str, ...], name: str) -> None:
-    bad = [v for v in values if v not in valid]
-    if bad or not values:
-        raise ValueError(f"invalid {name} {tuple(values)}: choose one or more of {valid}.")
-
-
-def sample_indices(n_total: int, n: int, seed: int, stream: int) -> np.ndarray:
-    """The first ``n`` of a seeded permutation, shared by all models (G5)."""
-    return np.random.default_rng([seed, stream]).permutation(n_total)[:n]
-
-
-def calibration_batches(dataset, n_batches: int, batch_size: int, seed: int) -> list[np.ndarray]:
-    """``n_batches`` disjoint, un-augmented training batches (float) for BN re-estimation."""
-    idx = sample_indices(len(dataset.y_train), n_batches * batch_size, seed, 13)
-    return [to_float(dataset.x_train[idx[i : i + batch_size]]) for i in range(0, len(idx), batch_size)]
-
-
-def model_variables(config, name: str, phase: str, dataset):
-    """(model, family, variables) at initialisation (the zoo's init key) or trained (from the zoo)."""
-    if phase == "trained":
-        entry = zoo.get_or_train(config, name, dataset)
-        return entry.model, entry.family, entry.variables
-    model = build_from_config(name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
-    return model, model_family(name), trainer.init_variables(model, trainer.init_key(config.seed),
-                                                             dataset.x_train.shape[1:])
-
-
-def bn_variables(model, variables, bn: str, batches, seed: int):
-    if bn == "raw":
-        return variables
-    return calibrate_batch_stats(model.apply, variables, batches, jax.random.key(seed))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(apply, variables, x):
-    return jnp.argmax(apply(variables, x, train=False), -1)
-
-
-def accuracy(model, variables, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Eval-mode accuracy on float images (a sanity check of a BN state)."""
-    pred = np.concatenate([np.asarray(_predict(model.apply, variables, x[i : i + batch_size]))
-                           for i in range(0, len(x), batch_size)])
-    return float((pred == y).mean())
 
 
 def family_ratios(rows: list[dict]) -> list[dict]:

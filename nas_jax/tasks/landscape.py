@@ -22,11 +22,11 @@ from nas_jax.analysis import landscape
 from nas_jax.data import to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.tasks import victims
+from nas_jax.study import victims
 from nas_jax.train.zoo import slug
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _save(fig, path: Path) -> Path:

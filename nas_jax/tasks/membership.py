@@ -24,7 +24,7 @@ from nas_jax.data import to_float
 from nas_jax.report import results
 from nas_jax.report.plots import FAMILY_COLORS, _save, legend_outside  # also selects the Agg backend
 from nas_jax.report.tables import format_table
-from nas_jax.tasks import victims
+from nas_jax.study import victims
 from nas_jax.train.zoo import slug
 
 

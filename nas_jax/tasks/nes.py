@@ -14,8 +14,8 @@ import numpy as np
 
 from nas_jax.attacks.nes import BlackBox, nes_attack_jit
 from nas_jax.data import to_float
-from nas_jax.tasks import victims
-from nas_jax.tasks.pgd import targeted_study
+from nas_jax.study import victims
+from nas_jax.study.evasion import targeted_study
 
 
 def run_nes(entry, x_u8, labels, cfg, mode, key, nc):

@@ -21,7 +21,7 @@ from nas_jax.analysis.ntk import KERNELS, asr_correlation, condition_number, ntk
 from nas_jax.data import load_dataset, to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.tasks.grad_variance import (
+from nas_jax.study.phases import (
     BN_MODES,
     PHASES,
     bn_variables,

@@ -16,8 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nas_jax.report import plots, results
-from nas_jax.tasks import victims
-from nas_jax.tasks.pgd import evasion_config, run_pgd
+from nas_jax.study import victims
+from nas_jax.study.evasion import evasion_config, run_pgd
 
 
 def run(config, workdir: str | Path) -> list[dict]:

@@ -9,74 +9,23 @@ CAD(p) = acc(p = 0) − acc(p) on the full test set. Runs are resumable and cach
 table, appends one ``task: "poison"`` record per (model, p) and saves ``{workdir}/figures/poison_cad.png``
 (CAD against p: NAS and manual family means, individual models faint).
 
-:func:`cached_training` (train once into a run directory, or restore it) is shared by the ``backdoor`` and
-``adv_train`` tasks.
+The runs are :func:`nas_jax.study.runs.cached_training` runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.attacks.poisoning import clean_accuracy_drop, poison_dataset
-from nas_jax.data import Dataset, load_dataset
-from nas_jax.models.registry import build_from_config, model_family
+from nas_jax.data import load_dataset
+from nas_jax.models.registry import model_family
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.train import trainer, zoo
-
-# ----------------------------------------------------------------------------
-# Cached training runs (shared with the backdoor and adv_train tasks)
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    name: str
-    model: nn.Module
-    variables: dict | None  # None when restored with need_variables=False
-    test_accuracy: float
-    run_dir: Path
-
-
-def task_run_dir(workdir: str | Path, task: str, config, model_name: str, *parts: str) -> Path:
-    """``{workdir}/runs/{task}/{dataset}/{model}/{parts...}``: where a task's own trainings live."""
-    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.slug(model_name), *parts)
-
-
-def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, spec_extra: dict, *,
-                    need_variables: bool = True, batch_transform=None, initial_variables: dict | None = None,
-                    progress: bool = True, label: str | None = None) -> TrainedRun:
-    """Train ``model_name`` on ``dataset`` with ``config.train`` into ``run_dir`` (resumable), or restore the
-    finished run. ``spec_extra`` (the attack's settings) joins the zoo's training spec in ``spec.json``: a
-    directory trained with a different spec is refused with the differing keys."""
-    config = zoo.model_config(config, model_name)
-    model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
-    run_dir = Path(run_dir)
-    zoo.check_spec(run_dir, {**zoo.training_spec(config, model_name), **spec_extra})
-    final = run_dir / "final.json"
-    if final.exists():
-        info = json.loads(final.read_text())
-        variables = zoo.restore_variables(model, config, dataset, run_dir) if need_variables else None
-        return TrainedRun(model_name, model, variables, info["test_accuracy"], run_dir)
-    if initial_variables is not None:  # the train step donates its state: never hand it the caller's buffers
-        initial_variables = jax.tree_util.tree_map(jnp.array, initial_variables)
-    out = trainer.train(model, dataset, config, run_dir, progress=progress, name=label or model_name,
-                        batch_transform=batch_transform, initial_variables=initial_variables)
-    if jax.process_index() == 0:
-        final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
-    return TrainedRun(model_name, model, out["state"].variables, out["test_accuracy"], run_dir)
-
-
-# ----------------------------------------------------------------------------
-# The task
-# ----------------------------------------------------------------------------
+from nas_jax.study.runs import cached_training, task_run_dir
+from nas_jax.train import zoo
 
 
 def fractions_of(pc) -> list[float]:
@@ -100,14 +49,14 @@ def run(config, workdir: str | Path) -> list[dict]:
             start = results.now()
             polluted, flipped = poison_dataset(dataset, p, config.seed)
             run_dir = task_run_dir(workdir, "poison", config, name, f"p{p:g}")
-            spec = {"poison": {"fraction": p, "n_flipped": int(len(flipped)), "seed": int(config.seed)}}
+            spec = {"poison": {"fraction": p, "n_flipped": len(flipped), "seed": int(config.seed)}}
             res = cached_training(config, name, polluted, run_dir, spec, need_variables=False,
                                   label=f"{name} p={p:g}")
             if p == 0.0:
                 clean_acc = res.test_accuracy
             cad = clean_accuracy_drop(clean_acc, res.test_accuracy)
             metrics = {"cad": cad, "test_accuracy": res.test_accuracy, "clean_accuracy": clean_acc,
-                       "n_flipped": int(len(flipped))}
+                       "n_flipped": len(flipped)}
             epochs = zoo.model_config(config, name).train.epochs
             setting = {"family": family, "fraction": p, "epochs": epochs, "run_dir": str(run_dir)}
             record = results.make_record(config, task="poison", model=name, metrics=metrics,

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from nas_jax.config import validate
 from nas_jax.report import results
 from nas_jax.study import grid
-from nas_jax.tasks import get_task
+from nas_jax.tasks import TASKS, get_task
 
 CELL_FILE = "cell.json"
 
@@ -25,7 +25,7 @@ CELL_FILE = "cell.json"
 def shard_cells(config) -> list[grid.Cell]:
     """The cells this process runs: ``study.only`` if given, else the ``study.shard`` part of the grid."""
     s = config.study
-    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds))
+    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS)
     if s.only:
         return grid.only_cells(cells, tuple(s.only))
     i, n = grid.parse_shard(s.shard)

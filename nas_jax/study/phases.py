@@ -1,0 +1,67 @@
+"""Model × phase × BN-state iteration shared by the per-model analyses (gradient variance, Figure 12; NTK).
+
+A phase is ``init`` (the model's own initialisation from the zoo's init key: the exact starting point of the
+trained victim) or ``trained`` (the zoo victim); a BN state is ``raw`` (running statistics as stored) or
+``calibrated`` (re-estimated on a few un-augmented training batches).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.analysis.grad_variance import calibrate_batch_stats
+from nas_jax.data import to_float
+from nas_jax.models.registry import build_from_config, model_family
+from nas_jax.train import trainer, zoo
+
+PHASES = ("init", "trained")
+BN_MODES = ("raw", "calibrated")
+
+
+def check_choices(values, valid: tuple[str, ...], name: str) -> None:
+    bad = [v for v in values if v not in valid]
+    if bad or not values:
+        raise ValueError(f"invalid {name} {tuple(values)}: choose one or more of {valid}.")
+
+
+def sample_indices(n_total: int, n: int, seed: int, stream: int) -> np.ndarray:
+    """The first ``n`` of a seeded permutation, shared by all models (G5)."""
+    return np.random.default_rng([seed, stream]).permutation(n_total)[:n]
+
+
+def calibration_batches(dataset, n_batches: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """``n_batches`` disjoint, un-augmented training batches (float) for BN re-estimation."""
+    idx = sample_indices(len(dataset.y_train), n_batches * batch_size, seed, 13)
+    return [to_float(dataset.x_train[idx[i : i + batch_size]]) for i in range(0, len(idx), batch_size)]
+
+
+def model_variables(config, name: str, phase: str, dataset):
+    """(model, family, variables) at initialisation (the zoo's init key) or trained (from the zoo)."""
+    if phase == "trained":
+        entry = zoo.get_or_train(config, name, dataset)
+        return entry.model, entry.family, entry.variables
+    model = build_from_config(name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
+    return model, model_family(name), trainer.init_variables(model, trainer.init_key(config.seed),
+                                                             dataset.x_train.shape[1:])
+
+
+def bn_variables(model, variables, bn: str, batches, seed: int):
+    if bn == "raw":
+        return variables
+    return calibrate_batch_stats(model.apply, variables, batches, jax.random.key(seed))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(apply, variables, x):
+    return jnp.argmax(apply(variables, x, train=False), -1)
+
+
+def accuracy(model, variables, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Eval-mode accuracy on float images (a sanity check of a BN state)."""
+    pred = np.concatenate([np.asarray(_predict(model.apply, variables, x[i : i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+    return float((pred == y).mean())

@@ -1,0 +1,64 @@
+"""Training runs a task owns (not zoo victims): trained once into a run directory, or restored.
+
+Poisoning trains fresh models on flipped labels (§3.2, Figure 6), backdoors fine-tune victims on stamped data
+(Figures 7-8), adversarial training trains on PGD examples (§5.2, Figure 14). Each run lives at
+``{workdir}/runs/{task}/{dataset}/{model}/{parts...}`` with the zoo's training spec plus the attack's settings
+in ``spec.json`` (a directory trained with another spec is refused), and resumes after a kill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nas_jax.data import Dataset
+from nas_jax.models.registry import build_from_config
+from nas_jax.train import trainer, zoo
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    name: str
+    model: nn.Module
+    variables: dict | None  # None when restored with need_variables=False
+    test_accuracy: float
+    run_dir: Path
+
+
+def task_run_dir(workdir: str | Path, task: str, config, model_name: str, *parts: str) -> Path:
+    """``{workdir}/runs/{task}/{dataset}/{model}/{parts...}``: where a task's own trainings live."""
+    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.slug(model_name), *parts)
+
+
+def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, spec_extra: dict, *,
+                    need_variables: bool = True, batch_transform=None, initial_variables: dict | None = None,
+                    progress: bool = True, label: str | None = None) -> TrainedRun:
+    """Train ``model_name`` on ``dataset`` with ``config.train`` into ``run_dir`` (resumable), or restore the
+    finished run. ``spec_extra`` (the attack's settings) joins the zoo's training spec in ``spec.json``: a
+    directory trained with a different spec is refused with the differing keys."""
+    config = zoo.model_config(config, model_name)
+    model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
+    run_dir = Path(run_dir)
+    zoo.check_spec(run_dir, {**zoo.training_spec(config, model_name), **spec_extra})
+    final = run_dir / "final.json"
+    if final.exists():
+        info = json.loads(final.read_text())
+        variables = zoo.restore_variables(model, config, dataset, run_dir) if need_variables else None
+        return TrainedRun(model_name, model, variables, info["test_accuracy"], run_dir)
+    if initial_variables is not None:  # the train step donates its state: never hand it the caller's buffers
+        initial_variables = jax.tree_util.tree_map(jnp.array, initial_variables)
+    out = trainer.train(model, dataset, config, run_dir, progress=progress, name=label or model_name,
+                        batch_transform=batch_transform, initial_variables=initial_variables)
+    if jax.process_index() == 0:
+        final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
+    return TrainedRun(model_name, model, out["state"].variables, out["test_accuracy"], run_dir)
+
+
+# ----------------------------------------------------------------------------
+# The task
+# ----------------------------------------------------------------------------
