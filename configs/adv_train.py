@@ -14,9 +14,10 @@ missing) for 2 epochs, compared with that victim. Robustness: untargeted PGD (ep
 model of the AT recipe (metrics.accuracy_drop) and against the Table 1 zoo victim (metrics.accuracy_drop_zoo; the
 same in the quick preset, whose reference is the zoo victim). Output: a table, `task: "adv_train"` records
 (metrics.accuracy_drop, accuracy_drop_zoo, asr, asr_standard) and {workdir}/figures/adv_train.png.
-Quick: 12.4 min wall on 2 CPU cores once the victims exist (measured with the earlier random-start default,
-partly sharing the cores with a test run; 1,200 CPU s): darts clean accuracy 98.3 -> 96.9%, untargeted PGD ASR
-99.5 -> 22.5%; resnet 99.2 -> 96.7%, 25.5 -> 11.0% (200 inputs).
+Quick, inner PGD from the clean input (measured once the victims exist, zoo victims with PyTorch BN statistics):
+darts clean accuracy 98.6 -> 93.6%, untargeted PGD ASR 98.0 -> 23.0%; resnet 98.9 -> 98.3%, 25.5 -> 7.5% (200
+inputs); 704 CPU s (29.9 min wall on 2 cores shared with other jobs, load ~12). With the earlier random-start
+default: darts 98.3 -> 96.9%, 99.5 -> 22.5%; resnet 99.2 -> 96.7%, 25.5 -> 11.0% (12.4 min, 1,200 CPU s).
 Paper result (CIFAR-10): some NAS models (e.g. DARTS) reach accuracy and robustness comparable with manual
 models after AT; others (e.g. DrNAS) are worse on both.
 """
