@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nas_jax.models import genotypes  # noqa: E402
-from nas_jax.report.plots import _save  # noqa: E402
+from nas_jax.report.plots import save_figure  # noqa: E402
 
 # Table 3 of the paper: (depth, width in units of c, #skip), keyed by zoo name (DARTS = DARTS V2).
 PAPER_TABLE3 = {
@@ -165,4 +165,4 @@ def draw_genotype(name: str, path: str | Path) -> Path:
               f"{name} normal cell: depth {m['depth']}, width {m['width_w3']}c (W3), {m['skip_connects']} skip")
     draw_cell(axes[1], g.reduce, g.reduce_concat,
               f"{name} reduction cell: depth {m['reduce_depth']}, {m['reduce_skip_connects']} skip")
-    return _save(fig, path, dpi=130)  # a genotype:PATH name shows as its file name
+    return save_figure(fig, path, dpi=130)  # a genotype:PATH name shows as its file name

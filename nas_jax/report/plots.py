@@ -1,6 +1,6 @@
 """Figures of the study (PNG, matplotlib Agg): NAS vs manual comparisons.
 
-Every figure is saved through :func:`_save`, which wraps a title wider than its figure (or its panel) onto
+Every figure is saved through :func:`save_figure`, which wraps a title wider than its figure (or its panel) onto
 several lines before the layout is computed, so no title is clipped; titles name a ``kind:PATH`` dataset or
 genotype by its file name (:func:`short_name`), and legends sit outside the data (:func:`legend_outside`).
 """
@@ -32,7 +32,7 @@ def short_name(text: str) -> str:
 
 
 def legend_outside(ax, **kwargs):
-    """A legend to the right of ``ax``, outside its data area (``_save``'s layout makes room for it)."""
+    """A legend to the right of ``ax``, outside its data area (``save_figure``'s layout makes room for it)."""
     kwargs.setdefault("fontsize", 8)
     return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
 
@@ -73,7 +73,7 @@ def fit_titles(fig) -> None:
             _wrap(title, max(width, 0.3 * fig.bbox.width), renderer)
 
 
-def _save(fig, path: str | Path, dpi: int = 150) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     """Shorten ``kind:PATH`` names, lay out with wrapped titles, write the PNG and close the figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def bar_panels(rows: list[dict], panels: list[tuple[str, str]], path: str | Path
     legend_outside(axes[0][-1], handles=[Patch(color=color, label=fam) for fam, color in FAMILY_COLORS.items()])
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def family_curves(xs: list[float], curves: dict[str, tuple[str, list[float]]], path: str | Path, xlabel: str,
@@ -121,7 +121,7 @@ def family_curves(xs: list[float], curves: dict[str, tuple[str, list[float]]], p
     legend_outside(ax, fontsize=6, ncol=1 + len(curves) // 12)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def family_histograms(counts: dict[str, list[int]], sizes: dict[str, int], path: str | Path, title: str = "") -> Path:
@@ -137,4 +137,4 @@ def family_histograms(counts: dict[str, list[int]], sizes: dict[str, int], path:
         ax.set_title(family)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

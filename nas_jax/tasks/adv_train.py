@@ -172,4 +172,4 @@ def plot_figure14(rows: list[dict], path: Path, title: str = "") -> Path:
     plots.legend_outside(axes[1], handles=handles + axes[1].get_legend_handles_labels()[0] + extra, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)

@@ -193,7 +193,7 @@ def plot_asr_cad(rows: list[dict], path: Path, title: str = "") -> Path:
     plots.legend_outside(axes[1], handles=[Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()])
     if title:
         fig.suptitle(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
@@ -217,4 +217,4 @@ def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
     plots.legend_outside(axes[1])
     if title:
         fig.suptitle(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)

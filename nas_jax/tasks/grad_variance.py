@@ -74,7 +74,7 @@ def variance_figure(rows: list[dict], metric: str, path: Path, title: str) -> Pa
     handles += [Patch(facecolor="0.5", alpha=0.45, label="init"), Patch(facecolor="0.5", label="trained")]
     plots.legend_outside(axes[0][-1], handles=handles, fontsize=7)
     fig.suptitle(title)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def run(config, workdir: str | Path) -> list[dict]:

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 
 
 def _save(fig, path: Path) -> Path:
-    return plots._save(fig, path, dpi=130)  # laid out: panel titles clear of the panels above
+    return plots.save_figure(fig, path, dpi=130)  # laid out: panel titles clear of the panels above
 
 
 def _param_grid_spec(lc) -> tuple[float, int]:

@@ -22,7 +22,7 @@ from nas_jax.attacks.hopskipjump import HSJConfig, LabelOracle, hopskipjump_jit
 from nas_jax.attacks.membership import DISTANCES, baseline_auc, boundary_scores, membership_auc, roc, sample_members
 from nas_jax.data import to_float
 from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS, _save, legend_outside  # also selects the Agg backend
+from nas_jax.report.plots import FAMILY_COLORS, save_figure, legend_outside  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.train.zoo import slug
@@ -102,7 +102,7 @@ def roc_figure(curves: list[dict], path: Path, title: str) -> Path:
     families = [Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
     legend_outside(bx, handles=families + bx.get_legend_handles_labels()[0], fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run(config, workdir: str | Path) -> list[dict]:

@@ -47,7 +47,7 @@ def condition_figure(rows: list[dict], path: Path, title: str) -> Path:
         ax.set_ylabel("log10 κ(NTK)")
         ax.set_title(f"{phase}, BN {bn}", fontsize=9)
     fig.suptitle(title)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def correlation_figure(rows: list[dict], asr: dict[str, dict], path: Path, title: str) -> Path:
@@ -71,7 +71,7 @@ def correlation_figure(rows: list[dict], asr: dict[str, dict], path: Path, title
             ax.set_ylabel(f"PGD ASR {mode.replace('_', ' ')} (%)")
             ax.set_title(f"{phase}, BN {bn}", fontsize=9)
     fig.suptitle(title)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def run(config, workdir: str | Path) -> list[dict]:

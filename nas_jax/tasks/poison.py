@@ -98,4 +98,4 @@ def plot_cad(rows: list[dict], fractions: list[float], path: Path, title: str = 
     plots.legend_outside(ax)
     if title:
         ax.set_title(title, fontsize=9)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)

@@ -27,7 +27,7 @@ from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS, _save, legend_outside  # also selects the Agg backend
+from nas_jax.report.plots import FAMILY_COLORS, save_figure, legend_outside  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.train import zoo
 
@@ -94,7 +94,7 @@ def ace_budget_figure(rows: list[dict], path: Path, title: str) -> Path:
     legend_outside(ax, handles=[Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
                    + [Line2D([], [], color="gray", ls=":", label="floor (victim entropy)")], fontsize=7)
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def matrix_figure(models: list[str], ace: dict, path: Path, title: str) -> Path:
@@ -111,7 +111,7 @@ def matrix_figure(models: list[str], ace: dict, path: Path, title: str) -> Path:
     ax.set_ylabel("victim")
     fig.colorbar(im, ax=ax, label="ACE")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _print_tables(config, rows: list[dict], matrix_models: list[str]) -> None:
