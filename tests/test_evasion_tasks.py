@@ -10,7 +10,8 @@ import pytest
 from nas_jax.data import load_dataset
 from nas_jax.report import results
 from nas_jax.study.evasion import evasion_config, run_pgd
-from nas_jax.tasks import get_task, victims
+from nas_jax.study import victims
+from nas_jax.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
