@@ -78,3 +78,14 @@ def test_bad_family_input_is_refused_with_the_valid_choices():
         family_gap({"a": [1.0], "b": [0.5]}, {"a": "nas", "b": "handmade"})
     with pytest.raises(ValueError, match="manual family has no model"):
         family_gap({"a": [1.0], "b": [0.5]}, {"a": "nas", "b": "nas"})
+
+
+def test_remark_verdict_needs_the_whole_interval_on_the_papers_side():
+    from nas_jax.report.statistics import Interval
+    from nas_jax.report.study import verdict
+
+    assert verdict(Interval(0.4, 0.1, 0.7, 8), +1) == "holds"
+    assert verdict(Interval(-0.4, -0.7, -0.1, 8), -1) == "holds"  # the paper says NAS lower: a negative gap
+    assert verdict(Interval(-0.97, -2.39, 0.44, 8), -1).startswith("inconclusive")
+    assert verdict(Interval(0.5, 0.2, 0.9, 8), -1) == "does not hold"
+    assert verdict(Interval(0.5, float("nan"), float("nan"), 1), +1).startswith("inconclusive")

@@ -8,7 +8,8 @@ seed (the newest record wins), then mean ± 95% Student-t CI over seeds. Per met
 of family means with a hierarchical bootstrap CI and a permutation p-value, and the gap at matched clean
 accuracy (:mod:`nas_jax.report.statistics`). Then the paper's Tables 1, 3 and 4 beside ours, one line per
 paper remark (holds / does not hold / inconclusive at this scale, with the CI and n), the figures of the
-cells, and a forest plot of the gaps (``{workdir}/figures/study_gaps.png``).
+a panel per metric (``{workdir}/figures/study_metrics.png``) and a forest plot of the gaps
+(``{workdir}/figures/study_gaps.png``).
 """
 
 from __future__ import annotations
@@ -150,11 +151,14 @@ def families_of(records: list[dict]) -> dict[str, str]:
 
 
 def verdict(gap: Interval, claim: int) -> str:
+    """'holds' when the whole CI lies on the paper's side of 0 (``claim`` +1: NAS higher, −1: lower), 'does not
+    hold' when it lies wholly on the other side, else inconclusive."""
     if math.isnan(gap.low):
         return "inconclusive (no interval)"
-    if claim * gap.low > 0:
+    low, high = sorted((claim * gap.low, claim * gap.high))
+    if low > 0:
         return "holds"
-    if claim * gap.high < 0:
+    if high < 0:
         return "does not hold"
     return "inconclusive (CI includes 0)"
 
@@ -266,30 +270,58 @@ def render(analysis: dict, records: list[dict], figures: list[Path]) -> str:
 
 
 def gap_figure(analysis: dict, path: Path) -> Path | None:
-    """Forest plot: each metric's NAS − manual gap with its bootstrap CI (sign flipped where the paper claims
-    NAS lower, so right of 0 is always the paper's direction)."""
+    """Each metric's NAS − manual gap with its bootstrap CI on its own axis (the metrics have different units),
+    sign flipped where the paper claims NAS lower, so right of 0 is always the paper's direction."""
     entries = [e for e in analysis["metrics"] if "gap" in e and e["metric"].claim]
     if not entries:
         return None
-    import matplotlib
+    from nas_jax.report.plots import plt, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(entries), 1, figsize=(6.5, 0.75 * len(entries) + 1.0), squeeze=False)
+    for ax, e in zip(axes[:, 0], entries, strict=True):
+        s_, g = e["metric"].claim, e["gap"]
+        lo, hi = sorted((s_ * g.low, s_ * g.high)) if not math.isnan(g.low) else (s_ * g.value, s_ * g.value)
+        ax.plot([lo, hi], [0, 0], color="tab:gray", lw=2)
+        ax.plot([s_ * g.value], [0], "o", color="tab:red" if e.get("verdict") == "holds" else "tab:blue")
+        ax.axvline(0, color="k", lw=0.8)
+        span = max(abs(lo), abs(hi), 1e-12) * 1.15
+        ax.set_xlim(-span, span)
+        ax.set_yticks([])
+        ax.set_ylabel(e["metric"].label, rotation=0, ha="right", va="center", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("gap in the paper's direction (> 0: as the paper says; red: CI excludes 0)", fontsize=8)
+    fig.suptitle("NAS − manual family gaps, 95% bootstrap CIs", fontsize=10)
+    return save_figure(fig, path)
 
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(entries) + 1.2), layout="constrained")
-    for i, e in enumerate(entries):
-        s, g = e["metric"].claim, e["gap"]
-        lo, hi = sorted((s * g.low, s * g.high)) if not math.isnan(g.low) else (s * g.value, s * g.value)
-        ax.plot([lo, hi], [i, i], color="tab:gray")
-        ax.plot([s * g.value], [i], "o", color="tab:red" if e["verdict"] == "holds" else "tab:blue")
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(entries)), [e["metric"].label for e in entries], fontsize=8)
-    ax.set_xlabel("NAS − manual gap in the paper's direction (> 0: as the paper says)")
-    ax.set_title("Family gaps with 95% bootstrap CIs", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+
+def metric_figure(analysis: dict, path: Path) -> Path | None:
+    """One panel per metric: each model's mean over seeds with its 95% CI, coloured by family."""
+    entries = analysis["metrics"]
+    if not entries:
+        return None
+    from matplotlib.patches import Patch
+
+    from nas_jax.report.plots import FAMILY_COLORS, legend_outside, plt, save_figure
+
+    cols = min(4, len(entries))
+    rows = math.ceil(len(entries) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fams = analysis["families"]
+    for ax, e in zip(axes.flat, entries, strict=False):
+        names = list(e["per_model"])
+        means = [e["per_model"][m].value for m in names]
+        errs = [0.0 if math.isnan(e["per_model"][m].low) else e["per_model"][m].high - e["per_model"][m].value
+                for m in names]
+        ax.bar(range(len(names)), means, yerr=errs, capsize=3,
+               color=[FAMILY_COLORS.get(fams.get(m), "tab:gray") for m in names])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(e["metric"].label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(entries):]:
+        ax.axis("off")
+    legend_outside(axes[0][cols - 1], handles=[Patch(color=c, label=f) for f, c in FAMILY_COLORS.items()])
+    fig.suptitle("Per-model metrics: mean and 95% CI over seeds", fontsize=10)
+    return save_figure(fig, path)
 
 
 def write_report(workdir: str | Path, models: tuple[str, ...] | None = None) -> Path:
@@ -297,11 +329,13 @@ def write_report(workdir: str | Path, models: tuple[str, ...] | None = None) -> 
     workdir = Path(workdir)
     records = collect_records(workdir)
     analysis = analyse(records, list(models) if models else None)
-    gap_fig = gap_figure(analysis, workdir / "figures" / "study_gaps.png")
-    figures = ([gap_fig] if gap_fig else []) + sorted((workdir / "cells").glob("**/figures/*.png"))
+    figures = [f for f in (metric_figure(analysis, workdir / "figures" / "study_metrics.png"),
+                           gap_figure(analysis, workdir / "figures" / "study_gaps.png")) if f]
+    cell_figures = len(list((workdir / "cells").glob("**/figures/**/*.png")))
     path = workdir / "report.md"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render(analysis, records, [p.relative_to(workdir) for p in figures]))
+    tmp.write_text(render(analysis, records, [p.relative_to(workdir) for p in figures])
+                   + f"\nEach cell's own figures ({cell_figures} files): `cells/<task>/<model>/seed<s>/figures/`.\n")
     tmp.replace(path)
     return path
 
