@@ -95,7 +95,7 @@ class BatchNorm(nn.BatchNorm):
     the n values per channel; Flax uses the biased one), with Flax's ``momentum = m = 0.9`` (PyTorch's 0.1).
     Eval mode normalises with the running statistics. Same variables as Flax's module (params ``scale``,
     ``bias``; batch_stats ``mean``, ``var``) and the same class name, so auto-names (``BatchNorm_0``),
-    parameter counts and stored checkpoints are unchanged. Statistics are reduced in float32 (two-pass).
+    parameter counts and stored checkpoints are unchanged. Statistics are reduced in at least float32 (two-pass).
     """
 
     @nn.compact
@@ -111,7 +111,7 @@ class BatchNorm(nn.BatchNorm):
         if use_running_average:
             mean, var = ra_mean.value, ra_var.value
         else:
-            xf = x.astype(jnp.float32)
+            xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32 (float64 stays)
             mean = jnp.mean(xf, axis=axes)
             var = jnp.mean(jnp.square(xf - mean), axis=axes)  # biased: what the batch is normalised with
             if not self.is_initializing():
