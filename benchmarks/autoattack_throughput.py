@@ -37,6 +37,7 @@ from common import (
     CIFAR10_STD,
     NUM_CLASSES,
     Worker,
+    alternate,
     cpu_model,
     loadavg,
     markers,
@@ -166,19 +167,9 @@ def measure(args, attack: str, tmp: Path) -> tuple[dict, dict]:
     common_argv = ["--attack", attack, "--data", str(data), "--batch", str(args.batch), "--steps", str(args.steps),
                    "--targets", str(args.targets), "--queries", str(args.queries), "--darts-c", str(args.darts_c),
                    "--darts-layers", str(args.darts_layers), "--torch-threads", str(args.torch_threads)]
-    jw = Worker(__file__, ["--worker", "jax", *common_argv], f"jax worker ({attack})")
-    try:
-        tw = Worker(__file__, ["--worker", "torch", *common_argv], f"torch worker ({attack})")
-        try:
-            jt, tt = [], []
-            for _ in range(args.reps):
-                jt.append(jw.run())
-                tt.append(tw.run())
-        finally:
-            tw.close()
-    finally:
-        jw.close()
-    return {**jw.info, "times": jt}, {**tw.info, "times": tt}
+    return alternate(lambda: Worker(__file__, ["--worker", "jax", *common_argv], f"jax worker ({attack})"),
+                     lambda: Worker(__file__, ["--worker", "torch", *common_argv], f"torch worker ({attack})"),
+                     args.reps)
 
 
 def render(res: dict) -> str:

@@ -1,23 +1,20 @@
 """Loss smoothness during search (issue 15, item 2): power iteration on α-Hessian-vector products
 against a dense eigendecomposition, and the DARTS-ES stopping rule."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from test_search import _search_config
 
 from nas_jax import parallel
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.models.supernet import ARCH, Supernet
 from nas_jax.search import darts, smoothness
 from nas_jax.search.pipeline import run_search
-
-ROOT = Path(__file__).resolve().parents[1]
 
 OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
@@ -81,15 +78,9 @@ def small_digits():
 
 
 def _config():
-    spec = importlib.util.spec_from_file_location("search_cfg", ROOT / "configs" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("quick")
-    c.arch.init_channels, c.arch.layers, c.arch.conv_impl = 2, 1, "xla"
-    c.search.steps, c.search.primitives = 1, OPS
-    c.search.hypergradient = "first_order"
-    c.search.hessian_iterations, c.search.hessian_batches = 3, 1
-    c.train.epochs, c.train.batch_size = 3, 16
+    c = _search_config(None)  # test_search's tiny first-order search, over 4 ops, 3 power iterations per epoch
+    c.search.primitives, c.search.hessian_iterations, c.search.hessian_batches = OPS, 3, 1
+    c.train.epochs = 3
     return c
 
 
