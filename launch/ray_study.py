@@ -14,6 +14,7 @@ finished cells. Without ``--address`` the driver starts a local Ray instance (``
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,8 @@ def cell_argv(config_flags_text: list[str], workdir: str, cell_name: str) -> lis
 
 def run_cell(name: str, argv: list[str], *_after) -> str:
     """Run one cell's launcher call; ``_after`` are the results of the cells it waits for."""
-    out = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # several cells may share one GPU
+    out = subprocess.run(argv, check=False, cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"cell {name} failed ({' '.join(argv[2:])}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
     return name
@@ -54,7 +56,7 @@ def main(argv):
     from nas_jax.study import grid
     from nas_jax.tasks import TASKS
 
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    config, workdir = flags.FLAGS.config, str(Path(flags.FLAGS.workdir).resolve())  # cells run from the repo root
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; pass options as --config.key=value.")
     passed = [a for a in sys.argv[1:] if a.startswith("--config")]  # the same config for every cell
@@ -63,9 +65,13 @@ def main(argv):
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)
+    grid.check_study_fields(config)
     victims, pending = {}, []
-    for cell in cells:  # grid order: a (model, seed)'s train cell comes before the cells that use its victim
-        after = [victims[(cell.model, cell.seed)]] if (cell.model, cell.seed) in victims else []
+    for cell in cells:  # grid order: a seed's train cells come before the cells that use their victims
+        if cell.model == grid.ALL_MODELS:  # a joint cell waits for every victim of its seed
+            after = [ref for (_, seed), ref in victims.items() if seed == cell.seed]
+        else:
+            after = [victims[(cell.model, cell.seed)]] if (cell.model, cell.seed) in victims else []
         ref = remote.remote(cell.name, cell_argv(passed, workdir, cell.name), *after)
         if cell.task == "train":
             victims[(cell.model, cell.seed)] = ref

@@ -165,13 +165,22 @@ SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]]
     (_named("batch_size", "chunk_size", "n_inputs", "n_members", "n_nonmembers", suffixes=("_batch_size",)),
      lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     (_named("n_queries"), lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0,
-     "an even integer >= 2 (antithetic pairs)"),
+     "an even integer >= 2 (antithetic pairs)", ("nes",)),  # NES only: Square's n_queries is a budget
     (_named("query_budget"), lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: no budget)"),
     (_named("confidence"), lambda v: 0 <= v < 1, "in [0, 1) (0: argmax only)"),
 ]
 
+def _validate_autoattack(section: ml_collections.ConfigDict) -> None:
+    from nas_jax.attacks.autoattack import AutoAttackConfig
+
+    try:
+        AutoAttackConfig.from_config(section)
+    except ValueError as e:
+        raise UserError(f"invalid config: autoattack: {e} Set it with --config.autoattack.FIELD=VALUE.") from e
+
+
 # Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
-SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {}
+SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {"autoattack": _validate_autoattack}
 
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:
@@ -184,7 +193,9 @@ def validate_sections(config: ml_collections.ConfigDict) -> None:
             if field == "norm" and value not in NORMS:
                 raise UserError(f"invalid config: {section}.norm={value!r}; valid norms: {NORMS}.")
             values = value if isinstance(value, tuple | list) else (value,)
-            for applies, ok, allowed in SECTION_RULES:
+            for applies, ok, allowed, *only in SECTION_RULES:  # an optional 4th item: the sections it is for
+                if only and section not in only[0]:
+                    continue
                 if applies(field) and not all(_is_number(v) and ok(v) for v in values):
                     raise UserError(f"invalid config: {section}.{field}={value!r} must be {allowed}; "
                                     f"set it with --config.{section}.{field}=VALUE.")

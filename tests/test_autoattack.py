@@ -211,3 +211,23 @@ def test_apgd_rejects_bad_settings():
         apgd_attack_jit(_linear, v, x, y, jax.random.key(0), 0.1, "linf", 2, loss="dlr_targeted", n_target_classes=2)
     with pytest.raises(ValueError, match="unknown APGD loss"):
         apgd_attack_jit(partial(_linear), v, x, y, jax.random.key(0), 0.1, "linf", 2, loss="hinge")
+
+
+def test_autoattack_section_is_validated_before_any_work():
+    """Square's n_queries is a budget (odd is fine; NES's even-pairs rule does not apply); a setting that
+    AutoAttackConfig refuses fails in config validation with a UserError, before victims load."""
+    import importlib.util
+    from pathlib import Path
+
+    from nas_jax.config import validate
+    from nas_jax.errors import UserError
+
+    spec = importlib.util.spec_from_file_location("aa_cfg", Path(__file__).parents[1] / "configs" / "autoattack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("quick")
+    c.autoattack.n_queries = 1001
+    validate(c)
+    c.autoattack.apgd_restarts = 0
+    with pytest.raises(UserError, match="apgd_restarts=0 must be >= 1"):
+        validate(c)

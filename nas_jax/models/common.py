@@ -117,8 +117,9 @@ class BatchNorm(nn.BatchNorm):
             if not self.is_initializing():
                 n = x.size // features
                 unbiased = var * (n / max(n - 1, 1))
-                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+                keep = ra_mean.value.dtype  # the running statistics stay float32 whatever the input dtype
+                ra_mean.value = (self.momentum * ra_mean.value + (1 - self.momentum) * mean).astype(keep)
+                ra_var.value = (self.momentum * ra_var.value + (1 - self.momentum) * unbiased).astype(keep)
         mul = jax.lax.rsqrt(var + self.epsilon)
         if self.use_scale:
             mul = mul * self.param("scale", self.scale_init, (features,), self.param_dtype)

@@ -97,6 +97,8 @@ def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str
     gap = _gap_of(groups)
     boots = np.array([_gap_of(_resample(groups, rng)) for _ in range(n_boot)])
     low, high = np.quantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    if np.ptp(boots) == 0:  # one value per family (one model, one seed): nothing to resample, no interval
+        low = high = math.nan
     nas = np.array([x.mean() for x in groups["nas"]])
     manual = np.array([x.mean() for x in groups["manual"]])
     p_value = math.nan  # a permutation of family labels needs two models in each family
@@ -110,8 +112,8 @@ def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str
 
 def _ancova_gap(metric: np.ndarray, accuracy: np.ndarray, is_nas: np.ndarray) -> float:
     design = np.column_stack([np.ones_like(accuracy), accuracy, is_nas])
-    coef, *_ = np.linalg.lstsq(design, metric, rcond=None)
-    return float(coef[2])
+    coef, _, rank, _ = np.linalg.lstsq(design, metric, rcond=None)
+    return float(coef[2]) if rank == 3 else math.nan  # accuracy collinear with the family: no adjusted gap
 
 
 def accuracy_adjusted_gap(values: Mapping[str, Sequence[float]], accuracies: Mapping[str, Sequence[float]],

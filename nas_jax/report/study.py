@@ -134,6 +134,16 @@ def per_seed_values(records: list[dict], models: list[str]) -> dict[str, dict[st
     return out
 
 
+def _is_zoo_model(name: str) -> bool:
+    from nas_jax.models.registry import model_family
+
+    try:
+        model_family(name)
+    except ValueError:
+        return False
+    return True
+
+
 def families_of(records: list[dict]) -> dict[str, str]:
     from nas_jax.models.registry import model_family
 
@@ -165,8 +175,10 @@ def verdict(gap: Interval, claim: int) -> str:
 
 def analyse(records: list[dict], models: list[str] | None = None) -> dict:
     """Per-model intervals, family gaps and verdicts of every metric with data."""
-    models = models or list(dict.fromkeys(r["model"] for r in records if r.get("dataset") != "-"))
     fams = families_of(records)
+    # default: every zoo model with a record (not the pseudo-models of cross-model records, e.g. 'nas_family')
+    models = models or [m for m in dict.fromkeys(r["model"] for r in records if r.get("dataset") != "-")
+                        if _is_zoo_model(m)]
     values = per_seed_values(records, models)
     accuracy = values["clean_accuracy"]
     out = {"models": models, "families": fams, "metrics": []}

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from nas_jax.models.supernet import edge_index
+from nas_jax.report.plots import save_figure
 
 
 def alpha_history(log: list[dict], kind: str, ops: tuple[str, ...], steps: int, path: str | Path,
@@ -64,8 +65,4 @@ def hessian_history(log: list[dict], path: str | Path, title: str = "") -> Path:
     skip.set_ylabel("#skip (normal cell)", color="tab:blue")
     skip.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title or "search smoothness: α-Hessian eigenvalue", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)

@@ -28,11 +28,11 @@ ALL_MODELS = "*"  # the model of a cell that takes all the study's models at onc
 
 # Estimated minutes per cell at the quick preset on 2 CPU cores, victim training excluded (README's table);
 # only the ratios matter for balancing the shards.
-COST = {"train": 3.0, "pgd": 1.0, "pgd_sweep": 1.5, "pgd_commonality": 2.0, "nes": 3.0, "poison": 9.5,
+COST = {"train": 0.0, "pgd": 1.0, "pgd_sweep": 1.5, "pgd_commonality": 2.0, "nes": 3.0, "poison": 9.5,
         "backdoor": 2.5, "adv_train": 6.0, "stealing": 9.0, "membership": 3.0, "landscape": 0.5,
         "grad_variance": 1.0, "cells": 0.2, "ntk": 0.5, "search": 5.0, "autoattack": 3.0, "zoo": 0.2}
 JOINT_TASKS = ("pgd_commonality", "cells", "zoo", "search")  # one cell per seed over all models
-TRAIN_MINUTES = 3.0  # a victim's quick training, counted once per (model, seed) group
+TRAIN_MINUTES = 3.0  # a victim's quick training, counted once per (model, seed) group (its train cell: 0 above)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -143,11 +143,39 @@ def set_path(config, key: str, value) -> None:
     node[leaf] = value
 
 
+SHARED_FIELDS = ("dataset", "data_dir", "zoo_dir", "jit_cache_dir")  # the study's fields every cell takes
+PATH_FIELDS = ("data_dir", "zoo_dir", "jit_cache_dir")  # where things live, not what is measured
+
+
+def check_study_fields(study) -> None:
+    """Refuse study-level settings that no cell would see: cells take their recipes from their own task configs
+    (plus ``study.overrides``), so a ``--config.train.*``, ``--config.arch.*`` or ``--config.seed`` given to the
+    study would be silently ignored."""
+    from nas_jax.config import base_config
+
+    default = base_config("study", study.preset)
+    changed = [f"{s}.{k}" for s in ("train", "arch") for k in study[s] if study[s][k] != default[s][k]]
+    changed += ["seed"] if study.seed != default.seed else []
+    if changed:
+        raise UserError(f"the study's cells do not take {changed} from the study config; set them for every cell "
+                        "with --config.study.overrides.all=\"('train.epochs=4',)\" (or .<task> for one task), and "
+                        "the seeds with --config.study.seeds.")
+
+
+def without_paths(config):
+    """``config`` with the path fields blanked: what a finished cell's marker is keyed on (moving the zoo or the
+    compilation cache does not rerun finished cells)."""
+    out = config.copy_and_resolve_references()
+    for key in PATH_FIELDS:
+        out[key] = ""
+    return out
+
+
 def cell_config(study, cell: Cell):
     """The launcher config of ``cell``: the task's config at the study's preset, the study's shared fields, the
     cell's model(s) and seed, then ``study.overrides['all']`` and ``study.overrides[task]``."""
     c = task_config(cell.task, study.preset)
-    for key in ("dataset", "data_dir", "zoo_dir", "jit_cache_dir"):
+    for key in SHARED_FIELDS:
         c[key] = study[key]
     c.seed = cell.seed
     models = tuple(study.study.models) if cell.model == ALL_MODELS else (cell.model,)

@@ -57,8 +57,3 @@ def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, sp
     if jax.process_index() == 0:
         final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
     return TrainedRun(model_name, model, out["state"].variables, out["test_accuracy"], run_dir)
-
-
-# ----------------------------------------------------------------------------
-# The task
-# ----------------------------------------------------------------------------

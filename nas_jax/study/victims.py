@@ -28,9 +28,12 @@ def load_victims(config, progress: bool = True) -> tuple[Dataset, list[ZooEntry]
     entries = []
     for i, name in enumerate(config.models):
         print(f"[{i + 1}/{len(config.models)}] victim {name}", flush=True)
-        if config.train.get("seeds"):
-            zoo.get_or_train_population(config, name, dataset=dataset, progress=progress)
-        entries.append(zoo.get_or_train(config, name, dataset, progress=progress))
+        seeds = tuple(int(s) for s in config.train.get("seeds", ()))
+        if int(config.seed) in seeds:  # all seeds trained (together) or restored; this seed's entry
+            entries.append(zoo.get_or_train_population(config, name, seeds, dataset, progress)[seeds.index(
+                int(config.seed))])
+        else:
+            entries.append(zoo.get_or_train(config, name, dataset, progress=progress))
     return dataset, entries
 
 

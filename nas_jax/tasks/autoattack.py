@@ -19,19 +19,11 @@ from tqdm.auto import tqdm
 
 from nas_jax.attacks.autoattack import AutoAttackConfig, autoattack_jit
 from nas_jax.attacks.evasion import EvasionConfig
-from nas_jax.attacks.pgd import pgd_attack_jit
 from nas_jax.data import to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
-
-
-def autoattack_config(ac) -> AutoAttackConfig:
-    attacks = tuple(ac.attacks) if ac.attacks else None
-    return AutoAttackConfig(eps=ac.eps, norm=ac.norm, version="custom" if attacks else "standard", attacks=attacks,
-                            apgd_iter=ac.apgd_iterations, apgd_restarts=ac.apgd_restarts, fab_iter=ac.fab_iterations,
-                            fab_restarts=ac.fab_restarts, n_target_classes=ac.n_target_classes,
-                            n_queries=ac.n_queries, p_init=ac.p_init)
+from nas_jax.study.evasion import run_pgd
 
 
 def run_autoattack(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: AutoAttackConfig, key, batch_size: int):
@@ -39,13 +31,6 @@ def run_autoattack(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: AutoAttackC
 
     def attack(x, y, key):
         return autoattack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg)
-
-    return victims.AttackBatches(batch_size).run(attack, x_u8, labels, key)
-
-
-def run_pgd_untargeted(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, key, batch_size: int):
-    def attack(x, y, key):
-        return pgd_attack_jit(entry.model.apply, entry.variables, to_float(x), y, key, cfg, mode="untargeted")
 
     return victims.AttackBatches(batch_size).run(attack, x_u8, labels, key)
 
@@ -67,9 +52,9 @@ def masking_metrics(robust: np.ndarray, first_attack: np.ndarray, names: tuple[s
 
 def figure(rows: list[dict], path: Path, title: str) -> Path:
     """Left: PGD-7 vs AutoAttack success per model (NAS first); right: robust accuracy under AutoAttack."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    plt = plots.plt
     rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
     xs = np.arange(len(rows))
     colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
@@ -88,15 +73,12 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
     handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return plots.save_figure(fig, path)
 
 
 def run(config, workdir: str | Path) -> list[dict]:
     ac = config.autoattack
-    cfg = autoattack_config(ac)
+    cfg = AutoAttackConfig.from_config(ac)
     pgd_cfg = EvasionConfig(eps=ac.eps, step_size=ac.pgd_step_size, iterations=ac.pgd_iterations,
                             restarts=ac.pgd_restarts, norm=ac.norm)
     setting = {"eps": ac.eps, "norm": ac.norm, "attacks": list(cfg.attack_names), "apgd_iterations": ac.apgd_iterations,
@@ -114,7 +96,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         idx = victims.correct_inputs(correct, order, ac.n_inputs)
         x, y = dataset.x_test[idx], dataset.y_test[idx]
         aa = run_autoattack(entry, x, y, cfg, jax.random.fold_in(key, 0), ac.batch_size)
-        pgd = run_pgd_untargeted(entry, x, y, pgd_cfg, jax.random.fold_in(key, 1), ac.batch_size)
+        pgd = run_pgd(entry, x, y, pgd_cfg, "untargeted", jax.random.fold_in(key, 1), ac.batch_size)
         metrics = {"clean_accuracy": float(correct.mean()),
                    **masking_metrics(aa.robust, aa.first_attack, cfg.attack_names, pgd.success,
                                      ac.masking_gap_threshold)}

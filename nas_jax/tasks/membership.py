@@ -22,7 +22,7 @@ from nas_jax.attacks.hopskipjump import HSJConfig, LabelOracle, hopskipjump_jit
 from nas_jax.attacks.membership import DISTANCES, baseline_auc, boundary_scores, membership_auc, roc, sample_members
 from nas_jax.data import to_float
 from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS, save_figure, legend_outside  # also selects the Agg backend
+from nas_jax.report.plots import FAMILY_COLORS, legend_outside, save_figure  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.train.zoo import slug

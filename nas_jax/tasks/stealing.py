@@ -27,7 +27,7 @@ from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS, save_figure, legend_outside  # also selects the Agg backend
+from nas_jax.report.plots import FAMILY_COLORS, legend_outside, save_figure  # also selects the Agg backend
 from nas_jax.report.tables import format_table
 from nas_jax.train import zoo
 

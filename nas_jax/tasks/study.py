@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import jax
 from tqdm.auto import tqdm
 
 from nas_jax.config import validate
@@ -45,16 +46,18 @@ def _finished(cell_dir: Path, digest: str) -> bool:
 def run(config, workdir: str | Path) -> list[dict]:
     workdir = Path(workdir)
     mine = shard_cells(config)
+    grid.check_study_fields(config)
     planned = []
     for cell in mine:
         c = grid.cell_config(config, cell)
         validate(c)
-        planned.append((cell, c, results.config_hash(c)))
+        planned.append((cell, c, results.config_hash(grid.without_paths(c))))
     todo = [(cell, c, h) for cell, c, h in planned if not _finished(cell.workdir(workdir), h)]
     print(f"study shard {config.study.shard if not config.study.only else 'only'}: {len(mine)} cells, "
           f"{len(mine) - len(todo)} already finished", flush=True)
     records = []
-    bar = tqdm(todo, unit="cell", desc="study", dynamic_ncols=True)
+    main = jax.process_index() == 0
+    bar = tqdm(todo, unit="cell", desc="study", dynamic_ncols=True, disable=not main)
     for cell, c, digest in bar:
         bar.set_postfix_str(cell.name)
         cell_dir = cell.workdir(workdir)
@@ -62,12 +65,14 @@ def run(config, workdir: str | Path) -> list[dict]:
         t0 = time.perf_counter()
         out = get_task(cell.task)(c, cell_dir) or []
         records += out
-        marker = {"cell": cell.name, "config_hash": digest, "records": len(out), "seconds": time.perf_counter() - t0}
-        tmp = cell_dir / (CELL_FILE + ".tmp")
-        tmp.write_text(json.dumps(marker, indent=2))
-        tmp.replace(cell_dir / CELL_FILE)
+        if main:
+            marker = {"cell": cell.name, "config_hash": digest, "records": len(out),
+                      "seconds": time.perf_counter() - t0}
+            tmp = cell_dir / (CELL_FILE + ".tmp")
+            tmp.write_text(json.dumps(marker, indent=2))
+            tmp.replace(cell_dir / CELL_FILE)
     bar.close()
-    if config.study.report:
+    if config.study.report and main:
         from nas_jax.report.study import write_report
 
         path = write_report(workdir, models=tuple(config.study.models))

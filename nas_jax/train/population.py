@@ -53,9 +53,10 @@ def make_population_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int,
     return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
-@functools.cache
-def _member_view():
-    return jax.jit(member, static_argnums=1)
+@functools.partial(jax.jit, static_argnums=1)
+def _member_variables(states, i: int) -> dict:
+    """Member ``i``'s eval variables (params and batch_stats only, not its optimiser state)."""
+    return member(states.variables, i)
 
 
 def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], run_dir: str | Path, *,
@@ -122,7 +123,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
                        "lr": float(schedule(step - 1))}
                 if evaluate:
                     row["test_accuracy"] = accs[i] = trainer.evaluate(
-                        predict, _member_view()(states, i).variables, dataset.x_test, dataset.y_test, mesh,
+                        predict, _member_variables(states, i), dataset.x_test, dataset.y_test, mesh,
                         tcfg.eval_batch_size)
                 logs[i].append(row)
             ckpt.save(step, states)
@@ -133,7 +134,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
     finally:
         bar.close()
         ckpt.close()
-    members = [_member_view()(states, i) for i in range(len(seeds))]
+    members = [member(states, i) for i in range(len(seeds))]
     for i, a in enumerate(accs):
         if a is None:  # a finished run restarted: evaluate each member once
             accs[i] = trainer.evaluate(predict, members[i].variables, dataset.x_test, dataset.y_test, mesh,

@@ -294,7 +294,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
                               opt_state=tx.init(start["params"]))
     state = jax.device_put(state, parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
-    state, progress = resume(ckpt, state)
+    state, progress_info = resume(ckpt, state)
     start = int(state.step)
     train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh, batch_transform)
     predict = make_predict(model, mesh)
@@ -311,7 +311,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
                desc=f"train {name}", dynamic_ncols=True)
     step, test_acc = start, None
     # A resume inside an epoch continues that epoch's running sums (saved with mid-epoch checkpoints).
-    carry = progress if start % spe and progress.get("epoch") == start // spe else {}
+    carry = progress_info if start % spe and progress_info.get("epoch") == start // spe else {}
     try:
         while step < epochs * spe:
             epoch = step // spe
