@@ -195,6 +195,21 @@ def _apgd_run(loss_and_grad, x, labels, targets, active, key, eps, norm: str, n_
     return s["fooled"], s["x_out"], s["i"]
 
 
+def prepare_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels, active, norm: str, n_iter: int,
+                   n_restarts: int, n_target_classes: int | None = None):
+    """The checks and set-up APGD and FAB-T share -> (int32 labels, active mask, clean logits)."""
+    check_norm(norm)
+    if n_iter < 1 or n_restarts < 1:
+        raise ValueError(f"n_iter={n_iter} and n_restarts={n_restarts} must both be >= 1.")
+    active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
+    clean = apply_fn(variables, x)
+    num_classes = clean.shape[-1]
+    if n_target_classes is not None and not 1 <= n_target_classes <= num_classes - 1:
+        raise ValueError(f"n_target_classes={n_target_classes} must be in [1, {num_classes - 1}] for "
+                         f"{num_classes} classes.")
+    return jnp.asarray(labels, jnp.int32), active, clean
+
+
 def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Array, key: jax.Array, eps=8 / 255,
                 norm: str = "linf", n_iter: int = 100, n_restarts: int = 1, loss: str = "ce",
                 n_target_classes: int = 9, rho: float = 0.75, active: jax.Array | None = None) -> AttackOutcome:
@@ -205,20 +220,12 @@ def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Arr
     attacked; the others come back unfooled with x_adv = x. ``queries`` counts forward(+backward) passes
     per attacked example (1 clean for APGD-T's targets, 1 per start, 1 per iteration).
     """
-    check_norm(norm)
     if loss not in LOSSES:
         raise ValueError(f"unknown APGD loss {loss!r}; choose one of {LOSSES}.")
-    if n_iter < 1 or n_restarts < 1:
-        raise ValueError(f"n_iter={n_iter} and n_restarts={n_restarts} must both be >= 1.")
-    labels = jnp.asarray(labels, jnp.int32)
-    n = x.shape[0]
-    active = jnp.ones((n,), bool) if active is None else jnp.asarray(active, bool)
-    clean = apply_fn(variables, x)
-    num_classes = clean.shape[-1]
     targeted = loss == "dlr_targeted"
-    if targeted and not 1 <= n_target_classes <= num_classes - 1:
-        raise ValueError(f"n_target_classes={n_target_classes} must be in [1, {num_classes - 1}] for "
-                         f"{num_classes} classes.")
+    labels, active, clean = prepare_attack(apply_fn, variables, x, labels, active, norm, n_iter, n_restarts,
+                                           n_target_classes if targeted else None)
+    n, num_classes = x.shape[0], clean.shape[-1]
     if loss != "ce" and num_classes < (4 if targeted else 3):
         raise ValueError(f"the {loss} loss needs at least {4 if targeted else 3} classes, the model has {num_classes}.")
 

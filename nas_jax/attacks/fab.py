@@ -27,9 +27,9 @@ import jax.numpy as jnp
 from nas_jax.attacks.apgd import (
     ApplyFn,
     AttackOutcome,
-    check_norm,
     misclassified,
     per_example,
+    prepare_attack,
     ranked_class,
     row_norm,
     sphere_start,
@@ -113,17 +113,9 @@ def fab_targeted_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels:
     ``queries`` counts per attacked example 1 clean forward (targets) and, per iteration, 1 forward+backward
     and 1 forward (the check).
     """
-    check_norm(norm)
-    if n_iter < 1 or n_restarts < 1:
-        raise ValueError(f"n_iter={n_iter} and n_restarts={n_restarts} must both be >= 1.")
-    labels = jnp.asarray(labels, jnp.int32)
+    labels, active, clean = prepare_attack(apply_fn, variables, x, labels, active, norm, n_iter, n_restarts,
+                                           n_target_classes)
     n = x.shape[0]
-    active = jnp.ones((n,), bool) if active is None else jnp.asarray(active, bool)
-    clean = apply_fn(variables, x)
-    num_classes = clean.shape[-1]
-    if not 1 <= n_target_classes <= num_classes - 1:
-        raise ValueError(f"n_target_classes={n_target_classes} must be in [1, {num_classes - 1}] for "
-                         f"{num_classes} classes.")
     rows = jnp.arange(n)
 
     def margin(x_adv, y, t):
