@@ -26,12 +26,12 @@ from nas_jax.attacks.stealing import (
     init_bandit,
     init_reward_stats,
     knockoff,
-    model_logits,
     stealing_metrics,
     victim_probabilities,
 )
 from nas_jax.config import base_config
 from nas_jax.data import load_dataset, to_float
+from nas_jax.train import trainer
 
 # ----------------------------------------------------------------------------
 # Rewards and the gradient bandit, by hand
@@ -200,7 +200,8 @@ def test_soft_labels_reach_the_floor_and_beat_hard_labels(victim, tmp_path):
         assert sum(CALLS) == out["queries"] == out["queries_issued"] == kcfg.budget
         assert len(np.unique(out["indices"])) == kcfg.budget  # without replacement
         np.testing.assert_allclose(out["probs"], _numpy_probs(variables, ds.x_train[out["indices"]]), atol=1e-5)
-        metrics[labels] = stealing_metrics(test_probs, model_logits(model, out["variables"], ds.x_test), ds.y_test)
+        logits = trainer.model_logits(model, out["variables"], ds.x_test)
+        metrics[labels] = stealing_metrics(test_probs, logits, ds.y_test)
     soft, hard = metrics["soft"], metrics["hard"]
     assert soft["victim_accuracy"] > 0.9 and soft["victim_entropy"] > 0.1
     assert soft["ace"] - soft["victim_entropy"] == pytest.approx(soft["kl"])

@@ -225,3 +225,15 @@ def test_predict_logits_pads_to_one_shape_and_is_shared():
     direct = model.apply(variables, x.astype(np.float32) / 255.0, train=False)
     np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
     assert predict._cache_size() <= programs + 1  # batches of 16, 16 and 5 (+11 padding rows): one program
+
+
+def test_model_logits_takes_uint8_or_float_images():
+    """The (model, variables) wrapper: float images in [0, 1] give the logits of the uint8 ones they came from."""
+    ds, model = tiny_dataset(), tiny_cnn()
+    variables = trainer.init_variables(model, trainer.init_key(0), ds.x_test.shape[1:])
+    x = ds.x_test[:21]
+    from_u8 = trainer.model_logits(model, variables, x, batch_size=8)
+    from_float = trainer.model_logits(model, variables, x.astype(np.float32) / 255.0, batch_size=8)
+    direct = model.apply(variables, x.astype(np.float32) / 255.0, train=False)
+    np.testing.assert_allclose(from_u8, direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(from_float, direct, rtol=1e-5, atol=1e-5)

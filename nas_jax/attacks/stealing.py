@@ -294,17 +294,6 @@ def stealing_metrics(victim_probs: np.ndarray, thief_logits: np.ndarray, labels:
             "victim_accuracy": float(np.mean(victim_pred == labels))}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _logits(apply_fn, variables, images_u8):
-    return apply_fn(variables, to_float(images_u8), train=False)
-
-
-def model_logits(model, variables, images_u8: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Eval-mode logits of a uint8 array (one compiled function per model and batch shape)."""
-    return np.concatenate([np.asarray(_logits(model.apply, variables, images_u8[i : i + batch_size]))
-                           for i in range(0, len(images_u8), batch_size)])
-
-
 def _host_rng(key: jax.Array) -> np.random.Generator:
     """A NumPy generator seeded by a JAX key's data (a jitted threefry permutation compiles for seconds on CPU)."""
     data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key

@@ -7,10 +7,7 @@ trained victim) or ``trained`` (the zoo victim); a BN state is ``raw`` (running 
 
 from __future__ import annotations
 
-import functools
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.analysis.grad_variance import calibrate_batch_stats
@@ -55,13 +52,6 @@ def bn_variables(model, variables, bn: str, batches, seed: int):
     return calibrate_batch_stats(model.apply, variables, batches, jax.random.key(seed))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(apply, variables, x):
-    return jnp.argmax(apply(variables, x, train=False), -1)
-
-
 def accuracy(model, variables, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Eval-mode accuracy on float images (a sanity check of a BN state)."""
-    pred = np.concatenate([np.asarray(_predict(model.apply, variables, x[i : i + batch_size]))
-                           for i in range(0, len(x), batch_size)])
-    return float((pred == y).mean())
+    return float((trainer.model_logits(model, variables, x, batch_size).argmax(-1) == y).mean())

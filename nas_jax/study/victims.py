@@ -45,9 +45,7 @@ def attack_order(n_test: int, seed: int) -> np.ndarray:
 def predictions(entry: ZooEntry, images_u8: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Eval-mode predicted classes of a uint8 array, with the executable that training's evaluation
     compiled for this model (the same padded batch of ``train.eval_batch_size`` = 500 by default)."""
-    mesh = parallel.data_mesh()
-    predict = trainer.make_predict(entry.model, mesh)
-    return trainer.predict_logits(predict, entry.variables, images_u8, mesh, batch_size).argmax(-1)
+    return trainer.model_logits(entry.model, entry.variables, images_u8, batch_size).argmax(-1)
 
 
 def correct_inputs(correct: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:

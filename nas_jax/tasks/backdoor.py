@@ -21,7 +21,6 @@ set [artifact]. Prints a table, appends one ``task: "backdoor"`` record per (mod
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -31,11 +30,11 @@ import numpy as np
 
 from nas_jax.attacks import backdoor as bd
 from nas_jax.data import to_float
-from nas_jax.report import plots, results
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.runs import cached_training, task_run_dir
-from nas_jax.train import zoo
+from nas_jax.train import trainer, zoo
 
 
 def finetune_config(config) -> ml_collections.ConfigDict:
@@ -96,26 +95,27 @@ def make_trigger(entry, setting: dict, bc, run_dir: Path) -> tuple[np.ndarray, n
     return mark, mask, info
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict_stamped(apply_fn, variables, x_u8, mark, mask, transparency):
-    x = bd.stamp(to_float(x_u8), mark, mask, transparency)
-    return jnp.argmax(apply_fn(variables, x, train=False), -1)
+_stamp = jax.jit(bd.stamp)
 
 
-def predict(apply_fn, variables, x_u8: np.ndarray, mark, mask, transparency: float = 1.0,
+def predict(model, variables, x_u8: np.ndarray, mark, mask, transparency: float = 1.0,
             batch_size: int = 500) -> np.ndarray:
-    """Eval-mode predictions on stamped inputs (transparency 1 leaves them clean)."""
-    return np.concatenate([np.asarray(_predict_stamped(apply_fn, variables, x_u8[i : i + batch_size], mark, mask,
-                                                       jnp.float32(transparency)))
-                           for i in range(0, len(x_u8), batch_size)])
+    """Eval-mode predictions on stamped inputs (transparency 1 leaves them clean, so the uint8 images are
+    predicted as they are)."""
+    images = x_u8
+    if transparency != 1.0:
+        images = np.concatenate([np.asarray(_stamp(to_float(x_u8[i : i + batch_size]), mark, mask,
+                                                   jnp.float32(transparency)))
+                                 for i in range(0, len(x_u8), batch_size)])
+    return trainer.model_logits(model, variables, images, batch_size).argmax(-1)
 
 
 def evaluate(entry, trojan_variables, mark, mask, transparency: float, target: int, idx: np.ndarray) -> dict:
     """Backdoor metrics on the test inputs ``idx`` (suffix-free) and on the full test set (``_full_test``)."""
-    x, y, apply_fn = entry.dataset.x_test, entry.dataset.y_test, entry.model.apply
-    victim = predict(apply_fn, entry.variables, x, mark, mask)
-    trojan = predict(apply_fn, trojan_variables, x, mark, mask)
-    triggered = predict(apply_fn, trojan_variables, x, mark, mask, transparency)
+    x, y, model = entry.dataset.x_test, entry.dataset.y_test, entry.model
+    victim = predict(model, entry.variables, x, mark, mask)
+    trojan = predict(model, trojan_variables, x, mark, mask)
+    triggered = predict(model, trojan_variables, x, mark, mask, transparency)
     metrics = bd.backdoor_metrics(y[idx], victim[idx], trojan[idx], triggered[idx], target)
     full = bd.backdoor_metrics(y, victim, trojan, triggered, target)
     metrics.update({f"{k}_full_test": v for k, v in full.items()})
@@ -161,60 +161,18 @@ def run(config, workdir: str | Path) -> list[dict]:
         print(format_table(rows, [("model", "model", None), ("family", "family", None), ("setting", "attack", None),
                                   ("clean_accuracy_victim", "victim acc", ".3f"), ("asr", "ASR", ".3f"),
                                   ("asr_excluding_target", "ASR excl. t", ".3f"), ("cad", "CAD", "+.3f")]))
-        figures = Path(workdir) / "figures"
+        fig_dir = Path(workdir) / "figures"
         for name in dict.fromkeys(r["setting"] for r in rows):
             if name.startswith("trojannn") and name != f"trojannn_n{bc.n_neurons[0]}":
                 continue  # Figure 7 shows the first n_neuron; the others go to Figure 8
             attack = "trojannn" if name.startswith("trojannn") else name
-            fig = plot_asr_cad([r for r in rows if r["setting"] == name], figures / f"backdoor_{attack}.png",
+            fig = figures.backdoor_asr_cad_figure([r for r in rows if r["setting"] == name], fig_dir / f"backdoor_{attack}.png",
                                title=f"{name} on {config.dataset}")
             print(f"figure: {fig}")
         if len(bc.n_neurons) > 1 and "trojannn" in bc.attacks:
-            fig = plot_neurons([r for r in rows if r["attack"] == "trojannn"], figures / "backdoor_neurons.png",
+            fig = figures.backdoor_neurons_figure([r for r in rows if r["attack"] == "trojannn"], fig_dir / "backdoor_neurons.png",
                                title=f"TrojanNN against n_neuron on {config.dataset}")
             print(f"figure: {fig}")
     return records
 
 
-def plot_asr_cad(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Figure 7: ASR and CAD bars per model, NAS first, coloured by family."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(2.4 + 0.9 * len(rows), 3.4))
-    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
-        ax.bar(range(len(rows)), [100 * r[key] for r in rows], color=colors)
-        ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel(label)
-        ax.axhline(0, color="grey", lw=0.5)
-    axes[0].set_ylim(0, 105)
-    plots.legend_outside(axes[1], handles=[Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return plots.save_figure(fig, path)
-
-
-def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Figure 8: ASR and CAD against n_neuron; family means thick, models faint."""
-    import matplotlib.pyplot as plt
-
-    ns = sorted({r["n_neuron"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
-        for family, color in plots.FAMILY_COLORS.items():
-            models = sorted({r["model"] for r in rows if r["family"] == family})
-            curves = [[100 * next(r[key] for r in rows if r["model"] == m and r["n_neuron"] == n) for n in ns]
-                      for m in models]
-            for ys in curves:
-                ax.plot(ns, ys, color=color, alpha=0.25, lw=0.8)
-            if curves:
-                ax.plot(ns, np.mean(curves, axis=0), color=color, marker="o", lw=2, label=f"{family} mean")
-        ax.set_xticks(ns)
-        ax.set_xlabel("number of target neurons")
-        ax.set_ylabel(label)
-    plots.legend_outside(axes[1])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return plots.save_figure(fig, path)

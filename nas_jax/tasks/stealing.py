@@ -22,14 +22,14 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from nas_jax.attacks.nes import BlackBox
-from nas_jax.attacks.stealing import KnockoffConfig, knockoff, make_pool, model_logits, stealing_metrics
+from nas_jax.attacks.stealing import KnockoffConfig, knockoff, make_pool, stealing_metrics
 from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import results
 from nas_jax.report.plots import FAMILY_COLORS, legend_outside, save_figure  # also selects the Agg backend
 from nas_jax.report.tables import format_table
-from nas_jax.train import zoo
+from nas_jax.train import trainer, zoo
 
 
 def thief_config(config, replica: str) -> ml_collections.ConfigDict:
@@ -74,7 +74,7 @@ def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset,
     out = knockoff(BlackBox(victim.model.apply, victim.variables), pool, pool_labels, dataset, model,
                    thief_config(config, replica), key, kcfg, run_dir, progress=progress,
                    name=f"{replica} <- {victim.name} ({budget} queries)")
-    metrics = stealing_metrics(victim_test_probs, model_logits(model, out["variables"], dataset.x_test),
+    metrics = stealing_metrics(victim_test_probs, trainer.model_logits(model, out["variables"], dataset.x_test),
                                dataset.y_test)
     return {**metrics, "queries": out["queries"]}
 

@@ -178,14 +178,15 @@ def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_tra
     return step
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_predict(model: nn.Module, mesh):
-    """``predict(variables, images_u8) -> logits`` in eval mode (G2), batch-sharded; one jitted
+    """``predict(variables, images) -> logits`` in eval mode (G2), batch-sharded; one jitted
     function per (model, mesh), so training's evaluation and the attacks' clean predictions share
-    one executable."""
+    one executable. ``images`` are uint8 (divided by 255) or already float in [0, 1]."""
 
-    def predict(variables, images_u8):
-        return model.apply(variables, to_float(images_u8), train=False)
+    def predict(variables, images):
+        x = to_float(images) if images.dtype == jnp.uint8 else images
+        return model.apply(variables, x, train=False)
 
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     return jax.jit(predict, in_shardings=(rep, data), out_shardings=data)
@@ -212,6 +213,13 @@ def predict_logits(predict, variables, images_u8: np.ndarray, mesh, batch_size: 
             logits = multihost_utils.process_allgather(logits, tiled=True)
         out.append(np.asarray(logits)[:valid])
     return np.concatenate(out)
+
+
+def model_logits(model: nn.Module, variables, images: np.ndarray, batch_size: int = 500, mesh=None) -> np.ndarray:
+    """Eval-mode logits of ``model`` on a host array (uint8, or float in [0, 1]): the one batched
+    prediction path (:func:`predict_logits` on the data mesh unless ``mesh`` is given)."""
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    return predict_logits(make_predict(model, mesh), variables, np.asarray(images), mesh, batch_size)
 
 
 def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh, batch_size: int) -> float:
