@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from nas_jax.errors import UserError
 
 # --------------------------------------------------------------------------
 # Initialisers (PROTOCOL §b.7)
@@ -70,21 +73,49 @@ def normal_init(stddev: float):
 
 
 # --------------------------------------------------------------------------
+# Mixed precision (issue 13): ``arch.dtype`` is the compute dtype of activations
+# --------------------------------------------------------------------------
+
+DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(name: str):
+    """The modules' ``dtype`` for ``arch.dtype``: None for 'float32' (Flax infers it from inputs and
+    parameters, so float32 models are exactly as before and float64 checks stay float64), jnp.bfloat16 for
+    'bfloat16'. Parameters are float32 either way (``param_dtype``)."""
+    if name not in DTYPES:
+        raise UserError(f"unknown arch.dtype {name!r}; valid: {DTYPES} (e.g. --config.arch.dtype=bfloat16).")
+    return None if name == "float32" else jnp.bfloat16
+
+
+def as_compute(x, dtype):
+    """``x`` cast to the compute dtype (None: unchanged)."""
+    return x if dtype is None else x.astype(dtype)
+
+
+def as_output(x):
+    """Logits (and sown features) leave a model in at least float32, so the loss and attacks are unchanged."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+# --------------------------------------------------------------------------
 # Normalisation and BatchNorm
 # --------------------------------------------------------------------------
 
 
 class Normalize(nn.Module):
-    """First step of every model: (x - mean) / std in pixel space [0, 1] (G1)."""
+    """First step of every model: (x - mean) / std in pixel space [0, 1] (G1), computed in the input's dtype
+    and then cast to the compute ``dtype`` (None: kept)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         mean = jnp.asarray(self.mean, x.dtype)
         std = jnp.asarray(self.std, x.dtype)
-        return (x - mean) / std
+        return as_compute((x - mean) / std, self.dtype)
 
 
 class BatchNorm(nn.BatchNorm):
@@ -95,7 +126,9 @@ class BatchNorm(nn.BatchNorm):
     the n values per channel; Flax uses the biased one), with Flax's ``momentum = m = 0.9`` (PyTorch's 0.1).
     Eval mode normalises with the running statistics. Same variables as Flax's module (params ``scale``,
     ``bias``; batch_stats ``mean``, ``var``) and the same class name, so auto-names (``BatchNorm_0``),
-    parameter counts and stored checkpoints are unchanged. Statistics are reduced in at least float32 (two-pass).
+    parameter counts and stored checkpoints are unchanged. Statistics are reduced in at least float32 (two-pass),
+    the running statistics stay float32, and the normalisation is computed in at least float32 and cast to
+    ``dtype`` (the compute dtype, issue 13; None: the input's dtype promoted to at least float32).
     """
 
     @nn.compact

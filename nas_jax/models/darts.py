@@ -9,12 +9,15 @@ auxiliary head at cell ⌊2L/3⌋ with loss weight 0.4 (option).
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from nas_jax.models.common import (
     Normalize,
+    as_output,
     batch_norm,
     global_avg_pool,
     torch_default_bias_init,
@@ -42,18 +45,20 @@ class Cell(nn.Module):
     dropout: float = 0.2
     use_drop_path: bool = False
     conv_impl: str = "auto"
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, s0, s1, train: bool, drop_path_prob=0.0):
-        c, impl = self.features, self.conv_impl
-        s0 = (FactorizedReduce(c, impl=impl) if self.reduction_prev else ReLUConvBN(c, impl=impl))(s0, train)
-        s1 = ReLUConvBN(c, impl=impl)(s1, train)
+        c, impl, dt = self.features, self.conv_impl, self.dtype
+        pre0 = FactorizedReduce(c, impl=impl, dtype=dt) if self.reduction_prev else ReLUConvBN(c, impl=impl, dtype=dt)
+        s0 = pre0(s0, train)
+        s1 = ReLUConvBN(c, impl=impl, dtype=dt)(s1, train)
         states = [s0, s1]
         for k in range(0, len(self.cell), 2):
             node = 0.0
             for op_name, idx in self.cell[k : k + 2]:
                 stride = 2 if self.reduction and idx < 2 else 1
-                y = make_op(op_name, c, stride, impl=impl)(states[idx], train)
+                y = make_op(op_name, c, stride, impl=impl, dtype=dt)(states[idx], train)
                 is_identity = op_name == "skip_connect" and stride == 1
                 if op_name != "none" and not is_identity and self.dropout > 0:
                     y = nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -68,15 +73,17 @@ class AuxiliaryHead(nn.Module):
     """Auxiliary classifier at 8×8 (§b.4): ReLU, avg-pool 5/3, 1×1 conv 128, 2×2 conv 768, Linear."""
 
     num_classes: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
+        dt = self.dtype
         x = nn.avg_pool(nn.relu(x), (5, 5), (3, 3), "VALID")
-        x = nn.relu(batch_norm(train)(conv(128, (1, 1))(x)))
-        x = nn.relu(batch_norm(train)(conv(768, (2, 2))(x)))
+        x = nn.relu(batch_norm(train, dtype=dt)(conv(128, (1, 1), dtype=dt)(x)))
+        x = nn.relu(batch_norm(train, dtype=dt)(conv(768, (2, 2), dtype=dt)(x)))
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
-                        bias_init=torch_default_bias_init(x.shape[-1]))(x)
+        return as_output(nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
+                                  bias_init=torch_default_bias_init(x.shape[-1]), dtype=dt)(x))
 
 
 def cell_runs(signatures: list[tuple], breaks: tuple[int, ...] = ()) -> list[tuple[int, int]]:
@@ -104,6 +111,9 @@ class DartsNetwork(nn.Module):
     they are stacked inside the call and the updated BN statistics unstacked, so checkpoints are unchanged.
     Dropout and drop-path masks of the scanned cells come from per-cell keys split from the module's
     ``dropout`` stream (same distribution as unrolled, different draws).
+
+    ``dtype`` (issue 13) is the compute dtype of the activations (None: float32, unchanged; jnp.bfloat16 for
+    ``arch.dtype=bfloat16``); parameters and BN statistics stay float32, logits and features leave as float32.
     """
 
     genotype: Genotype
@@ -117,6 +127,7 @@ class DartsNetwork(nn.Module):
     use_drop_path: bool = False
     conv_impl: str = "auto"
     scan_cells: bool = True
+    dtype: Any = None
     family = "nas"
 
     def cells(self, image_hw: tuple[int, int], stem_channels: int) -> list[tuple[Cell, tuple]]:
@@ -133,7 +144,7 @@ class DartsNetwork(nn.Module):
             cell, concat = ((self.genotype.reduce, self.genotype.reduce_concat) if reduction
                             else (self.genotype.normal, self.genotype.normal_concat))
             module = Cell(cell, concat, c_cur, reduction, reduction_prev, self.dropout, self.use_drop_path,
-                          self.conv_impl, parent=None)
+                          self.conv_impl, self.dtype, parent=None)
             shape = (*hw, len(concat) * c_cur)
             out.append((module, ((reduction, reduction_prev, c_cur), s0, s1, shape)))
             s0, s1 = s1, shape
@@ -164,9 +175,10 @@ class DartsNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False, drop_path_prob=0.0):
-        x = Normalize(self.mean, self.std)(x)
+        dt = self.dtype
+        x = Normalize(self.mean, self.std, dt)(x)
         c_cur = self.init_channels
-        stem = batch_norm(train)(conv(3 * c_cur, (3, 3), padding=((1, 1), (1, 1)))(x))
+        stem = batch_norm(train, dtype=dt)(conv(3 * c_cur, (3, 3), padding=((1, 1), (1, 1)), dtype=dt)(x))
         s0 = s1 = stem
         aux_at = 2 * self.layers // 3
         cells = self.cells(x.shape[1:3], stem.shape[-1])
@@ -181,8 +193,8 @@ class DartsNetwork(nn.Module):
             out = cells[start][0].clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob)
             s0, s1 = s1, out
             if start == aux_at and self.auxiliary and (train or self.is_initializing()):
-                self.sow("intermediates", "aux_logits", AuxiliaryHead(self.num_classes, name="aux_head")(s1, train))
+                self.sow("intermediates", "aux_logits", AuxiliaryHead(self.num_classes, dt, name="aux_head")(s1, train))
         feats = global_avg_pool(s1)
-        self.sow("intermediates", "features", feats)
-        return nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
-                        bias_init=torch_default_bias_init(feats.shape[-1]), name="classifier")(feats)
+        self.sow("intermediates", "features", as_output(feats))
+        return as_output(nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init, dtype=dt,
+                                  bias_init=torch_default_bias_init(feats.shape[-1]), name="classifier")(feats))

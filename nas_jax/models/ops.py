@@ -12,12 +12,13 @@ proved equal in tests/test_ops.py.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax.models.common import batch_norm, torch_default_kernel_init
+from nas_jax.models.common import as_compute, batch_norm, torch_default_kernel_init
 
 CONV_IMPLS = ("auto", "xla", "shifted")
 
@@ -127,34 +128,43 @@ def pointwise_conv(x, kernel, stride: int, impl: str):
 
 
 class DepthwiseConv(nn.Module):
+    """Depthwise k×k conv; float32 kernel, computed in ``dtype`` (None: the input's)."""
+
     kernel_size: int
     stride: int = 1
     padding: int = 0
     dilation: int = 1
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
         kernel = self.param("kernel", torch_default_kernel_init, (self.kernel_size, self.kernel_size, 1, c))
+        x, kernel = as_compute(x, self.dtype), as_compute(kernel, self.dtype)
         return depthwise_conv(x, kernel, self.stride, self.padding, self.dilation, self.impl)
 
 
 class PointwiseConv(nn.Module):
+    """1×1 conv; float32 kernel, computed in ``dtype`` (None: the input's)."""
+
     features: int
     stride: int = 1
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", torch_default_kernel_init, (1, 1, x.shape[-1], self.features))
+        x, kernel = as_compute(x, self.dtype), as_compute(kernel, self.dtype)
         return pointwise_conv(x, kernel, self.stride, self.impl)
 
 
-def conv(features: int, kernel: tuple[int, int], stride=(1, 1), padding=((0, 0), (0, 0)), name=None) -> nn.Conv:
-    """A plain bias-free convolution with PyTorch default init (stem, 1×7/7×1)."""
+def conv(features: int, kernel: tuple[int, int], stride=(1, 1), padding=((0, 0), (0, 0)), name=None,
+         dtype=None) -> nn.Conv:
+    """A plain bias-free convolution with PyTorch default init (stem, 1×7/7×1); ``dtype`` the compute dtype."""
     return nn.Conv(features, kernel, strides=stride, padding=padding, use_bias=False,
-                   kernel_init=torch_default_kernel_init, name=name)
+                   kernel_init=torch_default_kernel_init, name=name, dtype=dtype)
 
 
 # --------------------------------------------------------------------------
@@ -168,11 +178,12 @@ class ReLUConvBN(nn.Module):
     features: int
     affine: bool = True
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = PointwiseConv(self.features, impl=self.impl)(nn.relu(x))
-        return batch_norm(train, self.affine)(x)
+        x = PointwiseConv(self.features, impl=self.impl, dtype=self.dtype)(nn.relu(x))
+        return batch_norm(train, self.affine, dtype=self.dtype)(x)
 
 
 class FactorizedReduce(nn.Module):
@@ -181,6 +192,7 @@ class FactorizedReduce(nn.Module):
     features: int
     affine: bool = True
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -188,9 +200,9 @@ class FactorizedReduce(nn.Module):
             raise ValueError(f"FactorizedReduce needs even height and width, got {x.shape[1:3]}.")
         x = nn.relu(x)
         half = self.features // 2
-        a = PointwiseConv(half, stride=2, impl=self.impl)(x)
-        b = PointwiseConv(self.features - half, stride=2, impl=self.impl)(x[:, 1:, 1:, :])
-        return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+        a = PointwiseConv(half, stride=2, impl=self.impl, dtype=self.dtype)(x)
+        b = PointwiseConv(self.features - half, stride=2, impl=self.impl, dtype=self.dtype)(x[:, 1:, 1:, :])
+        return batch_norm(train, self.affine, dtype=self.dtype)(jnp.concatenate([a, b], axis=-1))
 
 
 class SepConv(nn.Module):
@@ -201,14 +213,15 @@ class SepConv(nn.Module):
     stride: int
     affine: bool = True
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
         pad = (self.kernel_size - 1) // 2
         for stride in (self.stride, 1):
-            x = DepthwiseConv(self.kernel_size, stride, pad, impl=self.impl)(nn.relu(x))
-            x = PointwiseConv(self.features, impl=self.impl)(x)
-            x = batch_norm(train, self.affine)(x)
+            x = DepthwiseConv(self.kernel_size, stride, pad, impl=self.impl, dtype=self.dtype)(nn.relu(x))
+            x = PointwiseConv(self.features, impl=self.impl, dtype=self.dtype)(x)
+            x = batch_norm(train, self.affine, dtype=self.dtype)(x)
         return x
 
 
@@ -220,28 +233,30 @@ class DilConv(nn.Module):
     stride: int
     affine: bool = True
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
         pad = self.kernel_size - 1  # dilation 2: pad = 2 for 3×3, 4 for 5×5
-        x = DepthwiseConv(self.kernel_size, self.stride, pad, dilation=2, impl=self.impl)(nn.relu(x))
-        x = PointwiseConv(self.features, impl=self.impl)(x)
-        return batch_norm(train, self.affine)(x)
+        x = DepthwiseConv(self.kernel_size, self.stride, pad, dilation=2, impl=self.impl, dtype=self.dtype)(nn.relu(x))
+        x = PointwiseConv(self.features, impl=self.impl, dtype=self.dtype)(x)
+        return batch_norm(train, self.affine, dtype=self.dtype)(x)
 
 
-class Conv7x1_1x7(nn.Module):  # noqa: N801 - the op's name in the genotypes
+class Conv7x1_1x7(nn.Module):
     """ReLU -> conv 1×7 (stride (1, s)) -> conv 7×1 (stride (s, 1)) -> BN (§b.1)."""
 
     features: int
     stride: int
     affine: bool = True
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.relu(x)
-        x = conv(self.features, (1, 7), (1, self.stride), ((0, 0), (3, 3)))(x)
-        x = conv(self.features, (7, 1), (self.stride, 1), ((3, 3), (0, 0)))(x)
-        return batch_norm(train, self.affine)(x)
+        x = conv(self.features, (1, 7), (1, self.stride), ((0, 0), (3, 3)), dtype=self.dtype)(x)
+        x = conv(self.features, (7, 1), (self.stride, 1), ((3, 3), (0, 0)), dtype=self.dtype)(x)
+        return batch_norm(train, self.affine, dtype=self.dtype)(x)
 
 
 class Pool(nn.Module):
@@ -252,6 +267,7 @@ class Pool(nn.Module):
     stride: int
     bn: bool = False
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -259,7 +275,7 @@ class Pool(nn.Module):
             x = max_pool_3x3(x, self.stride, self.impl)
         else:
             x = nn.avg_pool(x, (3, 3), (self.stride, self.stride), ((1, 1), (1, 1)), count_include_pad=False)
-        return batch_norm(train, affine=False)(x) if self.bn else x
+        return batch_norm(train, affine=False, dtype=self.dtype)(x) if self.bn else x
 
 
 class Zero(nn.Module):
@@ -275,21 +291,23 @@ class Identity(nn.Module):
 
 
 def make_op(name: str, features: int, stride: int, affine: bool = True, pool_bn: bool = False,
-            impl: str = "auto", module_name: str | None = None) -> nn.Module:
-    """Instantiate one op of the search space by its genotype name."""
+            impl: str = "auto", module_name: str | None = None, dtype: Any = None) -> nn.Module:
+    """Instantiate one op of the search space by its genotype name; ``dtype`` is the compute dtype
+    (None: inferred, i.e. float32 models unchanged)."""
     kw = {"name": module_name}
+    dkw = {"dtype": dtype}
     if name == "none":
         return Zero(stride, **kw)
     if name == "skip_connect":
-        return Identity(**kw) if stride == 1 else FactorizedReduce(features, affine, impl, **kw)
+        return Identity(**kw) if stride == 1 else FactorizedReduce(features, affine, impl, **kw, **dkw)
     if name in ("max_pool_3x3", "avg_pool_3x3"):
-        return Pool(name[:3], stride, pool_bn, impl, **kw)
+        return Pool(name[:3], stride, pool_bn, impl, **kw, **dkw)
     if name.startswith("sep_conv_"):
-        return SepConv(features, int(name[-1]), stride, affine, impl, **kw)
+        return SepConv(features, int(name[-1]), stride, affine, impl, **kw, **dkw)
     if name.startswith("dil_conv_"):
-        return DilConv(features, int(name[-1]), stride, affine, impl, **kw)
+        return DilConv(features, int(name[-1]), stride, affine, impl, **kw, **dkw)
     if name == "conv_7x1_1x7":
-        return Conv7x1_1x7(features, stride, affine, **kw)
+        return Conv7x1_1x7(features, stride, affine, **kw, **dkw)
     raise ValueError(f"unknown op {name!r}; valid ops: {OP_NAMES}.")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from nas_jax.models import genotypes
+from nas_jax.models.common import compute_dtype
 from nas_jax.models.darts import DartsNetwork
 from nas_jax.models.manual import MANUAL_MODELS
 
@@ -57,12 +58,16 @@ def build_model(
     drop_path: bool = False,
     width_multiplier: float = 1.0,
     conv_impl: str = "auto",
+    dtype: str = "float32",
 ) -> nn.Module:
     """Build a zoo model. NAS knobs: init_channels (C), layers (L), auxiliary,
-    dropout (per-op), drop_path. Manual knob: width_multiplier."""
+    dropout (per-op), drop_path. Manual knob: width_multiplier. Both: ``dtype`` ('float32' | 'bfloat16'),
+    the compute dtype of the activations (issue 13; parameters, BN statistics and logits stay float32)."""
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    dt = compute_dtype(dtype)
     if model_family(name) == "manual":
-        return MANUAL_MODELS[name](num_classes=num_classes, mean=mean, std=std, width_multiplier=width_multiplier)
+        return MANUAL_MODELS[name](num_classes=num_classes, mean=mean, std=std, width_multiplier=width_multiplier,
+                                   dtype=dt)
     if layers < 3:
         raise ValueError(f"a NAS network needs at least 3 layers (two are reduction cells), got {layers}.")
     return DartsNetwork(
@@ -76,6 +81,7 @@ def build_model(
         dropout=dropout,
         use_drop_path=drop_path,
         conv_impl=conv_impl,
+        dtype=dt,
     )
 
 
@@ -93,4 +99,5 @@ def build_from_config(name: str, arch, num_classes: int, mean, std) -> nn.Module
         drop_path=arch.drop_path,
         width_multiplier=arch.width_multiplier,
         conv_impl=arch.conv_impl,
+        dtype=arch.get("dtype", "float32"),  # configs stored before issue 13 have no arch.dtype
     )

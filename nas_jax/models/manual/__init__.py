@@ -1,7 +1,8 @@
 """The 7 manual CIFAR models ("_comp" variants, PROTOCOL §c.3), one module per family.
 
 ``MANUAL_MODELS`` maps a family name to its Flax module class; every class is built as
-``cls(num_classes=..., mean=..., std=..., width_multiplier=...)``.
+``cls(num_classes=..., mean=..., std=..., width_multiplier=..., dtype=...)`` (``dtype``: the compute dtype of
+the activations, None for float32; parameters stay float32).
 """
 
 from __future__ import annotations

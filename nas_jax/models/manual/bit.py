@@ -27,13 +27,20 @@ for every layer at width 1).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax.models.common import Normalize, global_avg_pool, scale_channels, torch_default_kernel_init
+from nas_jax.models.common import (
+    Normalize,
+    as_compute,
+    as_output,
+    global_avg_pool,
+    scale_channels,
+    torch_default_kernel_init,
+)
 from nas_jax.models.manual.resnet import torch_linear
 
 WS_EPS = 1e-10
@@ -46,9 +53,11 @@ class StdConv(nn.Module):
     features: int
     kernel_size: int
     stride: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = as_compute(x, self.dtype)
         k = self.kernel_size
         kernel = self.param("kernel", torch_default_kernel_init, (k, k, x.shape[-1], self.features))
         mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
@@ -64,9 +73,11 @@ class StdConv(nn.Module):
         )
 
 
-def group_norm(channels: int, name: str) -> nn.GroupNorm:
-    """GroupNorm with gcd(32, channels) groups and PyTorch's eps."""
+def group_norm(channels: int, name: str, dtype: Any = None) -> nn.GroupNorm:
+    """GroupNorm with gcd(32, channels) groups and PyTorch's eps; statistics in at least float32 (Flax),
+    output in ``dtype``."""
     return nn.GroupNorm(
+        dtype=dtype,
         num_groups=math.gcd(32, channels),
         epsilon=GN_EPS,
         use_fast_variance=False,
@@ -82,18 +93,20 @@ class PreActBottleneck(nn.Module):
     out_features: int
     mid_features: int
     stride: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = nn.relu(group_norm(x.shape[-1], "gn1")(x))
+        dt = self.dtype
+        out = nn.relu(group_norm(x.shape[-1], "gn1", dt)(x))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.out_features:
-            shortcut = StdConv(self.out_features, 1, self.stride, name="downsample")(out)
-        out = StdConv(self.mid_features, 1, name="conv1")(out)
-        out = nn.relu(group_norm(self.mid_features, "gn2")(out))
-        out = StdConv(self.mid_features, 3, self.stride, name="conv2")(out)
-        out = nn.relu(group_norm(self.mid_features, "gn3")(out))
-        out = StdConv(self.out_features, 1, name="conv3")(out)
+            shortcut = StdConv(self.out_features, 1, self.stride, dt, name="downsample")(out)
+        out = StdConv(self.mid_features, 1, dtype=dt, name="conv1")(out)
+        out = nn.relu(group_norm(self.mid_features, "gn2", dt)(out))
+        out = StdConv(self.mid_features, 3, self.stride, dt, name="conv2")(out)
+        out = nn.relu(group_norm(self.mid_features, "gn3", dt)(out))
+        out = StdConv(self.out_features, 1, dtype=dt, name="conv3")(out)
         return out + shortcut
 
 
@@ -108,20 +121,21 @@ class BiT(nn.Module):
     width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (3, 4, 6, 3)
     width_factor: int = 1
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no BatchNorm, no dropout
-        wf = self.width_factor
-        x = Normalize(self.mean, self.std)(x)
-        x = StdConv(scale_channels(64 * wf, self.width_multiplier), 3, name="root_conv")(x)
+        wf, dt = self.width_factor, self.dtype
+        x = Normalize(self.mean, self.std, dt)(x)
+        x = StdConv(scale_channels(64 * wf, self.width_multiplier), 3, dtype=dt, name="root_conv")(x)
         for i, num_units in enumerate(self.blocks):
             out_features = scale_channels(256 * wf * 2**i, self.width_multiplier)
             mid_features = scale_channels(64 * wf * 2**i, self.width_multiplier)
             for j in range(num_units):
                 stride = 2 if (i > 0 and j == 0) else 1
-                x = PreActBottleneck(out_features, mid_features, stride, name=f"block{i + 1}_unit{j + 1:02d}")(x)
-        x = nn.relu(group_norm(x.shape[-1], "head_gn")(x))
+                x = PreActBottleneck(out_features, mid_features, stride, dt, name=f"block{i + 1}_unit{j + 1:02d}")(x)
+        x = nn.relu(group_norm(x.shape[-1], "head_gn", dt)(x))
         feats = global_avg_pool(x)
-        self.sow("intermediates", "features", feats)
-        return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)
+        self.sow("intermediates", "features", as_output(feats))
+        return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", dt)(feats))

@@ -19,7 +19,7 @@ Width multiplier: the growth rate and the initial feature count scale with
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from nas_jax.models.common import (
     Normalize,
+    as_output,
     batch_norm,
     global_avg_pool,
     kaiming_normal_fan_in,
@@ -42,13 +43,15 @@ class DenseLayer(nn.Module):
 
     growth_rate: int
     bn_size: int = 4
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        out = nn.relu(batch_norm(train, name="norm1")(x))
-        out = conv(self.bn_size * self.growth_rate, (1, 1), padding=((0, 0), (0, 0)), name="conv1")(out)
-        out = nn.relu(batch_norm(train, name="norm2")(out))
-        out = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(out)
+        dt = self.dtype
+        out = nn.relu(batch_norm(train, name="norm1", dtype=dt)(x))
+        out = conv(self.bn_size * self.growth_rate, (1, 1), padding=((0, 0), (0, 0)), name="conv1", dtype=dt)(out)
+        out = nn.relu(batch_norm(train, name="norm2", dtype=dt)(out))
+        out = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)), name="conv2", dtype=dt)(out)
         return jnp.concatenate([x, out], axis=-1)
 
 
@@ -56,11 +59,12 @@ class Transition(nn.Module):
     """BN-ReLU-1x1 conv (compression) - 2x2 stride-2 average pool."""
 
     out_features: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.relu(batch_norm(train, name="norm")(x))
-        x = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="conv")(x)
+        x = nn.relu(batch_norm(train, name="norm", dtype=self.dtype)(x))
+        x = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="conv", dtype=self.dtype)(x)
         return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
 
 
@@ -78,26 +82,29 @@ class DenseNet(nn.Module):
     init_features: int = 64
     bn_size: int = 4
     compression: float = 0.5
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        growth = scale_channels(self.growth_rate, self.width_multiplier)
-        x = Normalize(self.mean, self.std)(x)
+        growth, dt = scale_channels(self.growth_rate, self.width_multiplier), self.dtype
+        x = Normalize(self.mean, self.std, dt)(x)
         x = conv(
-            scale_channels(self.init_features, self.width_multiplier), (3, 3), padding=((1, 1), (1, 1)), name="conv0"
+            scale_channels(self.init_features, self.width_multiplier), (3, 3), padding=((1, 1), (1, 1)), name="conv0",
+            dtype=dt,
         )(x)
         for b, num_layers in enumerate(self.blocks):
             for i in range(num_layers):
-                x = DenseLayer(growth, self.bn_size, name=f"denseblock{b + 1}_layer{i + 1}")(x, train)
+                x = DenseLayer(growth, self.bn_size, dt, name=f"denseblock{b + 1}_layer{i + 1}")(x, train)
             if b != len(self.blocks) - 1:
                 out_features = max(1, int(x.shape[-1] * self.compression))
-                x = Transition(out_features, name=f"transition{b + 1}")(x, train)
-        x = nn.relu(batch_norm(train, name="norm5")(x))
+                x = Transition(out_features, dt, name=f"transition{b + 1}")(x, train)
+        x = nn.relu(batch_norm(train, name="norm5", dtype=dt)(x))
         feats = global_avg_pool(x)
-        self.sow("intermediates", "features", feats)
-        return nn.Dense(
+        self.sow("intermediates", "features", as_output(feats))
+        return as_output(nn.Dense(
             self.num_classes,
             kernel_init=torch_default_kernel_init,
             bias_init=nn.initializers.zeros,
             name="classifier",
-        )(feats)
+            dtype=dt,
+        )(feats))

@@ -29,13 +29,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax.models.common import Normalize, batch_norm, global_avg_pool, kaiming_normal_fan_out, scale_channels
+from nas_jax.models.common import (
+    Normalize,
+    as_output,
+    batch_norm,
+    global_avg_pool,
+    kaiming_normal_fan_out,
+    scale_channels,
+)
 from nas_jax.models.manual.resnet import torch_linear
 
 conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal_fan_out)
@@ -47,16 +54,17 @@ class DLABasicBlock(nn.Module):
 
     planes: int
     stride: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, residual: jax.Array | None = None, train: bool = False) -> jax.Array:
         if residual is None:
             residual = x
-        s = (self.stride, self.stride)
-        out = conv(self.planes, (3, 3), strides=s, padding=PAD1, name="conv1")(x)
-        out = nn.relu(batch_norm(train, name="bn1")(out))
-        out = conv(self.planes, (3, 3), padding=PAD1, name="conv2")(out)
-        out = batch_norm(train, name="bn2")(out)
+        s, dt = (self.stride, self.stride), self.dtype
+        out = conv(self.planes, (3, 3), strides=s, padding=PAD1, name="conv1", dtype=dt)(x)
+        out = nn.relu(batch_norm(train, name="bn1", dtype=dt)(out))
+        out = conv(self.planes, (3, 3), padding=PAD1, name="conv2", dtype=dt)(out)
+        out = batch_norm(train, name="bn2", dtype=dt)(out)
         return nn.relu(out + residual)
 
 
@@ -65,13 +73,15 @@ class Root(nn.Module):
 
     out_features: int
     kernel_size: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, xs: Sequence[jax.Array], train: bool = False) -> jax.Array:
         k = self.kernel_size
         p = (k - 1) // 2
-        out = conv(self.out_features, (k, k), padding=((p, p), (p, p)), name="conv")(jnp.concatenate(xs, axis=-1))
-        return nn.relu(batch_norm(train, name="bn")(out))
+        out = conv(self.out_features, (k, k), padding=((p, p), (p, p)), name="conv", dtype=self.dtype)(
+            jnp.concatenate(xs, axis=-1))
+        return nn.relu(batch_norm(train, name="bn", dtype=self.dtype)(out))
 
 
 class Tree(nn.Module):
@@ -86,6 +96,7 @@ class Tree(nn.Module):
     stride: int = 1
     level_root: bool = False
     root_kernel_size: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, children: Sequence[jax.Array] | None = None, train: bool = False) -> jax.Array:
@@ -95,21 +106,23 @@ class Tree(nn.Module):
             bottom = nn.max_pool(x, (self.stride, self.stride), strides=(self.stride, self.stride), padding="VALID")
         if self.level_root:
             children.append(bottom)
+        dt = self.dtype
         if self.levels == 1:
             residual = bottom
             if x.shape[-1] != self.out_features:
-                residual = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="project_conv")(bottom)
-                residual = batch_norm(train, name="project_bn")(residual)
-            x1 = DLABasicBlock(self.out_features, self.stride, name="tree1")(x, residual, train)
-            x2 = DLABasicBlock(self.out_features, 1, name="tree2")(x1, None, train)
-            return Root(self.out_features, self.root_kernel_size, name="root")([x2, x1, *children], train)
+                residual = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="project_conv",
+                                dtype=dt)(bottom)
+                residual = batch_norm(train, name="project_bn", dtype=dt)(residual)
+            x1 = DLABasicBlock(self.out_features, self.stride, dt, name="tree1")(x, residual, train)
+            x2 = DLABasicBlock(self.out_features, 1, dt, name="tree2")(x1, None, train)
+            return Root(self.out_features, self.root_kernel_size, dt, name="root")([x2, x1, *children], train)
         x1 = Tree(
-            self.levels - 1, self.out_features, self.stride, root_kernel_size=self.root_kernel_size, name="tree1"
+            self.levels - 1, self.out_features, self.stride, root_kernel_size=self.root_kernel_size, dtype=dt,
+            name="tree1",
         )(x, None, train)
         children.append(x1)
-        return Tree(self.levels - 1, self.out_features, 1, root_kernel_size=self.root_kernel_size, name="tree2")(
-            x1, children, train
-        )
+        return Tree(self.levels - 1, self.out_features, 1, root_kernel_size=self.root_kernel_size, dtype=dt,
+                    name="tree2")(x1, children, train)
 
 
 class DLA(nn.Module):
@@ -124,16 +137,17 @@ class DLA(nn.Module):
     channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     levels: tuple[int, ...] = (1, 2, 2, 1)
     strides: tuple[int, ...] = (1, 2, 2, 2)
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c = [scale_channels(ch, self.width_multiplier) for ch in self.channels]
-        x = Normalize(self.mean, self.std)(x)
+        c, dt = [scale_channels(ch, self.width_multiplier) for ch in self.channels], self.dtype
+        x = Normalize(self.mean, self.std, dt)(x)
         for name, width in (("base", c[0]), ("level0", c[0]), ("level1", c[1])):
-            x = conv(width, (3, 3), padding=PAD1, name=f"{name}_conv")(x)
-            x = nn.relu(batch_norm(train, name=f"{name}_bn")(x))
+            x = conv(width, (3, 3), padding=PAD1, name=f"{name}_conv", dtype=dt)(x)
+            x = nn.relu(batch_norm(train, name=f"{name}_bn", dtype=dt)(x))
         for i, (levels, stride) in enumerate(zip(self.levels, self.strides, strict=True)):
-            x = Tree(levels, c[i + 2], stride, level_root=i > 0, name=f"level{i + 2}")(x, None, train)
+            x = Tree(levels, c[i + 2], stride, level_root=i > 0, dtype=dt, name=f"level{i + 2}")(x, None, train)
         feats = global_avg_pool(x)
-        self.sow("intermediates", "features", feats)
-        return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)
+        self.sow("intermediates", "features", as_output(feats))
+        return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", dt)(feats))

@@ -16,13 +16,14 @@ shared by ResNeXt and WideResNet, and the shared stem / classifier helpers.
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 
 from nas_jax.models.common import (
     Normalize,
+    as_output,
     batch_norm,
     global_avg_pool,
     kaiming_normal_fan_out,
@@ -38,23 +39,24 @@ PAD0 = ((0, 0), (0, 0))
 PAD1 = ((1, 1), (1, 1))
 
 
-def torch_linear(features: int, fan_in: int, name: str) -> nn.Dense:
+def torch_linear(features: int, fan_in: int, name: str, dtype: Any = None) -> nn.Dense:
     """A Dense layer with PyTorch's default Linear init (weight and bias U(+-1/sqrt(fan_in)))."""
     return nn.Dense(
         features,
         kernel_init=torch_default_kernel_init,
         bias_init=torch_default_bias_init(fan_in),
         name=name,
+        dtype=dtype,
     )
 
 
-def comp_stem(x: jax.Array, features: int, train: bool) -> jax.Array:
-    """The "_comp" stem (§c.3): 3x3 stride-1 pad-1 conv, BN, ReLU, no max-pool.
+def comp_stem(x: jax.Array, features: int, train: bool, dtype: Any = None) -> jax.Array:
+    """The "_comp" stem (§c.3): 3x3 stride-1 pad-1 conv, BN, ReLU, no max-pool; ``dtype`` the compute dtype.
 
     Must be called from inside a compact method (the submodules bind to the caller).
     """
-    x = conv(features, (3, 3), strides=(1, 1), padding=PAD1, name="conv1")(x)
-    x = batch_norm(train, name="bn1")(x)
+    x = conv(features, (3, 3), strides=(1, 1), padding=PAD1, name="conv1", dtype=dtype)(x)
+    x = batch_norm(train, name="bn1", dtype=dtype)(x)
     return nn.relu(x)
 
 
@@ -66,18 +68,19 @@ class BasicBlock(nn.Module):
 
     planes: int
     stride: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        s = (self.stride, self.stride)
-        out = conv(self.planes, (3, 3), strides=s, padding=PAD1, name="conv1")(x)
-        out = nn.relu(batch_norm(train, name="bn1")(out))
-        out = conv(self.planes, (3, 3), strides=(1, 1), padding=PAD1, name="conv2")(out)
-        out = batch_norm(train, name="bn2")(out)
+        s, dt = (self.stride, self.stride), self.dtype
+        out = conv(self.planes, (3, 3), strides=s, padding=PAD1, name="conv1", dtype=dt)(x)
+        out = nn.relu(batch_norm(train, name="bn1", dtype=dt)(out))
+        out = conv(self.planes, (3, 3), strides=(1, 1), padding=PAD1, name="conv2", dtype=dt)(out)
+        out = batch_norm(train, name="bn2", dtype=dt)(out)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.planes:
-            shortcut = conv(self.planes, (1, 1), strides=s, padding=PAD0, name="downsample_conv")(x)
-            shortcut = batch_norm(train, name="downsample_bn")(shortcut)
+            shortcut = conv(self.planes, (1, 1), strides=s, padding=PAD0, name="downsample_conv", dtype=dt)(x)
+            shortcut = batch_norm(train, name="downsample_bn", dtype=dt)(shortcut)
         return nn.relu(out + shortcut)
 
 
@@ -92,20 +95,22 @@ class Bottleneck(nn.Module):
     out_features: int
     groups: int = 1
     stride: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        s = (self.stride, self.stride)
-        out = conv(self.width, (1, 1), padding=PAD0, name="conv1")(x)
-        out = nn.relu(batch_norm(train, name="bn1")(out))
-        out = conv(self.width, (3, 3), strides=s, padding=PAD1, feature_group_count=self.groups, name="conv2")(out)
-        out = nn.relu(batch_norm(train, name="bn2")(out))
-        out = conv(self.out_features, (1, 1), padding=PAD0, name="conv3")(out)
-        out = batch_norm(train, name="bn3")(out)
+        s, dt = (self.stride, self.stride), self.dtype
+        out = conv(self.width, (1, 1), padding=PAD0, name="conv1", dtype=dt)(x)
+        out = nn.relu(batch_norm(train, name="bn1", dtype=dt)(out))
+        out = conv(self.width, (3, 3), strides=s, padding=PAD1, feature_group_count=self.groups, name="conv2",
+                   dtype=dt)(out)
+        out = nn.relu(batch_norm(train, name="bn2", dtype=dt)(out))
+        out = conv(self.out_features, (1, 1), padding=PAD0, name="conv3", dtype=dt)(out)
+        out = batch_norm(train, name="bn3", dtype=dt)(out)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.out_features:
-            shortcut = conv(self.out_features, (1, 1), strides=s, padding=PAD0, name="downsample_conv")(x)
-            shortcut = batch_norm(train, name="downsample_bn")(shortcut)
+            shortcut = conv(self.out_features, (1, 1), strides=s, padding=PAD0, name="downsample_conv", dtype=dt)(x)
+            shortcut = batch_norm(train, name="downsample_bn", dtype=dt)(shortcut)
         return nn.relu(out + shortcut)
 
 
@@ -120,16 +125,17 @@ class ResNet(nn.Module):
     std: tuple[float, ...]
     width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (2, 2, 2, 2)
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Normalize(self.mean, self.std)(x)
-        x = comp_stem(x, scale_channels(64, self.width_multiplier), train)
+        x = Normalize(self.mean, self.std, self.dtype)(x)
+        x = comp_stem(x, scale_channels(64, self.width_multiplier), train, self.dtype)
         for i, num_blocks in enumerate(self.blocks):
             planes = scale_channels(64 * 2**i, self.width_multiplier)
             for j in range(num_blocks):
                 stride = 2 if (i > 0 and j == 0) else 1
-                x = BasicBlock(planes, stride, name=f"layer{i + 1}_{j}")(x, train)
+                x = BasicBlock(planes, stride, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
         feats = global_avg_pool(x)
-        self.sow("intermediates", "features", feats)
-        return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)
+        self.sow("intermediates", "features", as_output(feats))
+        return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", self.dtype)(feats))

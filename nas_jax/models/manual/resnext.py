@@ -19,12 +19,12 @@ drops to ``W`` with one channel per group. Stem and block outputs scale as in Re
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 
-from nas_jax.models.common import Normalize, global_avg_pool, scale_channels, torch_default_kernel_init
+from nas_jax.models.common import Normalize, as_output, global_avg_pool, scale_channels, torch_default_kernel_init
 from nas_jax.models.manual.resnet import Bottleneck, comp_stem, torch_linear
 
 
@@ -49,11 +49,12 @@ class ResNeXt(nn.Module):
     cardinality: int = 32
     base_width: int = 4
     classifier_bias: bool = True
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Normalize(self.mean, self.std)(x)
-        x = comp_stem(x, scale_channels(64, self.width_multiplier), train)
+        x = Normalize(self.mean, self.std, self.dtype)(x)
+        x = comp_stem(x, scale_channels(64, self.width_multiplier), train, self.dtype)
         for i, num_blocks in enumerate(self.blocks):
             planes = 64 * 2**i
             width, groups = grouped_width(
@@ -62,11 +63,10 @@ class ResNeXt(nn.Module):
             out_features = scale_channels(planes, self.width_multiplier) * 4
             for j in range(num_blocks):
                 stride = 2 if (i > 0 and j == 0) else 1
-                x = Bottleneck(width, out_features, groups, stride, name=f"layer{i + 1}_{j}")(x, train)
+                x = Bottleneck(width, out_features, groups, stride, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
         feats = global_avg_pool(x)
-        self.sow("intermediates", "features", feats)
+        self.sow("intermediates", "features", as_output(feats))
         if self.classifier_bias:
-            return torch_linear(self.num_classes, feats.shape[-1], name="classifier")(feats)
-        return nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_kernel_init, name="classifier")(
-            feats
-        )
+            return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", self.dtype)(feats))
+        return as_output(nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_kernel_init,
+                                  name="classifier", dtype=self.dtype)(feats))

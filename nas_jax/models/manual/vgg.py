@@ -18,13 +18,14 @@ costs little next to the convolutions. Dropout draws from the ``'dropout'`` rng 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 
 from nas_jax.models.common import (
     Normalize,
+    as_output,
     batch_norm,
     global_avg_pool,
     kaiming_normal_fan_out,
@@ -48,10 +49,12 @@ class VGG(nn.Module):
     cfg: tuple[int, ...] = VGG13_CFG
     hidden: int = 512
     dropout_rate: float = 0.5
+    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Normalize(self.mean, self.std)(x)
+        dt = self.dtype
+        x = Normalize(self.mean, self.std, dt)(x)
         conv_index = 0
         for v in self.cfg:
             if v == 0:
@@ -65,19 +68,21 @@ class VGG(nn.Module):
                 kernel_init=kaiming_normal_fan_out,
                 bias_init=nn.initializers.zeros,
                 name=f"conv{conv_index}",
+                dtype=dt,
             )(x)
-            x = nn.relu(batch_norm(train, name=f"bn{conv_index}")(x))
+            x = nn.relu(batch_norm(train, name=f"bn{conv_index}", dtype=dt)(x))
             conv_index += 1
         feats = global_avg_pool(x)
-        self.sow("intermediates", "features", feats)
+        self.sow("intermediates", "features", as_output(feats))
 
         hidden = self.hidden  # not scaled by width_multiplier (see the module docstring)
         names = ("classifier", "classifier_1", "classifier_2")
         y = feats
         for k, name in enumerate(names):
             features = self.num_classes if k == len(names) - 1 else hidden
-            y = nn.Dense(features, kernel_init=normal_init(0.01), bias_init=nn.initializers.zeros, name=name)(y)
+            y = nn.Dense(features, kernel_init=normal_init(0.01), bias_init=nn.initializers.zeros, name=name,
+                         dtype=dt)(y)
             if k < len(names) - 1:
                 y = nn.relu(y)
                 y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        return y
+        return as_output(y)
