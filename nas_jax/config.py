@@ -52,6 +52,9 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.arch.drop_path_prob = 0.2
     c.arch.width_multiplier = pick(0.25, 0.25, 1.0)  # manual models
     c.arch.conv_impl = "auto"  # 'auto' | 'xla' | 'shifted' (depthwise/pointwise implementation)
+    # Compute dtype of the activations (issue 13): 'float32' | 'bfloat16'. Parameters, optimiser state, BN
+    # statistics, the loss and attack perturbations stay float32; a bfloat16 victim is its own zoo entry.
+    c.arch.dtype = "float32"
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = pick(8, 4, 600)
@@ -97,6 +100,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _validate(config: ml_collections.ConfigDict) -> None:
     from nas_jax.data import DATASETS
+    from nas_jax.models.common import compute_dtype
     from nas_jax.models.ops import CONV_IMPLS
     from nas_jax.models.registry import model_family
 
@@ -114,6 +118,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
                         f"--config.models=\"{tuple(dict.fromkeys(models))}\".")
     if config.arch.conv_impl not in CONV_IMPLS:
         raise ValueError(f"unknown arch.conv_impl {config.arch.conv_impl!r}; valid: {CONV_IMPLS}.")
+    compute_dtype(config.arch.get("dtype", "float32"))  # UserError listing the valid dtypes
     t = config.train
     checks = [
         (t.epochs >= 1, "train.epochs must be >= 1"),

@@ -76,10 +76,18 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def leaf_prefix(config) -> str:
+    """``{preset}``, or ``{preset}_{dtype}`` for a compute dtype other than float32 (issue 13: a bfloat16 victim
+    is its own entry next to the float32 one)."""
+    dtype = config.arch.get("dtype", "float32")
+    return config.preset if dtype == "float32" else f"{config.preset}_{dtype}"
+
+
 def run_dir(config, model_name: str) -> Path:
     """``{zoo_dir}/{dataset}/{model}/{preset}``, ``{preset}_seed{s}`` for a seed other than 0 (seed 0 keeps the
-    path of the single-seed zoo; every seed is its own victim)."""
-    leaf = config.preset if int(config.seed) == 0 else f"{config.preset}_seed{int(config.seed)}"
+    path of the single-seed zoo; every seed is its own victim); ``{preset}_bfloat16…`` for bf16 compute."""
+    prefix = leaf_prefix(config)
+    leaf = prefix if int(config.seed) == 0 else f"{prefix}_seed{int(config.seed)}"
     return Path(config.zoo_dir) / slug(config.dataset) / slug(model_name) / leaf
 
 
@@ -98,6 +106,8 @@ def training_spec(config, model_name: str) -> dict:
     config = model_config(config, model_name)
     arch = config.arch.to_dict()
     arch.pop("conv_impl")  # an implementation choice, numerically equivalent
+    if arch.get("dtype", "float32") == "float32":
+        arch.pop("dtype", None)  # float32 specs stay as they were before issue 13 (stored entries keep loading)
     if model_family(model_name) == "manual":
         for key in ("init_channels", "layers", "auxiliary", "aux_weight", "dropout", "drop_path", "drop_path_prob"):
             arch.pop(key)
@@ -250,7 +260,7 @@ def get_or_train_population(config, model_name: str | None = None, seeds=None, d
         if missing:
             model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
             todo = tuple(seeds[i] for i in missing)
-            pop_dir = dirs[0].parent / f"{config.preset}_population_{'-'.join(map(str, todo))}"
+            pop_dir = dirs[0].parent / f"{leaf_prefix(config)}_population_{'-'.join(map(str, todo))}"
             out = train_population(model, dataset, config, todo, pop_dir, progress=progress, name=model_name)
             for i, state, acc, log in zip(missing, out["states"], out["test_accuracy"], out["logs"], strict=True):
                 store_entry(dirs[i], state, out["step"], acc, log)
