@@ -21,14 +21,40 @@ MixedOp, without renormalising (:func:`edge_weights`).
 
 The ``none`` op contributes exactly 0·x to the sum, and its weight's gradient
 ⟨∂L/∂out, 0⟩ = 0, so it is not evaluated; its α still enters the softmax.
+
+Other searchers (issue 15; ``method``, :data:`METHODS`) change how the mixing weights come
+from α (:func:`method_weights`) and, for two of them, the edge:
+
+- ``pc_darts`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4): only 1/K of the
+  channels go through the mixed op, the rest bypass it (max-pooled on stride-2 edges), then a
+  channel shuffle (:class:`PartialMixedOp`); each node weights its input edges by the softmax of
+  the edge parameters β (``arch['beta_normal'|'beta_reduce']``, :func:`edge_normalisation`).
+- ``gdas`` (GDAS, Dong & Yang CVPR 2019, §3.2 Eqns 5–7): one op per edge, index = argmax(α + g)
+  (Gumbel-max), weight hard − stop_gradient(soft) + soft with soft = softmax((α + g)/τ);
+  only the sampled op runs (:class:`SingleOpEdge`, ``nn.switch``).
+- ``snas`` (SNAS, Xie et al. ICLR 2019, §2.2 Eqn 3): the relaxed Gumbel-softmax
+  softmax((α + g)/τ) mixes all ops.
+- ``drnas`` (DrNAS, Chen et al. ICLR 2021, §3.1 Eqn 3): w ~ Dirichlet(elu(α) + 1), with the
+  reparameterised (implicit, through the gamma samples) gradient of ``jax.random.dirichlet``.
+- ``random`` (Li & Talwalkar, UAI 2019, §4.2): a uniformly random genotype-shaped path (two
+  input edges per node, one non-``none`` op each) per step; α is unused.
+
+The sampling methods draw from the ``'sample'`` RNG stream at temperature ``tau`` (a call
+argument). Without a ``'sample'`` RNG (the Hessian measurement, :mod:`nas_jax.search.smoothness`)
+they use their deterministic relaxation: softmax(α) for gdas/snas/random, the Dirichlet mean
+for drnas. ``weights`` passed to the call override α altogether (random search's evaluation of
+fixed genotypes).
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nas_jax.errors import UserError
 from nas_jax.models.common import (
     Normalize,
     batch_norm,
@@ -40,6 +66,8 @@ from nas_jax.models.genotypes import primitives
 from nas_jax.models.ops import FactorizedReduce, ReLUConvBN, conv, make_op
 
 ARCH = "arch"  # the variable collection of the architecture parameters
+METHODS = ("darts", "pc_darts", "gdas", "snas", "drnas", "random")
+SINGLE_PATH = ("gdas", "random")  # one op per edge evaluated in the forward pass
 
 
 def num_edges(steps: int) -> int:
@@ -54,6 +82,65 @@ def edge_weights(alpha: jax.Array, skip_gamma: float = 1.0, ops: tuple[str, ...]
     if skip_gamma != 1.0:
         w = w.at[..., ops.index("skip_connect")].multiply(skip_gamma)
     return w
+
+
+def dirichlet_concentration(alpha: jax.Array) -> jax.Array:
+    """DrNAS §3.1: concentration β = elu(α) + 1 > 0."""
+    return jax.nn.elu(alpha) + 1.0
+
+
+def method_weights(method: str, alpha: jax.Array, key: jax.Array | None, tau: float = 1.0,
+                   skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None, steps: int = 4) -> jax.Array:
+    """Mixing weights (edges, ops) of one cell type for ``method`` (module docstring); γ scales the skip column."""
+    ops = ops or primitives()
+    if method not in METHODS:
+        raise ValueError(f"unknown search method {method!r}; valid: {METHODS}.")
+    if key is None or method in ("darts", "pc_darts"):
+        w = dirichlet_concentration(alpha) if method == "drnas" else jax.nn.softmax(alpha, axis=-1)
+        if method == "drnas":
+            w = w / w.sum(-1, keepdims=True)
+    elif method == "snas":
+        w = jax.nn.softmax((alpha + jax.random.gumbel(key, alpha.shape, alpha.dtype)) / tau, axis=-1)
+    elif method == "gdas":
+        logits = alpha + jax.random.gumbel(key, alpha.shape, alpha.dtype)
+        soft = jax.nn.softmax(logits / tau, axis=-1)
+        hard = jax.nn.one_hot(jnp.argmax(logits, -1), alpha.shape[-1], dtype=alpha.dtype)
+        w = hard - jax.lax.stop_gradient(soft) + soft
+    elif method == "drnas":
+        w = jax.random.dirichlet(key, dirichlet_concentration(alpha))
+    else:  # random
+        w = random_path(key, steps, ops).astype(alpha.dtype)
+    if skip_gamma != 1.0:
+        w = w.at[..., ops.index("skip_connect")].multiply(skip_gamma)
+    return w
+
+
+def random_path(key: jax.Array, steps: int, ops: tuple[str, ...]) -> jax.Array:
+    """One-hot (edges, ops) of a uniformly random genotype: per node two distinct inputs, a non-``none`` op each."""
+    keep = jnp.array([k for k, o in enumerate(ops) if o != "none"])
+    rows = []
+    for j in range(steps):
+        k_in, k_op, key = jax.random.split(key, 3)
+        chosen = jax.random.permutation(k_in, j + 2)[:2]
+        active = jnp.zeros(j + 2, bool).at[chosen].set(True)
+        op = keep[jax.random.randint(k_op, (j + 2,), 0, len(keep))]
+        rows.append(jax.nn.one_hot(op, len(ops)) * active[:, None])
+    return jnp.concatenate(rows)
+
+
+def edge_normalisation(beta: jax.Array, steps: int) -> jax.Array:
+    """PC-DARTS Eqn 4: per node, softmax of β over its input edges -> (edges,)."""
+    out, start = [], 0
+    for j in range(steps):
+        out.append(jax.nn.softmax(beta[start : start + j + 2]))
+        start += j + 2
+    return jnp.concatenate(out)
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """ShuffleNet channel shuffle of NHWC ``x`` (PC-DARTS §3.2)."""
+    c = x.shape[-1]
+    return x.reshape(*x.shape[:-1], groups, c // groups).swapaxes(-1, -2).reshape(x.shape)
 
 
 class MixedOp(nn.Module):
@@ -77,11 +164,57 @@ class MixedOp(nn.Module):
         return out
 
 
+class PartialMixedOp(nn.Module):
+    """PC-DARTS Eqn 2: the mixed op on the first C/K channels, the rest bypassing it, then channel shuffle."""
+
+    features: int
+    stride: int
+    ops: tuple[str, ...]
+    train: bool
+    conv_impl: str = "auto"
+    k: int = 4
+
+    @nn.compact
+    def __call__(self, x, weights):
+        c = x.shape[-1] // self.k
+        head, rest = x[..., :c], x[..., c:]
+        out = MixedOp(c, self.stride, self.ops, self.train, self.conv_impl, name="mixed")(head, weights)
+        if self.k == 1:
+            return out
+        if self.stride == 2:
+            rest = nn.max_pool(rest, (2, 2), strides=(2, 2))
+        return channel_shuffle(jnp.concatenate([out, rest], axis=-1), self.k)
+
+
+class SingleOpEdge(nn.Module):
+    """GDAS §3.2 / random search: ``w[k*] · op_{k*}(x)`` with k* = argmax(w), only op k* evaluated
+    (``nn.switch``; at init every op runs once to create its variables)."""
+
+    features: int
+    stride: int
+    ops: tuple[str, ...]
+    train: bool
+    conv_impl: str = "auto"
+
+    def setup(self):
+        self.candidates = [make_op(name, self.features, self.stride, affine=False, pool_bn=True,
+                                   impl=self.conv_impl) for name in self.ops]
+
+    def __call__(self, x, weights):
+        if self.is_initializing():
+            return sum(weights[k] * op(x, self.train) for k, op in enumerate(self.candidates))
+        index = jnp.argmax(weights)
+        branches = [lambda mdl, x, k=k: mdl.candidates[k](x, mdl.train) for k in range(len(self.ops))]
+        return weights[index] * nn.switch(index, branches, self, x)
+
+
 # A group of edges with the same stride and input shape, vmapped: one copy of the
 # MixedOp graph per group instead of per edge, which cuts the compiled program (and
 # XLA's compile time) by ~3.5x; each edge keeps its own weights and BN statistics.
 EdgeGroup = nn.vmap(MixedOp, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
                     in_axes=0, out_axes=0)
+PartialEdgeGroup = nn.vmap(PartialMixedOp, variable_axes={"params": 0, "batch_stats": 0},
+                           split_rngs={"params": True}, in_axes=0, out_axes=0)
 
 
 def edge_index(node: int, source: int) -> int:
@@ -103,22 +236,42 @@ class SearchCell(nn.Module):
     steps: int = 4
     multiplier: int = 4
     conv_impl: str = "auto"
+    method: str = "darts"
+    partial_k: int = 4  # PC-DARTS K
 
     @nn.compact
-    def __call__(self, s0, s1, weights, train: bool):
+    def __call__(self, s0, s1, weights, train: bool, edge_scale=None):
+        """``edge_scale`` (edges,): PC-DARTS edge normalisation, multiplied into every edge output."""
         c, impl = self.features, self.conv_impl
         pre0 = FactorizedReduce(c, affine=False, impl=impl) if self.reduction_prev else ReLUConvBN(c, False, impl)
         states = [pre0(s0, train), ReLUConvBN(c, False, impl)(s1, train)]
         nodes = range(2, self.steps + 2)
+        if self.method in SINGLE_PATH:  # per-edge modules: a vmapped switch would run every branch
+            for j in nodes:
+                node = 0.0
+                for i in range(j):
+                    stride = 2 if self.reduction and i < 2 else 1
+                    node = node + SingleOpEdge(c, stride, self.ops, train, impl, name=f"edge_{j}_{i}")(
+                        states[i], weights[edge_index(j, i)])
+                states.append(node)
+            return jnp.concatenate(states[-self.multiplier :], axis=-1)
+        if self.method == "pc_darts":
+            group = functools.partial(PartialEdgeGroup, k=self.partial_k)
+        else:
+            group = EdgeGroup
+
+        def scaled(out, rows):
+            return out if edge_scale is None else out * edge_scale[rows][:, None, None, None, None]
+
         rows = jnp.array([edge_index(j, i) for j in nodes for i in (0, 1)])
-        from_inputs = EdgeGroup(c, 2 if self.reduction else 1, self.ops, train, impl, name="from_inputs")(
-            jnp.stack([states[i] for _ in nodes for i in (0, 1)]), weights[rows])
+        from_inputs = scaled(group(c, 2 if self.reduction else 1, self.ops, train, impl, name="from_inputs")(
+            jnp.stack([states[i] for _ in nodes for i in (0, 1)]), weights[rows]), rows)
         for k, j in enumerate(nodes):
             node = from_inputs[2 * k] + from_inputs[2 * k + 1]
             if j > 2:
                 rows = jnp.array([edge_index(j, i) for i in range(2, j)])
-                node = node + EdgeGroup(c, 1, self.ops, train, impl, name=f"into_node_{j}")(
-                    jnp.stack(states[2:j]), weights[rows]).sum(0)
+                node = node + scaled(group(c, 1, self.ops, train, impl, name=f"into_node_{j}")(
+                    jnp.stack(states[2:j]), weights[rows]), rows).sum(0)
             states.append(node)
         return jnp.concatenate(states[-self.multiplier :], axis=-1)
 
@@ -146,6 +299,8 @@ class Supernet(nn.Module):
     skip_gamma: float = 1.0
     conv_impl: str = "auto"
     op_names: tuple[str, ...] = ()  # () -> the 8 DARTS primitives; a subset (with 'skip_connect') for tests
+    method: str = "darts"  # METHODS
+    partial_k: int = 4  # PC-DARTS: 1/K of the channels through the mixed op
     family = "supernet"
 
     @property
@@ -158,11 +313,20 @@ class Supernet(nn.Module):
         return tuple(ops)
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, tau: float = 1.0, weights: dict | None = None):
+        """``tau``: sampling temperature (gdas, snas); ``weights``: fixed mixing weights per cell type."""
         ops, k = self.ops, num_edges(self.steps)
         alphas = {kind: self.variable(ARCH, kind, lambda: init_alpha(self.make_rng("params"), (k, len(ops)))).value
                   for kind in ("normal", "reduce")}
-        weights = {kind: edge_weights(a, self.skip_gamma, ops) for kind, a in alphas.items()}
+        scale = {kind: None for kind in alphas}
+        if self.method == "pc_darts":
+            scale = {kind: edge_normalisation(self.variable(ARCH, f"beta_{kind}", lambda: init_alpha(
+                self.make_rng("params"), (k,))).value, self.steps) for kind in alphas}
+        if weights is None:
+            sampling = self.method not in ("darts", "pc_darts") and self.has_rng("sample")
+            keys = dict(zip(alphas, jax.random.split(self.make_rng("sample"), 2))) if sampling else {}
+            weights = {kind: method_weights(self.method, a, keys.get(kind), tau, self.skip_gamma, ops, self.steps)
+                       for kind, a in alphas.items()}
 
         x = Normalize(self.mean, self.std)(x)
         c_cur = self.stem_multiplier * self.init_channels
@@ -173,8 +337,9 @@ class Supernet(nn.Module):
             if reduction:
                 c_cur *= 2
             cell = SearchCell(c_cur, reduction, reduction_prev, ops, self.steps, self.multiplier, self.conv_impl,
-                              name=f"cell_{i}")
-            s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"], train)
+                              self.method, self.partial_k, name=f"cell_{i}")
+            kind = "reduce" if reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[kind], train, scale[kind])
             reduction_prev = reduction
         feats = global_avg_pool(s1)
         return nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
@@ -182,7 +347,7 @@ class Supernet(nn.Module):
 
 
 def supernet_from_config(arch, num_classes: int, mean, std, skip_gamma: float = 1.0, steps: int = 4,
-                         ops: tuple[str, ...] = ()) -> Supernet:
+                         ops: tuple[str, ...] = (), method: str = "darts", partial_k: int = 4) -> Supernet:
     """A supernet with ``arch.init_channels``, ``arch.layers``, ``arch.conv_impl``, ``steps`` nodes per cell
     (output = concat of all of them) and the op subset ``ops`` (() -> the 8 DARTS primitives)."""
     if arch.layers < 1 or arch.init_channels < 1 or steps < 1:
@@ -190,8 +355,13 @@ def supernet_from_config(arch, num_classes: int, mean, std, skip_gamma: float = 
                          f"{arch.layers}, {arch.init_channels} and {steps}; e.g. --config.arch.layers=5.")
     if not 0.0 < skip_gamma <= 1.0:
         raise ValueError(f"skip_gamma must be in (0, 1], got {skip_gamma} (1 disables skip suppression).")
+    if method not in METHODS:
+        raise UserError(f"unknown search.method {method!r}; valid: {METHODS}.")
+    if method == "pc_darts" and (partial_k < 1 or arch.init_channels % partial_k):
+        raise UserError(f"search.partial_k must be >= 1 and divide arch.init_channels ({arch.init_channels}), "
+                        f"got {partial_k}; e.g. --config.search.partial_k=4 with C=16.")
     model = Supernet(num_classes, tuple(mean), tuple(std), init_channels=arch.init_channels, layers=arch.layers,
                      steps=int(steps), multiplier=int(steps), skip_gamma=float(skip_gamma),
-                     conv_impl=arch.conv_impl, op_names=tuple(ops))
+                     conv_impl=arch.conv_impl, op_names=tuple(ops), method=method, partial_k=int(partial_k))
     model.ops  # noqa: B018 - validate the op names now, with the list of valid ones
     return model

@@ -24,6 +24,15 @@ update(s) with the new α. BN runs in train mode (batch statistics) in every pas
 running statistics come from the real weight update only (virtual and
 finite-difference passes are discarded). The whole step is one ``jit``, batch-sharded
 over the ``'data'`` mesh like training (:mod:`nas_jax.parallel`).
+
+Other searchers (``method``, :data:`~nas_jax.models.supernet.METHODS`; the supernet defines how
+each samples its mixing weights) use the same step. The sampling methods draw one key per
+pass from the step counter (train passes and the val pass apart), so the same seed gives the
+same search. τ (gdas, snas) is annealed per epoch from ``tau_max`` to ``tau_min``: linearly
+for GDAS (§4.1 of its paper: 10 → 0.1), geometrically for SNAS. DrNAS adds its regulariser
+``drnas_reg`` · KL(Dir(β) ‖ Dir(1)) (mean over edges, DrNAS §3.1) to the α objective.
+``random`` (random search with weight sharing) has no α update: each step is one weight
+update on a random path, plus a forward val pass for the log.
 """
 
 from __future__ import annotations
@@ -37,11 +46,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.scipy.special import digamma, gammaln
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch
-from nas_jax.models.supernet import ARCH
+from nas_jax.errors import UserError
+from nas_jax.models.supernet import ARCH, METHODS, dirichlet_concentration
 from nas_jax.train.trainer import cosine_per_epoch, cross_entropy, init_key
 
 HYPERGRADIENTS = ("first_order", "finite_difference", "exact")
@@ -67,8 +78,20 @@ class StepConfig:
     fd_epsilon: float = 0.01
     crop_padding: int = 4
     flip: bool = True
+    method: str = "darts"
+    tau_max: float = 10.0
+    tau_min: float = 0.1
+    drnas_reg: float = 1e-3
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise UserError(f"unknown search.method {self.method!r}; valid: {METHODS}.")
+        if self.method == "random" and self.n_step != 1:
+            raise UserError("search.method='random' has no hypergradient and no α update: search.n_step "
+                            "(mitigation i) does not apply; leave it at 1.")
+        if self.method in ("gdas", "snas") and not 0 < self.tau_min <= self.tau_max:
+            raise UserError(f"search.tau_min and tau_max need 0 < tau_min <= tau_max, got {self.tau_min}, "
+                            f"{self.tau_max}.")
         if self.hypergradient not in HYPERGRADIENTS:
             raise ValueError(f"unknown search.hypergradient {self.hypergradient!r}; valid: {HYPERGRADIENTS}.")
         if self.n_step < 1:
@@ -83,6 +106,16 @@ class StepConfig:
         """Weight updates per step: n_step for first order (the 'alternate' reading), else 1."""
         return self.n_step if self.hypergradient == "first_order" else 1
 
+    def tau(self, count):
+        """Temperature at weight-update ``count``: per epoch from tau_max to tau_min (linear for gdas,
+        geometric otherwise); 1 for the methods that do not sample with one."""
+        if self.method not in ("gdas", "snas"):
+            return jnp.float32(1.0)
+        frac = jnp.minimum(count // self.steps_per_epoch, self.epochs - 1) / max(self.epochs - 1, 1)
+        if self.method == "gdas":
+            return self.tau_max - (self.tau_max - self.tau_min) * frac
+        return self.tau_max * (self.tau_min / self.tau_max) ** frac
+
 
 def step_config(config, steps_per_epoch: int) -> StepConfig:
     """The :class:`StepConfig` of a search config (``config.train`` and ``config.search``)."""
@@ -92,7 +125,15 @@ def step_config(config, steps_per_epoch: int) -> StepConfig:
         lr=float(t.lr), lr_min=float(t.lr_min), momentum=float(t.momentum), weight_decay=float(t.weight_decay),
         grad_clip=float(t.grad_clip), arch_lr=float(s.arch_lr), arch_b1=float(s.arch_b1), arch_b2=float(s.arch_b2),
         arch_weight_decay=float(s.arch_weight_decay), fd_epsilon=float(s.fd_epsilon),
-        crop_padding=int(t.crop_padding), flip=bool(t.flip))
+        crop_padding=int(t.crop_padding), flip=bool(t.flip), **method_fields(s))
+
+
+def method_fields(s) -> dict:
+    """The StepConfig fields of ``config.search.method`` (defaults where the config predates them)."""
+    method = s.get("method", "darts")
+    default_tau = (10.0, 0.1) if method == "gdas" else (1.0, 0.03)
+    return {"method": method, "tau_max": float(s.get("tau_max", 0) or default_tau[0]),
+            "tau_min": float(s.get("tau_min", 0) or default_tau[1]), "drnas_reg": float(s.get("drnas_reg", 1e-3))}
 
 
 # ----------------------------------------------------------------------------
@@ -164,43 +205,71 @@ def _init_fn(model: nn.Module, sc: StepConfig, image_shape: tuple[int, ...]):
 # ----------------------------------------------------------------------------
 
 
-def batch_loss(model: nn.Module, params, batch_stats, arch, x, y):
-    """Train-mode cross-entropy -> (loss, (logits, updated batch_stats))."""
+def batch_loss(model: nn.Module, params, batch_stats, arch, x, y, key=None, tau=1.0):
+    """Train-mode cross-entropy -> (loss, (logits, updated batch_stats)); ``key``: the supernet's
+    ``'sample'`` RNG (None: its deterministic relaxation), ``tau`` its temperature."""
+    kw = {} if key is None else {"rngs": {"sample": key}, "tau": tau}
     logits, mutated = model.apply({"params": params, "batch_stats": batch_stats, ARCH: arch}, x, train=True,
-                                  mutable=["batch_stats"])
+                                  mutable=["batch_stats"], **kw)
     return cross_entropy(logits, y), (logits, mutated["batch_stats"])
 
 
-def virtual_step(model: nn.Module, sc: StepConfig, params, momentum, batch_stats, arch, lr, x, y):
+def drnas_regulariser(arch) -> jax.Array:
+    """DrNAS §3.1: mean over edges of KL(Dir(β) ‖ Dir(1)), β = elu(α) + 1, summed over the cell types."""
+    total = 0.0
+    for kind in ("normal", "reduce"):
+        c = dirichlet_concentration(arch[kind])
+        c0 = c.sum(-1)
+        n = c.shape[-1]
+        kl = (gammaln(c0) - gammaln(c).sum(-1) - gammaln(float(n))
+              + jnp.sum((c - 1.0) * (digamma(c) - digamma(c0)[..., None]), -1))
+        total = total + kl.mean()
+    return total
+
+
+def virtual_step(model: nn.Module, sc: StepConfig, params, momentum, batch_stats, arch, lr, x, y, key=None,
+                 tau=1.0):
     """One virtual SGD step w' = w − ξ(μm + ∇_w L_train(w, α) + λw), m' = μm + ∇ + λw (no clipping)."""
-    g = jax.grad(lambda w: batch_loss(model, w, batch_stats, arch, x, y)[0])(params)
+    g = jax.grad(lambda w: batch_loss(model, w, batch_stats, arch, x, y, key, tau)[0])(params)
     m = jax.tree_util.tree_map(lambda m, g, w: sc.momentum * m + g + sc.weight_decay * w, momentum, g, params)
     return jax.tree_util.tree_map(lambda w, m: w - lr * m, params, m), m
 
 
-def unrolled_weights(model: nn.Module, sc: StepConfig, params, momentum, batch_stats, arch, lr, xs, ys):
+def unrolled_weights(model: nn.Module, sc: StepConfig, params, momentum, batch_stats, arch, lr, xs, ys, keys=None,
+                     tau=1.0):
     """``len(xs)`` virtual steps with ``lax.scan`` (mitigation i); returns the final weights."""
 
     def body(carry, batch):
-        return virtual_step(model, sc, *carry, batch_stats, arch, lr, *batch), None
+        x, y, key = batch
+        return virtual_step(model, sc, *carry, batch_stats, arch, lr, x, y, key, tau), None
 
-    (w, _), _ = jax.lax.scan(body, (params, momentum), (xs, ys))
+    (w, _), _ = jax.lax.scan(body, (params, momentum), (xs, ys, keys))
     return w
 
 
 def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stats, arch, lr, train_batches,
-                  val_batch):
+                  val_batch, keys=None, tau=1.0):
     """g_α of ``sc.hypergradient`` -> (g_α, val loss, val logits).
 
     ``train_batches = (xs, ys)`` with a leading axis of ``n_step`` batches (float
     images); ``val_batch = (x, y)``. The val loss is the outer objective: at w for
-    first order, at the virtual weights otherwise.
+    first order, at the virtual weights otherwise. ``keys = (train keys (n_step,), val key)``
+    for the sampling methods (None: deterministic); DrNAS adds its regulariser's gradient.
     """
+    g, loss, logits = _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch,
+                                     keys, tau)
+    if sc.method == "drnas" and sc.drnas_reg:
+        g = jax.tree_util.tree_map(lambda a, b: a + sc.drnas_reg * b, g, jax.grad(drnas_regulariser)(arch))
+    return g, loss, logits
+
+
+def _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch, keys, tau):
     xs, ys = train_batches
     vx, vy = val_batch
+    train_keys, val_key = keys if keys is not None else (None, None)
 
     def val_loss(w, a):
-        loss, (logits, _) = batch_loss(model, w, batch_stats, a, vx, vy)
+        loss, (logits, _) = batch_loss(model, w, batch_stats, a, vx, vy, val_key, tau)
         return loss, logits
 
     if sc.hypergradient == "first_order":
@@ -208,18 +277,21 @@ def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stat
         return g, loss, logits
     if sc.hypergradient == "exact":
         def outer(a):
-            return val_loss(unrolled_weights(model, sc, params, momentum, batch_stats, a, lr, xs, ys), a)
+            return val_loss(unrolled_weights(model, sc, params, momentum, batch_stats, a, lr, xs, ys, train_keys,
+                                             tau), a)
 
         (loss, logits), g = jax.value_and_grad(outer, has_aux=True)(arch)
         return g, loss, logits
     # finite_difference: one virtual step (n_step == 1 is checked by StepConfig)
-    w1 = unrolled_weights(model, sc, params, momentum, batch_stats, arch, lr, xs[:1], ys[:1])
+    k1 = None if train_keys is None else train_keys[:1]
+    w1 = unrolled_weights(model, sc, params, momentum, batch_stats, arch, lr, xs[:1], ys[:1], k1, tau)
     (loss, logits), (v, d_arch) = jax.value_and_grad(val_loss, argnums=(0, 1), has_aux=True)(w1, arch)
     r = sc.fd_epsilon / optax.global_norm(v)
 
     def train_arch_grad(sign):
         w = jax.tree_util.tree_map(lambda p, v: p + sign * r * v, params, v)
-        return jax.grad(lambda a: batch_loss(model, w, batch_stats, a, xs[0], ys[0])[0])(arch)
+        k0 = None if train_keys is None else train_keys[0]
+        return jax.grad(lambda a: batch_loss(model, w, batch_stats, a, xs[0], ys[0], k0, tau)[0])(arch)
 
     plus, minus = train_arch_grad(1.0), train_arch_grad(-1.0)
     g = jax.tree_util.tree_map(lambda d, p, m: d - lr * (p - m) / (2 * r), d_arch, plus, minus)
@@ -231,32 +303,46 @@ def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stat
 # ----------------------------------------------------------------------------
 
 
-def search_update(model: nn.Module, sc: StepConfig, state: SearchState, train_batches, val_batch):
+def search_update(model: nn.Module, sc: StepConfig, state: SearchState, train_batches, val_batch, key=None):
     """One bi-level step on float batches -> (state, metrics[6]).
 
     metrics = [train loss sum, train correct, train count, val loss sum, val correct, val count].
+    ``key``: this step's sampling key (the sampling methods; None: deterministic).
     """
     w_tx, a_tx = weight_optimizer(sc), arch_optimizer(sc)
     momentum, count = momentum_and_count(state.w_opt_state)
-    lr = weight_schedule(sc)(count)
-    g_arch, val_loss, val_logits = hypergradient(model, sc, state.params, momentum, state.batch_stats, state.arch,
-                                                 lr, train_batches, val_batch)
-    a_updates, a_opt_state = a_tx.update(g_arch, state.a_opt_state, state.arch)
-    arch = optax.apply_updates(state.arch, a_updates)
+    lr, tau = weight_schedule(sc)(count), sc.tau(count)
+    n = train_batches[0].shape[0]
+    if key is None:
+        virtual_keys = real_keys = val_key = None
+    else:
+        k_virtual, k_real, val_key = jax.random.split(key, 3)
+        virtual_keys, real_keys = jax.random.split(k_virtual, n), jax.random.split(k_real, n)
+    if sc.method == "random":  # no α update; the val pass is for the log only
+        val_loss, (val_logits, _) = batch_loss(model, state.params, state.batch_stats, state.arch, *val_batch,
+                                               val_key, tau)
+        arch, a_opt_state = state.arch, state.a_opt_state
+    else:
+        keys = None if key is None else (virtual_keys, val_key)
+        g_arch, val_loss, val_logits = hypergradient(model, sc, state.params, momentum, state.batch_stats,
+                                                     state.arch, lr, train_batches, val_batch, keys, tau)
+        a_updates, a_opt_state = a_tx.update(g_arch, state.a_opt_state, state.arch)
+        arch = optax.apply_updates(state.arch, a_updates)
 
     def weight_update(carry, batch):
         params, batch_stats, opt_state = carry
-        x, y = batch
+        x, y, k = batch
         (loss, (logits, stats)), g = jax.value_and_grad(
-            lambda w: batch_loss(model, w, batch_stats, arch, x, y), has_aux=True)(params)
+            lambda w: batch_loss(model, w, batch_stats, arch, x, y, k, tau), has_aux=True)(params)
         updates, opt_state = w_tx.update(g, opt_state, params)
         m = jnp.stack([loss * y.shape[0], jnp.sum(jnp.argmax(logits, -1) == y), y.shape[0]])
         return (optax.apply_updates(params, updates), stats, opt_state), m.astype(jnp.float32)
 
     xs, ys = train_batches
     n = sc.real_updates
+    ks = None if real_keys is None else real_keys[:n]
     (params, batch_stats, w_opt_state), m = jax.lax.scan(
-        weight_update, (state.params, state.batch_stats, state.w_opt_state), (xs[:n], ys[:n]))
+        weight_update, (state.params, state.batch_stats, state.w_opt_state), (xs[:n], ys[:n], ks))
     vy = val_batch[1]
     val_m = jnp.stack([val_loss * vy.shape[0], jnp.sum(jnp.argmax(val_logits, -1) == vy), vy.shape[0]])
     metrics = jnp.concatenate([m.sum(0), val_m.astype(jnp.float32)])
@@ -283,7 +369,9 @@ def make_search_step(model: nn.Module, sc: StepConfig, seed: int, mesh):
         t_key, v_key = jax.random.split(jax.random.fold_in(base_key, state.step))
         aug = functools.partial(augment_batch, crop_padding=sc.crop_padding, flip=sc.flip, cutout=0)
         xs = jax.vmap(aug)(jax.random.split(t_key, train_x.shape[0]), train_x)
-        return search_update(model, sc, state, (xs, train_y), (aug(v_key, val_x), val_y))
+        s_key = None if sc.method in ("darts", "pc_darts") else jax.random.fold_in(
+            jax.random.fold_in(base_key, 2**30), state.step)
+        return search_update(model, sc, state, (xs, train_y), (aug(v_key, val_x), val_y), s_key)
 
     rep, data, stacked = parallel.replicated(mesh), parallel.batch_sharded(mesh), stacked_sharding(mesh)
     return jax.jit(step, in_shardings=(rep, stacked, stacked, data, data), out_shardings=(rep, rep),

@@ -6,6 +6,12 @@ input index), and give each kept edge its argmax non-``none`` op (ties to the ea
 primitive). Concat = all intermediate nodes. The mixing weights are the supernet's:
 softmax(α) with the skip column scaled by γ (mitigation ii, §f.4 reading (a)), so the
 derivation sees the same skip suppression as the search.
+
+Other searchers (``method``): the mixing weights are the method's deterministic ones
+(:func:`method_mean_weights`): softmax(α) for darts/pc_darts/gdas/snas, the Dirichlet mean
+β/Σβ (β = elu(α) + 1) for drnas; PC-DARTS ranks the edges by softmax(α)·β̃ with β̃ the edge
+normalisation (PC-DARTS §3.3: "multiply the edge weights by β"). Random search derives its
+genotype from its candidates instead (:mod:`nas_jax.search.random_search`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nas_jax.models.genotypes import Genotype, genotype_from_dict, primitives
-from nas_jax.models.supernet import edge_weights
+from nas_jax.models.supernet import edge_normalisation, method_weights
 
 
 def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: int = 4) -> tuple[tuple[str, int], ...]:
@@ -39,11 +45,21 @@ def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: 
     return tuple(gene)
 
 
+def method_mean_weights(arch: dict, kind: str, method: str = "darts", skip_gamma: float = 1.0,
+                        ops: tuple[str, ...] | None = None, steps: int = 4) -> np.ndarray:
+    """The (edges, ops) weights the genotype is derived from (module docstring), skip × γ."""
+    ops = tuple(ops or primitives())
+    w = np.asarray(method_weights(method, np.asarray(arch[kind]), None, 1.0, skip_gamma, ops, steps))
+    if method == "pc_darts":
+        w = w * np.asarray(edge_normalisation(np.asarray(arch[f"beta_{kind}"]), steps))[:, None]
+    return w
+
+
 def derive_genotype(arch: dict, skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None, steps: int = 4,
-                    multiplier: int = 4) -> Genotype:
+                    multiplier: int = 4, method: str = "darts") -> Genotype:
     """The discrete genotype of α = ``{'normal': (14, 8), 'reduce': (14, 8)}`` (columns in ``ops`` order)."""
     ops = tuple(ops or primitives())
-    cells = {kind: derive_cell(np.asarray(edge_weights(np.asarray(arch[kind]), skip_gamma, ops)), ops, steps)
+    cells = {kind: derive_cell(method_mean_weights(arch, kind, method, skip_gamma, ops, steps), ops, steps)
              for kind in ("normal", "reduce")}
     concat = tuple(range(2 + steps - multiplier, steps + 2))
     return Genotype(cells["normal"], concat, cells["reduce"], concat)

@@ -36,15 +36,19 @@ from tqdm.auto import tqdm
 
 from nas_jax import parallel
 from nas_jax.data import Dataset, load_dataset
+from nas_jax.errors import UserError
 from nas_jax.models.genotypes import Genotype, genotype_from_dict
-from nas_jax.models.supernet import Supernet, edge_weights, supernet_from_config
-from nas_jax.search import darts, smoothness
-from nas_jax.search.genotype import derive_genotype, save_genotype
+from nas_jax.models.supernet import Supernet, supernet_from_config
+from nas_jax.search import darts, random_search, smoothness
+from nas_jax.search.genotype import derive_genotype, method_mean_weights, save_genotype
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.sampler import EpochSampler
 from nas_jax.train.zoo import spec_diff
 
 GENOTYPE_FILE = "genotype.json"
+# search fields read by some methods only
+METHOD_FIELDS = {"partial_k": ("pc_darts",), "tau_max": ("gdas", "snas"), "tau_min": ("gdas", "snas"),
+                 "drnas_reg": ("drnas",), "random_candidates": ("random",), "random_eval_batches": ("random",)}
 
 
 class SearchSpecMismatchError(ValueError):
@@ -67,7 +71,8 @@ def build_supernet(config, dataset: Dataset) -> Supernet:
     """The §b.5 supernet of ``config.arch`` with ``search.skip_gamma``, ``search.steps`` and ``search.primitives``."""
     s = config.search
     return supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
-                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())))
+                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())),
+                                method=s.get("method", "darts"), partial_k=int(s.get("partial_k", 4)))
 
 
 def search_spec(config, dataset: Dataset) -> dict:
@@ -81,6 +86,12 @@ def search_spec(config, dataset: Dataset) -> dict:
         search.pop(key, None)
     if not search.get("early_stop_factor"):
         search.pop("early_stop_factor", None)
+    method = search.get("method", "darts")
+    for key, methods in METHOD_FIELDS.items():  # another method's knobs do not change this search
+        if method not in methods:
+            search.pop(key, None)
+    if method == "darts":  # specs written before search.method existed stay resumable
+        search.pop("method", None)
     return {"dataset": config.dataset, "image_shape": list(dataset.x_train.shape[1:]),
             "n_train": len(dataset.y_train), "seed": int(config.seed), "arch": arch, "train": train,
             "search": search}
@@ -154,15 +165,17 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def epoch_row(epoch: int, step: int, sums: np.ndarray, state: darts.SearchState, model: Supernet, lr: float,
-              seconds: float) -> dict:
-    """The log row of one epoch: metrics, the mixing weights and the derived genotype."""
+              seconds: float, genotype: Genotype | None = None) -> dict:
+    """The log row of one epoch: metrics, the mixing weights and the derived genotype (``genotype``: random
+    search's best candidate instead)."""
     tl, tc, tn, vl, vc, vn = (float(v) for v in sums)
     arch = jax.device_get(state.arch)
-    g = derive_genotype(arch, model.skip_gamma, model.ops, model.steps, model.multiplier)
+    g = genotype if genotype is not None else derive_genotype(arch, model.skip_gamma, model.ops, model.steps, model.multiplier, model.method)
+    weights = {kind: method_mean_weights(arch, kind, model.method, model.skip_gamma, model.ops, model.steps)
+               for kind in ("normal", "reduce")}
     return {"epoch": epoch, "step": step, "train_loss": tl / tn, "train_accuracy": tc / tn, "val_loss": vl / vn,
             "val_accuracy": vc / vn, "lr": lr, "seconds": seconds,
-            "weights_normal": np.asarray(edge_weights(arch["normal"], model.skip_gamma, model.ops)).tolist(),
-            "weights_reduce": np.asarray(edge_weights(arch["reduce"], model.skip_gamma, model.ops)).tolist(),
+            "weights_normal": weights["normal"].tolist(), "weights_reduce": weights["reduce"].tolist(),
             "genotype": g.to_json(), "normal_skip_connects": sum(op == "skip_connect" for op, _ in g.normal)}
 
 
@@ -200,6 +213,22 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
                          "--config.search.hessian_iterations >= 1 (e.g. 20).")
     eigen_fn = smoothness.make_eigenvalue_fn(model, iterations, mesh) if iterations else None
     eigen_batches = batches.hessian_batches(int(s.get("hessian_batches", 2))) if iterations else None
+    pick = None
+    if model.method == "random":  # random search with weight sharing: rank fixed candidates every epoch
+        if es_factor > 0:
+            raise UserError("search.early_stop_factor (DARTS-ES) watches the α-Hessian; search.method='random' "
+                            "has no α to search: set it to 0.")
+        if model.skip_gamma != 1.0:
+            raise UserError("search.skip_gamma (mitigation ii) scales the skip op's mixing weight; "
+                            "search.method='random' samples paths uniformly and has none: set it to 1.")
+        cands = random_search.candidates(config.seed, int(s.get("random_candidates", 8)), model.steps, model.ops)
+        rank_fn = random_search.make_rank_fn(model, mesh)
+        rank_batches = batches.hessian_batches(int(s.get("random_eval_batches", 4)))
+
+        def pick():
+            acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
+            best = random_search.best_candidate(acc, loss)
+            return random_search.genotype_of(cands, best, model.ops, model.steps, model.multiplier), acc[best]
 
     main = parallel.is_main_process()
     log_path = sdir / "search_log.jsonl"
@@ -210,7 +239,8 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
 
         writer = SummaryWriter(str(tb_dir))
     bar = tqdm(total=epochs * spe, initial=step, disable=not (progress and main), unit="step",
-               desc=f"search {sc.hypergradient} n_step={sc.n_step} γ={config.search.skip_gamma}", dynamic_ncols=True)
+               desc=f"search {sc.method} {sc.hypergradient} n_step={sc.n_step} γ={config.search.skip_gamma}",
+               dynamic_ncols=True)
     stopped = _early_stop(log, es_factor)
     try:
         while step < epochs * spe and stopped is None:
@@ -224,8 +254,11 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
                     ckpt.save(step, {"state": state, "sums": sums})
                 if max_steps is not None and step >= max_steps and step % spe:
                     return {"state": state, "interrupted": True, "step": step, "model": model}
+            best = pick() if pick is not None else (None, None)
             row = epoch_row(epoch, step, np.asarray(jax.device_get(sums)), state, model,
-                            float(schedule((step * batches.real) - 1)), time.perf_counter() - t0)
+                            float(schedule((step * batches.real) - 1)), time.perf_counter() - t0, best[0])
+            if best[1] is not None:
+                row["candidate_val_accuracy"] = float(best[1])
             if eigen_fn is not None:
                 key = jax.random.fold_in(jax.random.key(config.seed), epoch)
                 row["hessian_eigenvalue"] = float(eigen_fn(state, *eigen_batches, key))
@@ -253,9 +286,11 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     if stopped is not None:  # DARTS-ES: the genotype of the epoch with the smallest eigenvalue before the stop
         best = smoothness.minimum_epoch(_eigenvalues(log), stopped)
         genotype = genotype_from_dict(log[best]["genotype"], f"search log epoch {best}")
+    elif pick is not None:
+        genotype = pick()[0]
     else:
         genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
-                                   model.multiplier)
+                                   model.multiplier, model.method)
     out = {"state": state, "interrupted": False, "step": step, "log": log, "genotype": genotype,
            "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": [], "early_stopped_epoch": stopped}
     if main:

@@ -14,6 +14,11 @@ vulnerability (§4.1, §5.1). DARTS-ES stops the search when λ_max grows too mu
   train-mode (batch statistics, as in every search pass) validation loss over a fixed set of
   α-half batches, without augmentation, at the current weights.
 - :func:`early_stop_epoch`: the DARTS-ES rule as this project states it (below).
+
+Every search method is measured the same way, without sampling noise: the loss is that of the
+supernet's deterministic relaxation (:mod:`nas_jax.models.supernet`): softmax(α) mixing for darts,
+snas and PC-DARTS (with β), the Dirichlet mean for drnas, and for the single-path gdas and random
+supernets the argmax op of every edge weighted by its softmax(α) entry.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                "search_seconds": sum(r["seconds"] for r in log), "wall_seconds": time.perf_counter() - t0,
                "hessian_eigenvalues": [r.get("hessian_eigenvalue") for r in log],
                "early_stopped_epoch": out["early_stopped_epoch"]}
-    setting = {"family": "nas", "variant": setting_name(sc), "hypergradient": sc.hypergradient,
+    setting = {"family": "nas", "variant": setting_name(sc), "method": sc.get("method", "darts"),
+               "hypergradient": sc.hypergradient,
                "n_step": int(sc.n_step), "skip_gamma": float(sc.skip_gamma),
                "early_stop_factor": float(sc.get("early_stop_factor", 0.0)), "genotype": g.to_json(),
                "genotype_path": str(out["genotype_path"]), "init_channels": config.arch.init_channels,

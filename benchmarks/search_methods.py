@@ -1,0 +1,101 @@
+"""ms/step of every NAS searcher (issue 15) against DARTS first order, on the same supernet and batches.
+
+  python benchmarks/search_methods.py                     # the quick search's supernet (C=4, 3 cells, 4 ops, 8x8)
+  python benchmarks/search_methods.py --tiny --no-write   # a smoke run (C=2, 1 cell, 8x8)
+  python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops ""   # the §g size (GPU)
+
+Every method's step (nas_jax.search.darts.make_search_step with StepConfig.method) is compiled once (compile
+time reported apart), then timed over --reps calls; --hypergradient applies to every method but ``random``
+(no α update). PC-DARTS needs C divisible by --partial-k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from common import ROOT, SECTIONS_ENV, cpu_model, loadavg, markers, update_benchmarks_md, versions
+
+sys.path.insert(0, str(ROOT))
+from nas_jax import parallel
+from nas_jax.models.supernet import METHODS, Supernet
+from nas_jax.search import darts
+
+
+def measure(model, sc, batch: int, size: int, reps: int) -> dict:
+    mesh = parallel.data_mesh()
+    state = darts.create_search_state(model, sc, 0, (size, size, 3))
+    rng = np.random.default_rng(0)
+    args = (rng.integers(0, 256, (1, batch, size, size, 3), dtype=np.uint8), rng.integers(0, 10, (1, batch)),
+            rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), rng.integers(0, 10, (batch,)))
+    step = darts.make_search_step(model, sc, 0, mesh)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, *args).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state, *args)  # warm-up
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        state, m = compiled(state, *args)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    return {"compile_s": compile_s, "step_ms": 1e3 * float(np.median(times))}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="smoke-test settings")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=8)
+    p.add_argument("--ops", default="none,max_pool_3x3,skip_connect,sep_conv_3x3", help="'' = all 8 primitives")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    p.add_argument("--hypergradient", default="first_order", choices=darts.HYPERGRADIENTS)
+    p.add_argument("--partial-k", type=int, default=4)
+    p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    a = p.parse_args(argv)
+    methods = a.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown --methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    c, layers, batch, size, ops, k = a.channels, a.layers, a.batch, a.size, a.ops, a.partial_k
+    if a.tiny:
+        c, layers, batch, size, ops, k = 2, 1, 8, 8, "none,skip_connect,avg_pool_3x3", 2
+    rows = [("darts (first order)", "darts", "first_order")]
+    rows += [(m, m, a.hypergradient) for m in methods if (m, a.hypergradient) != ("darts", "first_order")]
+    results = []
+    for label, method, hg in rows:
+        model = Supernet(10, (0.5,) * 3, (0.25,) * 3, init_channels=c, layers=layers,
+                         op_names=tuple(o for o in ops.split(",") if o), method=method, partial_k=k)
+        sc = darts.StepConfig(hypergradient=hg, epochs=50, steps_per_epoch=390, method=method,
+                              **({"tau_max": 1.0, "tau_min": 0.03} if method == "snas" else {}))
+        results.append({"label": label, "hypergradient": hg, **measure(model, sc, batch, size, a.reps)})
+        print(results[-1], flush=True)
+    base = results[0]["step_ms"]
+    begin, end = markers("search_methods")
+    vers = ", ".join(f"{k} {v}" for k, v in versions(("jax", "jaxlib", "flax", "optax")).items())
+    cmd = " ".join(["python benchmarks/search_methods.py", *sys.argv[1:]])
+    where = cpu_model() if jax.default_backend() == "cpu" else jax.devices()[0].device_kind
+    lines = [begin, "## NAS searchers' step (`python benchmarks/search_methods.py`)", "",
+             (f"Command: `{cmd}`. Device: {where} ({jax.default_backend()}, load average after: {loadavg()[0]:.2f}); "
+             f"batch {batch} per half, {size}x{size}, C={c}, {layers} cells, ops {ops or 'all 8'}, "
+             f"PC-DARTS K={k}; {vers}."), "",
+             "| method | hypergradient | ms/step | x darts first order | compile s |", "|---|---|---|---|---|"]
+    for r in results:
+        hg = "none (no α)" if r["label"] == "random" else r["hypergradient"]
+        lines.append(f"| {r['label']} | {hg} | {r['step_ms']:.1f} | {r['step_ms'] / base:.2f} | {r['compile_s']:.1f} |")
+    section = "\n".join([*lines, end])
+    print(section)
+    if not a.no_write and (not a.tiny or os.environ.get(SECTIONS_ENV)):
+        update_benchmarks_md("search_methods", section)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
