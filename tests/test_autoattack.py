@@ -15,7 +15,8 @@ from nas_jax.attacks.apgd import apgd_attack_jit, checkpoint_schedule
 from nas_jax.attacks.autoattack import STANDARD, AutoAttackConfig, autoattack_jit
 from nas_jax.attacks.fab import hyperplane_box_projection
 from nas_jax.attacks.square import square_attack_jit
-from nas_jax.tasks.autoattack import figure, masking_metrics
+from nas_jax.report.figures import autoattack_figure
+from nas_jax.tasks.autoattack import masking_metrics
 
 # ---------------------------------------------------------------- APGD-CE on a linear softmax model
 
@@ -200,7 +201,7 @@ def test_masking_metrics_and_figure(tmp_path):
     assert m["success_apgd-ce"] == m["success_apgd-t"] == m["success_square"] == 0.25 and m["success_fab-t"] == 0
     assert m["masking_gap"] == 0.5 and m["aa_only"] == 0.5 and m["pgd_only"] == 0 and m["gradient_masking_flag"]
     rows = [{"model": name, "family": fam, **m} for name, fam in (("darts", "nas"), ("resnet", "manual"))]
-    path = figure(rows, tmp_path / "aa.png", "AutoAttack vs PGD-7")
+    path = autoattack_figure(rows, tmp_path / "aa.png", "AutoAttack vs PGD-7")
     assert path.stat().st_size > 0
 
 

@@ -7,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.data import load_dataset
 from nas_jax.report import results
-from nas_jax.study.evasion import evasion_config, run_pgd
 from nas_jax.study import victims
+from nas_jax.study.evasion import run_pgd
 from nas_jax.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_pgd_asr_follows_eps(pgd_run):
     dataset, entries = victims.load_victims(c, progress=False)  # restored from the zoo, not retrained
     x, y = dataset.x_test[:40], dataset.y_test[:40]
     for eps, check in ((0.0, lambda a: a == 0.0), (0.5, lambda a: a >= 0.9)):
-        cfg = evasion_config(c.pgd, 3, eps=eps, step_size=eps / 3)
+        cfg = EvasionConfig.from_config(c.pgd, iterations=3, eps=eps, step_size=eps / 3)
         out = run_pgd(entries[0], x, y, cfg, "most_likely", jax.random.key(0), 40)
         assert check(float(out.success.mean())), (eps, out.success.mean())
         assert np.all(np.abs(out.x_adv - x / 255.0) <= eps + 1e-6)

@@ -12,6 +12,7 @@ per-row reduction, so a batch-sharded ``x`` stays batch-sharded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -51,6 +52,20 @@ class EvasionConfig:
             value = getattr(self, name)
             if isinstance(value, int) and value < 0:
                 raise ValueError(f"{name}={value} must be >= 0; restarts=0 means one run without a random start.")
+
+    @classmethod
+    def from_config(cls, section, prefix: str = "", **overrides) -> EvasionConfig:
+        """The budget of a config section (``pgd``, ``nes``, ``adv_train``, ``autoattack``): each field is read
+        as ``section[prefix + field]``, else ``section[field]`` (the section's shared budget, e.g. ``eps``),
+        else this class's default; ``overrides`` (e.g. the per-target ``iterations``) win over all three."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            for key in (prefix + f.name, f.name):
+                if key in section:
+                    values[f.name] = section[key]
+                    break
+        values.update(overrides)
+        return cls(**values)
 
 
 @struct.dataclass

@@ -21,11 +21,6 @@ from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 
 
-def evasion_config(pc, iterations: int, eps: float | None = None, step_size: float | None = None) -> EvasionConfig:
-    return EvasionConfig(eps=pc.eps if eps is None else eps, step_size=pc.step_size if step_size is None else step_size,
-                         iterations=iterations, restarts=pc.restarts, norm=pc.norm, confidence=pc.confidence)
-
-
 def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mode: str, key, batch_size: int):
     """Per-example PGD results of one victim on uint8 inputs. ``model.apply`` runs
     in eval mode by default (G2); one compiled attack per model serves every eps,
@@ -61,7 +56,8 @@ def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra
         idx = victims.correct_inputs(correct, order, sc.n_inputs)
         metrics = {"clean_accuracy": float(correct.mean())}
         for mode, iterations in settings:
-            out = run_attack(entry, dataset.x_test[idx], dataset.y_test[idx], evasion_config(sc, iterations), mode,
+            cfg = EvasionConfig.from_config(sc, iterations=iterations)
+            out = run_attack(entry, dataset.x_test[idx], dataset.y_test[idx], cfg, mode,
                              jax.random.fold_in(key, iterations))
             metrics[f"asr_{mode}"] = float(out.success.mean())
             metrics.update(extra_metrics(out, mode))

@@ -32,7 +32,7 @@ from nas_jax.attacks.adversarial_training import CRAFT_MODES, adversarial_transf
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
-from nas_jax.report import plots, results
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
@@ -91,8 +91,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     dataset = load_dataset(config.dataset, config.data_dir or None)
     atc = at_config(config)
     train_pgd = training_pgd_config(ac.eps, ac.step_size, ac.iterations, ac.random_start, ac.early_stop)
-    eval_pgd = EvasionConfig(eps=ac.eval_eps, step_size=ac.eval_step_size, iterations=ac.eval_iterations,
-                             restarts=ac.eval_restarts)
+    eval_pgd = EvasionConfig.from_config(ac, prefix="eval_")
     order = victims.attack_order(len(dataset.y_test), config.seed)
     key = jax.random.key(config.seed)
     main = jax.process_index() == 0
@@ -137,39 +136,9 @@ def run(config, workdir: str | Path) -> list[dict]:
                                   ("accuracy_drop", "acc drop", "+.3f"), ("clean_accuracy_zoo", "acc zoo", ".3f"),
                                   ("accuracy_drop_zoo", "drop vs zoo", "+.3f"), ("asr_standard", "ASR std", ".3f"),
                                   ("asr", "ASR AT", ".3f")]))
-        fig = plot_figure14(rows, Path(workdir) / "figures" / "adv_train.png",
+        fig = figures.adv_train_figure(rows, Path(workdir) / "figures" / "adv_train.png",
                             title=f"PGD adversarial training on {config.dataset}")
         print(f"figure: {fig}")
     return records
 
 
-def plot_figure14(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Accuracy drop (bars: against the standard model of the AT recipe; black ticks: against the zoo victim,
-    where that differs) and untargeted PGD ASR after AT per model (black ticks: ASR before AT)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    xs = range(len(rows))
-    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(2.8 + 0.9 * len(rows), 3.4))
-    axes[0].bar(xs, [100 * r["accuracy_drop"] for r in rows], color=colors)
-    axes[0].set_ylabel("clean accuracy drop (%)")
-    axes[0].axhline(0, color="grey", lw=0.5)
-    extra = []
-    if any(r.get("accuracy_drop_zoo", r["accuracy_drop"]) != r["accuracy_drop"] for r in rows):
-        axes[0].scatter(xs, [100 * r["accuracy_drop_zoo"] for r in rows], marker="_", s=300, color="0.4")
-        extra = [Line2D([], [], color="0.4", marker="_", ls="", ms=12, label="drop vs zoo victim")]
-    axes[1].bar(xs, [100 * r["asr"] for r in rows], color=colors)
-    axes[1].scatter(xs, [100 * r["asr_standard"] for r in rows], marker="_", s=300, color="black",
-                    label="standard training")
-    axes[1].set_ylabel("untargeted PGD ASR (%)")
-    axes[1].set_ylim(0, 105)
-    for ax in axes:
-        ax.set_xticks(xs, [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-    handles = [Patch(color=c, label=f"{f} (AT)") for f, c in plots.FAMILY_COLORS.items()]
-    plots.legend_outside(axes[1], handles=handles + axes[1].get_legend_handles_labels()[0] + extra, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return plots.save_figure(fig, path)

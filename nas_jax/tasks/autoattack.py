@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from nas_jax.attacks.autoattack import AutoAttackConfig, autoattack_jit
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.data import to_float
-from nas_jax.report import plots, results
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
@@ -50,37 +50,10 @@ def masking_metrics(robust: np.ndarray, first_attack: np.ndarray, names: tuple[s
     return metrics
 
 
-def figure(rows: list[dict], path: Path, title: str) -> Path:
-    """Left: PGD-7 vs AutoAttack success per model (NAS first); right: robust accuracy under AutoAttack."""
-    from matplotlib.patches import Patch
-
-    plt = plots.plt
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    xs = np.arange(len(rows))
-    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2.5 + 1.1 * len(rows), 3.8), layout="constrained")
-    ax1.bar(xs - 0.2, [100 * r["pgd_success"] for r in rows], 0.4, color=colors, alpha=0.4, hatch="//",
-            edgecolor="black", linewidth=0.5)
-    ax1.bar(xs + 0.2, [100 * r["aa_success"] for r in rows], 0.4, color=colors, edgecolor="black", linewidth=0.5)
-    ax1.set_title("success: PGD-7 (hatched) vs AutoAttack", fontsize=9)
-    ax1.set_ylabel("success (%)")
-    ax2.bar(xs, [100 * r["robust_accuracy"] for r in rows], 0.6, color=colors)
-    ax2.set_title("robust accuracy (AutoAttack)", fontsize=9)
-    ax2.set_ylabel("robust accuracy (%)")
-    for ax in (ax1, ax2):
-        ax.set_ylim(0, 100)
-        ax.set_xticks(xs, [r["model"] for r in rows], rotation=45, ha="right", fontsize=8)
-    handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return plots.save_figure(fig, path)
-
-
 def run(config, workdir: str | Path) -> list[dict]:
     ac = config.autoattack
     cfg = AutoAttackConfig.from_config(ac)
-    pgd_cfg = EvasionConfig(eps=ac.eps, step_size=ac.pgd_step_size, iterations=ac.pgd_iterations,
-                            restarts=ac.pgd_restarts, norm=ac.norm)
+    pgd_cfg = EvasionConfig.from_config(ac, prefix="pgd_")
     setting = {"eps": ac.eps, "norm": ac.norm, "attacks": list(cfg.attack_names), "apgd_iterations": ac.apgd_iterations,
                "apgd_restarts": ac.apgd_restarts, "fab_iterations": ac.fab_iterations,
                "fab_restarts": ac.fab_restarts, "n_target_classes": ac.n_target_classes, "n_queries": ac.n_queries,
@@ -121,7 +94,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         print(format_table(rows, cols))
         eps_txt = f"{ac.eps * 255:.0f}/255" if ac.norm == "linf" else f"{ac.eps:g}"
         norm_txt = "L∞" if ac.norm == "linf" else "L2"
-        fig = figure(rows, Path(workdir) / "figures" / "autoattack.png",
+        fig = figures.autoattack_figure(rows, Path(workdir) / "figures" / "autoattack.png",
                      f"AutoAttack vs PGD-7, {norm_txt} ε={eps_txt}, {config.dataset}")
         print(f"figure: {fig}")
     return records

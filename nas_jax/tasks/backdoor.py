@@ -30,7 +30,7 @@ import numpy as np
 
 from nas_jax.attacks import backdoor as bd
 from nas_jax.data import to_float
-from nas_jax.report import plots, results
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.runs import cached_training, task_run_dir
@@ -161,60 +161,20 @@ def run(config, workdir: str | Path) -> list[dict]:
         print(format_table(rows, [("model", "model", None), ("family", "family", None), ("setting", "attack", None),
                                   ("clean_accuracy_victim", "victim acc", ".3f"), ("asr", "ASR", ".3f"),
                                   ("asr_excluding_target", "ASR excl. t", ".3f"), ("cad", "CAD", "+.3f")]))
-        figures = Path(workdir) / "figures"
+        fig_dir = Path(workdir) / "figures"
         for name in dict.fromkeys(r["setting"] for r in rows):
             if name.startswith("trojannn") and name != f"trojannn_n{bc.n_neurons[0]}":
                 continue  # Figure 7 shows the first n_neuron; the others go to Figure 8
             attack = "trojannn" if name.startswith("trojannn") else name
-            fig = plot_asr_cad([r for r in rows if r["setting"] == name], figures / f"backdoor_{attack}.png",
-                               title=f"{name} on {config.dataset}")
+            fig = figures.backdoor_asr_cad_figure([r for r in rows if r["setting"] == name],
+                                                  fig_dir / f"backdoor_{attack}.png",
+                                                  title=f"{name} on {config.dataset}")
             print(f"figure: {fig}")
         if len(bc.n_neurons) > 1 and "trojannn" in bc.attacks:
-            fig = plot_neurons([r for r in rows if r["attack"] == "trojannn"], figures / "backdoor_neurons.png",
-                               title=f"TrojanNN against n_neuron on {config.dataset}")
+            fig = figures.backdoor_neurons_figure([r for r in rows if r["attack"] == "trojannn"],
+                                                  fig_dir / "backdoor_neurons.png",
+                                                  title=f"TrojanNN against n_neuron on {config.dataset}")
             print(f"figure: {fig}")
     return records
 
 
-def plot_asr_cad(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Figure 7: ASR and CAD bars per model, NAS first, coloured by family."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(2.4 + 0.9 * len(rows), 3.4))
-    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
-        ax.bar(range(len(rows)), [100 * r[key] for r in rows], color=colors)
-        ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel(label)
-        ax.axhline(0, color="grey", lw=0.5)
-    axes[0].set_ylim(0, 105)
-    plots.legend_outside(axes[1], handles=[Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return plots.save_figure(fig, path)
-
-
-def plot_neurons(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Figure 8: ASR and CAD against n_neuron; family means thick, models faint."""
-    import matplotlib.pyplot as plt
-
-    ns = sorted({r["n_neuron"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
-        for family, color in plots.FAMILY_COLORS.items():
-            models = sorted({r["model"] for r in rows if r["family"] == family})
-            curves = [[100 * next(r[key] for r in rows if r["model"] == m and r["n_neuron"] == n) for n in ns]
-                      for m in models]
-            for ys in curves:
-                ax.plot(ns, ys, color=color, alpha=0.25, lw=0.8)
-            if curves:
-                ax.plot(ns, np.mean(curves, axis=0), color=color, marker="o", lw=2, label=f"{family} mean")
-        ax.set_xticks(ns)
-        ax.set_xlabel("number of target neurons")
-        ax.set_ylabel(label)
-    plots.legend_outside(axes[1])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return plots.save_figure(fig, path)

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from matplotlib.patches import Patch
 
 from nas_jax.analysis.grad_variance import gradient_variance
 from nas_jax.data import load_dataset, to_float
-from nas_jax.report import plots, results
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study.phases import (
     BN_MODES,
@@ -51,30 +50,6 @@ def family_ratios(rows: list[dict]) -> list[dict]:
                     out.append({"phase": phase, "bn": bn, "metric": metric, "log10_ratio": log_ratio,
                                 "ratio": 10**log_ratio, "n_nas": len(vals["nas"]), "n_manual": len(vals["manual"])})
     return out
-
-
-def variance_figure(rows: list[dict], metric: str, path: Path, title: str) -> Path:
-    """Figure 12: one log-scale panel per BN state; per model an init bar (light) and a trained bar."""
-    plt = plots.plt
-    bns = [b for b in BN_MODES if any(r["bn"] == b for r in rows)]
-    models = sorted({(r["family"] != "nas", r["model"]) for r in rows})
-    fig, axes = plt.subplots(1, len(bns), figsize=(2.2 + 0.6 * len(models) * len(bns), 3.6), squeeze=False)
-    for ax, bn in zip(axes[0], bns):
-        for i, (_, model) in enumerate(models):
-            for j, phase in enumerate(PHASES):
-                hit = [r for r in rows if r["model"] == model and r["bn"] == bn and r["phase"] == phase]
-                if hit:
-                    ax.bar(i + (j - 0.5) * 0.4, hit[0][metric], width=0.4, color=plots.FAMILY_COLORS[hit[0]["family"]],
-                           alpha=0.45 if phase == "init" else 1.0, edgecolor="k", lw=0.4)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(models)), [m for _, m in models], rotation=60, ha="right", fontsize=8)
-        ax.set_title(f"BN {bn}")
-        ax.set_ylabel(metric)
-    handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
-    handles += [Patch(facecolor="0.5", alpha=0.45, label="init"), Patch(facecolor="0.5", label="trained")]
-    plots.legend_outside(axes[0][-1], handles=handles, fontsize=7)
-    fig.suptitle(title)
-    return plots.save_figure(fig, path)
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -126,7 +101,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                 metrics={"ratio": r["ratio"], "log10_ratio": r["log10_ratio"]},
                 setting={"phase": r["phase"], "bn": r["bn"], "metric": r["metric"]}))
         for metric in METRICS:
-            fig = variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
-                                  f"gradient variance ({metric}) on {config.dataset}, n={len(idx)}")
+            fig = figures.grad_variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
+                                               f"gradient variance ({metric}) on {config.dataset}, n={len(idx)}",
+                                               bn_modes=BN_MODES, phases=PHASES)
             print(f"figure: {fig}")
     return records

@@ -15,22 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import matplotlib
 import numpy as np
 
 from nas_jax.analysis import landscape
 from nas_jax.data import to_float
-from nas_jax.report import plots, results
+from nas_jax.report import results
+from nas_jax.report.figures import contour_figures
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.train.zoo import slug
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-
-def _save(fig, path: Path) -> Path:
-    return plots.save_figure(fig, path, dpi=130)  # laid out: panel titles clear of the panels above
 
 
 def _param_grid_spec(lc) -> tuple[float, int]:
@@ -53,64 +46,6 @@ def _save_grid(workdir: Path, dataset: str, model: str, family: str, contour: la
     np.savez(path, alphas=contour.alphas, betas=contour.betas, losses=contour.losses, family=family,
              directions=contour.directions)
     return path
-
-
-def _levels(grids: list[np.ndarray], n: int = 14) -> np.ndarray:
-    values = np.concatenate([g.ravel() for g in grids])
-    lo, hi = np.percentile(values, 0.5), np.percentile(values, 97)
-    return np.linspace(lo, hi if hi > lo else lo + 1e-6, n)
-
-
-def _panel(ax, alphas, betas, losses, levels, title: str, family: str):
-    cs = ax.contour(alphas, betas, losses.T, levels=levels, cmap="viridis", linewidths=0.8)
-    ax.plot(0, 0, marker="+", color="k", ms=6)
-    ax.set_title(title, fontsize=8, color=plots.FAMILY_COLORS.get(family, "k"))
-    ax.tick_params(labelsize=6)
-    return cs
-
-
-def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], plot_contour: int = 0,
-                    n_images_panel: int = 5) -> list[Path]:
-    """The Figure 11 panel (datasets × models from every saved grid of ``tag``) and the per-image panel of
-    ``dataset``."""
-    root = workdir / "landscape"
-    grids = {}
-    for f in sorted(root.glob(f"*/*_{tag}.npz")):
-        with np.load(f) as z:
-            grids[(f.parent.name, f.name.removesuffix(f"_{tag}.npz"))] = {k: z[k] for k in z.files}
-    if not grids:
-        return []
-    datasets = sorted({d for d, _ in grids})
-    cols = [slug(m) for m in models if any((d, slug(m)) in grids for d in datasets)]  # grids are keyed by file name
-    cols += sorted({m for _, m in grids} - set(cols))
-    levels = _levels([g["losses"][..., min(plot_contour, g["losses"].shape[-1] - 1)] for g in grids.values()])
-    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(1.2 + 2.6 * len(cols), 0.4 + 2.4 * len(datasets)),
-                             squeeze=False, layout="constrained")  # room for the shared colorbar and title
-    cs = None
-    for i, d in enumerate(datasets):
-        for j, m in enumerate(cols):
-            ax = axes[i][j]
-            if (d, m) not in grids:
-                ax.axis("off")
-                continue
-            g = grids[(d, m)]
-            c = min(plot_contour, g["losses"].shape[-1] - 1)
-            cs = _panel(ax, g["alphas"], g["betas"], g["losses"][..., c], levels, f"{m} ({d})", str(g["family"]))
-    if cs is not None:
-        fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.8, label="CE loss")
-    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')}", fontsize=9)
-    out = [_save(fig, workdir / "figures" / f"landscape_{tag}.png")]
-
-    ds = slug(dataset)
-    mine = [(m, grids[(ds, m)]) for m in cols if (ds, m) in grids]
-    k = min(n_images_panel, min(g["losses"].shape[-1] for _, g in mine))
-    fig, axes = plt.subplots(len(mine), k, figsize=(2.0 * k, 1.9 * len(mine)), squeeze=False)
-    for i, (m, g) in enumerate(mine):
-        levels = _levels([g["losses"][..., :k]])
-        for c in range(k):
-            _panel(axes[i][c], g["alphas"], g["betas"], g["losses"][..., c], levels, f"{m} #{c}", str(g["family"]))
-    out.append(_save(fig, workdir / "figures" / f"landscape_{tag}_{ds}_images.png"))
-    return out
 
 
 def run(config, workdir: str | Path) -> list[dict]:

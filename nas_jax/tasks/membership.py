@@ -14,24 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.lines import Line2D
 
 from nas_jax.attacks.hopskipjump import HSJConfig, LabelOracle, hopskipjump_jit
 from nas_jax.attacks.membership import DISTANCES, baseline_auc, boundary_scores, membership_auc, roc, sample_members
 from nas_jax.data import to_float
-from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS, legend_outside, save_figure  # also selects the Agg backend
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.train.zoo import slug
-
-
-def hsj_config(mc) -> HSJConfig:
-    return HSJConfig(max_iter=mc.max_iter, max_eval=mc.max_eval, init_eval=mc.init_eval, init_size=mc.init_size,
-                     max_halvings=mc.max_halvings, query_budget=mc.query_budget, chunk_size=mc.chunk_size,
-                     final_search=mc.final_search)
 
 
 def attack_distances(entry, x_u8: np.ndarray, key: jax.Array, cfg: HSJConfig, batch_size: int):
@@ -80,36 +71,11 @@ def model_metrics(sample: dict, out: dict, distance: str) -> dict:
     return metrics
 
 
-def roc_figure(curves: list[dict], path: Path, title: str) -> Path:
-    """Left: ROC curves (members positive), one per model, coloured by family. Right: AUC per model with the
-    correct-vs-incorrect baseline as a black tick (Figure 10 style)."""
-    rows = sorted(curves, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 3.8))
-    for r in rows:
-        ax.plot(r["fpr"], r["tpr"], color=FAMILY_COLORS[r["family"]], alpha=0.8, lw=1.2)
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.set_title("ROC, boundary distance")
-    pos = np.arange(len(rows))
-    bx.bar(pos, [r["auc"] for r in rows], color=[FAMILY_COLORS[r["family"]] for r in rows])
-    bx.scatter(pos, [r["baseline_auc"] for r in rows], marker="_", s=200, color="k", label="correct-vs-incorrect")
-    bx.axhline(0.5, color="k", lw=0.6, ls=":")
-    bx.set_xticks(pos, [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-    bx.set_ylim(0.3, 1.0)
-    bx.set_ylabel("AUC")
-    bx.set_title("membership AUC")
-    families = [Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
-    legend_outside(bx, handles=families + bx.get_legend_handles_labels()[0], fontsize=7)
-    fig.suptitle(title)
-    return save_figure(fig, path)
-
-
 def run(config, workdir: str | Path) -> list[dict]:
     mc, workdir = config.membership, Path(workdir)
     if mc.distance not in DISTANCES:
         raise ValueError(f"unknown membership.distance {mc.distance!r}; valid: {DISTANCES}.")
-    cfg = hsj_config(mc)
+    cfg = HSJConfig.from_config(mc)
     dataset, entries = victims.load_victims(config)
     sample = sample_members(dataset, mc.n_members, mc.n_nonmembers, config.seed)
     key = jax.random.key(config.seed, impl="rbg")  # rbg: XLA:CPU compiles threefry slowly (hopskipjump docstring)
@@ -148,7 +114,7 @@ def run(config, workdir: str | Path) -> list[dict]:
             aucs = [r["auc"] for r in rows if r["family"] == family]
             if aucs:
                 print(f"  {family} mean AUC {np.mean(aucs):.3f} over {len(aucs)} models")
-        fig = roc_figure(curves, workdir / "figures" / "membership_roc.png",
+        fig = figures.membership_roc_figure(curves, workdir / "figures" / "membership_roc.png",
                          f"label-only MI (HSJ {mc.distance}) on {config.dataset}")
         print(f"figure: {fig}")
     return records

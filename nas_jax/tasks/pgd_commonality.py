@@ -15,9 +15,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.report import plots, results
 from nas_jax.study import victims
-from nas_jax.study.evasion import evasion_config, run_pgd
+from nas_jax.study.evasion import run_pgd
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -28,7 +29,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     correct_all = np.all([victims.predictions(e, dataset.x_test) == dataset.y_test for e in entries], axis=0)
     idx = victims.correct_inputs(correct_all, order, pc.n_inputs)
     print(f"{len(idx)} common inputs classified correctly by all {len(entries)} models", flush=True)
-    cfg = evasion_config(pc, pc.iterations)
+    cfg = EvasionConfig.from_config(pc)
     key = jax.random.key(config.seed)
     fooled = {e.name: run_pgd(e, dataset.x_test[idx], dataset.y_test[idx], cfg, "least_likely", key,
                               pc.batch_size).success

@@ -11,10 +11,11 @@ from pathlib import Path
 import jax
 from tqdm.auto import tqdm
 
+from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
-from nas_jax.study.evasion import evasion_config, run_pgd
+from nas_jax.study.evasion import run_pgd
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -32,7 +33,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         asrs = []
         for j, eps in enumerate(eps_grid):
             start = results.now()
-            cfg = evasion_config(pc, pc.iterations, eps=eps, step_size=eps / 3)
+            cfg = EvasionConfig.from_config(pc, eps=eps, step_size=eps / 3)
             out = run_pgd(entry, dataset.x_test[idx], dataset.y_test[idx], cfg, "untargeted",
                           jax.random.fold_in(key, j), pc.batch_size)
             asrs.append(float(out.success.mean()))

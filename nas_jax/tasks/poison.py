@@ -17,12 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from nas_jax.attacks.poisoning import clean_accuracy_drop, poison_dataset
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import model_family
-from nas_jax.report import plots, results
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.study.runs import cached_training, task_run_dir
 from nas_jax.train import zoo
@@ -73,29 +72,9 @@ def run(config, workdir: str | Path) -> list[dict]:
         columns = [("model", "model", None), ("family", "family", None), ("clean_accuracy", "acc p=0", ".3f")]
         columns += [(f"cad_{p:g}", f"CAD p={p:g}", "+.3f") for p in fractions if p > 0]
         print(format_table(rows, columns))
-        fig = plot_cad(rows, fractions, Path(workdir) / "figures" / "poison_cad.png",
+        fig = figures.poison_cad_figure(rows, fractions, Path(workdir) / "figures" / "poison_cad.png",
                        title=f"label-flip poisoning on {config.dataset}, {config.train.epochs} epochs")
         print(f"figure: {fig}")
     return records
 
 
-def plot_cad(rows: list[dict], fractions: list[float], path: Path, title: str = "") -> Path:
-    """Figure 6: CAD (%) against p, one thick line per family mean and a faint line per model."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.2, 3.4))
-    xs = [100 * p for p in fractions]
-    for family, color in plots.FAMILY_COLORS.items():
-        curves = [[100 * r[f"cad_{p:g}"] for p in fractions] for r in rows if r["family"] == family]
-        for ys in curves:
-            ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
-        if curves:
-            ax.plot(xs, np.mean(curves, axis=0), color=color, marker="o", lw=2,
-                    label=f"{family} mean ({len(curves)} model{'s' * (len(curves) != 1)})")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("poisoning fraction p (%)")
-    ax.set_ylabel("clean accuracy drop (%)")
-    plots.legend_outside(ax)
-    if title:
-        ax.set_title(title, fontsize=9)
-    return plots.save_figure(fig, path)

@@ -16,18 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
-from matplotlib.lines import Line2D
 
 from nas_jax.attacks.nes import BlackBox
 from nas_jax.attacks.stealing import KnockoffConfig, knockoff, make_pool, stealing_metrics
 from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
-from nas_jax.report import results
-from nas_jax.report.plots import FAMILY_COLORS, legend_outside, save_figure  # also selects the Agg backend
+from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
 from nas_jax.train import trainer, zoo
 
@@ -41,11 +38,6 @@ def thief_config(config, replica: str) -> ml_collections.ConfigDict:
     tc.model = replica
     tc.seed = config.seed + config.stealing.thief_seed_offset
     return tc
-
-
-def knockoff_config(sc, budget: int) -> KnockoffConfig:
-    return KnockoffConfig(budget=int(budget), sampling=sc.sampling, reward=sc.reward, labels=sc.labels,
-                          query_batch_size=sc.query_batch_size, scan_chunk=sc.scan_chunk)
 
 
 def query_pool(config, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +58,7 @@ def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset,
           progress: bool = True) -> dict:
     """One Knockoff run and its metrics; the victim is reachable only as a probability oracle."""
     sc = config.stealing
-    kcfg = knockoff_config(sc, budget)
+    kcfg = KnockoffConfig.from_config(sc, budget)
     model = build_from_config(replica, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     key = jax.random.fold_in(jax.random.key(config.seed), budget)  # the same draws for every victim (G5)
     setting = f"{sc.sampling}_{sc.reward}_{sc.labels}_{budget}"
@@ -77,41 +69,6 @@ def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset,
     metrics = stealing_metrics(victim_test_probs, trainer.model_logits(model, out["variables"], dataset.x_test),
                                dataset.y_test)
     return {**metrics, "queries": out["queries"]}
-
-
-def ace_budget_figure(rows: list[dict], path: Path, title: str) -> Path:
-    """Figure 9 style: ACE against the query budget, one line per victim coloured by family (floors dotted)."""
-    fig, ax = plt.subplots(figsize=(7.0, 3.8))
-    for victim in sorted({r["model"] for r in rows}):
-        pts = sorted((r["budget"], r["ace"], r["victim_entropy"], r["family"]) for r in rows if r["model"] == victim)
-        color = FAMILY_COLORS[pts[0][3]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, alpha=0.85)
-        ax.annotate(victim, (pts[-1][0], pts[-1][1]), fontsize=6, xytext=(3, 0), textcoords="offset points")
-        ax.axhline(pts[0][2], color=color, lw=0.6, ls=":", alpha=0.6)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("query budget")
-    ax.set_ylabel("ACE (victim vs replica)")
-    legend_outside(ax, handles=[Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
-                   + [Line2D([], [], color="gray", ls=":", label="floor (victim entropy)")], fontsize=7)
-    ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
-
-
-def matrix_figure(models: list[str], ace: dict, path: Path, title: str) -> Path:
-    """Table 2 as a heatmap: victims (rows) x replicas (columns), ACE in each cell."""
-    grid = np.array([[ace.get((v, r), np.nan) for r in models] for v in models])
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(models), 1.2 + 0.8 * len(models)))
-    im = ax.imshow(grid, cmap="viridis")
-    for i in range(len(models)):
-        for j in range(len(models)):
-            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8, color="w")
-    ax.set_xticks(range(len(models)), models, rotation=45, ha="right")
-    ax.set_yticks(range(len(models)), models)
-    ax.set_xlabel("replica")
-    ax.set_ylabel("victim")
-    fig.colorbar(im, ax=ax, label="ACE")
-    ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
 
 
 def _print_tables(config, rows: list[dict], matrix_models: list[str]) -> None:
@@ -183,13 +140,14 @@ def run(config, workdir: str | Path) -> list[dict]:
               f"{metrics['replica_accuracy']:.3f}", flush=True)
     if jax.process_index() == 0:
         _print_tables(config, rows, matrix_models)
-        figures = workdir / "figures"
+        fig_dir = workdir / "figures"
         aware = [r for r in rows if r["replica"] == r["model"]]
         if aware:
             title = f"Knockoff ({sc.sampling}, {sc.labels} labels), architecture-aware, {config.dataset}"
-            print(f"figure: {ace_budget_figure(aware, figures / 'stealing_ace_budget.png', title)}")
+            print(f"figure: {figures.stealing_ace_budget_figure(aware, fig_dir / 'stealing_ace_budget.png', title)}")
         if matrix_models:
             ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
             title = f"Knockoff ACE at {sc.matrix_budget} queries, {config.dataset}"
-            print(f"figure: {matrix_figure(matrix_models, ace, figures / 'stealing_matrix.png', title)}")
+            fig = figures.stealing_matrix_figure(matrix_models, ace, fig_dir / "stealing_matrix.png", title)
+            print(f"figure: {fig}")
     return records

@@ -1,0 +1,70 @@
+"""Each attack config is built from its config section by one ``from_config``: checked field by field against
+the config files (the hand-written mapping the tasks used before), and defaults taken from the dataclass."""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+from nas_jax.attacks.autoattack import AutoAttackConfig
+from nas_jax.attacks.evasion import EvasionConfig
+from nas_jax.attacks.hopskipjump import HSJConfig
+from nas_jax.attacks.stealing import KnockoffConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(name: str, preset: str = "quick"):
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_evasion_config_of_pgd_nes_adv_train_and_autoattack_sections(preset):
+    for task in ("pgd", "nes"):
+        s = _config(task, preset)[task]
+        cfg = EvasionConfig.from_config(s, iterations=s.iterations_least_likely)
+        assert cfg == EvasionConfig(eps=s.eps, step_size=s.step_size, iterations=s.iterations_least_likely,
+                                    restarts=s.restarts, norm=s.norm, confidence=s.confidence)
+    s = _config("pgd_sweep", preset).pgd
+    assert EvasionConfig.from_config(s, eps=3 / 255, step_size=1 / 255) == EvasionConfig(
+        eps=3 / 255, step_size=1 / 255, iterations=s.iterations, restarts=s.restarts, norm=s.norm,
+        confidence=s.confidence)
+    a = _config("adv_train", preset).adv_train
+    assert EvasionConfig.from_config(a, prefix="eval_") == EvasionConfig(
+        eps=a.eval_eps, step_size=a.eval_step_size, iterations=a.eval_iterations, restarts=a.eval_restarts)
+    aa = _config("autoattack", preset).autoattack
+    assert EvasionConfig.from_config(aa, prefix="pgd_") == EvasionConfig(
+        eps=aa.eps, step_size=aa.pgd_step_size, iterations=aa.pgd_iterations, restarts=aa.pgd_restarts, norm=aa.norm)
+    assert AutoAttackConfig.from_config(aa).apgd_iter == aa.apgd_iterations
+
+
+def test_evasion_from_config_defaults_and_checks():
+    assert EvasionConfig.from_config(ml_collections.ConfigDict()) == EvasionConfig()
+    with pytest.raises(ValueError, match="norm"):
+        EvasionConfig.from_config(ml_collections.ConfigDict({"norm": "l1"}))
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_hsj_config_of_the_membership_section(preset):
+    m = _config("membership", preset).membership
+    assert HSJConfig.from_config(m) == HSJConfig(max_iter=m.max_iter, max_eval=m.max_eval, init_eval=m.init_eval,
+                                                 init_size=m.init_size, max_halvings=m.max_halvings,
+                                                 query_budget=m.query_budget, chunk_size=m.chunk_size,
+                                                 final_search=m.final_search)
+    with pytest.raises(ValueError, match="init_eval"):
+        HSJConfig.from_config(ml_collections.ConfigDict({"init_eval": 10, "max_eval": 5}))
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_knockoff_config_of_the_stealing_section(preset):
+    s = _config("stealing", preset).stealing
+    for budget in s.budgets:
+        assert KnockoffConfig.from_config(s, budget) == KnockoffConfig(
+            budget=budget, sampling=s.sampling, reward=s.reward, labels=s.labels,
+            query_batch_size=s.query_batch_size, scan_chunk=s.scan_chunk)
+    with pytest.raises(ValueError, match="sampling"):
+        KnockoffConfig.from_config(ml_collections.ConfigDict({"sampling": "greedy"}), 10)
