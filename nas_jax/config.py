@@ -175,17 +175,40 @@ SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]]
     (_named("confidence"), lambda v: 0 <= v < 1, "in [0, 1) (0: argmax only)"),
 ]
 
-def _validate_autoattack(section: ml_collections.ConfigDict) -> None:
+def _build_attack_config(name: str, section: ml_collections.ConfigDict) -> None:
+    """Build the attack config(s) of section ``name`` with the ``from_config`` its task uses (imported lazily)."""
     from nas_jax.attacks.autoattack import AutoAttackConfig
+    from nas_jax.attacks.evasion import EvasionConfig
+    from nas_jax.attacks.hopskipjump import HSJConfig
+    from nas_jax.attacks.stealing import KnockoffConfig
 
-    try:
+    if name == "autoattack":
         AutoAttackConfig.from_config(section)
-    except ValueError as e:
-        raise UserError(f"invalid config: autoattack: {e} Set it with --config.autoattack.FIELD=VALUE.") from e
+        EvasionConfig.from_config(section, prefix="pgd_")
+    elif name in ("pgd", "nes"):
+        EvasionConfig.from_config(section)
+    elif name == "adv_train":
+        EvasionConfig.from_config(section, prefix="eval_")
+    elif name == "membership":
+        HSJConfig.from_config(section)
+    elif name == "stealing":
+        for budget in section.get("budgets", ()):
+            KnockoffConfig.from_config(section, budget)
+
+
+def _attack_validator(name: str) -> Callable[[ml_collections.ConfigDict], None]:
+    def check(section: ml_collections.ConfigDict) -> None:
+        try:
+            _build_attack_config(name, section)
+        except ValueError as e:
+            raise UserError(f"invalid config: {name}: {e} Set it with --config.{name}.FIELD=VALUE.") from e
+
+    return check
 
 
 # Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
-SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {"autoattack": _validate_autoattack}
+SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    name: _attack_validator(name) for name in ("autoattack", "pgd", "nes", "adv_train", "membership", "stealing")}
 
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:

@@ -68,3 +68,17 @@ def test_knockoff_config_of_the_stealing_section(preset):
             query_batch_size=s.query_batch_size, scan_chunk=s.scan_chunk)
     with pytest.raises(ValueError, match="sampling"):
         KnockoffConfig.from_config(ml_collections.ConfigDict({"sampling": "greedy"}), 10)
+
+
+def test_config_validation_builds_every_attack_config():
+    from nas_jax.config import validate
+    from nas_jax.errors import UserError
+
+    for task, section, field, bad in (("membership", "membership", "init_eval", 10**6),
+                                      ("stealing", "stealing", "sampling", "greedy"),
+                                      ("adv_train", "adv_train", "eval_restarts", -1)):
+        c = _config(task)
+        validate(c)
+        c[section][field] = bad
+        with pytest.raises(UserError, match=f"invalid config: {section}"):
+            validate(c)
