@@ -5,8 +5,9 @@ eigenvalue λ_max of ∇²_α L_val(w, α) during a DARTS search: it grows as th
 towards sharp, skip-heavy cells, the "trainability" preference the paper blames for the
 vulnerability (§4.1, §5.1). DARTS-ES stops the search when λ_max grows too much.
 
-- :func:`hessian_vector_product`: H·v by forward-over-reverse (``jvp`` of ``grad``), never
-  forming H.
+- :func:`hessian_vector_product`: H·v by reverse-over-reverse (``grad`` of ⟨∇loss, v⟩), never
+  forming H. Not forward-over-reverse: the CPU depthwise convolution of
+  :mod:`nas_jax.models.ops` is a ``custom_vjp``, which ``jvp`` cannot differentiate.
 - :func:`dominant_eigenvalue`: power iteration on H·v inside one ``lax.fori_loop``; returns the
   Rayleigh quotient vᵀHv of the final unit vector (the eigenvalue of largest magnitude, with
   its sign).
@@ -36,8 +37,13 @@ from nas_jax.search.darts import SearchState, batch_loss, stacked_sharding
 
 
 def hessian_vector_product(loss_fn, arch, v):
-    """∇²_α loss(α) · v by forward-over-reverse differentiation (same pytree structure as ``arch``)."""
-    return jax.jvp(jax.grad(loss_fn), (arch,), (v,))[1]
+    """∇²_α loss(α) · v = ∇_α ⟨∇_α loss(α), v⟩ (same pytree structure as ``arch``)."""
+
+    def directional_grad(a):
+        g = jax.grad(loss_fn)(a)
+        return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(g), jax.tree.leaves(v), strict=True))
+
+    return jax.grad(directional_grad)(arch)
 
 
 def dominant_eigenvalue(loss_fn, arch, key: jax.Array, iterations: int = 20):
