@@ -8,7 +8,9 @@ the query pool is its training set, augmented once and frozen, without labels (`
 form its arms). Each (victim, replica, budget) appends one ``task: "stealing"`` record with ``metrics.ace`` (mean
 test-set cross entropy between victim and replica predictions), the floor ``victim_entropy``, ``kl`` = ace − floor,
 ``replica_accuracy`` and ``agreement``. Prints both tables; figures ``{workdir}/figures/stealing_ace_budget.png``
-and ``{workdir}/figures/stealing_matrix.png``. Thieves train resumably under ``{workdir}/stealing/``.
+and ``{workdir}/figures/stealing_matrix.png``. Thieves train resumably under
+``{workdir}/runs/stealing/{dataset}/{victim}/{replica}/{sampling}_{reward}_{labels}_{budget}/``
+(:func:`nas_jax.study.runs.task_run_dir`: two datasets in one workdir never share a thief).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import figures, results
 from nas_jax.report.tables import format_table
+from nas_jax.study.runs import task_run_dir
 from nas_jax.train import trainer, zoo
 
 
@@ -62,7 +65,7 @@ def steal(config, victim, replica: str, budget: int, pool, pool_labels, dataset,
     model = build_from_config(replica, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     key = jax.random.fold_in(jax.random.key(config.seed), budget)  # the same draws for every victim (G5)
     setting = f"{sc.sampling}_{sc.reward}_{sc.labels}_{budget}"
-    run_dir = workdir / "stealing" / zoo.slug(victim.name) / zoo.slug(replica) / setting
+    run_dir = task_run_dir(workdir, "stealing", config, victim.name, zoo.slug(replica), setting)
     out = knockoff(BlackBox(victim.model.apply, victim.variables), pool, pool_labels, dataset, model,
                    thief_config(config, replica), key, kcfg, run_dir, progress=progress,
                    name=f"{replica} <- {victim.name} ({budget} queries)")
