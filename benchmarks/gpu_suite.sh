@@ -9,10 +9,10 @@
 #   benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--only a,b] [--smoke]
 #
 # --smoke: tiny sizes, a few seconds per benchmark on CPU (what tests/test_gpu_suite.py runs).
-# Steps: compile_time, search_step (the §g step + 50-epoch estimate), train_throughput (darts C=36 L=20 and
+# Steps: compile_time, search_step (the §g step + 50-epoch estimate), search_methods (every searcher's §g step), train_throughput (darts C=36 L=20 and
 # ResNet-18 vs PyTorch), pgd_throughput (vs torchattacks), grad_variance_throughput (vs torch.func),
 # membership_throughput (HopSkipJump vs ART, Knockoff), training_attack_cost, and population_throughput and
-# autoattack_throughput where the tree has them. The time limits add up to 565 s.
+# autoattack_throughput where the tree has them. The time limits add up to 590 s.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/gpu_results"; wheels="$root/benchmarks/wheels"; only=""; smoke=0
@@ -52,8 +52,9 @@ export NAS_JAX_BENCH_SECTIONS="$out/sections"
 
 # name | timeout s | GPU-size arguments | smoke arguments
 steps=(
-  "compile_time|130|--reps 2|--smoke --reps 1 --only search_first_order"
+  "compile_time|110|--reps 2|--smoke --reps 1 --only search_first_order"
   "search_step|80|--reps 3|--tiny --reps 1 --hypergradients first_order"
+  "search_methods|45|--channels 16 --layers 8 --batch 64 --size 32 --ops all --reps 2|--tiny --reps 1 --methods darts,gdas"
   "train_throughput|65|--models darts,resnet --darts-c 36 --darts-layers 20 --batch 96 --steps 10 --reps 3 --warmup 2 --max-wait 0 --no-probe|--models darts --darts-c 2 --darts-layers 3 --batch 8 --steps 1 --reps 1 --warmup 1 --max-wait 0 --no-probe"
   "pgd_throughput|45|--darts-c 36 --darts-layers 20 --batch 256 --reps 3 --warmup 1 --max-wait 0|--models darts --darts-c 2 --darts-layers 3 --batch 8 --reps 1 --max-wait 0"
   "grad_variance_throughput|55|--darts-c 36 --darts-layers 20 --n 256 --chunks 1,32 --reps 3 --max-wait 0|--models darts --darts-c 2 --darts-layers 3 --n 4 --chunks 1,2 --reps 1 --max-wait 0"

@@ -2,10 +2,10 @@
 
   python benchmarks/search_methods.py                     # the quick search's supernet (C=4, 3 cells, 4 ops, 8x8)
   python benchmarks/search_methods.py --tiny --no-write   # a smoke run (C=2, 1 cell, 8x8)
-  python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops ""   # the §g size (GPU)
+  python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops all   # the §g size (GPU)
 
 Every method's step (nas_jax.search.darts.make_search_step with StepConfig.method) is compiled once (compile
-time reported apart), then timed over --reps calls; --hypergradient applies to every method but ``random``
+time reported apart), then timed over --reps calls (``search_step.measure``); --hypergradient applies to every method but ``random``
 (no α update). PC-DARTS needs C divisible by --partial-k.
 """
 
@@ -14,37 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
-import numpy as np
 from common import ROOT, SECTIONS_ENV, cpu_model, loadavg, markers, update_benchmarks_md, versions
+from search_step import measure
 
 sys.path.insert(0, str(ROOT))
-from nas_jax import parallel
 from nas_jax.models.supernet import METHODS, Supernet
 from nas_jax.search import darts
-
-
-def measure(model, sc, batch: int, size: int, reps: int) -> dict:
-    mesh = parallel.data_mesh()
-    state = darts.create_search_state(model, sc, 0, (size, size, 3))
-    rng = np.random.default_rng(0)
-    args = (rng.integers(0, 256, (1, batch, size, size, 3), dtype=np.uint8), rng.integers(0, 10, (1, batch)),
-            rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), rng.integers(0, 10, (batch,)))
-    step = darts.make_search_step(model, sc, 0, mesh)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, *args).compile()
-    compile_s = time.perf_counter() - t0
-    state, m = compiled(state, *args)  # warm-up
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        state, m = compiled(state, *args)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "step_ms": 1e3 * float(np.median(times))}
 
 
 def main(argv=None) -> None:
@@ -55,7 +32,7 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=8)
-    p.add_argument("--ops", default="none,max_pool_3x3,skip_connect,sep_conv_3x3", help="'' = all 8 primitives")
+    p.add_argument("--ops", default="none,max_pool_3x3,skip_connect,sep_conv_3x3", help="comma-separated primitives, or 'all' (the 8 of §g)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     p.add_argument("--hypergradient", default="first_order", choices=darts.HYPERGRADIENTS)
     p.add_argument("--partial-k", type=int, default=4)
@@ -65,7 +42,7 @@ def main(argv=None) -> None:
     unknown = set(methods) - set(METHODS)
     if unknown:
         p.error(f"unknown --methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
-    c, layers, batch, size, ops, k = a.channels, a.layers, a.batch, a.size, a.ops, a.partial_k
+    c, layers, batch, size, ops, k = a.channels, a.layers, a.batch, a.size, "" if a.ops == "all" else a.ops, a.partial_k
     if a.tiny:
         c, layers, batch, size, ops, k = 2, 1, 8, 8, "none,skip_connect,avg_pool_3x3", 2
     rows = [("darts (first order)", "darts", "first_order")]
@@ -78,6 +55,14 @@ def main(argv=None) -> None:
                               **({"tau_max": 1.0, "tau_min": 0.03} if method == "snas" else {}))
         results.append({"label": label, "hypergradient": hg, **measure(model, sc, batch, size, a.reps)})
         print(results[-1], flush=True)
+        text = section(results, len(rows), batch, size, c, layers, ops, k)
+        if not a.no_write and (not a.tiny or os.environ.get(SECTIONS_ENV)):  # after every row: a timeout keeps some
+            update_benchmarks_md("search_methods", text)
+    print(text)
+
+
+def section(results: list[dict], planned: int, batch: int, size: int, c: int, layers: int, ops: str, k: int) -> str:
+    """The BENCHMARKS.md section of the rows measured so far (``planned``: how many were asked for)."""
     base = results[0]["step_ms"]
     begin, end = markers("search_methods")
     vers = ", ".join(f"{k} {v}" for k, v in versions(("jax", "jaxlib", "flax", "optax")).items())
@@ -85,17 +70,15 @@ def main(argv=None) -> None:
     where = cpu_model() if jax.default_backend() == "cpu" else jax.devices()[0].device_kind
     lines = [begin, "## NAS searchers' step (`python benchmarks/search_methods.py`)", "",
              (f"Command: `{cmd}`. Device: {where} ({jax.default_backend()}, load average after: {loadavg()[0]:.2f}); "
-             f"batch {batch} per half, {size}x{size}, C={c}, {layers} cells, ops {ops or 'all 8'}, "
-             f"PC-DARTS K={k}; {vers}."), "",
+              f"batch {batch} per half, {size}x{size}, C={c}, {layers} cells, ops {ops or 'all 8'}, "
+              f"PC-DARTS K={k}; {vers}."), "",
              "| method | hypergradient | ms/step | x darts first order | compile s |", "|---|---|---|---|---|"]
     for r in results:
         hg = "none (no α)" if r["label"] == "random" else r["hypergradient"]
         lines.append(f"| {r['label']} | {hg} | {r['step_ms']:.1f} | {r['step_ms'] / base:.2f} | {r['compile_s']:.1f} |")
-    section = "\n".join([*lines, end])
-    print(section)
-    if not a.no_write and (not a.tiny or os.environ.get(SECTIONS_ENV)):
-        update_benchmarks_md("search_methods", section)
-
+    if len(results) < planned:
+        lines.append(f"\nPartial: {len(results)} of {planned} rows measured (the run stopped early).")
+    return "\n".join([*lines, end])
 
 if __name__ == "__main__":
     sys.exit(main())

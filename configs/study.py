@@ -16,7 +16,8 @@ from every cell present. Fan-out: launch/slurm_study.sh (one shard per array tas
 launch/ray_study.py (one Ray task per cell); see BUILD.md.
 
 Per-task settings: `study.overrides.<task>` (and `.all`) hold launcher-style 'key=value' strings,
-e.g. --config.study.overrides.pgd="('pgd.n_inputs=50',)".
+e.g. --config.study.overrides.pgd="('pgd.n_inputs=50',)". The search task runs once per seed and searcher of
+`study.search_methods` (e.g. --config.study.search_methods="('darts','gdas')"; cells search/{method}/seed{s}).
 quick: digits, darts and snas (NAS), resnet and vgg (manual), the tasks train, pgd, grad_variance,
 landscape, cells.
 """
@@ -38,6 +39,7 @@ def get_config(preset: str = "quick"):
     c.study.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
     c.study.tasks = ("train", "pgd", "grad_variance", "landscape", "cells") if quick else PAPER_TASKS
     c.study.seeds = (0,)
+    c.study.search_methods = ("darts",)  # the search task's searchers: darts pc_darts gdas snas drnas random
     c.study.shard = "0/1"  # 'i/n': run the i-th of n disjoint parts of the grid
     c.study.only = ()  # cell names 'task/model/seed{s}' to run instead of a shard (the Ray driver)
     c.study.report = True  # write {workdir}/report.md after the cells

@@ -61,7 +61,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; pass options as --config.key=value.")
     passed = [a for a in sys.argv[1:] if a.startswith("--config")]  # the same config for every cell
     s = config.study
-    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS)
+    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS, tuple(s.search_methods))
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)
@@ -70,6 +70,8 @@ def main(argv):
     for cell in cells:  # grid order: a seed's train cells come before the cells that use their victims
         if cell.model == grid.ALL_MODELS:  # a joint cell waits for every victim of its seed
             after = [ref for (_, seed), ref in victims.items() if seed == cell.seed]
+        elif cell.task == grid.SEARCH_TASK:  # a search needs no victim
+            after = []
         else:
             after = [victims[(cell.model, cell.seed)]] if (cell.model, cell.seed) in victims else []
         ref = remote.remote(cell.name, cell_argv(passed, workdir, cell.name), *after)

@@ -66,6 +66,22 @@ def test_grid_cells_and_balanced_deterministic_shards():
         grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,), TASKS)
 
 
+def test_search_cells_one_per_method_and_seed(tmp_path):
+    """The search task's method dimension (issue 15 item 3): a cell per (method, seed), no victim, the method set
+    in the cell's config; an unknown method lists the valid ones."""
+    cells = grid.grid_cells(("train", "search"), ("darts", "resnet"), (0, 1), TASKS, ("darts", "gdas"))
+    search = [c for c in cells if c.task == "search"]
+    assert [c.name for c in search] == ["search/darts/seed0", "search/gdas/seed0", "search/darts/seed1",
+                                        "search/gdas/seed1"]
+    parts = grid.assign_shards(cells, 2)
+    assert sorted(c for p in parts for c in p) == sorted(cells)
+    study = _study_config(tmp_path)
+    c = grid.cell_config(study, grid.Cell("search", "gdas", 1))
+    assert (c.search.method, c.seed) == ("gdas", 1)
+    with pytest.raises(UserError, match="valid: .*pc_darts"):
+        grid.grid_cells(("search",), ("darts",), (0,), TASKS, ("gdas", "enas"))
+
+
 def test_cell_config_sets_models_seed_and_overrides(tmp_path):
     study = _study_config(tmp_path)
     study.study.overrides.pgd = ("pgd.n_inputs=7", "pgd.eps=0.01")

@@ -34,11 +34,12 @@ RECORDS = [
 def test_each_cell_takes_the_right_record():
     darts, darts_i, resnet = summary.summarize(RECORDS)
     assert resnet["backdoor_asr"] == 0.55  # the old record's target-inclusive ASR, the column's definition
-    assert darts == {"model": "darts", "family": "nas", "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
+    assert darts == {"model": "darts", "family": "nas", "searched": None, "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
                      "backdoor_asr": 0.7, "backdoor_cad": 0.01, "mi_auc": 0.56, "ace": 1.1, "ace_budget": 8000,
                      "poison_cad": 0.07, "poison_fraction": 0.4}
-    assert darts_i == {"model": "darts_i", "family": "nas", "backdoor_asr": 0.6, "backdoor_cad": 0.03}
+    assert darts_i == {"model": "darts_i", "family": "nas", "searched": None, "backdoor_asr": 0.6, "backdoor_cad": 0.03}
     text = summary.render([darts, darts_i])
+    assert "search (method" not in text  # no searched cell: no search column
     assert "80.0%" in text and "+7.0%" in text and "at 8000 queries" in text and "p = 0.4" in text
     assert text.splitlines()[3].split()[2] == "-"  # darts_i has no clean accuracy
     assert "darts 100.0%/86.7%, 99.9%/2.7%, 0.562; darts_i 88.3%/72.7%, 90.4%/4.6%, 0.534." in text  # PROTOCOL §h.4
@@ -55,3 +56,21 @@ def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):
     assert "models with records: darts, darts_i, resnet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         summary.main([str(tmp_path / "empty")])
+
+
+def test_searched_cells_get_a_row_per_method_and_mitigation(tmp_path):
+    """launch/table4.sh names a searched cell genotype:{search workdir}/genotype.json; the search record there
+    says which searcher and mitigation found it (issue 15 item 3)."""
+    rows = []
+    for method, variant, n_step in (("gdas", "darts_i", 5), ("darts", "darts", 1)):
+        sdir = tmp_path / "search" / f"{method}_{variant}"
+        sdir.mkdir(parents=True)
+        search = rec("search", f"genotype:{sdir}/genotype.json", {}, method=method, variant=variant, n_step=n_step)
+        (sdir / "results.jsonl").write_text(json.dumps(search) + "\n")
+        rows.append(rec("pgd", f"genotype:{sdir}/genotype.json",
+                        {"clean_accuracy": 0.9, "asr_most_likely": 0.7, "asr_least_likely": 0.3}))
+    gdas, plain, stored = summary.summarize([*rows, *RECORDS[:1]])
+    assert (gdas["searched"], plain["searched"], stored["searched"]) == ("gdas / darts_i", "darts / darts", None)
+    text = summary.render([gdas, plain, stored])
+    assert "search (method / mitigation)" in text and "gdas / darts_i" in text.splitlines()[2]
+    assert summary.search_label(f"genotype:{tmp_path}/elsewhere/genotype.json") is None  # no search record there

@@ -7,7 +7,9 @@ model, the newest record of each measurement: clean accuracy and PGD ASR most/le
 ASR (all stamped inputs, PROTOCOL §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
 was run), membership AUC (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``)
 and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that
-model. The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS
+model. A searched cell (``genotype:PATH``, the way ``launch/table4.sh`` names it) is labelled with the searcher and
+mitigation of the ``search`` record next to its genotype.json (``method / variant``, e.g. ``gdas / darts_ii``), so
+the table has a row per (method, mitigation). The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS
 variants it shows.
 """
 
@@ -30,6 +32,7 @@ PAPER_TABLE4 = {  # PROTOCOL §h.4: PGD ASR (M), (L), backdoor ASR, CAD, MI AUC 
 COLUMNS = [
     ("model", "model", None),
     ("family", "family", None),
+    ("searched", "search (method / mitigation)", None),
     ("clean_accuracy", "clean acc", ".1%"),
     ("pgd_m", "PGD ASR (M)", ".1%"),
     ("pgd_l", "PGD ASR (L)", ".1%"),
@@ -56,13 +59,26 @@ def backdoor_asr(metrics: dict) -> float:
     return metrics.get("asr_including_target", metrics["asr"])
 
 
+def search_label(model: str) -> str | None:
+    """``method / variant`` of the search that wrote ``model``'s genotype (``genotype:PATH``, its search workdir
+    being PATH's folder), or None for a stored model or a genotype without a search record."""
+    if not model.startswith("genotype:"):
+        return None
+    search = _newest(read_records(Path(model.removeprefix("genotype:")).parent), lambda r: r["task"] == "search")
+    if not search:
+        return None
+    setting = search["setting"]
+    return f"{setting.get('method', 'darts')} / {setting['variant']}"
+
+
 def summarize(records: list[dict], models: list[str] | None = None) -> list[dict]:
     """Rows of :data:`COLUMNS` for ``models`` (default: every model with a record, first-seen order)."""
     models = models or list(dict.fromkeys(r["model"] for r in records))
     rows = []
     for name in models:
         own = [r for r in records if r["model"] == name]
-        row = {"model": name, "family": next((r["setting"].get("family") for r in own if r.get("setting")), None)}
+        row = {"model": name, "family": next((r["setting"].get("family") for r in own if r.get("setting")), None),
+               "searched": search_label(name)}
         pgd = _newest(own, lambda r: r["task"] == "pgd")
         if pgd:
             m = pgd["metrics"]
@@ -91,7 +107,8 @@ def summarize(records: list[dict], models: list[str] | None = None) -> list[dict
 
 def render(rows: list[dict]) -> str:
     """The table, with the ACE budget and the poisoning fraction used named below it."""
-    lines = [format_table(rows, COLUMNS)]
+    columns = [c for c in COLUMNS if c[0] != "searched" or any(r.get("searched") for r in rows)]
+    lines = [format_table(rows, columns)]
     budgets = sorted({r["ace_budget"] for r in rows if "ace_budget" in r})
     fractions = sorted({r["poison_fraction"] for r in rows if "poison_fraction" in r})
     if budgets:

@@ -5,8 +5,9 @@ cell's models and seed, :func:`cell_config`) in its own workdir ``{workdir}/cell
 so each writes its own ``results.jsonl`` (no two processes append to one file), and a cell is the
 same computation whether a whole shard runs in one process (``study.shard``, the SLURM array) or
 one launcher call runs it alone (``study.only``, the Ray driver). Tasks that compare models inside one
-call (``pgd_commonality``, ``cells``, ``zoo``) or have none (``search``) are one cell per seed
-over all the study's models.
+call (``pgd_commonality``, ``cells``, ``zoo``) are one cell per seed over all the study's models;
+``search`` takes no model and is one cell per seed and searcher of ``study.search_methods`` (the cell's
+``model`` field holds the method, e.g. ``search/gdas/seed0``).
 
 Sharding (``study.shard = "i/n"``): the cells of one (model, seed) stay together, so the victim
 they share is trained once, in one shard; the groups are assigned to shards by longest
@@ -31,14 +32,15 @@ ALL_MODELS = "*"  # the model of a cell that takes all the study's models at onc
 COST = {"train": 0.0, "pgd": 1.0, "pgd_sweep": 1.5, "pgd_commonality": 2.0, "nes": 3.0, "poison": 9.5,
         "backdoor": 2.5, "adv_train": 6.0, "stealing": 9.0, "membership": 3.0, "landscape": 0.5,
         "grad_variance": 1.0, "cells": 0.2, "ntk": 0.5, "search": 5.0, "autoattack": 3.0, "zoo": 0.2}
-JOINT_TASKS = ("pgd_commonality", "cells", "zoo", "search")  # one cell per seed over all models
+JOINT_TASKS = ("pgd_commonality", "cells", "zoo")  # one cell per seed over all models
+SEARCH_TASK = "search"  # one cell per seed and search method (no victim)
 TRAIN_MINUTES = 3.0  # a victim's quick training, counted once per (model, seed) group (its train cell: 0 above)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Cell:
     task: str
-    model: str  # a zoo name, or ALL_MODELS for a joint task
+    model: str  # a zoo name, ALL_MODELS for a joint task, or the search method of a search cell
     seed: int
 
     @property
@@ -64,20 +66,29 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def grid_cells(tasks, models, seeds, valid_tasks) -> list[Cell]:
+def grid_cells(tasks, models, seeds, valid_tasks, search_methods=("darts",)) -> list[Cell]:
     """Every (task, model, seed) of the grid in a stable order (train first: the victims); ``valid_tasks``: the
-    launcher's task names (the registry of :mod:`nas_jax.tasks`, which this layer does not import)."""
+    launcher's task names (the registry of :mod:`nas_jax.tasks`, which this layer does not import);
+    ``search_methods``: the searchers of the ``search`` task's cells (``search.method``, issue 15)."""
     valid = sorted(t for t in valid_tasks if t != "study")
     unknown = [t for t in tasks if t not in valid]
     if unknown:
         raise UserError(f"unknown study tasks {unknown}; valid: {valid}.")
     if not models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
+    if SEARCH_TASK in tasks:
+        from nas_jax.models.supernet import METHODS
+
+        bad = [m for m in search_methods if m not in METHODS]
+        if bad or not search_methods:
+            raise UserError(f"study.search_methods {tuple(search_methods)}: unknown {bad or 'none given'}; "
+                            f"valid: {METHODS}.")
     order = sorted(tasks, key=lambda t: (t != "train", list(tasks).index(t)))
     cells = []
     for seed in seeds:
         for task in order:
-            targets = [ALL_MODELS] if task in JOINT_TASKS else list(models)
+            targets = ([ALL_MODELS] if task in JOINT_TASKS else list(search_methods) if task == SEARCH_TASK
+                       else list(models))
             cells += [Cell(task, m, int(seed)) for m in targets]
     return cells
 
@@ -90,7 +101,7 @@ def assign_shards(cells: list[Cell], n: int) -> list[list[Cell]]:
         groups.setdefault((c.model, c.seed), []).append(c)
 
     def cost(group: list[Cell]) -> float:
-        victim = 0.0 if group[0].model == ALL_MODELS else TRAIN_MINUTES
+        victim = TRAIN_MINUTES if any(c.model != ALL_MODELS and c.task != SEARCH_TASK for c in group) else 0.0
         return victim + sum(COST.get(c.task, 1.0) for c in group)
 
     loads, parts = [0.0] * n, [[] for _ in range(n)]
@@ -178,6 +189,8 @@ def cell_config(study, cell: Cell):
     for key in SHARED_FIELDS:
         c[key] = study[key]
     c.seed = cell.seed
+    if cell.task == SEARCH_TASK:
+        c.search.method = cell.model
     models = tuple(study.study.models) if cell.model == ALL_MODELS else (cell.model,)
     if "models" in c:
         c.models = models

@@ -26,7 +26,7 @@ CELL_FILE = "cell.json"
 def shard_cells(config) -> list[grid.Cell]:
     """The cells this process runs: ``study.only`` if given, else the ``study.shard`` part of the grid."""
     s = config.study
-    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS)
+    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS, tuple(s.search_methods))
     if s.only:
         return grid.only_cells(cells, tuple(s.only))
     i, n = grid.parse_shard(s.shard)
