@@ -188,7 +188,11 @@ class PartialMixedOp(nn.Module):
 
 class SingleOpEdge(nn.Module):
     """GDAS §3.2 / random search: ``w[k*] · op_{k*}(x)`` with k* = argmax(w), only op k* evaluated
-    (``nn.switch``; at init every op runs once to create its variables)."""
+    (``nn.switch``; at init every op runs once to create its variables).
+
+    The α-gradient flows through w[k*] only (then through the softmax to every α of the edge). The GDAS authors'
+    code also adds the unsampled weights w[j] (value 0, gradient 1) to the edge output, which gives each w[j] the
+    gradient sum(dL/dout) too; that term is an implementation choice of theirs, not in Eqns 5-7, and is left out."""
 
     features: int
     stride: int
