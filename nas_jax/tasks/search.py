@@ -56,9 +56,10 @@ def run(config, workdir: str | Path) -> list[dict]:
     if jax.process_index() != 0:
         return [record]
     results.append_record(workdir, record)
-    print(f"found genotype ({setting['variant']}: {sc.hypergradient}, n_step={sc.n_step}, γ={sc.skip_gamma}):")
+    print(f"found genotype ({setting['method']} / {setting['variant']}: {sc.hypergradient}, n_step={sc.n_step}, "
+          f"γ={sc.skip_gamma}):")
     print(json.dumps(g.to_json()))
-    rows = [{"model": f"searched ({setting['variant']})", **genotype_metrics(g)}]
+    rows = [{"model": f"searched ({setting['method']} / {setting['variant']})", **genotype_metrics(g)}]
     rows += [{"model": f"stored {name}", **genotype_metrics(get_genotype(name))} for name in STORED]
     print(format_table(rows, COLUMNS))
     print(f"supernet after {config.train.epochs} epochs: train acc {metrics['train_accuracy']:.3f}, "
