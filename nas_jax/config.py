@@ -177,17 +177,23 @@ SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]]
 
 def _build_attack_config(name: str, section: ml_collections.ConfigDict) -> None:
     """Build the attack config(s) of section ``name`` with the ``from_config`` its task uses (imported lazily)."""
+    from nas_jax.attacks.adversarial_training import TrainingPGDConfig
     from nas_jax.attacks.autoattack import AutoAttackConfig
     from nas_jax.attacks.evasion import EvasionConfig
     from nas_jax.attacks.hopskipjump import HSJConfig
+    from nas_jax.attacks.nes import NESQueryConfig
     from nas_jax.attacks.stealing import KnockoffConfig
 
     if name == "autoattack":
         AutoAttackConfig.from_config(section)
         EvasionConfig.from_config(section, prefix="pgd_")
-    elif name in ("pgd", "nes"):
+    elif name == "pgd":
         EvasionConfig.from_config(section)
+    elif name == "nes":
+        EvasionConfig.from_config(section)
+        NESQueryConfig.from_config(section)
     elif name == "adv_train":
+        TrainingPGDConfig.from_config(section)
         EvasionConfig.from_config(section, prefix="eval_")
     elif name == "membership":
         HSJConfig.from_config(section)

@@ -7,9 +7,11 @@ from pathlib import Path
 import ml_collections
 import pytest
 
+from nas_jax.attacks.adversarial_training import TrainingPGDConfig, training_pgd_config
 from nas_jax.attacks.autoattack import AutoAttackConfig
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
+from nas_jax.attacks.nes import NESQueryConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,13 +72,48 @@ def test_knockoff_config_of_the_stealing_section(preset):
         KnockoffConfig.from_config(ml_collections.ConfigDict({"sampling": "greedy"}), 10)
 
 
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_training_pgd_config_of_the_adv_train_section(preset):
+    a = _config("adv_train", preset).adv_train
+    t = TrainingPGDConfig.from_config(a)
+    assert t == TrainingPGDConfig(eps=a.eps, step_size=a.step_size, iterations=a.iterations,
+                                  random_start=a.random_start, early_stop=a.early_stop, craft_mode=a.craft_mode)
+    assert t.evasion_config() == training_pgd_config(a.eps, a.step_size, a.iterations, a.random_start,
+                                                     a.early_stop)  # the task's hand-built call before
+    assert t.evasion_config() == EvasionConfig(eps=a.eps, step_size=a.step_size, iterations=a.iterations,
+                                               restarts=int(a.random_start), norm="linf",
+                                               confidence=0.0 if a.early_stop else 2.0)
+    start = a.copy_and_resolve_references()
+    start.random_start, start.early_stop = True, True
+    cfg = TrainingPGDConfig.from_config(start).evasion_config()
+    assert (cfg.restarts, cfg.confidence) == (1, 0.0)
+    with pytest.raises(ValueError, match="craft_mode"):
+        TrainingPGDConfig.from_config(ml_collections.ConfigDict({"craft_mode": "frozen"}))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        TrainingPGDConfig.from_config(ml_collections.ConfigDict({"eps": -1.0}))
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_nes_query_config_of_the_nes_section(preset):
+    s = _config("nes", preset).nes
+    q = NESQueryConfig.from_config(s)
+    assert q == NESQueryConfig(n_queries=s.n_queries, sigma=s.sigma, query_budget=s.query_budget)
+    assert q.chunk_size == 25  # nes_attack's default, which the task used before
+    assert NESQueryConfig.from_config(ml_collections.ConfigDict()) == NESQueryConfig()
+    with pytest.raises(ValueError, match="n_queries"):
+        NESQueryConfig.from_config(ml_collections.ConfigDict({"n_queries": 7}))
+    with pytest.raises(ValueError, match="sigma"):
+        NESQueryConfig.from_config(ml_collections.ConfigDict({"sigma": 0.0}))
+
+
 def test_config_validation_builds_every_attack_config():
     from nas_jax.config import validate
     from nas_jax.errors import UserError
 
     for task, section, field, bad in (("membership", "membership", "init_eval", 10**6),
                                       ("stealing", "stealing", "sampling", "greedy"),
-                                      ("adv_train", "adv_train", "eval_restarts", -1)):
+                                      ("adv_train", "adv_train", "eval_restarts", -1),
+                                      ("adv_train", "adv_train", "craft_mode", "frozen")):
         c = _config(task)
         validate(c)
         c[section][field] = bad

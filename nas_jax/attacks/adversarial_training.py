@@ -35,6 +35,7 @@ task).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -47,14 +48,45 @@ CRAFT_MODES = ("train", "eval")
 NEVER_SUCCEEDS = 2.0  # a confidence above 1: no example counts as successful, so PGD runs all its iterations
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingPGDConfig:
+    """The inner attack of adversarial training (Table 5; PROTOCOL §e.7) as an ``adv_train`` section sets it:
+    L∞ budget, start point (``random_start``), per-example freezing (``early_stop``) and the BN mode while
+    crafting (``craft_mode``, see the module docstring). :meth:`evasion_config` is the PGD budget it runs."""
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    iterations: int = 7
+    random_start: bool = False
+    early_stop: bool = False
+    craft_mode: str = "train"
+
+    def __post_init__(self):
+        if self.eps < 0 or self.step_size < 0 or self.iterations < 0:
+            raise ValueError(f"eps={self.eps}, step_size={self.step_size} and iterations={self.iterations} must "
+                             f"be >= 0.")
+        if self.craft_mode not in CRAFT_MODES:
+            raise ValueError(f"unknown craft_mode {self.craft_mode!r}; valid: {CRAFT_MODES}.")
+
+    @classmethod
+    def from_config(cls, section) -> TrainingPGDConfig:
+        """The training attack of an ``adv_train`` section: its fields named as this class's, the rest default
+        (the ``eval_*`` fields are the robustness PGD, ``EvasionConfig.from_config(section, prefix="eval_")``)."""
+        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
+
+    def evasion_config(self) -> EvasionConfig:
+        """The inner attack's budget as an :class:`EvasionConfig`: one run from x [artifact], or from a random
+        start in the ε-ball with ``random_start = True`` [library]; every example takes all K steps unless
+        ``early_stop``."""
+        return EvasionConfig(eps=self.eps, step_size=self.step_size, iterations=self.iterations,
+                             restarts=1 if self.random_start else 0, norm="linf",
+                             confidence=0.0 if self.early_stop else NEVER_SUCCEEDS)
+
+
 def training_pgd_config(eps: float = 8 / 255, step_size: float = 2 / 255, iterations: int = 7,
                         random_start: bool = False, early_stop: bool = False) -> EvasionConfig:
-    """The inner attack's budget as an :class:`EvasionConfig`: one run from x [artifact], or from a random start
-    in the ε-ball with ``random_start = True`` [library]."""
-    if eps < 0 or step_size < 0 or iterations < 0:
-        raise ValueError(f"eps={eps}, step_size={step_size} and iterations={iterations} must be >= 0.")
-    return EvasionConfig(eps=eps, step_size=step_size, iterations=iterations, restarts=1 if random_start else 0,
-                         norm="linf", confidence=0.0 if early_stop else NEVER_SUCCEEDS)
+    """:meth:`TrainingPGDConfig.evasion_config` by keywords (tests and benchmarks that have no config section)."""
+    return TrainingPGDConfig(eps, step_size, iterations, random_start, early_stop).evasion_config()
 
 
 def crafting_apply(model: nn.Module, craft_mode: str, dropout_key: jax.Array) -> Callable:

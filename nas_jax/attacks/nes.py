@@ -22,6 +22,7 @@ Jitting: ``nes_attack_jit`` takes ``query_fn`` as a pytree argument, e.g. ``Blac
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,31 @@ class BlackBox:
 
     def __call__(self, images: jax.Array) -> jax.Array:
         return jax.nn.softmax(self.apply_fn(self.variables, images), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class NESQueryConfig:
+    """NES's query settings (§3.2; PROTOCOL §e.2): ``n_queries`` per gradient estimate (n/2 antithetic pairs),
+    the sampling radius ``sigma``, the per-example ``query_budget`` (0: none) and ``chunk_size`` pairs per model
+    call. The attack's budget (ε, α, iterations, restarts) is the :class:`EvasionConfig`. Pass it to
+    :func:`nes_attack` as ``**dataclasses.asdict(q)``."""
+
+    n_queries: int = 400
+    sigma: float = 1e-3
+    query_budget: int = 0
+    chunk_size: int = 25
+
+    def __post_init__(self):
+        _check_queries(self.n_queries, self.chunk_size)
+        if not self.sigma > 0:
+            raise ValueError(f"sigma={self.sigma} must be > 0 (the radius of the NES samples).")
+        if self.query_budget < 0:
+            raise ValueError(f"query_budget={self.query_budget} must be >= 0 (0: no budget).")
+
+    @classmethod
+    def from_config(cls, section) -> NESQueryConfig:
+        """The query settings of a ``nes`` config section: its fields named as this class's, the rest default."""
+        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
 
 
 def query_loss(probs: jax.Array, targets: jax.Array, targeted: bool) -> jax.Array:

@@ -22,13 +22,14 @@ one ``task: "adv_train"`` record per model and saves ``{workdir}/figures/adv_tra
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
 
-from nas_jax.attacks.adversarial_training import CRAFT_MODES, adversarial_transform, training_pgd_config
+from nas_jax.attacks.adversarial_training import TrainingPGDConfig, adversarial_transform
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
@@ -86,11 +87,10 @@ def run(config, workdir: str | Path) -> list[dict]:
     ac = config.adv_train
     if ac.init not in INITS:
         raise ValueError(f"unknown adv_train.init {ac.init!r}; valid: {INITS}.")
-    if ac.craft_mode not in CRAFT_MODES:
-        raise ValueError(f"unknown adv_train.craft_mode {ac.craft_mode!r}; valid: {CRAFT_MODES}.")
     dataset = load_dataset(config.dataset, config.data_dir or None)
     atc = at_config(config)
-    train_pgd = training_pgd_config(ac.eps, ac.step_size, ac.iterations, ac.random_start, ac.early_stop)
+    train_attack = TrainingPGDConfig.from_config(ac)
+    train_pgd = train_attack.evasion_config()
     eval_pgd = EvasionConfig.from_config(ac, prefix="eval_")
     order = victims.attack_order(len(dataset.y_test), config.seed)
     key = jax.random.key(config.seed)
@@ -102,12 +102,10 @@ def run(config, workdir: str | Path) -> list[dict]:
         print(f"[{i + 1}/{len(config.models)}] {name}", flush=True)
         standard, reference = standard_model(config, atc, name, dataset, workdir)
         model = build_from_config(name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
-        spec = {"adv_train": {"eps": ac.eps, "step_size": ac.step_size, "iterations": ac.iterations,
-                              "random_start": ac.random_start, "early_stop": ac.early_stop,
-                              "craft_mode": ac.craft_mode, "init": ac.init,
+        spec = {"adv_train": {**dataclasses.asdict(train_attack), "init": ac.init,
                               "init_from": zoo.training_spec(config, name) if ac.init == "finetune" else None}}
         at = cached_training(atc, name, dataset, task_run_dir(workdir, "adv_train", config, name, "adversarial"),
-                             spec, batch_transform=adversarial_transform(model, train_pgd, ac.craft_mode),
+                             spec, batch_transform=adversarial_transform(model, train_pgd, train_attack.craft_mode),
                              initial_variables=standard.variables if ac.init == "finetune" else None,
                              label=f"{name} adversarial")
         at_entry = _entry(at, family, dataset)
