@@ -25,14 +25,12 @@ command finishes with exactly the state and log of an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from nas_jax import parallel
 from nas_jax.data import Dataset, load_dataset
@@ -41,9 +39,9 @@ from nas_jax.models.genotypes import Genotype, genotype_from_dict
 from nas_jax.models.supernet import Supernet, supernet_from_config
 from nas_jax.search import darts, random_search, smoothness
 from nas_jax.search.genotype import derive_genotype, method_mean_weights, save_genotype
+from nas_jax.train import run_dir as rundir
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.sampler import EpochSampler
-from nas_jax.train.zoo import spec_diff
 
 GENOTYPE_FILE = "genotype.json"
 # search fields read by some methods only
@@ -51,7 +49,7 @@ METHOD_FIELDS = {"partial_k": ("pc_darts",), "tau_max": ("gdas", "snas"), "tau_m
                  "drnas_reg": ("drnas",), "random_candidates": ("random",), "random_eval_batches": ("random",)}
 
 
-class SearchSpecMismatchError(ValueError):
+class SearchSpecMismatchError(UserError):
     """The search directory holds a search run with another config."""
 
 
@@ -99,17 +97,9 @@ def search_spec(config, dataset: Dataset) -> dict:
 
 def check_spec(directory: Path, spec: dict) -> None:
     """Write the spec of a new search, or refuse to resume one run with another config."""
-    path = directory / "spec.json"
-    if path.exists():
-        diffs = spec_diff(json.loads(path.read_text()), json.loads(json.dumps(spec)))
-        if diffs:
-            raise SearchSpecMismatchError(
-                f"{directory} holds a search with a different config:\n  " + "\n  ".join(diffs)
-                + "\nUse another --workdir for this setting, or delete that directory to search again.")
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    if parallel.is_main_process():
-        path.write_text(json.dumps(spec, indent=2, sort_keys=True))
+    rundir.check_spec(directory, spec, refusal=f"{directory} holds a search with a different config",
+                      fix="Use another --workdir for this setting, or delete that directory to search again.",
+                      error=SearchSpecMismatchError)
 
 
 class Batches:
@@ -149,19 +139,6 @@ class Batches:
         rows = [self.a.local_batch(*self.a_local, 0, i) for i in range(k)]
         stacked = darts.stacked_sharding(self.mesh)
         return tuple(jax.make_array_from_process_local_data(stacked, np.stack([r[j] for r in rows])) for j in (0, 1))
-
-
-def _read_log(path: Path, before_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["epoch"] < before_epoch]
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
 
 
 def epoch_row(epoch: int, step: int, sums: np.ndarray, state: darts.SearchState, model: Supernet, lr: float,
@@ -232,15 +209,10 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
 
     main = parallel.is_main_process()
     log_path = sdir / "search_log.jsonl"
-    log = _read_log(log_path, step // spe)  # every process: the early-stop rule reads it (checkpoints share the dir)
-    writer = None
-    if main and tb_dir is not None:
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(str(tb_dir))
-    bar = tqdm(total=epochs * spe, initial=step, disable=not (progress and main), unit="step",
-               desc=f"search {sc.method} {sc.hypergradient} n_step={sc.n_step} γ={config.search.skip_gamma}",
-               dynamic_ncols=True)
+    log = rundir.read_log(log_path, step // spe)  # every process: the early-stop rule reads it (shared dir)
+    writer = rundir.tensorboard_writer(tb_dir)
+    bar = rundir.progress_bar(epochs * spe, step, f"search {sc.method} {sc.hypergradient} n_step={sc.n_step} "
+                              f"γ={config.search.skip_gamma}", progress)
     stopped = _early_stop(log, es_factor)
     try:
         while step < epochs * spe and stopped is None:
@@ -265,15 +237,13 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
             sums = jnp.zeros_like(sums)
             log.append(row)
             if main:  # the log first: a kill before the checkpoint replays this epoch and rewrites its row
-                _write_log(log_path, log)
+                rundir.write_log(log_path, log)
                 bar.set_postfix(train=f"{row['train_accuracy']:.3f}", val=f"{row['val_accuracy']:.3f}",
                                 skip=row["normal_skip_connects"], **({"λ": f"{row['hessian_eigenvalue']:.3g}"}
                                                                      if "hessian_eigenvalue" in row else {}))
-                if writer is not None:
-                    for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                              "normal_skip_connects", "hessian_eigenvalue"):
-                        if k in row:
-                            writer.add_scalar(f"search/{k}", row[k], epoch)
+                rundir.write_scalars(writer, "search", row, epoch, ("train_loss", "train_accuracy", "val_loss",
+                                                                   "val_accuracy", "lr", "normal_skip_connects",
+                                                                   "hessian_eigenvalue"))
             ckpt.save(step, {"state": state, "sums": sums})
             stopped = _early_stop(log, es_factor)
             if max_steps is not None and step >= max_steps and step < epochs * spe and stopped is None:

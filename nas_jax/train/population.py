@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm.auto import tqdm
 
 from nas_jax import parallel
+from nas_jax.train import run_dir as rundir
 from nas_jax.train import trainer
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.sampler import EpochSampler
@@ -91,9 +91,8 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
 
     main = parallel.is_main_process()
     log_paths = [run_dir / f"train_log_seed{s}.jsonl" for s in seeds]
-    logs = [trainer._read_log(p, start // spe) for p in log_paths]
-    bar = tqdm(total=epochs * spe, initial=start, disable=not (progress and main), unit="step",
-               desc=f"train {name or config.model} x{len(seeds)} seeds", dynamic_ncols=True)
+    logs = [rundir.read_log(p, start // spe) for p in log_paths]
+    bar = rundir.progress_bar(epochs * spe, start, f"train {name or config.model} x{len(seeds)} seeds", progress)
     carry = progress_info if start % spe and progress_info.get("epoch") == start // spe else {}
     accs = [None] * len(seeds)
     try:
@@ -129,7 +128,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
             ckpt.save(step, states)
             if main:
                 for path, log in zip(log_paths, logs, strict=True):
-                    trainer._write_log(path, log)
+                    rundir.write_log(path, log)
                 bar.set_postfix(acc=" ".join(f"{a:.3f}" for a in accs if a is not None))
     finally:
         bar.close()

@@ -11,7 +11,6 @@ step counter, so resuming from any checkpoint replays the same computation.
 from __future__ import annotations
 
 import functools
-import json
 import time
 import warnings
 from pathlib import Path
@@ -24,11 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch, to_float
-from nas_jax.errors import UserError
+from nas_jax.train import run_dir as rundir
 from nas_jax.train.checkpoint import CheckpointCorruptError, Checkpointer
 from nas_jax.train.sampler import EpochSampler
 
@@ -233,25 +231,6 @@ def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh
 # ----------------------------------------------------------------------------
 
 
-def _read_log(path: Path, before_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    try:
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return [r for r in rows if r["epoch"] < before_epoch]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"the training log {path} is damaged ({type(e).__name__}: {e}). Delete it (the next run "
-                        "rewrites the epochs it trains) or delete the whole run directory to retrain.") from e
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    tmp.replace(path)
-
-
 def resume(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
     """(state, progress) of the newest readable checkpoint, or (``state``, {}) when there is none. An unreadable
     checkpoint (a run killed while the disk filled, a damaged copy) is moved aside with a warning and the
@@ -309,14 +288,9 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
 
     main = parallel.is_main_process()
     log_path = run_dir / "train_log.jsonl"
-    log = _read_log(log_path, start // spe) if main else []
-    writer = None
-    if main and tb_dir is not None:
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(str(tb_dir))
-    bar = tqdm(total=epochs * spe, initial=start, disable=not (progress and main), unit="step",
-               desc=f"train {name}", dynamic_ncols=True)
+    log = rundir.read_log(log_path, start // spe) if main else []
+    writer = rundir.tensorboard_writer(tb_dir)
+    bar = rundir.progress_bar(epochs * spe, start, f"train {name}", progress)
     step, test_acc = start, None
     # A resume inside an epoch continues that epoch's running sums (saved with mid-epoch checkpoints).
     carry = progress_info if start % spe and progress_info.get("epoch") == start // spe else {}
@@ -348,12 +322,9 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
             ckpt.save(step, state)
             if main:
                 log.append(row)
-                _write_log(log_path, log)
+                rundir.write_log(log_path, log)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
-                if writer is not None:
-                    for k, v in row.items():
-                        if k not in ("epoch", "step"):
-                            writer.add_scalar(f"{name}/{k}", v, epoch)
+                rundir.write_scalars(writer, name, row, epoch)
     finally:
         bar.close()
         ckpt.close()

@@ -34,6 +34,7 @@ import jax
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
 from nas_jax.models.registry import build_from_config, model_family
+from nas_jax.train import run_dir as rundir
 from nas_jax.train import trainer
 from nas_jax.train.checkpoint import Checkpointer
 
@@ -160,20 +161,10 @@ def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def check_spec(directory: Path, spec: dict) -> None:
-    """Write the spec of a new entry, or refuse an entry trained differently."""
-    path = directory / "spec.json"
-    if path.exists():
-        stored = read_json(path, "the zoo spec")
-        diffs = spec_diff(stored, spec)
-        if diffs:
-            raise ZooMismatchError(
-                f"the zoo entry {directory} was trained with a different config:\n  " + "\n  ".join(diffs)
-                + "\nUse another --config.zoo_dir, or delete that directory to retrain it with the new config."
-            )
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        path.write_text(json.dumps(spec, indent=2, sort_keys=True))
+    """Write the spec of a new entry, or refuse an entry trained differently (:func:`rundir.check_spec`)."""
+    rundir.check_spec(directory, spec, refusal=f"the zoo entry {directory} was trained with a different config",
+                      fix="Use another --config.zoo_dir, or delete that directory to retrain it with the new config.",
+                      error=ZooMismatchError, damaged=ZooEntryError)
 
 
 @contextlib.contextmanager
@@ -221,7 +212,7 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
         if final.exists():
             info = read_json(final, "the zoo entry's final.json")
             variables = restore_variables(model, config, dataset, directory, step=info.get("step"))
-            log = trainer._read_log(directory / "train_log.jsonl", config.train.epochs)
+            log = rundir.read_log(directory / "train_log.jsonl", config.train.epochs)
             return ZooEntry(model_name, model_family(model_name), model, variables, dataset,
                             info["test_accuracy"], directory, log)
         out = trainer.train(model, dataset, config, directory, tb_dir=tb_dir, progress=progress, name=model_name)
@@ -275,7 +266,7 @@ def store_entry(directory: Path, state, step: int, test_accuracy: float, log: li
     finally:
         ckpt.close()
     if jax.process_index() == 0:
-        trainer._write_log(directory / "train_log.jsonl", log)
+        rundir.write_log(directory / "train_log.jsonl", log)
         (directory / "final.json").write_text(json.dumps({"test_accuracy": test_accuracy, "step": step}))
 
 

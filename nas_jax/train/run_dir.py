@@ -1,0 +1,101 @@
+"""The run directory shared by training and search: ``spec.json``, the per-epoch log, TensorBoard, progress.
+
+A resumable run (a zoo victim, a task's own training, a population, a DARTS search) owns one directory:
+
+- ``spec.json``: everything that determines the result. A new run writes it; a run resumed with another spec
+  is refused with the differing keys and the fix (:func:`check_spec`), never mixed (DESIGN "Victim zoo");
+- the per-epoch log (``train_log.jsonl``, ``search_log.jsonl``): rows of the epochs before the resume point
+  are kept (:func:`read_log`; a damaged file is a clear error), the file is rewritten atomically after each
+  epoch (:func:`write_log`), so a killed run restarted with the same command ends with the same log;
+- TensorBoard scalars (:func:`tensorboard_writer`, optional) and the tqdm bar (:func:`progress_bar`), both on
+  process 0 only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from nas_jax import parallel
+from nas_jax.errors import UserError
+
+SPEC_FILE = "spec.json"
+
+
+def check_spec(directory: str | Path, spec: dict, *, refusal: str, fix: str,
+               error: type[UserError] = UserError, damaged: type[UserError] = UserError) -> None:
+    """Write ``spec`` as ``directory/spec.json`` for a new run, or refuse a directory whose stored spec differs:
+    ``error(refusal + the differing keys + fix)``; a damaged ``spec.json`` raises ``damaged``. ``refusal`` names
+    the directory ("the zoo entry D was trained with a different config"), ``fix`` says what to do (another
+    workdir, or delete the directory)."""
+    from nas_jax.train.zoo import spec_diff  # zoo builds on this module; its spec_diff is the one comparison
+
+    directory = Path(directory)
+    path = directory / SPEC_FILE
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise damaged(f"{path} is damaged ({type(e).__name__}: {e}). Delete {directory} to start this run "
+                          "again.") from e
+        diffs = spec_diff(stored, json.loads(json.dumps(spec)))  # tuples as lists, as stored
+        if diffs:
+            raise error(f"{refusal}:\n  " + "\n  ".join(diffs) + f"\n{fix}")
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    if parallel.is_main_process():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec, indent=2, sort_keys=True))
+        tmp.replace(path)
+
+
+def read_log(path: str | Path, before_epoch: int) -> list[dict]:
+    """The rows of a per-epoch log with ``epoch < before_epoch`` (the epochs a resumed run keeps); [] when
+    there is no log yet. A damaged file is a :class:`UserError` naming the fix."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [r for r in rows if r["epoch"] < before_epoch]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"the log {path} is damaged ({type(e).__name__}: {e}). Delete it (the next run "
+                        "rewrites the epochs it trains) or delete the whole run directory to start again.") from e
+
+
+def write_log(path: str | Path, rows: list[dict]) -> None:
+    """Rewrite the log with ``rows``, one JSON line each, atomically (a kill leaves the old or the new file)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    tmp.replace(path)
+
+
+def tensorboard_writer(tb_dir: str | Path | None):
+    """A tensorboardX ``SummaryWriter`` on ``tb_dir`` on process 0; None without ``tb_dir`` or elsewhere."""
+    if tb_dir is None or not parallel.is_main_process():
+        return None
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(tb_dir))
+
+
+def write_scalars(writer, prefix: str, row: dict, epoch: int, keys: Iterable[str] | None = None) -> None:
+    """``prefix/key`` scalars of one log row at ``epoch``: ``keys`` present in the row (default: every key but
+    ``epoch`` and ``step``). No-op without a writer."""
+    if writer is None:
+        return
+    keys = [k for k in row if k not in ("epoch", "step")] if keys is None else [k for k in keys if k in row]
+    for k in keys:
+        writer.add_scalar(f"{prefix}/{k}", row[k], epoch)
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True) -> tqdm:
+    """The run's step bar; shown on process 0 only, and only when ``enabled``."""
+    return tqdm(total=total, initial=initial, disable=not (enabled and parallel.is_main_process()), unit="step",
+                desc=desc, dynamic_ncols=True)
