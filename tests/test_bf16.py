@@ -20,7 +20,7 @@ from nas_jax.data import load_dataset, subsample
 from nas_jax.errors import UserError
 from nas_jax.models.manual.resnet import ResNet
 from nas_jax.models.registry import build_model
-from nas_jax.train import trainer, zoo
+from nas_jax.train import run_dir, trainer, zoo
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TINY = {
@@ -63,7 +63,7 @@ def test_float32_spec_and_path_unchanged_bf16_is_its_own_entry():
     c.arch.dtype = "bfloat16"
     spec16 = zoo.training_spec(c, "darts")
     assert spec16["arch"]["dtype"] == "bfloat16"
-    assert zoo.spec_diff(spec32, spec16)
+    assert run_dir.spec_diff(spec32, spec16)
     assert zoo.run_dir(c, "darts").name == "quick_bfloat16"
     c.seed = 3
     assert zoo.run_dir(c, "darts").name == "quick_bfloat16_seed3"

@@ -25,14 +25,24 @@ from nas_jax.errors import UserError
 SPEC_FILE = "spec.json"
 
 
+def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The keys (dotted paths) where two nested spec dicts differ, as 'key: stored A, requested B' lines."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += spec_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: stored {va!r}, requested {vb!r}")
+    return out
+
+
 def check_spec(directory: str | Path, spec: dict, *, refusal: str, fix: str,
                error: type[UserError] = UserError, damaged: type[UserError] = UserError) -> None:
     """Write ``spec`` as ``directory/spec.json`` for a new run, or refuse a directory whose stored spec differs:
     ``error(refusal + the differing keys + fix)``; a damaged ``spec.json`` raises ``damaged``. ``refusal`` names
     the directory ("the zoo entry D was trained with a different config"), ``fix`` says what to do (another
     workdir, or delete the directory)."""
-    from nas_jax.train.zoo import spec_diff  # zoo builds on this module; its spec_diff is the one comparison
-
     directory = Path(directory)
     path = directory / SPEC_FILE
     if path.exists():

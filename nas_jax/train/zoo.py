@@ -148,18 +148,6 @@ def read_json(path: Path, what: str):
         raise ZooEntryError(f"{what} {path} is damaged ({e}). Delete the entry {path.parent} to retrain it.") from e
 
 
-def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """The keys (dotted paths) where two nested spec dicts differ, as 'key: stored A, requested B' lines."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += spec_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: stored {va!r}, requested {vb!r}")
-    return out
-
-
 def check_spec(directory: Path, spec: dict) -> None:
     """Write the spec of a new entry, or refuse an entry trained differently (:func:`rundir.check_spec`)."""
     rundir.check_spec(directory, spec, refusal=f"the zoo entry {directory} was trained with a different config",
