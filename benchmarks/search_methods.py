@@ -3,6 +3,8 @@
   python benchmarks/search_methods.py                     # the quick search's supernet (C=4, 3 cells, 4 ops, 8x8)
   python benchmarks/search_methods.py --tiny --no-write   # a smoke run (C=2, 1 cell, 8x8)
   python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops all   # the §g size (GPU)
+  python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops all --reps 2 \
+      --conv-impl xla --section search_methods_g   # the §g size on a CPU (XLA convolutions: compiles, slow steps)
 
 Every method's step (nas_jax.search.darts.make_search_step with StepConfig.method) is compiled once (compile
 time reported apart), then timed over --reps calls (``search_step.measure``); --hypergradient applies to every method but ``random``
@@ -36,6 +38,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     p.add_argument("--hypergradient", default="first_order", choices=darts.HYPERGRADIENTS)
     p.add_argument("--partial-k", type=int, default=4)
+    p.add_argument("--conv-impl", default="auto", help="the ops' convolution implementation (nas_jax.models.ops)")
+    p.add_argument("--section", default="search_methods", help="BENCHMARKS.md section to write (one per size)")
     p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     a = p.parse_args(argv)
     methods = a.methods.split(",")
@@ -50,28 +54,30 @@ def main(argv=None) -> None:
     results = []
     for label, method, hg in rows:
         model = Supernet(10, (0.5,) * 3, (0.25,) * 3, init_channels=c, layers=layers,
-                         op_names=tuple(o for o in ops.split(",") if o), method=method, partial_k=k)
+                         op_names=tuple(o for o in ops.split(",") if o), method=method, partial_k=k,
+                         conv_impl=a.conv_impl)
         sc = darts.StepConfig(hypergradient=hg, epochs=50, steps_per_epoch=390, method=method,
                               **({"tau_max": 1.0, "tau_min": 0.03} if method == "snas" else {}))
         results.append({"label": label, "hypergradient": hg, **measure(model, sc, batch, size, a.reps)})
         print(results[-1], flush=True)
-        text = section(results, len(rows), batch, size, c, layers, ops, k)
+        text = section(a.section, results, len(rows), batch, size, c, layers, ops, k, model.conv_impl)
         if not a.no_write and (not a.tiny or os.environ.get(SECTIONS_ENV)):  # after every row: a timeout keeps some
-            update_benchmarks_md("search_methods", text)
+            update_benchmarks_md(a.section, text)
     print(text)
 
 
-def section(results: list[dict], planned: int, batch: int, size: int, c: int, layers: int, ops: str, k: int) -> str:
-    """The BENCHMARKS.md section of the rows measured so far (``planned``: how many were asked for)."""
+def section(name: str, results: list[dict], planned: int, batch: int, size: int, c: int, layers: int, ops: str,
+            k: int, conv_impl: str) -> str:
+    """The BENCHMARKS.md section ``name`` of the rows measured so far (``planned``: how many were asked for)."""
     base = results[0]["step_ms"]
-    begin, end = markers("search_methods")
+    begin, end = markers(name)
     vers = ", ".join(f"{k} {v}" for k, v in versions(("jax", "jaxlib", "flax", "optax")).items())
     cmd = " ".join(["python benchmarks/search_methods.py", *sys.argv[1:]])
     where = cpu_model() if jax.default_backend() == "cpu" else jax.devices()[0].device_kind
     lines = [begin, "## NAS searchers' step (`python benchmarks/search_methods.py`)", "",
              (f"Command: `{cmd}`. Device: {where} ({jax.default_backend()}, load average after: {loadavg()[0]:.2f}); "
               f"batch {batch} per half, {size}x{size}, C={c}, {layers} cells, ops {ops or 'all 8'}, "
-              f"PC-DARTS K={k}; {vers}."), "",
+              f"conv_impl {conv_impl}, PC-DARTS K={k}; {vers}."), "",
              "| method | hypergradient | ms/step | x darts first order | compile s |", "|---|---|---|---|---|"]
     for r in results:
         hg = "none (no α)" if r["label"] == "random" else r["hypergradient"]

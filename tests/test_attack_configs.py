@@ -9,9 +9,11 @@ import pytest
 
 from nas_jax.attacks.adversarial_training import TrainingPGDConfig, training_pgd_config
 from nas_jax.attacks.autoattack import AutoAttackConfig
+from nas_jax.attacks.backdoor import BackdoorConfig
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
 from nas_jax.attacks.nes import NESQueryConfig
+from nas_jax.attacks.poisoning import PoisonConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,9 +115,37 @@ def test_config_validation_builds_every_attack_config():
     for task, section, field, bad in (("membership", "membership", "init_eval", 10**6),
                                       ("stealing", "stealing", "sampling", "greedy"),
                                       ("adv_train", "adv_train", "eval_restarts", -1),
-                                      ("adv_train", "adv_train", "craft_mode", "frozen")):
+                                      ("adv_train", "adv_train", "craft_mode", "frozen"),
+                                      ("poison", "poison", "fractions", (0.1, 1.0)),
+                                      ("backdoor", "backdoor", "attacks", ("trojannn", "blend")),
+                                      ("backdoor", "backdoor", "neuron_selection", "random"),
+                                      ("backdoor", "backdoor", "transparency", 1.5)):
         c = _config(task)
         validate(c)
         c[section][field] = bad
         with pytest.raises(UserError, match=f"invalid config: {section}"):
             validate(c)
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_backdoor_and_poison_configs_of_their_sections(preset):
+    b = _config("backdoor", preset).backdoor
+    cfg = BackdoorConfig.from_config(b)
+    for name, value in b.items():  # every field of the section lands in the dataclass unchanged
+        assert getattr(cfg, name) == (tuple(value) if isinstance(value, tuple | list) else value), name
+    assert [s["name"] for s in cfg.settings()] == [f"trojannn_n{n}" for n in b.n_neurons] + ["badnet"]
+    assert cfg.settings()[-1] == {"attack": "badnet", "n_neuron": None, "transparency": b.badnet_transparency,
+                                  "poison_rate": b.badnet_poison_rate, "name": "badnet"}
+    assert PoisonConfig.from_config(_config("poison", preset).poison).fractions == tuple(
+        sorted({0.0, *_config("poison", preset).poison.fractions}))
+
+
+def test_backdoor_and_poison_defaults_are_the_paper_presets():
+    """One place for each default: the dataclasses' defaults are the paper preset's values."""
+    assert BackdoorConfig.from_config(ml_collections.ConfigDict()) == BackdoorConfig.from_config(
+        _config("backdoor", "paper").backdoor)
+    assert PoisonConfig() == PoisonConfig.from_config(_config("poison", "paper").poison)
+    assert BackdoorConfig(eps_quirk=True).trigger_step == 1 / 255 and BackdoorConfig().trigger_step == 0.015
+    with pytest.raises(ValueError, match="n_neurons"):
+        BackdoorConfig(n_neurons=())
+    assert BackdoorConfig(attacks=("badnet",), n_neurons=()).settings()[0]["name"] == "badnet"

@@ -196,7 +196,8 @@ def test_finetune_recipe_follows_the_preset():
     from configs.backdoor import get_config
     from nas_jax.tasks.backdoor import finetune_config
 
-    quick, paper = finetune_config(get_config("quick")), finetune_config(get_config("paper"))
+    quick, paper = (finetune_config(c, bd.BackdoorConfig.from_config(c.backdoor))
+                    for c in (get_config("quick"), get_config("paper")))
     assert (paper.train.lr_schedule, paper.train.lr, paper.train.epochs) == ("constant", 0.01, 20)  # [artifact]
     assert (quick.train.lr_schedule, quick.train.epochs) == ("cosine", 3)  # ends at a small lr (configs/backdoor.py)
     assert quick.train_overrides.to_dict() == {} and paper.train.cutout == 0 and paper.train.grad_clip == 0.0

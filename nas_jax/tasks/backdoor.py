@@ -37,32 +37,16 @@ from nas_jax.study.runs import cached_training, task_run_dir
 from nas_jax.train import trainer, zoo
 
 
-def finetune_config(config) -> ml_collections.ConfigDict:
-    """``config`` with ``train`` replaced by the backdoor fine-tuning recipe."""
-    bc = config.backdoor
+def finetune_config(config, bc: bd.BackdoorConfig) -> ml_collections.ConfigDict:
+    """``config`` with ``train`` replaced by the backdoor fine-tuning recipe of ``bc``."""
     ft = ml_collections.ConfigDict(config.to_dict())
-    ft.train.epochs, ft.train.lr, ft.train.lr_schedule = bc.epochs, bc.lr, bc.get("lr_schedule", "constant")
+    ft.train.epochs, ft.train.lr, ft.train.lr_schedule = bc.epochs, bc.lr, bc.lr_schedule
     ft.train.cutout, ft.train.grad_clip = bc.cutout, bc.grad_clip
     ft.train_overrides = {}  # the victims' per-model recipes do not apply to fine-tuning
     return ft
 
 
-def settings_of(bc) -> list[dict]:
-    """One dict per fine-tuning: attack, n_neuron, transparency, poison rate."""
-    out = []
-    for attack in bc.attacks:
-        if attack == "trojannn":
-            out += [{"attack": attack, "n_neuron": int(n), "transparency": bc.transparency,
-                     "poison_rate": bc.poison_rate, "name": f"trojannn_n{int(n)}"} for n in bc.n_neurons]
-        elif attack == "badnet":
-            out.append({"attack": attack, "n_neuron": None, "transparency": bc.badnet_transparency,
-                        "poison_rate": bc.badnet_poison_rate, "name": "badnet"})
-        else:
-            raise ValueError(f"unknown backdoor attack {attack!r}; valid: {bd.ATTACKS}.")
-    return out
-
-
-def make_trigger(entry, setting: dict, bc, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+def make_trigger(entry, setting: dict, bc: bd.BackdoorConfig, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """The (mark, mask, info) of one setting; TrojanNN's optimised mark is cached in ``run_dir/trigger.npz``."""
     shape = entry.dataset.image_shape
     mask = bd.trigger_mask(shape, bc.trigger_size, bc.trigger_row, bc.trigger_col)
@@ -80,9 +64,8 @@ def make_trigger(entry, setting: dict, bc, run_dir: Path) -> tuple[np.ndarray, n
     else:
         neurons = bd.select_neurons(bc.neuron_selection, setting["n_neuron"],
                                     kernel=bd.classifier_kernel(entry.variables))
-    step = min(bc.trigger_lr, 1 / 255) if bc.eps_quirk else bc.trigger_lr
     mark, opt = bd.optimize_trigger(entry.model.apply, entry.variables, bd.white_mark(shape), mask, neurons,
-                                    step_size=step, iterations=bc.trigger_iterations,
+                                    step_size=bc.trigger_step, iterations=bc.trigger_iterations,
                                     target_value=bc.target_value, threshold=bc.threshold)
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,13 +106,11 @@ def evaluate(entry, trojan_variables, mark, mask, transparency: float, target: i
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    bc = config.backdoor
-    settings = settings_of(bc)
-    if bc.neuron_selection not in bd.NEURON_STRATEGIES:
-        raise ValueError(f"unknown backdoor.neuron_selection {bc.neuron_selection!r}; valid: {bd.NEURON_STRATEGIES}.")
+    bc = bd.BackdoorConfig.from_config(config.backdoor)
+    settings = bc.settings()
     dataset, entries = victims.load_victims(config)
     idx = victims.attack_order(len(dataset.y_test), config.seed)[: bc.n_inputs]
-    ft_config = finetune_config(config)
+    ft_config = finetune_config(config, bc)
     main = jax.process_index() == 0
     records, rows = [], []
     for entry in entries:

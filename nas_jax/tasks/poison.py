@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-from nas_jax.attacks.poisoning import clean_accuracy_drop, poison_dataset
+from nas_jax.attacks.poisoning import PoisonConfig, clean_accuracy_drop, poison_dataset
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import model_family
 from nas_jax.report import figures, results
@@ -27,16 +27,8 @@ from nas_jax.study.runs import cached_training, task_run_dir
 from nas_jax.train import zoo
 
 
-def fractions_of(pc) -> list[float]:
-    fractions = sorted({0.0, *(float(p) for p in pc.fractions)})
-    bad = [p for p in fractions if not 0.0 <= p < 1.0]
-    if bad:
-        raise ValueError(f"poison.fractions {bad} must lie in [0, 1), e.g. (0.05, 0.1, 0.2, 0.4).")
-    return fractions
-
-
 def run(config, workdir: str | Path) -> list[dict]:
-    fractions = fractions_of(config.poison)
+    fractions = PoisonConfig.from_config(config.poison).fractions
     dataset = load_dataset(config.dataset, config.data_dir or None)
     main = jax.process_index() == 0
     records, rows = [], []
