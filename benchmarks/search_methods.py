@@ -4,7 +4,7 @@
   python benchmarks/search_methods.py --tiny --no-write   # a smoke run (C=2, 1 cell, 8x8)
   python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops all   # the §g size (GPU)
   python benchmarks/search_methods.py --channels 16 --layers 8 --batch 64 --size 32 --ops all --reps 2 \
-      --conv-impl xla --section search_methods_g   # the §g size on a CPU (XLA convolutions: compiles, slow steps)
+      --conv-impl xla --section search_methods_g   # §g on a CPU: its first step did not compile in 78 min
 
 Every method's step (nas_jax.search.darts.make_search_step with StepConfig.method) is compiled once (compile
 time reported apart), then timed over --reps calls (``search_step.measure``); --hypergradient applies to every method but ``random``

@@ -220,8 +220,8 @@ def _attack_validator(name: str) -> Callable[[ml_collections.ConfigDict], None]:
 
 # Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
 SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
-    name: _attack_validator(name) for name in ("autoattack", "pgd", "nes", "adv_train", "membership", "stealing", "poison",
-                                            "backdoor")}
+    name: _attack_validator(name)
+    for name in ("autoattack", "pgd", "nes", "adv_train", "membership", "stealing", "poison", "backdoor")}
 
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:
