@@ -40,6 +40,7 @@ def measure(model_name: str, channels: int, layers: int, batch: int, size: int, 
     from nas_jax.models.registry import build_from_config
     from nas_jax.train import trainer
     from nas_jax.train.population import make_population_step, stack
+    from nas_jax.train.stacking import stack_state, stacked_runs
 
     c = base_config("train", "paper")
     c.arch.init_channels, c.arch.layers = channels, layers
@@ -47,6 +48,7 @@ def measure(model_name: str, channels: int, layers: int, batch: int, size: int, 
     seeds = tuple(range(population))
     tx = trainer.make_optimizer(c.train, 100)
     states = stack([trainer.create_state(model, tx, trainer.init_key(s), (size, size, 3)) for s in seeds])
+    states = stack_state(states, stacked_runs(model, (size, size, 3)), 1)  # as train_population steps on them
     mesh = parallel.data_mesh()
     step = make_population_step(model, tx, c.train, c.arch, 100, seeds, mesh)
     rng = np.random.default_rng(0)

@@ -151,6 +151,14 @@ class DartsNetwork(nn.Module):
             reduction_prev = reduction
         return out
 
+    def scan_runs(self, image_hw: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """The [start, stop) runs of cells that ``__call__`` scans (every run, length 1 included; all length 1
+        with ``scan_cells=False``). The auxiliary head's cell ends a run."""
+        if not self.scan_cells:
+            return tuple((i, i + 1) for i in range(self.layers))
+        cells = self.cells(tuple(image_hw), 3 * self.init_channels)  # the stem's 3C channels
+        return tuple(cell_runs([sig for _, sig in cells], breaks=(2 * self.layers // 3,)))
+
     def _scanned(self, cell: Cell, names: list[str], s0, s1, train: bool, drop_path_prob):
         """Cells ``names`` (structurally identical) as one lax.scan over their stacked variables."""
         cols = [c for c in ("params", "batch_stats") if self.has_variable(c, names[0])]
@@ -183,9 +191,7 @@ class DartsNetwork(nn.Module):
         aux_at = 2 * self.layers // 3
         cells = self.cells(x.shape[1:3], stem.shape[-1])
         scan = self.scan_cells and not self.is_initializing()
-        runs = cell_runs([sig for _, sig in cells], breaks=(aux_at,)) if scan else [(i, i + 1) for i in
-                                                                                    range(self.layers)]
-        for start, stop in runs:
+        for start, stop in self.scan_runs(x.shape[1:3]) if scan else [(i, i + 1) for i in range(self.layers)]:
             if stop - start > 1:
                 s0, s1 = self._scanned(cells[start][0], [f"cell_{i}" for i in range(start, stop)], s0, s1, train,
                                        drop_path_prob)

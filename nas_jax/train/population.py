@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from nas_jax import parallel
 from nas_jax.train import run_dir as rundir
-from nas_jax.train import trainer
+from nas_jax.train import stacking, trainer
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.sampler import EpochSampler
 
@@ -56,7 +56,7 @@ def make_population_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int,
 @functools.partial(jax.jit, static_argnums=1)
 def _member_variables(states, i: int) -> dict:
     """Member ``i``'s eval variables (params and batch_stats only, not its optimiser state)."""
-    return member(states.variables, i)
+    return member(states, i).variables
 
 
 def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], run_dir: str | Path, *,
@@ -84,6 +84,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
     states = jax.device_put(states, parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
     states, progress_info = trainer.resume(ckpt, states)
+    states = stacking.stack_state(states, stacking.stacked_runs(model, image_shape), 1)  # axis 0: the seeds
     step = start = int(states.step[0])
     step_fn = make_population_step(model, tx, tcfg, arch, spe, seeds, mesh)
     predict = trainer.make_predict(model, mesh)
@@ -110,8 +111,9 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
                 step += 1
                 bar.update(1)
                 if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and step % spe:
-                    ckpt.save(step, states, {"epoch": epoch, "epoch_sums": np.asarray(jax.device_get(sums)).tolist(),
-                                             "epoch_seconds": seconds_before + time.perf_counter() - t0})
+                    ckpt.save(step, stacking.unstack_state(states, 1),
+                              {"epoch": epoch, "epoch_sums": np.asarray(jax.device_get(sums)).tolist(),
+                               "epoch_seconds": seconds_before + time.perf_counter() - t0})
                 if max_steps is not None and step >= max_steps:
                     return {"states": None, "interrupted": True, "step": step}
             seconds = seconds_before + time.perf_counter() - t0
@@ -125,7 +127,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
                         predict, _member_variables(states, i), dataset.x_test, dataset.y_test, mesh,
                         tcfg.eval_batch_size)
                 logs[i].append(row)
-            ckpt.save(step, states)
+            ckpt.save(step, stacking.unstack_state(states, 1))
             if main:
                 for path, log in zip(log_paths, logs, strict=True):
                     rundir.write_log(path, log)
@@ -133,6 +135,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
     finally:
         bar.close()
         ckpt.close()
+    states = stacking.unstack_state(states, 1)
     members = [member(states, i) for i in range(len(seeds))]
     for i, a in enumerate(accs):
         if a is None:  # a finished run restarted: evaluate each member once

@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch, to_float
 from nas_jax.train import run_dir as rundir
+from nas_jax.train import stacking
 from nas_jax.train.checkpoint import CheckpointCorruptError, Checkpointer
 from nas_jax.train.sampler import EpochSampler
 
@@ -36,14 +37,18 @@ from nas_jax.train.sampler import EpochSampler
 
 
 class TrainState(flax.struct.PyTreeNode):
+    """``params`` and ``opt_state`` are per cell, or with ``cell_runs`` set stacked per scanned run
+    (:mod:`nas_jax.train.stacking`, the training loops' layout); ``variables`` are always per cell."""
+
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
+    cell_runs: tuple = flax.struct.field(pytree_node=False, default=())
 
     @property
     def variables(self) -> dict:
-        return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": stacking.unstack_cells(self.params, self.cell_runs), "batch_stats": self.batch_stats}
 
 
 def cosine_per_epoch(lr: float, epochs: int, steps_per_epoch: int, final_lr: float = 0.0):
@@ -120,7 +125,8 @@ def hard_labels(labels):
 
 def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int, mesh,
                     batch_transform=None):
-    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``.
+    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``. ``state`` may be per
+    cell or stacked (:func:`nas_jax.train.stacking.stack_state`: what :func:`train` passes; it compiles faster).
 
     ``batch_transform(key, variables, images, labels) -> (images, labels)``, if
     given, rewrites each augmented float batch inside the compiled step before the
@@ -157,7 +163,8 @@ def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_tra
 
         def loss_fn(params):
             logits, mutated = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                {"params": stacking.unstack_cells(params, state.cell_runs), "batch_stats": state.batch_stats}, images,
+                train=True,
                 rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"], **kwargs)
             loss = cross_entropy(logits, labels)
             if aux_weight:
@@ -282,6 +289,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
     state = jax.device_put(state, parallel.replicated(mesh))
     ckpt = Checkpointer(run_dir / "checkpoints")
     state, progress_info = resume(ckpt, state)
+    state = stacking.stack_state(state, stacking.stacked_runs(model, dataset.x_train.shape[1:]))
     start = int(state.step)
     train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh, batch_transform)
     predict = make_predict(model, mesh)
@@ -307,10 +315,11 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
                 step += 1
                 bar.update(1)
                 if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and step % spe:
-                    ckpt.save(step, state, {"epoch": epoch, "epoch_sums": np.asarray(jax.device_get(sums)).tolist(),
-                                            "epoch_seconds": seconds_before + time.perf_counter() - t0})
+                    ckpt.save(step, stacking.unstack_state(state),
+                              {"epoch": epoch, "epoch_sums": np.asarray(jax.device_get(sums)).tolist(),
+                               "epoch_seconds": seconds_before + time.perf_counter() - t0})
                 if max_steps is not None and step >= max_steps:
-                    return {"state": state, "interrupted": True, "step": step}
+                    return {"state": stacking.unstack_state(state), "interrupted": True, "step": step}
             loss_sum, correct, count = np.asarray(jax.device_get(sums))
             seconds = seconds_before + time.perf_counter() - t0
             row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / count),
@@ -319,7 +328,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
             if (epoch + 1) % tcfg.eval_every_epochs == 0 or epoch + 1 == epochs:
                 row["test_accuracy"] = test_acc = evaluate(predict, state.variables, dataset.x_test,
                                                            dataset.y_test, mesh, tcfg.eval_batch_size)
-            ckpt.save(step, state)
+            ckpt.save(step, stacking.unstack_state(state))
             if main:
                 log.append(row)
                 rundir.write_log(log_path, log)
@@ -330,6 +339,7 @@ def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: 
         ckpt.close()
         if writer is not None:
             writer.close()
+    state = stacking.unstack_state(state)
     if test_acc is None:  # a finished run restarted: nothing was trained or evaluated above
         test_acc = evaluate(predict, state.variables, dataset.x_test, dataset.y_test, mesh, tcfg.eval_batch_size)
     return {"state": state, "interrupted": False, "step": step, "test_accuracy": test_acc, "log": log}
