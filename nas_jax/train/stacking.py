@@ -6,10 +6,11 @@ step over them compiles per-cell copies of every update (clipping, weight decay,
 stack the cells for the scan. Inside the training loops the state holds each scanned run's parameters and
 optimiser buffers stacked on a leading axis instead (``cells_2_to_5``: 369 instead of 919 parameter leaves for
 DARTS at L=20); the compiled step takes that layout and the network reads it through
-:func:`unstack_cells`, which XLA folds into the scan's own stacking. Measured on the 2-core CPU
-(``python benchmarks/compile_time.py``, BENCHMARKS.md): the C=16 L=20 train step compiles in ~56 s instead of
-~73–80 s. Checkpoints are written and read in the per-cell layout (:func:`unstack_state` before saving), so
-their format is unchanged.
+:func:`unstack_cells`, which XLA folds into the scan's own stacking. Measured cold on the 2-core CPU
+(``python benchmarks/compile_time.py``, BENCHMARKS.md): the C=16 L=20 train step compiles in ~59 s instead of
+73–80 s (L=8, which has no run, ~39 s either way). The slices must be slices: ``jnp.take`` (a gather, whose
+gradient is a scatter) cost 6 s of that. Checkpoints are written and read in the per-cell layout
+(:func:`unstack_state` before saving), so their format is unchanged.
 """
 
 from __future__ import annotations
