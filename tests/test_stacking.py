@@ -13,10 +13,9 @@ from nas_jax import parallel
 from nas_jax.models.registry import build_from_config
 from nas_jax.train import stacking, trainer
 from nas_jax.train.checkpoint import Checkpointer
-from nas_jax.train.population import member, stack
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_worker import tiny_config, tiny_dataset  # noqa: E402
+from train_worker import tiny_config, tiny_dataset
 
 RUNS = ((5, 7), (9, 11))  # DARTS at L=11: the cells after the first normal cell of stages 2 and 3
 
@@ -45,7 +44,7 @@ def test_stacked_state_round_trips_and_steps_like_the_per_cell_state():
     assert not {"cell_5", "cell_6", "cell_9", "cell_10"} & set(stacked.params)
     n_cell = len(jax.tree_util.tree_leaves(state.params["cell_5"]))
     assert len(jax.tree_util.tree_leaves(stacked.params)) == len(jax.tree_util.tree_leaves(state.params)) - 2 * n_cell
-    n = lambda tree: len(jax.tree_util.tree_leaves(tree))  # noqa: E731
+    n = lambda tree: len(jax.tree_util.tree_leaves(tree))
     assert n(stacked.opt_state) - n(stacked.params) == n(state.opt_state) - n(state.params)  # momentum stacked too
     back = stacking.unstack_state(stacked)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(state)
@@ -56,21 +55,21 @@ def test_stacked_state_round_trips_and_steps_like_the_per_cell_state():
     mesh = parallel.data_mesh()
     step = trainer.make_train_step(model, tx, config.train, config.arch, 8, 0, mesh)
     x, y = parallel.global_batch(mesh, (ds.x_train[:32], ds.y_train[:32]))
-    moved = state.replace(opt_state=tx.update(jax.tree_util.tree_map(jnp.ones_like, state.params), state.opt_state,
-                                              state.params)[1])  # a non-zero momentum buffer
-    copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731  (the step donates its state)
-    (from_stacked, m2), (per_cell, m1) = step(copy(stacking.stack_state(moved, RUNS)), x, y), step(copy(moved), x, y)
+    copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # the step donates its state
+    (from_stacked, m2), (per_cell, m1) = step(copy(stacked), x, y), step(copy(state), x, y)
     np.testing.assert_allclose(m2, m1, rtol=1e-5)
     for a, b in zip(_leaves(stacking.unstack_state(from_stacked)), _leaves(per_cell), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # parameters, BN statistics and the new momentum
     assert not np.allclose(_leaves(per_cell.params)[0], _leaves(state.params)[0])
 
-    seeds = stack([state, trainer.create_state(model, tx, trainer.init_key(1), shape)])  # a population: axis 1
-    pop = stacking.stack_state(seeds, RUNS, 1)
-    for i in range(2):
-        for a, b in zip(_leaves(member(pop, i)), _leaves(stacking.stack_state(member(seeds, i), RUNS)), strict=True):
-            np.testing.assert_array_equal(a, b)
-    for a, b in zip(_leaves(stacking.unstack_state(pop, 1)), _leaves(seeds), strict=True):
+    other = trainer.create_state(model, tx, trainer.init_key(1), shape)
+    seeds = jax.tree_util.tree_map(lambda a, b: np.stack([a, b]), state, other)  # a population's states: axis 1
+    pop, back = jax.jit(lambda s: (stacking.stack_state(s, RUNS, 1),
+                                   stacking.unstack_state(stacking.stack_state(s, RUNS, 1), 1)))(seeds)
+    for i, alone in enumerate((stacked, stacking.stack_state(other, RUNS))):
+        for a, b in zip(_leaves(pop), _leaves(alone), strict=True):
+            np.testing.assert_array_equal(a[i], b)
+    for a, b in zip(_leaves(back), _leaves(seeds), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
