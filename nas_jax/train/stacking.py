@@ -65,22 +65,27 @@ def _map_param_dicts(fn, tree, key: str):
     return jax.tree_util.tree_map(lambda t: fn(t) if is_params(t) else t, tree, is_leaf=is_params)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
 def stack_state(state, runs: Runs, axis: int = 0):
-    """A per-cell ``TrainState`` in the stacked layout (``axis`` 1 for a population's states)."""
-    if not runs:
-        return state
+    """A per-cell ``TrainState`` in the stacked layout (``axis`` 1 for a population's states); ``state`` itself
+    without runs (manual models, short networks)."""
+    return _stack_state(state, runs, axis) if runs else state
+
+
+def unstack_state(state, axis: int = 0):
+    """A stacked ``TrainState`` back in the per-cell (checkpoint) layout; ``state`` itself if it is per cell."""
+    return _unstack_state(state, axis) if state.cell_runs else state
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _stack_state(state, runs: Runs, axis: int):
     fn = functools.partial(stack_cells, runs=runs, axis=axis)
     return state.replace(params=fn(state.params), opt_state=_map_param_dicts(fn, state.opt_state, f"cell_{runs[0][0]}"),
                          cell_runs=runs)
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def unstack_state(state, axis: int = 0):
-    """A stacked ``TrainState`` back in the per-cell (checkpoint) layout."""
+def _unstack_state(state, axis: int):
     runs = state.cell_runs
-    if not runs:
-        return state
     fn = functools.partial(unstack_cells, runs=runs, axis=axis)
     return state.replace(params=fn(state.params), opt_state=_map_param_dicts(fn, state.opt_state, run_name(runs[0])),
                          cell_runs=())
