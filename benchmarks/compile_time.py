@@ -21,6 +21,7 @@ its two parts and the size of the program (jaxpr equations, StableHLO ops); ``st
     python benchmarks/compile_time.py                      # all workloads at their sizes, writes BENCHMARKS.md
     python benchmarks/compile_time.py --only train_darts_c16_l8,train_darts_c16_l20 --no-write
     python benchmarks/compile_time.py --only train_darts_c16_l20 --unrolled --no-write   # without the cell scan
+    python benchmarks/compile_time.py --only search_exact --search-vmapped --no-write   # edges vmapped, not scanned
     python benchmarks/compile_time.py --smoke --json /tmp/ct.json --no-write   # tiny sizes, seconds on CPU
 """
 
@@ -107,7 +108,7 @@ def train_workload(channels: int, layers: int, batch: int, size: int, reps: int,
 
 
 def search_workload(hypergradient: str, channels: int, layers: int, batch: int, size: int, reps: int,
-                    conv_impl: str, ops: str, steps: int = 4) -> dict:
+                    conv_impl: str, ops: str, steps: int = 4, scan_edges: bool = True) -> dict:
     import numpy as np
 
     from nas_jax import parallel
@@ -115,7 +116,8 @@ def search_workload(hypergradient: str, channels: int, layers: int, batch: int, 
     from nas_jax.search import darts
 
     model = Supernet(NUM_CLASSES, CIFAR10_MEAN, CIFAR10_STD, init_channels=channels, layers=layers, steps=steps,
-                     multiplier=steps, conv_impl=conv_impl, op_names=tuple(o for o in ops.split(",") if o))
+                     multiplier=steps, conv_impl=conv_impl, op_names=tuple(o for o in ops.split(",") if o),
+                     scan_edges=scan_edges)
     mesh = parallel.data_mesh()
     sc = darts.StepConfig(hypergradient=hypergradient, epochs=50, steps_per_epoch=390)
     state = darts.create_search_state(model, sc, 0, (size, size, 3))
@@ -180,7 +182,7 @@ def run_one(name: str, a) -> dict:
             return search_workload(name.removeprefix("search_"), 2, 1, 8, 8, a.reps, a.search_conv_impl,
                                    "none,skip_connect,avg_pool_3x3", steps=1)
         return search_workload(name.removeprefix("search_"), a.search_channels, a.search_layers, a.search_batch,
-                               size, a.reps, a.search_conv_impl, a.search_ops)
+                               size, a.reps, a.search_conv_impl, a.search_ops, scan_edges=not a.search_vmapped)
     if name == "pgd_darts":
         return pgd_workload(2 if a.smoke else 16, 3 if a.smoke else 8, batch, size, a.reps, a.conv_impl)
     if name == "hsj_first_call":
@@ -225,6 +227,7 @@ def main(argv=None) -> int:
     p.add_argument("--search-batch", type=int, default=64, help="batch per half")
     p.add_argument("--search-ops", default="", help="comma-separated primitives (default: all 8)")
     p.add_argument("--search-conv-impl", default="auto")
+    p.add_argument("--search-vmapped", action="store_true", help="supernet edges as vmapped groups, not scanned")
     p.add_argument("--hsj-inputs", type=int, default=25)
     p.add_argument("--hsj-max-iter", type=int, default=50, help="Table 5: 50; shortens the run, not the compile")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per workload child")

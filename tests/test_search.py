@@ -358,3 +358,37 @@ def test_search_step_on_four_devices_matches_one(tmp_path):
     np.testing.assert_allclose(four["metrics"], one["metrics"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(four["values"], one["values"], rtol=1e-4, atol=1e-6)
     assert np.abs(np.asarray(one["values"])).max() > 0
+
+
+@pytest.mark.parametrize("method,steps", [("darts", 3), ("pc_darts", 2), ("drnas", 1)])
+def test_scanned_edges_equal_vmapped_edges(method, steps):
+    """The edges as lax.scan over their stacked variables (the default) = the vmapped edge groups, on the same
+    variables: train-mode logits, new BN statistics, weight and α gradients (normal and reduction cells)."""
+    ops = ("none", "skip_connect", "max_pool_3x3", "dil_conv_3x3")
+    kw = {"init_channels": 4, "layers": 3, "steps": steps, "multiplier": steps, "op_names": ops, "method": method,
+          "partial_k": 2}  # conv_impl auto: 'shifted' (its custom VJP inside the rematerialised scan) on CPU
+    scanned, vmapped = Supernet(4, MEAN, STD, **kw), Supernet(4, MEAN, STD, scan_edges=False, **kw)
+    v = random_variables(scanned, (8, 8, 3), dtype=np.float32)
+    v["batch_stats"] = jax.tree_util.tree_map(lambda s: s + 0.1, v["batch_stats"])
+    x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    y = jnp.arange(4) % 4
+
+    def run(model):
+        def loss(params, arch):
+            logits, new = model.apply({"params": params, "batch_stats": v["batch_stats"], ARCH: arch}, x, train=True,
+                                      mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, new["batch_stats"])
+
+        (_, aux), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v["params"], v[ARCH])
+        return aux, grads
+
+    (logits_s, stats_s), grads_s = fast_jit(lambda: run(scanned))()
+    (logits_v, stats_v), grads_v = fast_jit(lambda: run(vmapped))()
+    assert jax.tree_util.tree_structure(stats_s) == jax.tree_util.tree_structure(v["batch_stats"])
+    # float32, and the shifted convolutions sum in another order inside a vmap: ~1e-5 relative
+    np.testing.assert_allclose(logits_s, logits_v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(flat(stats_s), flat(stats_v), rtol=1e-4, atol=1e-5)
+    for gs, gv in zip(grads_s, grads_v):
+        scale = np.abs(flat(gv)).max()
+        np.testing.assert_allclose(flat(gs), flat(gv), atol=1e-5 * scale)
+    assert np.abs(flat(grads_s[1])).max() > 0  # α reaches the loss

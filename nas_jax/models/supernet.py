@@ -212,9 +212,9 @@ class SingleOpEdge(nn.Module):
         return weights[index] * nn.switch(index, branches, self, x)
 
 
-# A group of edges with the same stride and input shape, vmapped: one copy of the
-# MixedOp graph per group instead of per edge, which cuts the compiled program (and
-# XLA's compile time) by ~3.5x; each edge keeps its own weights and BN statistics.
+# A group of edges with the same stride and input shape, vmapped: one copy of the MixedOp graph per
+# group instead of per edge; each edge keeps its own weights and BN statistics (stacked on axis 0).
+# These create the variables; the call runs them vmapped (``scan_edges=False``) or scanned.
 EdgeGroup = nn.vmap(MixedOp, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
                     in_axes=0, out_axes=0)
 PartialEdgeGroup = nn.vmap(PartialMixedOp, variable_axes={"params": 0, "batch_stats": 0},
@@ -229,8 +229,14 @@ def edge_index(node: int, source: int) -> int:
 class SearchCell(nn.Module):
     """A cell whose node j sums MixedOps over all its predecessors (§b.5).
 
-    Edges are evaluated in groups: the 2·steps edges from the two cell inputs at once
-    (stride 2 in a reduction cell), then for each node its edges from earlier nodes.
+    The variables are stacked per group of edges: ``from_inputs`` (the 2·steps edges from the two cell
+    inputs; stride 2 in a reduction cell) and ``into_node_j`` (node j's edges from earlier nodes).
+    ``scan_edges`` (default) runs the edges as one ``lax.scan`` over those stacked variables: the
+    compiled program holds one MixedOp, however many edges (a normal cell: one scan of 14 edges over a
+    buffer of the node states; a reduction cell: its stride-2 edges, then the rest). ``False`` runs
+    each group as one vmapped MixedOp, which XLA:CPU compiles slower and, with ``conv_impl='xla'``,
+    runs very slowly (grouped-convolution gradients; BENCHMARKS.md "search methods"). The two are
+    the same function of the same variables (tests/test_search.py).
     """
 
     features: int
@@ -242,6 +248,7 @@ class SearchCell(nn.Module):
     conv_impl: str = "auto"
     method: str = "darts"
     partial_k: int = 4  # PC-DARTS K
+    scan_edges: bool = True
 
     @nn.compact
     def __call__(self, s0, s1, weights, train: bool, edge_scale=None):
@@ -259,25 +266,93 @@ class SearchCell(nn.Module):
                         states[i], weights[edge_index(j, i)])
                 states.append(node)
             return jnp.concatenate(states[-self.multiplier :], axis=-1)
-        if self.method == "pc_darts":
-            group = functools.partial(PartialEdgeGroup, k=self.partial_k)
-        else:
-            group = EdgeGroup
 
-        def scaled(out, rows):
+        groups = [("from_inputs", [(j, i) for j in nodes for i in (0, 1)])]
+        groups += [(f"into_node_{j}", [(j, i) for i in range(2, j)]) for j in nodes if j > 2]
+        if self.is_initializing() or not self.scan_edges:
+            return self._vmapped(groups, states, weights, edge_scale, train)
+        if self.reduction:  # the stride-2 edges from the cell inputs first, then one scan over the rest
+            first, edges = groups[0][1], [e for _, g in groups[1:] for e in g]
+            out = self._scan(groups[:1], train, 2, weights, edge_scale, inputs=jnp.stack([states[i] for _, i in first]))
+            nodes_in = jnp.stack([out[2 * k] + out[2 * k + 1] for k in range(self.steps)])
+            states = list(nodes_in)  # the node states only: the output is the last `multiplier` of them
+            if edges:
+                states = list(self._scan(groups[1:], train, 1, weights, edge_scale, buffer=nodes_in,
+                                         moves=[(j - 2, i - 2) for j, i in edges]))
+        else:
+            zeros = jnp.zeros((self.steps, *states[0].shape), states[0].dtype)
+            edges = [e for _, g in groups for e in g]
+            states = list(self._scan(groups, train, 1, weights, edge_scale,
+                                     buffer=jnp.concatenate([jnp.stack(states), zeros]), moves=edges))
+        return jnp.concatenate(states[-self.multiplier :], axis=-1)
+
+    def _edge(self, stride: int, train: bool):
+        """One edge as an unbound module (its variables are passed to ``apply``): a MixedOp (PC-DARTS: a
+        PartialMixedOp)."""
+        if self.method == "pc_darts":
+            return PartialMixedOp(self.features, stride, self.ops, train, self.conv_impl, k=self.partial_k, parent=None)
+        return MixedOp(self.features, stride, self.ops, train, self.conv_impl, parent=None)
+
+    def _vmapped(self, groups, states, weights, edge_scale, train: bool):
+        """Each group of edges (same stride and input shape) as one vmapped edge; this also creates the
+        variables, stacked per group, that :meth:`_scan` runs over."""
+        def run(name: str, edges, stride: int, xs):
+            rows = jnp.array([edge_index(j, i) for j, i in edges])
+            group = PartialEdgeGroup if self.method == "pc_darts" else EdgeGroup
+            kw = {"k": self.partial_k} if self.method == "pc_darts" else {}
+            out = group(self.features, stride, self.ops, train, self.conv_impl, **kw, name=name)(xs, weights[rows])
             return out if edge_scale is None else out * edge_scale[rows][:, None, None, None, None]
 
-        rows = jnp.array([edge_index(j, i) for j in nodes for i in (0, 1)])
-        from_inputs = scaled(group(c, 2 if self.reduction else 1, self.ops, train, impl, name="from_inputs")(
-            jnp.stack([states[i] for _ in nodes for i in (0, 1)]), weights[rows]), rows)
-        for k, j in enumerate(nodes):
+        (name, first), rest = groups[0], dict(groups[1:])
+        from_inputs = run(name, first, 2 if self.reduction else 1, jnp.stack([states[i] for _, i in first]))
+        for k, j in enumerate(range(2, self.steps + 2)):
             node = from_inputs[2 * k] + from_inputs[2 * k + 1]
             if j > 2:
-                rows = jnp.array([edge_index(j, i) for i in range(2, j)])
-                node = node + scaled(group(c, 1, self.ops, train, impl, name=f"into_node_{j}")(
-                    jnp.stack(states[2:j]), weights[rows]), rows).sum(0)
+                node = node + run(f"into_node_{j}", rest[f"into_node_{j}"], 1, jnp.stack(states[2:j])).sum(0)
             states.append(node)
         return jnp.concatenate(states[-self.multiplier :], axis=-1)
+
+    def _scan(self, groups, train: bool, stride: int, weights, edge_scale, inputs=None, buffer=None, moves=()):
+        """The edges of ``groups`` (in order) as one ``lax.scan`` over their variables, concatenated from the
+        groups' stacked ones. With ``inputs`` (edges,) + state: edge k runs on ``inputs[k]``; returns the stacked
+        outputs. With ``buffer`` (states,) + state: edge k with move (dst, src) adds its output on
+        ``buffer[src]`` to ``buffer[dst]``, in order; returns the final buffer."""
+        names = [name for name, _ in groups]
+        counts = [len(edges) for _, edges in groups]
+        rows = jnp.array([edge_index(j, i) for _, edges in groups for j, i in edges])
+        cols = [col for col in ("params", "batch_stats") if self.has_variable(col, names[0])]
+        variables = {col: jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *[self.get_variable(col, n)
+                                                                                   for n in names]) for col in cols}
+        mutable = ["batch_stats"] if train and "batch_stats" in cols else False
+        edge = self._edge(stride, train)
+        scale = jnp.ones(rows.shape) if edge_scale is None else edge_scale[rows]
+
+        # Rematerialised: the backward pass recomputes each edge's forward from its input instead of storing
+        # it; without that the scan keeps every op's intermediates of all edges, which at the §g size
+        # outgrew 24 GB in the first-order step (4.3 GB with it; BENCHMARKS.md "compile_time_findings").
+        @functools.partial(jax.checkpoint, prevent_cse=False)
+        def run(v, x, w, c):
+            out = edge.apply(v, x, w, mutable=mutable)
+            out, new = out if mutable else (out, {})
+            return c * out, new.get("batch_stats", {})
+
+        if inputs is not None:
+            out, stats = jax.lax.scan(lambda _, xs: (None, run(*xs)), None, (variables, inputs, weights[rows], scale))[1]
+        else:
+            def body(buf, xs):
+                v, w, c, dst, src = xs
+                out, new = run(v, jax.lax.dynamic_index_in_dim(buf, src, keepdims=False), w, c)
+                node = jax.lax.dynamic_index_in_dim(buf, dst, keepdims=False) + out
+                return jax.lax.dynamic_update_index_in_dim(buf, node, dst, 0), new
+
+            dst, src = (jnp.array(m) for m in zip(*moves))
+            out, stats = jax.lax.scan(body, buffer, (variables, weights[rows], scale, dst, src))
+        if mutable:
+            bounds = [sum(counts[:k]) for k in range(len(counts) + 1)]
+            for k, name in enumerate(names):
+                self.put_variable("batch_stats", name, jax.tree_util.tree_map(
+                    lambda v, k=k: v[bounds[k] : bounds[k + 1]], stats))
+        return out
 
 
 def init_alpha(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
@@ -305,6 +380,7 @@ class Supernet(nn.Module):
     op_names: tuple[str, ...] = ()  # () -> the 8 DARTS primitives; a subset (with 'skip_connect') for tests
     method: str = "darts"  # METHODS
     partial_k: int = 4  # PC-DARTS: 1/K of the channels through the mixed op
+    scan_edges: bool = True
     family = "supernet"
 
     @property
@@ -341,7 +417,7 @@ class Supernet(nn.Module):
             if reduction:
                 c_cur *= 2
             cell = SearchCell(c_cur, reduction, reduction_prev, ops, self.steps, self.multiplier, self.conv_impl,
-                              self.method, self.partial_k, name=f"cell_{i}")
+                              self.method, self.partial_k, self.scan_edges, name=f"cell_{i}")
             kind = "reduce" if reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights[kind], train, scale[kind])
             reduction_prev = reduction
