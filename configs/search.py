@@ -12,15 +12,14 @@ command after a kill. See the README section "DARTS search" for search -> train 
 
 quick (default): a 3-cell C=4 supernet over 4 of the 8 primitives (none, max_pool_3x3,
 skip_connect, sep_conv_3x3: the skip-vs-convolution choice the mitigations act on) on native
-8x8 `digits` (718 images per half), 8 epochs, exact second-order hypergradient. XLA:CPU
-compiles the supernet slowly (measured with benchmarks/search_step.py at this size: exact step
-224 s to compile, 0.66 s per step; with all 8 ops and 5 cells the first-order step alone
-compiled for over 6 minutes without finishing, or in 164 s with conv_impl='xla' but then ran
-5.2 s per step), so the quick search is small: 4.8 min wall (3.2 of them compiling; measured, fresh
-compilation cache). paper: the §g recipe, C=16, 8 cells, the 8 ops, CIFAR-10 halves of 25k, batch 64, 50
-epochs. Expected (DARTS paper; the security paper gives no search numbers): DARTS-V2
-cells with about 2 skip connects in the normal cell and depth 2-3; γ < 1 lowers the
-skip count, n_step > 1 deepens the cell (the paper's DARTS-i/ii claims).
+8x8 `digits` (718 images per half), 8 epochs, exact second-order hypergradient: 3.0 min wall on
+2 CPU cores with a fresh compilation cache (measured; the exact step compiles in ~52 s and runs
+0.36 s per step). paper: the §g recipe, C=16, 8 cells, the 8 ops, CIFAR-10 halves of 25k,
+batch 64, 50 epochs; it also runs on CPU (slow: its exact step compiles in ~4.5 min and takes
+~2 min per step on 2 cores; README "DARTS search"), a GPU/TPU is what a real search needs.
+Expected (DARTS paper; the security paper gives no search numbers): DARTS-V2 cells with about
+2 skip connects in the normal cell and depth 2-3; γ < 1 lowers the skip count, n_step > 1
+deepens the cell (the paper's DARTS-i/ii claims).
 """
 
 import ml_collections
