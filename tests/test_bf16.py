@@ -8,6 +8,8 @@ Independent reference: the float32 forward pass of the same variables (bf16 diff
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,9 @@ from nas_jax.errors import UserError
 from nas_jax.models.manual.resnet import ResNet
 from nas_jax.models.registry import build_model
 from nas_jax.train import run_dir, trainer, zoo
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_worker import fast_jit
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TINY = {
@@ -74,31 +79,26 @@ def test_bf16_matches_f32_on_same_variables(name):
     m32, m16 = _pair(name)
     side = 32 if name == "vgg" else 8  # VGG's five 2x2 pools need 32 px (8 px pools to an empty map: NaN)
     x = jax.random.uniform(jax.random.key(1), (16, side, side, 3))
-    variables = m32.init(jax.random.key(0), x)
-    v16 = m16.init(jax.random.key(0), x)
+    variables, v16 = (fast_jit(m.init, jax.random.key(0), x)(jax.random.key(0), x) for m in (m32, m16))
     # Same variables, all float32, whatever the compute dtype.
     assert jax.tree_util.tree_structure(v16) == jax.tree_util.tree_structure(variables)
     assert _dtypes(variables) == _dtypes(v16) == {"float32"}
     assert all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree_util.tree_leaves(variables),
                                                            jax.tree_util.tree_leaves(v16), strict=True))
 
-    eval32, eval16 = jax.jit(m32.apply)(variables, x), jax.jit(m16.apply)(variables, x)
-    assert eval16.dtype == jnp.float32
-    assert _rel_err(eval32, eval16) < 5e-2
-
-    def train_apply(model, params):
+    def loss(model, params):
         logits, new = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
                                   rngs={"dropout": jax.random.key(2)})
-        return logits, new
-
-    def loss(model, params):
-        logits, new = train_apply(model, params)
         return jnp.mean(jax.nn.log_softmax(logits)[:, 0]), (logits, new)
 
-    (_, (t32, s32)), g32 = jax.jit(jax.value_and_grad(functools.partial(loss, m32), has_aux=True))(
-        variables["params"])
-    (_, (t16, s16)), g16 = jax.jit(jax.value_and_grad(functools.partial(loss, m16), has_aux=True))(
-        variables["params"])
+    def run(model):  # eval logits, then the train-mode loss, logits, BN statistics and parameter gradient
+        return model.apply(variables, x), jax.value_and_grad(functools.partial(loss, model), has_aux=True)(
+            variables["params"])
+
+    eval32, ((_, (t32, s32)), g32) = fast_jit(lambda: run(m32))()
+    eval16, ((_, (t16, s16)), g16) = fast_jit(lambda: run(m16))()
+    assert eval16.dtype == jnp.float32
+    assert _rel_err(eval32, eval16) < 5e-2
     assert t16.dtype == jnp.float32 and _rel_err(t32, t16) < 5e-2
     assert _dtypes(s16) == {"float32"} and _dtypes(g16) == {"float32"}
     # Updated running statistics and the whole parameter gradient agree up to bf16 rounding.
@@ -113,9 +113,9 @@ def test_bf16_matches_f32_on_same_variables(name):
 
 
 def test_pgd_on_bf16_model_gives_float32_perturbations_within_eps():
-    _, m16 = _pair("resnet")
+    m16 = ResNet(10, MEAN, STD, width_multiplier=0.0625, blocks=(1, 1), dtype=jnp.bfloat16)  # compiles in seconds
     x = jax.random.uniform(jax.random.key(3), (8, 8, 8, 3))
-    variables = m16.init(jax.random.key(0), x)
+    variables = jax.jit(m16.init)(jax.random.key(0), x)
     apply_fn = functools.partial(m16.apply, train=False)
     cfg = EvasionConfig(eps=8 / 255, step_size=2 / 255, iterations=5, restarts=1)
     labels = jnp.zeros((8,), jnp.int32)

@@ -1,5 +1,8 @@
 """The DARTS evaluation network (PROTOCOL §b.3, §b.4, §b.6, Appendix A.13)."""
 
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +10,9 @@ import pytest
 
 from nas_jax.models.darts import DartsNetwork, cell_runs
 from nas_jax.models.genotypes import get_genotype
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_worker import cheap_genotype, fast_jit
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -96,9 +102,10 @@ def test_scanned_cells_group_the_identical_cells_of_each_stage():
 
 
 def test_scanned_network_equals_unrolled_network():
-    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics (issue 13)."""
+    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics (issue 13). The cell scan
+    is the network's layout, whatever the ops: a cheap genotype (train_worker) keeps its compile short."""
     kw = {"init_channels": 2, "layers": 11, "dropout": 0.0, "conv_impl": "xla"}
-    scanned, unrolled = _net(**kw), _net(scan_cells=False, **kw)
+    scanned, unrolled = (DartsNetwork(cheap_genotype(), 10, MEAN, STD, scan_cells=s, **kw) for s in (True, False))
     x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
     v = jax.jit(unrolled.init)({"params": jax.random.key(0, impl="rbg")}, x)
     assert jax.tree_util.tree_structure(jax.eval_shape(scanned.init, jax.random.key(0), x)) == \
@@ -113,10 +120,7 @@ def test_scanned_network_equals_unrolled_network():
         (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(v["params"])
         return model.apply(v, x), value, stats, grads
 
-    def fast(fn):  # compiled without XLA's backend optimisations: the same values, about half the compile time
-        return jax.jit(fn).lower().compile(compiler_options={"xla_backend_optimization_level": 0})()
-
-    ours, ref = fast(lambda: run(scanned)), fast(lambda: run(unrolled))
+    ours, ref = fast_jit(lambda: run(scanned))(), fast_jit(lambda: run(unrolled))()
     for part_ours, part_ref in zip(ours, ref, strict=True):  # logits, loss, BN statistics, gradients
         leaves = jax.tree_util.tree_leaves(part_ref)
         scale = max(float(jnp.max(jnp.abs(b))) for b in leaves)  # BN biases before BN have ~0 gradients: noise

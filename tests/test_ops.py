@@ -19,8 +19,8 @@ def test_depthwise_shifted_equals_xla(k, stride, dilation):
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 5))
     kernel = jax.random.normal(jax.random.key(2), (k, k, 1, 5))
     pad = dilation * (k - 1) // 2
-    a = ops.depthwise_conv(x, kernel, stride, pad, dilation, "shifted")
-    b = ops.depthwise_conv(x, kernel, stride, pad, dilation, "xla")
+    a, b = (jax.jit(lambda x, kk, impl=impl: ops.depthwise_conv(x, kk, stride, pad, dilation, impl))(x, kernel)
+            for impl in ("shifted", "xla"))
     assert a.shape == b.shape
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -119,7 +119,8 @@ def test_depthwise_gradients_match_xla(k, stride, dilation, size):
     w = jax.random.normal(jax.random.key(3), ops.depthwise_conv(x, kernel, stride, pad, dilation, "xla").shape)
 
     def loss(impl):
-        return jax.grad(lambda x, kk: jnp.sum(w * ops.depthwise_conv(x, kk, stride, pad, dilation, impl)), (0, 1))
+        return jax.jit(jax.grad(lambda x, kk: jnp.sum(w * ops.depthwise_conv(x, kk, stride, pad, dilation, impl)),
+                                (0, 1)))
 
     for a, b in zip(loss("shifted")(x, kernel), loss("xla")(x, kernel)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -10,14 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax import parallel
-from nas_jax.models.registry import build_from_config
+from nas_jax.models.darts import DartsNetwork
 from nas_jax.train import stacking, trainer
 from nas_jax.train.checkpoint import Checkpointer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_worker import tiny_config, tiny_dataset
+from train_worker import cheap_genotype, tiny_config, tiny_dataset
 
-RUNS = ((5, 7), (9, 11))  # DARTS at L=11: the cells after the first normal cell of stages 2 and 3
+RUNS = ((5, 7), (9, 11))  # a DARTS-space network at L=11: the cells after the first normal cell of stages 2 and 3
 
 
 def _setup():
@@ -25,7 +25,9 @@ def _setup():
     config.arch.init_channels, config.arch.layers, config.arch.conv_impl = 2, 11, "xla"
     config.train.epochs, config.train.checkpoint_every_steps = 1, 3
     ds = tiny_dataset()
-    model = build_from_config("darts", config.arch, ds.num_classes, ds.mean, ds.std)
+    mean, std = tuple(map(float, ds.mean)), tuple(map(float, ds.std))  # the stacking is the layout, whatever the ops
+    model = DartsNetwork(cheap_genotype(), ds.num_classes, mean, std, init_channels=2, layers=11, dropout=0.0,
+                         conv_impl="xla")
     return config, ds, model
 
 
