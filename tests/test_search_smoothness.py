@@ -40,7 +40,7 @@ def test_power_iteration_matches_the_dense_alpha_hessian_of_a_tiny_supernet():
     """The eigenvalue of the compiled per-epoch measurement equals the largest-magnitude eigenvalue of
     jax.hessian of the same validation loss over the flattened α."""
     model = Supernet(4, MEAN, STD, init_channels=2, layers=1, steps=1, multiplier=1, op_names=OPS, conv_impl="xla")
-    v = model.init({"params": jax.random.key(0)}, jnp.zeros((2, 8, 8, 3)), train=False)
+    v = jax.jit(lambda k: model.init({"params": k}, jnp.zeros((2, 8, 8, 3)), train=False))(jax.random.key(0))
     rng = np.random.default_rng(0)  # a spectral gap |λ₂/λ₁| ≈ 0.4: 100 iterations converge
     arch = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.standard_normal(a.shape), jnp.float32), v[ARCH])
     params, stats = v["params"], v["batch_stats"]
@@ -55,7 +55,7 @@ def test_power_iteration_matches_the_dense_alpha_hessian_of_a_tiny_supernet():
     def loss(f):
         return darts.batch_loss(model, params, stats, unravel(f), images[0], ys[0])[0]
 
-    dense = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(flat), np.float64))
+    dense = np.linalg.eigvalsh(np.asarray(jax.jit(jax.hessian(loss))(flat), np.float64))
     expected = dense[np.argmax(np.abs(dense))]
     magnitudes = np.sort(np.abs(dense))[::-1]
     assert magnitudes[0] > 1e-3 and magnitudes[1] < 0.5 * magnitudes[0]  # non-trivial curvature, a clear gap
