@@ -22,7 +22,8 @@ from common import ROOT, SECTIONS_ENV, cpu_model, loadavg, markers, update_bench
 from search_step import measure
 
 sys.path.insert(0, str(ROOT))
-from nas_jax.models.supernet import METHODS, Supernet
+from nas_jax.models.search_space import METHODS
+from nas_jax.models.supernet import Supernet
 from nas_jax.search import darts
 
 

@@ -19,7 +19,8 @@ from jax.flatten_util import ravel_pytree
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.models.genotypes import get_genotype, primitives
 from nas_jax.models.ops import ReLUConvBN
-from nas_jax.models.supernet import ARCH, SearchCell, Supernet, edge_weights
+from nas_jax.models.search_space import edge_weights
+from nas_jax.models.supernet import ARCH, SearchCell, Supernet
 from nas_jax.search import darts
 from nas_jax.search.genotype import derive_cell, derive_genotype, save_genotype
 from nas_jax.search.pipeline import SearchSpecMismatchError, run_search

@@ -15,15 +15,8 @@ import pytest
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
 from nas_jax.models.genotypes import genotype_from_dict
-from nas_jax.models.supernet import (
-    MixedOp,
-    PartialMixedOp,
-    Supernet,
-    channel_shuffle,
-    edge_normalisation,
-    method_weights,
-    num_edges,
-)
+from nas_jax.models.search_space import edge_normalisation, method_weights, num_edges
+from nas_jax.models.supernet import MixedOp, PartialMixedOp, Supernet, channel_shuffle
 from nas_jax.search import darts
 from nas_jax.search.genotype import derive_genotype
 from nas_jax.search.pipeline import SearchSpecMismatchError, run_search

@@ -15,35 +15,23 @@ Linear. Every op and preprocessing BN is ``affine=False``; pooling ops are follo
 BN(affine=False). The ops are the evaluation ops of :mod:`nas_jax.models.ops` (and
 their CPU/GPU ``conv_impl`` choice).
 
-Skip suppression (paper §5.2, mitigation ii; PROTOCOL §f.4 reading (a)): with
-``skip_gamma = γ < 1`` the skip op's softmax weight is multiplied by γ inside every
-MixedOp, without renormalising (:func:`edge_weights`).
-
-The ``none`` op contributes exactly 0·x to the sum, and its weight's gradient
-⟨∂L/∂out, 0⟩ = 0, so it is not evaluated; its α still enters the softmax.
-
-Other searchers (issue 15; ``method``, :data:`METHODS`) change how the mixing weights come
-from α (:func:`method_weights`) and, for two of them, the edge:
+How each searcher turns α into the mixing weights (DARTS' softmax, skip suppression γ, Gumbel and
+Dirichlet samples, random paths) is :mod:`nas_jax.models.search_space` (:func:`method_weights`,
+:data:`METHODS`). Two searchers (issue 15; ``method``) also change the edge:
 
 - ``pc_darts`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4): only 1/K of the
   channels go through the mixed op, the rest bypass it (max-pooled on stride-2 edges), then a
   channel shuffle (:class:`PartialMixedOp`); each node weights its input edges by the softmax of
-  the edge parameters β (``arch['beta_normal'|'beta_reduce']``, :func:`edge_normalisation`).
-- ``gdas`` (GDAS, Dong & Yang CVPR 2019, §3.2 Eqns 5–7): one op per edge, index = argmax(α + g)
-  (Gumbel-max), weight hard − stop_gradient(soft) + soft with soft = softmax((α + g)/τ);
-  only the sampled op runs (:class:`SingleOpEdge`, ``nn.switch``).
-- ``snas`` (SNAS, Xie et al. ICLR 2019, §2.2 Eqn 3): the relaxed Gumbel-softmax
-  softmax((α + g)/τ) mixes all ops.
-- ``drnas`` (DrNAS, Chen et al. ICLR 2021, §3.1 Eqn 3): w ~ Dirichlet(elu(α) + 1), with the
-  reparameterised (implicit, through the gamma samples) gradient of ``jax.random.dirichlet``.
-- ``random`` (Li & Talwalkar, UAI 2019, §4.2): a uniformly random genotype-shaped path (two
-  input edges per node, one non-``none`` op each) per step; α is unused.
+  the edge parameters β (``arch['beta_normal'|'beta_reduce']``).
+- ``gdas`` and ``random``: one op per edge, only the sampled op runs (:class:`SingleOpEdge`, ``nn.switch``).
+
+The ``none`` op contributes exactly 0·x to the sum, and its weight's gradient
+⟨∂L/∂out, 0⟩ = 0, so it is not evaluated; its α still enters the softmax.
 
 The sampling methods draw from the ``'sample'`` RNG stream at temperature ``tau`` (a call
 argument). Without a ``'sample'`` RNG (the Hessian measurement, :mod:`nas_jax.search.smoothness`)
-they use their deterministic relaxation: softmax(α) for gdas/snas/random, the Dirichlet mean
-for drnas. ``weights`` passed to the call override α altogether (random search's evaluation of
-fixed genotypes).
+they use their deterministic relaxation. ``weights`` passed to the call override α altogether
+(random search's evaluation of fixed genotypes).
 """
 
 from __future__ import annotations
@@ -64,79 +52,9 @@ from nas_jax.models.common import (
 )
 from nas_jax.models.genotypes import primitives
 from nas_jax.models.ops import FactorizedReduce, ReLUConvBN, conv, make_op
+from nas_jax.models.search_space import METHODS, SINGLE_PATH, edge_index, edge_normalisation, method_weights, num_edges
 
 ARCH = "arch"  # the variable collection of the architecture parameters
-METHODS = ("darts", "pc_darts", "gdas", "snas", "drnas", "random")
-SINGLE_PATH = ("gdas", "random")  # one op per edge evaluated in the forward pass
-
-
-def num_edges(steps: int) -> int:
-    """Edges of a cell with ``steps`` intermediate nodes: 2 + 3 + ... + (steps + 1)."""
-    return sum(2 + j for j in range(steps))
-
-
-def edge_weights(alpha: jax.Array, skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None) -> jax.Array:
-    """Mixing weights of every edge: softmax over ops, the skip column scaled by γ (Eqn 3)."""
-    ops = ops or primitives()
-    w = jax.nn.softmax(alpha, axis=-1)
-    if skip_gamma != 1.0:
-        w = w.at[..., ops.index("skip_connect")].multiply(skip_gamma)
-    return w
-
-
-def dirichlet_concentration(alpha: jax.Array) -> jax.Array:
-    """DrNAS §3.1: concentration β = elu(α) + 1 > 0."""
-    return jax.nn.elu(alpha) + 1.0
-
-
-def method_weights(method: str, alpha: jax.Array, key: jax.Array | None, tau: float = 1.0,
-                   skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None, steps: int = 4) -> jax.Array:
-    """Mixing weights (edges, ops) of one cell type for ``method`` (module docstring); γ scales the skip column."""
-    ops = ops or primitives()
-    if method not in METHODS:
-        raise ValueError(f"unknown search method {method!r}; valid: {METHODS}.")
-    if key is None or method in ("darts", "pc_darts"):
-        w = dirichlet_concentration(alpha) if method == "drnas" else jax.nn.softmax(alpha, axis=-1)
-        if method == "drnas":
-            w = w / w.sum(-1, keepdims=True)
-    elif method == "snas":
-        w = jax.nn.softmax((alpha + jax.random.gumbel(key, alpha.shape, alpha.dtype)) / tau, axis=-1)
-    elif method == "gdas":
-        logits = alpha + jax.random.gumbel(key, alpha.shape, alpha.dtype)
-        soft = jax.nn.softmax(logits / tau, axis=-1)
-        hard = jax.nn.one_hot(jnp.argmax(logits, -1), alpha.shape[-1], dtype=alpha.dtype)
-        w = hard - jax.lax.stop_gradient(soft) + soft
-    elif method == "drnas":
-        w = jax.random.dirichlet(key, dirichlet_concentration(alpha))
-    else:  # random
-        w = random_path(key, steps, ops).astype(alpha.dtype)
-    if skip_gamma != 1.0:
-        w = w.at[..., ops.index("skip_connect")].multiply(skip_gamma)
-    return w
-
-
-def random_path(key: jax.Array, steps: int, ops: tuple[str, ...]) -> jax.Array:
-    """One-hot (edges, ops) of a uniformly random genotype: per node two distinct inputs, a non-``none`` op each."""
-    keep = jnp.array([k for k, o in enumerate(ops) if o != "none"])
-    rows = []
-    for j in range(steps):
-        k_in, k_op, key = jax.random.split(key, 3)
-        chosen = jax.random.permutation(k_in, j + 2)[:2]
-        active = jnp.zeros(j + 2, bool).at[chosen].set(True)
-        op = keep[jax.random.randint(k_op, (j + 2,), 0, len(keep))]
-        rows.append(jax.nn.one_hot(op, len(ops)) * active[:, None])
-    return jnp.concatenate(rows)
-
-
-def edge_normalisation(beta: jax.Array, steps: int) -> jax.Array:
-    """PC-DARTS Eqn 4: per node, softmax of β over its input edges -> (edges,)."""
-    out, start = [], 0
-    for j in range(steps):
-        out.append(jax.nn.softmax(beta[start : start + j + 2]))
-        start += j + 2
-    return jnp.concatenate(out)
-
-
 def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     """ShuffleNet channel shuffle of NHWC ``x`` (PC-DARTS §3.2)."""
     c = x.shape[-1]
@@ -219,11 +137,6 @@ EdgeGroup = nn.vmap(MixedOp, variable_axes={"params": 0, "batch_stats": 0}, spli
                     in_axes=0, out_axes=0)
 PartialEdgeGroup = nn.vmap(PartialMixedOp, variable_axes={"params": 0, "batch_stats": 0},
                            split_rngs={"params": True}, in_axes=0, out_axes=0)
-
-
-def edge_index(node: int, source: int) -> int:
-    """Row of α for the edge source -> intermediate node ``node`` (node >= 2; DARTS order)."""
-    return num_edges(node - 2) + source
 
 
 class SearchCell(nn.Module):

@@ -25,7 +25,7 @@ running statistics come from the real weight update only (virtual and
 finite-difference passes are discarded). The whole step is one ``jit``, batch-sharded
 over the ``'data'`` mesh like training (:mod:`nas_jax.parallel`).
 
-Other searchers (``method``, :data:`~nas_jax.models.supernet.METHODS`; the supernet defines how
+Other searchers (``method``, :data:`~nas_jax.models.search_space.METHODS`; the supernet defines how
 each samples its mixing weights) use the same step. The sampling methods draw one key per
 pass from the step counter (train passes and the val pass apart), so the same seed gives the
 same search. τ (gdas, snas) is annealed per epoch from ``tau_max`` to ``tau_min``: linearly
@@ -52,7 +52,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch
 from nas_jax.errors import UserError
-from nas_jax.models.supernet import ARCH, METHODS, dirichlet_concentration
+from nas_jax.models.search_space import METHODS, dirichlet_concentration
+from nas_jax.models.supernet import ARCH
 from nas_jax.train.trainer import cosine_per_epoch, cross_entropy, init_key
 
 HYPERGRADIENTS = ("first_order", "finite_difference", "exact")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nas_jax.models.genotypes import Genotype, genotype_from_dict, primitives
-from nas_jax.models.supernet import edge_normalisation, method_weights
+from nas_jax.models.search_space import edge_normalisation, method_weights
 
 
 def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: int = 4) -> tuple[tuple[str, int], ...]:

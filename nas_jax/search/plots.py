@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from nas_jax.models.supernet import edge_index
+from nas_jax.models.search_space import edge_index
 from nas_jax.report.plots import save_figure
 
 

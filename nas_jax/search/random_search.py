@@ -1,7 +1,7 @@
 """Random search with weight sharing (Li & Talwalkar, UAI 2019, §4.2, "RSWS").
 
 Training: every step trains the shared supernet weights on one uniformly random
-genotype-shaped path (:func:`nas_jax.models.supernet.random_path`; the search step with
+genotype-shaped path (:func:`nas_jax.models.search_space.random_path`; the search step with
 ``method='random'``), with the DARTS step budget and schedules. Selection: ``n`` random
 genotypes, drawn from the search seed alone, are ranked by their weight-sharing validation
 accuracy (the shared weights evaluated on that genotype's path, train-mode BN as in every
@@ -20,7 +20,8 @@ import numpy as np
 from nas_jax import parallel
 from nas_jax.data.augment import to_float
 from nas_jax.models.genotypes import Genotype
-from nas_jax.models.supernet import ARCH, random_path
+from nas_jax.models.search_space import random_path
+from nas_jax.models.supernet import ARCH
 from nas_jax.search.darts import SearchState, stacked_sharding
 from nas_jax.search.genotype import derive_cell
 from nas_jax.train.trainer import cross_entropy

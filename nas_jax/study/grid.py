@@ -77,7 +77,7 @@ def grid_cells(tasks, models, seeds, valid_tasks, search_methods=("darts",)) -> 
     if not models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
     if SEARCH_TASK in tasks:
-        from nas_jax.models.supernet import METHODS
+        from nas_jax.models.search_space import METHODS
 
         bad = [m for m in search_methods if m not in METHODS]
         if bad or not search_methods:
