@@ -43,7 +43,8 @@ def test_stacked_state_round_trips_and_steps_like_the_per_cell_state():
     state = trainer.create_state(model, tx, trainer.init_key(0), shape)
     stacked = stacking.stack_state(state, RUNS)
     assert stacked.cell_runs == RUNS and {"cells_5_to_6", "cells_9_to_10"} <= set(stacked.params)
-    assert not {"cell_5", "cell_6", "cell_9", "cell_10"} & set(stacked.params)
+    for tree in (stacked.params, stacked.batch_stats):  # BN statistics stacked too: the scan reads and writes them
+        assert {"cells_5_to_6", "cells_9_to_10"} <= set(tree) and not {"cell_5", "cell_6", "cell_9", "cell_10"} & set(tree)
     n_cell = len(jax.tree_util.tree_leaves(state.params["cell_5"]))
     assert len(jax.tree_util.tree_leaves(stacked.params)) == len(jax.tree_util.tree_leaves(state.params)) - 2 * n_cell
     n = lambda tree: len(jax.tree_util.tree_leaves(tree))

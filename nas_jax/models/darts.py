@@ -100,6 +100,11 @@ def cell_runs(signatures: list[tuple], breaks: tuple[int, ...] = ()) -> list[tup
     return runs
 
 
+def run_name(run: tuple[int, int]) -> str:
+    """The variable name of a scanned run's stacked cells [start, stop): ``cells_{start}_to_{stop-1}``."""
+    return f"cells_{run[0]}_to_{run[1] - 1}"
+
+
 class DartsNetwork(nn.Module):
     """NAS evaluation network (§b.3). ``__call__(x, train) -> logits``; with the
     auxiliary head enabled its logits are sown as ``intermediates/aux_logits``.
@@ -109,6 +114,9 @@ class DartsNetwork(nn.Module):
     so the compiled program holds one copy of such a cell per stage instead of one per cell (issue 13;
     ``scan_cells=False`` unrolls them). The variables keep the unrolled layout ``cell_0 … cell_{L−1}``:
     they are stacked inside the call and the updated BN statistics unstacked, so checkpoints are unchanged.
+    A run's parameters and BN statistics may also come stacked already, as one entry :func:`run_name` (the
+    training loops' layout, :mod:`nas_jax.train.stacking`): then the call scans them as they are, and their
+    gradient and updated statistics leave stacked, with no stacking and slicing in the compiled step.
     Dropout and drop-path masks of the scanned cells come from per-cell keys split from the module's
     ``dropout`` stream (same distribution as unrolled, different draws).
 
@@ -159,11 +167,18 @@ class DartsNetwork(nn.Module):
         cells = self.cells(tuple(image_hw), 3 * self.init_channels)  # the stem's 3C channels
         return tuple(cell_runs([sig for _, sig in cells], breaks=(2 * self.layers // 3,)))
 
-    def _scanned(self, cell: Cell, names: list[str], s0, s1, train: bool, drop_path_prob):
-        """Cells ``names`` (structurally identical) as one lax.scan over their stacked variables."""
-        cols = [c for c in ("params", "batch_stats") if self.has_variable(c, names[0])]
-        stacked = {c: jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[self.get_variable(c, n) for n in names])
-                   for c in cols}
+    def _scanned(self, cell: Cell, run: tuple[int, int], s0, s1, train: bool, drop_path_prob):
+        """Cells ``run`` = [start, stop) (structurally identical) as one lax.scan over their stacked variables."""
+        names = [f"cell_{i}" for i in range(*run)]
+
+        def stacked_collection(col):
+            if self.has_variable(col, run_name(run)):
+                return self.get_variable(col, run_name(run))
+            return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[self.get_variable(col, n) for n in names])
+
+        cols = [c for c in ("params", "batch_stats") if self.has_variable(c, names[0]) or self.has_variable(
+            c, run_name(run))]
+        stacked = {c: stacked_collection(c) for c in cols}
         needs_rng = train and (self.dropout > 0 or self.use_drop_path)
         keys = jax.random.split(self.make_rng("dropout"), len(names)) if needs_rng else None
         mutable = ["batch_stats"] if train and "batch_stats" in cols else False
@@ -177,6 +192,9 @@ class DartsNetwork(nn.Module):
 
         (s0, s1), stats = jax.lax.scan(body, (s0, s1), (stacked, keys))
         if mutable and self.is_mutable_collection("batch_stats"):
+            if self.has_variable("batch_stats", run_name(run)):  # stacked in, stacked out
+                self.put_variable("batch_stats", run_name(run), stats)
+                return s0, s1
             for k, n in enumerate(names):
                 self.put_variable("batch_stats", n, jax.tree_util.tree_map(lambda v, k=k: v[k], stats))
         return s0, s1
@@ -193,8 +211,7 @@ class DartsNetwork(nn.Module):
         scan = self.scan_cells and not self.is_initializing()
         for start, stop in self.scan_runs(x.shape[1:3]) if scan else [(i, i + 1) for i in range(self.layers)]:
             if stop - start > 1:
-                s0, s1 = self._scanned(cells[start][0], [f"cell_{i}" for i in range(start, stop)], s0, s1, train,
-                                       drop_path_prob)
+                s0, s1 = self._scanned(cells[start][0], (start, stop), s0, s1, train, drop_path_prob)
                 continue
             out = cells[start][0].clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob)
             s0, s1 = s1, out

@@ -3,14 +3,15 @@
 A DARTS network scans the structurally identical cells of a stage (:meth:`DartsNetwork.scan_runs`). Its
 variables keep one entry per cell (``cell_0 … cell_{L−1}``, the checkpoint and zoo layout), so an optimiser
 step over them compiles per-cell copies of every update (clipping, weight decay, momentum) and the slices that
-stack the cells for the scan. Inside the training loops the state holds each scanned run's parameters and
-optimiser buffers stacked on a leading axis instead (``cells_2_to_5``: 369 instead of 919 parameter leaves for
-DARTS at L=20); the compiled step takes that layout and the network reads it through
-:func:`unstack_cells`, which XLA folds into the scan's own stacking. Measured cold on the 2-core CPU
-(``python benchmarks/compile_time.py``, BENCHMARKS.md): the C=16 L=20 train step compiles in ~59 s instead of
-73–80 s (L=8, which has no run, ~39 s either way). The slices must be slices: ``jnp.take`` (a gather, whose
-gradient is a scatter) cost 6 s of that. Checkpoints are written and read in the per-cell layout
-(:func:`unstack_state` before saving), so their format is unchanged.
+stack the cells for the scan. Inside the training loops the state holds each scanned run's parameters, BN
+statistics and optimiser buffers stacked on a leading axis instead (``cells_2_to_5``: 369 instead of 919
+parameter leaves for DARTS at L=20), and the network scans such a run's stacked entry as it is
+(:class:`~nas_jax.models.darts.DartsNetwork`), so the compiled step neither slices nor restacks them. Measured
+cold on the 2-core CPU (``python benchmarks/compile_time.py``, BENCHMARKS.md): the C=16 L=20 train step
+compiles in ~59 s instead of 73–80 s with the per-cell state (L=8, which has no run, ~39 s either way); reading
+the stacked entries directly instead of slices of them removed 442 slice and stack fusions and 16% of the
+program (46,423 -> 38,953 StableHLO ops), not compile time (38.3 s; 38.0–48.0 s before, the same day). Checkpoints
+are written and read in the per-cell layout (:func:`unstack_state` before saving), so their format is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from nas_jax.models.darts import run_name
 
 Runs = tuple[tuple[int, int], ...]
 
@@ -29,10 +32,6 @@ def stacked_runs(model, image_shape: tuple[int, ...]) -> Runs:
     if scan_runs is None:
         return ()
     return tuple((a, b) for a, b in scan_runs(tuple(image_shape[:2])) if b - a > 1)
-
-
-def run_name(run: tuple[int, int]) -> str:
-    return f"cells_{run[0]}_to_{run[1] - 1}"
 
 
 def stack_cells(tree: dict, runs: Runs, axis: int = 0) -> dict:
@@ -79,13 +78,13 @@ def unstack_state(state, axis: int = 0):
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _stack_state(state, runs: Runs, axis: int):
     fn = functools.partial(stack_cells, runs=runs, axis=axis)
-    return state.replace(params=fn(state.params), opt_state=_map_param_dicts(fn, state.opt_state, f"cell_{runs[0][0]}"),
-                         cell_runs=runs)
+    return state.replace(params=fn(state.params), batch_stats=fn(state.batch_stats),
+                         opt_state=_map_param_dicts(fn, state.opt_state, f"cell_{runs[0][0]}"), cell_runs=runs)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _unstack_state(state, axis: int):
     runs = state.cell_runs
     fn = functools.partial(unstack_cells, runs=runs, axis=axis)
-    return state.replace(params=fn(state.params), opt_state=_map_param_dicts(fn, state.opt_state, run_name(runs[0])),
-                         cell_runs=())
+    return state.replace(params=fn(state.params), batch_stats=fn(state.batch_stats),
+                         opt_state=_map_param_dicts(fn, state.opt_state, run_name(runs[0])), cell_runs=())

@@ -37,8 +37,8 @@ from nas_jax.train.sampler import EpochSampler
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """``params`` and ``opt_state`` are per cell, or with ``cell_runs`` set stacked per scanned run
-    (:mod:`nas_jax.train.stacking`, the training loops' layout); ``variables`` are always per cell."""
+    """``params``, ``batch_stats`` and ``opt_state`` are per cell, or with ``cell_runs`` set stacked per scanned
+    run (:mod:`nas_jax.train.stacking`, the training loops' layout); ``variables`` are always per cell."""
 
     step: jax.Array
     params: Any
@@ -48,7 +48,8 @@ class TrainState(flax.struct.PyTreeNode):
 
     @property
     def variables(self) -> dict:
-        return {"params": stacking.unstack_cells(self.params, self.cell_runs), "batch_stats": self.batch_stats}
+        return {"params": stacking.unstack_cells(self.params, self.cell_runs),
+                "batch_stats": stacking.unstack_cells(self.batch_stats, self.cell_runs)}
 
 
 def cosine_per_epoch(lr: float, epochs: int, steps_per_epoch: int, final_lr: float = 0.0):
@@ -163,8 +164,7 @@ def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_tra
 
         def loss_fn(params):
             logits, mutated = model.apply(
-                {"params": stacking.unstack_cells(params, state.cell_runs), "batch_stats": state.batch_stats}, images,
-                train=True,
+                {"params": params, "batch_stats": state.batch_stats}, images, train=True,  # read stacked (DartsNetwork)
                 rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"], **kwargs)
             loss = cross_entropy(logits, labels)
             if aux_weight:
