@@ -169,19 +169,17 @@ class DartsNetwork(nn.Module):
 
     def _scanned(self, cell: Cell, run: tuple[int, int], s0, s1, train: bool, drop_path_prob):
         """Cells ``run`` = [start, stop) (structurally identical) as one lax.scan over their stacked variables."""
-        names = [f"cell_{i}" for i in range(*run)]
-
-        def stacked_collection(col):
-            if self.has_variable(col, run_name(run)):
-                return self.get_variable(col, run_name(run))
-            return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[self.get_variable(col, n) for n in names])
-
-        cols = [c for c in ("params", "batch_stats") if self.has_variable(c, names[0]) or self.has_variable(
-            c, run_name(run))]
-        stacked = {c: stacked_collection(c) for c in cols}
+        names, stacked_name = [f"cell_{i}" for i in range(*run)], run_name(run)
+        stacked = {}
+        for col in ("params", "batch_stats"):
+            if self.has_variable(col, stacked_name):  # the training loops' layout
+                stacked[col] = self.get_variable(col, stacked_name)
+            elif self.has_variable(col, names[0]):
+                stacked[col] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[self.get_variable(col, n)
+                                                                                   for n in names])
         needs_rng = train and (self.dropout > 0 or self.use_drop_path)
         keys = jax.random.split(self.make_rng("dropout"), len(names)) if needs_rng else None
-        mutable = ["batch_stats"] if train and "batch_stats" in cols else False
+        mutable = ["batch_stats"] if train and "batch_stats" in stacked else False
 
         def body(carry, xs):
             variables, key = xs
@@ -192,11 +190,11 @@ class DartsNetwork(nn.Module):
 
         (s0, s1), stats = jax.lax.scan(body, (s0, s1), (stacked, keys))
         if mutable and self.is_mutable_collection("batch_stats"):
-            if self.has_variable("batch_stats", run_name(run)):  # stacked in, stacked out
-                self.put_variable("batch_stats", run_name(run), stats)
-                return s0, s1
-            for k, n in enumerate(names):
-                self.put_variable("batch_stats", n, jax.tree_util.tree_map(lambda v, k=k: v[k], stats))
+            if self.has_variable("batch_stats", stacked_name):  # stacked in, stacked out
+                self.put_variable("batch_stats", stacked_name, stats)
+            else:
+                for k, n in enumerate(names):
+                    self.put_variable("batch_stats", n, jax.tree_util.tree_map(lambda v, k=k: v[k], stats))
         return s0, s1
 
     @nn.compact
