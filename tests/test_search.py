@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.models.genotypes import get_genotype, primitives
 from nas_jax.models.ops import ReLUConvBN
-from nas_jax.models.search_space import edge_weights
+from nas_jax.models.search_space import method_weights
 from nas_jax.models.supernet import ARCH, SearchCell, Supernet
 from nas_jax.search import darts
 from nas_jax.search.genotype import derive_cell, derive_genotype, save_genotype
@@ -77,7 +77,7 @@ def test_search_cell_is_eqn3_with_skip_suppression():
     cell = SearchCell(2, reduction=False, reduction_prev=False, ops=OPS, steps=1, multiplier=1, conv_impl="xla")
     x0, x1 = jax.random.normal(jax.random.key(0), (2, 4, 8, 8, 3))
     alpha = jax.random.normal(jax.random.key(1), (2, 3))
-    weights = edge_weights(alpha, 0.3, OPS)
+    weights = method_weights("darts", alpha, None, skip_gamma=0.3, ops=OPS)
     np.testing.assert_allclose(weights[:, 1], 0.3 * jax.nn.softmax(alpha, -1)[:, 1], rtol=1e-6)
     capture = lambda mdl, _: isinstance(mdl, ReLUConvBN)  # noqa: E731
 
@@ -253,7 +253,7 @@ def test_gamma_lowers_skip_share_and_skip_count():
     alpha[:, ops.index("skip_connect")] = 1.0
     alpha[:, ops.index("sep_conv_3x3")] = 0.8
     share = lambda w: float(w[:, 3].sum() / w.sum())  # noqa: E731
-    shares = [share(np.asarray(edge_weights(alpha, g, ops))) for g in (1.0, 0.75, 0.5, 0.25)]
+    shares = [share(np.asarray(method_weights("darts", alpha, None, skip_gamma=g, ops=ops))) for g in (1.0, 0.75, 0.5, 0.25)]
     assert shares == sorted(shares, reverse=True) and shares[-1] < 0.5 * shares[0]
     counts = [sum(op == "skip_connect" for op, _ in derive_genotype({"normal": alpha, "reduce": alpha}, g).normal)
               for g in (1.0, 0.5)]

@@ -24,8 +24,8 @@ from nas_jax.search.pipeline import SearchSpecMismatchError, run_search
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3")
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
-SEARCH_OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")  # whole searches: parameter-free ops compile
-# in a fraction of a sep_conv's time; the cells' preprocessing convs still train
+# whole searches: parameter-free ops compile in a fraction of a sep_conv's time; the preprocessing convs still train
+SEARCH_OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
 
 
 def test_pc_darts_with_k1_is_the_darts_mixed_op_and_shuffle_is_a_transpose():

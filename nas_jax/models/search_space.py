@@ -6,7 +6,7 @@ row of α becomes the edge's mixing weights is what tells the searchers apart (:
 :data:`METHODS`; the edges themselves are :mod:`nas_jax.models.supernet`):
 
 - ``darts`` (Eqn 3) and ``pc_darts``: softmax(α); ``skip_gamma = γ < 1`` scales the skip column
-  (paper §5.2, mitigation ii; PROTOCOL §f.4 reading (a)), without renormalising (:func:`edge_weights`);
+  (paper §5.2, mitigation ii; PROTOCOL §f.4 reading (a)), without renormalising;
   PC-DARTS also weights each node's input edges by softmax(β) (:func:`edge_normalisation`, its Eqn 4);
 - ``gdas`` (GDAS §3.2 Eqns 5–7): hard one-hot of argmax(α + g) forward, straight-through
   softmax((α + g)/τ) backward;
@@ -37,15 +37,6 @@ def num_edges(steps: int) -> int:
 def edge_index(node: int, source: int) -> int:
     """Row of α for the edge source -> intermediate node ``node`` (node >= 2; DARTS order)."""
     return num_edges(node - 2) + source
-
-
-def edge_weights(alpha: jax.Array, skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None) -> jax.Array:
-    """Mixing weights of every edge: softmax over ops, the skip column scaled by γ (Eqn 3)."""
-    ops = ops or primitives()
-    w = jax.nn.softmax(alpha, axis=-1)
-    if skip_gamma != 1.0:
-        w = w.at[..., ops.index("skip_connect")].multiply(skip_gamma)
-    return w
 
 
 def dirichlet_concentration(alpha: jax.Array) -> jax.Array:
