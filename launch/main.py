@@ -47,6 +47,7 @@ def _run():
     d = config.distributed
     parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     parallel.enable_compilation_cache(config.jit_cache_dir)
+    _start_backend()
     validate(config)
     try:
         get_task(config.task)
@@ -55,6 +56,32 @@ def _run():
     workdir = flags.FLAGS.workdir or str(Path("workdir") / config.task)
     check_workdir(workdir)  # before any training or attack: an unusable workdir fails now
     run_task(config, workdir)
+
+
+def _start_backend() -> None:
+    """Start JAX's backend now: one that cannot start (e.g. JAX_PLATFORMS=tpu on a CPU machine) is a UserError."""
+    import os
+
+    import jax
+
+    from nas_jax.errors import UserError
+
+    try:
+        jax.devices()
+    except RuntimeError as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        requested = os.environ.get("JAX_PLATFORMS", "")
+        jax.config.update("jax_platforms", None)  # let JAX find what this machine has, to name it in the fix
+        try:
+            available = ", ".join(sorted({dev.platform for dev in jax.devices()}))
+        except RuntimeError:
+            available = "none could start"
+        if requested:
+            raise UserError(f"JAX could not start the backend requested by JAX_PLATFORMS={requested} ({reason}). "
+                            "Unset JAX_PLATFORMS or set it to one of the platforms this machine has "
+                            f"({available}).") from e
+        raise UserError(f"JAX could not start its backend ({reason}). Platforms this machine has: {available}; "
+                        "set JAX_PLATFORMS to one of them, or reinstall jax/jaxlib for this machine.") from e
 
 
 def _fail(message: str) -> None:

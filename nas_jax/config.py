@@ -12,6 +12,8 @@ Configs hold primitives only; names resolve through the registries.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 
 import ml_collections
@@ -89,7 +91,9 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fail early (before any data, victim or training), with the valid choices, on names and values that
-    cannot work; every failure is a :class:`~nas_jax.errors.UserError`."""
+    cannot work; every failure is a :class:`~nas_jax.errors.UserError`. Cheap: genotype files are parsed and an npz
+    dataset's array headers read, nothing else is loaded. Values that work but look wrong (an attack radius far
+    above usual budgets, more inputs than the test set) are warned about."""
     try:
         _validate(config)
     except UserError:
@@ -108,8 +112,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown preset {config.preset!r}; valid: {PRESETS}.")
     if config.dataset not in DATASETS and not config.dataset.startswith("npz:"):
         raise ValueError(f"unknown dataset {config.dataset!r}; valid: {list(DATASETS)} or npz:PATH.")
-    for name in config.get("models", None) or [config.model]:
-        model_family(name)
+    check_models(config)
     models = list(config.get("models", None) or [])
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:
@@ -140,6 +143,140 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         unknown = sorted(set(fields) - set(t))
         if unknown:
             raise UserError(f"train_overrides.{name}: unknown train fields {unknown}; valid: {sorted(t)}.")
+    if config.task in NO_VICTIMS:
+        return
+    from nas_jax.data import dataset_info
+
+    info = dataset_info(config.dataset)  # fixed sizes, or an npz file's array headers
+    check_batch_sizes(config, info)
+    check_budgets(config, info)
+    check_input_counts(config, info)
+
+
+# ----------------------------------------------------------------------------
+# Models, batch sizes, budgets and input counts against the dataset
+# ----------------------------------------------------------------------------
+
+# Config fields that hold model names (a name or a tuple of names).
+MODEL_FIELDS = ("model", "models", "stealing.matrix_models", "study.models", "zoo.models")
+# Tasks that train no victim from ``arch``/``train``: cells and zoo read genotypes and shapes; study validates
+# each cell's own config before it runs.
+NO_VICTIMS = ("cells", "zoo", "study")
+
+
+def _get(config: ml_collections.ConfigDict, path: str):
+    """``config.a.b`` for path 'a.b', None where a part is missing."""
+    node = config
+    for part in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_models(config: ml_collections.ConfigDict) -> None:
+    """Every name of :data:`MODEL_FIELDS` and ``cells.genotypes`` is known and every ``genotype:PATH`` file parses
+    (a broken file among several victims fails before the first is trained); NAS networks have >= 3 cells."""
+    from nas_jax.models.genotypes import get_genotype
+    from nas_jax.models.registry import model_family, model_names
+
+    for path in MODEL_FIELDS:
+        value = _get(config, path)
+        for name in [value] if isinstance(value, str) else value or ():
+            if model_family(name) == "nas" and name.startswith("genotype:"):
+                get_genotype(name)
+    for name in _get(config, "cells.genotypes") or ():
+        get_genotype(name)
+    if config.task == "zoo" and "zoo" in config:  # the zoo table builds zoo.models at zoo.layers
+        names, field = config.zoo.models or model_names(), "zoo.layers"
+    elif config.task in NO_VICTIMS:
+        return
+    else:
+        names = [*(config.get("models", None) or [config.model]), *(_get(config, "stealing.matrix_models") or ())]
+        field = "arch.layers"
+    nas = [n for n in names if model_family(n) == "nas"]
+    layers = _get(config, field)
+    if nas and layers < 3:
+        raise UserError(f"invalid config: {field}={layers}, but the NAS network{'s' * (len(nas) > 1)} {nas} need at "
+                        "least 3 cells (the cells at 1/3 and 2/3 of the depth are the reduction cells); set "
+                        f"--config.{field}=3 or more (presets: quick 5, small 8, paper 20).")
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, info) -> None:
+    """``train.batch_size`` and every ``train_overrides.<model>.batch_size`` fit the training set (its weight half
+    for search) and split evenly over the devices and the data slices (``parallel.check_batch_size``,
+    ``EpochSampler``)."""
+    import jax
+
+    n_dev, n_proc = jax.device_count(), jax.process_count()
+    slices = config.train.data_slices or n_proc
+    if slices < 0 or slices % n_proc:
+        raise UserError(f"invalid config: train.data_slices={slices} must be a multiple of the {n_proc} processes "
+                        f"(0: one slice per process); set --config.train.data_slices={n_proc}.")
+    search = config.task == "search"  # weights train on one half, α on the other
+    n_train = info.n_train // 2 if search else info.n_train
+    where = f"the {n_train} training images of {config.dataset}{' (the weight half)' if search else ''}"
+    step = math.lcm(n_dev, slices)
+    sizes = {"train.batch_size": config.train.batch_size}
+    sizes.update({f"train_overrides.{m}.batch_size": f["batch_size"] for m, f in config.train_overrides.items()
+                  if "batch_size" in f})
+    for field, size in sizes.items():
+        if size > n_train:
+            raise UserError(f"invalid config: {field}={size} is larger than {where}, so no batch fits in an epoch; "
+                            f"lower it, e.g. --config.{field}={max(step, n_train // step * step)}.")
+        if size % step:
+            raise UserError(f"invalid config: {field}={size} is not divisible by the {n_dev} device(s) and "
+                            f"{slices} data slice(s) it is split over; choose a multiple of {step}, e.g. "
+                            f"--config.{field}={(size // step + 1) * step}.")
+
+
+# Plausible attack budgets: above them a radius is warned about (likely a unit mistake), not refused.
+LINF_PLAUSIBLE = 32 / 255
+L2_PLAUSIBLE_FRACTION = 0.25  # of the image diameter
+NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+
+
+def check_budgets(config: ml_collections.ConfigDict, info) -> None:
+    """Perturbation radii (``eps``, ``*_eps``, ``eps_grid_255`` in units of 1/255) against the pixel range [0, 1],
+    in the section's ``norm`` (default linf). Refused above what the ball can reach: L∞ 1, L2 the image diameter
+    sqrt(H·W·C) (all-black to all-white). Warned above a plausible budget: L∞ 32/255 (4x the paper's 8/255), L2 a
+    quarter of the diameter (13.9 on 32x32x3)."""
+    diameter = math.sqrt(math.prod(info.image_shape))
+    for section, body in _sections(config):
+        norm = body.get("norm", "linf")
+        limit, plausible = (1.0, LINF_PLAUSIBLE) if norm == "linf" else (diameter, L2_PLAUSIBLE_FRACTION * diameter)
+        for field, value in body.items():
+            if not _is_radius(field):
+                continue
+            for eps in [v / 255 if field == "eps_grid_255" else v for v in _values(value)]:
+                what = f"{section}.{field}={value!r}: an {NORM_NAMES[norm]} radius of {eps:.4g}"
+                units = ("in pixel units, e.g. the paper's 8/255 = 0.0314" if norm == "linf" else
+                         "in pixel units, e.g. 0.5 on 32x32x3 images") + ("; eps_grid_255 counts steps of 1/255"
+                                                                          if field == "eps_grid_255" else "")
+                if eps > limit:
+                    reach = ("1, the whole pixel range [0, 1]" if norm == "linf" else f"{diameter:.4g}, the L2 "
+                             f"distance from an all-black to an all-white {'x'.join(map(str, info.image_shape))} image")
+                    raise UserError(f"invalid config: {what} exceeds {reach}, so the attack is unconstrained; radii "
+                                    f"are {units}. Set it with --config.{section}.{field}=VALUE.")
+                if eps > plausible:
+                    warnings.warn(f"{what} is above {plausible:.4g}, far beyond usual attack budgets; check the units "
+                                  f"(radii are {units}).", stacklevel=2)
+
+
+def check_input_counts(config: ml_collections.ConfigDict, info) -> None:
+    """``n_inputs`` above the test set is warned about with the number that will be used; membership's
+    ``n_members`` / ``n_nonmembers`` above the training / test set are refused (their sampling would fail)."""
+    for section, body in _sections(config):
+        n = body.get("n_inputs", None)
+        if _is_number(n) and n > info.n_test:
+            warnings.warn(f"{section}.n_inputs={n} is more than the {info.n_test} test images of {config.dataset}: "
+                          f"at most {info.n_test} will be used (fewer where a model misclassifies some).", stacklevel=2)
+        for field, available, split in (("n_members", info.n_train, "training"),
+                                        ("n_nonmembers", info.n_test, "test")):
+            n = body.get(field, None)
+            if _is_number(n) and n > available:
+                raise UserError(f"invalid config: {section}.{field}={n} is more than the {available} {split} images "
+                                f"of {config.dataset}; set --config.{section}.{field}={available} or less.")
 
 
 # ----------------------------------------------------------------------------
@@ -154,14 +291,28 @@ def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _values(value) -> tuple:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
 def _named(*names: str, suffixes: tuple[str, ...] = (), prefixes: tuple[str, ...] = ()) -> Callable[[str], bool]:
     return lambda f: f in names or f.endswith(suffixes) or f.startswith(prefixes)
+
+
+def _sections(config: ml_collections.ConfigDict):
+    """(name, body) of every attack/analysis section."""
+    for section, body in config.items():
+        if section not in NOT_SECTIONS and isinstance(body, ml_collections.ConfigDict):
+            yield section, body
+
+
+_is_radius = _named("eps", "eps_grid_255", suffixes=("_eps",))
 
 
 # (which fields, test of one value, what is allowed). Applied to every field of every section whose name
 # matches, so a new section (e.g. ``autoattack``) is checked by its field names; append rules for new kinds.
 SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]] = [
-    (_named("eps", "eps_grid_255", suffixes=("_eps",)), lambda v: v > 0, "> 0 (a perturbation radius)"),
+    (_is_radius, lambda v: v > 0, "> 0 (a perturbation radius; upper bounds: check_budgets)"),
     (_named("step_size", "sigma", suffixes=("_step_size",)), lambda v: v > 0, "> 0"),
     (_named("iterations", suffixes=("_iterations",), prefixes=("iterations_",)),
      lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
@@ -227,13 +378,11 @@ SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
 def validate_sections(config: ml_collections.ConfigDict) -> None:
     """Check every attack/analysis section by its field names (:data:`SECTION_RULES`), a known ``norm``,
     then the section's own validator, if any: e.g. ``pgd.eps=-1`` fails here, before victims load."""
-    for section, body in config.items():
-        if section in NOT_SECTIONS or not isinstance(body, ml_collections.ConfigDict):
-            continue
+    for section, body in _sections(config):
         for field, value in body.items():
             if field == "norm" and value not in NORMS:
                 raise UserError(f"invalid config: {section}.norm={value!r}; valid norms: {NORMS}.")
-            values = value if isinstance(value, tuple | list) else (value,)
+            values = _values(value)
             for applies, ok, allowed, *only in SECTION_RULES:  # an optional 4th item: the sections it is for
                 if only and section not in only[0]:
                     continue

@@ -57,11 +57,15 @@ def test_unknown_preset_and_task():
         get_task("trian")
 
 
-def test_validate_accepts_presets_and_npz():
+def test_validate_accepts_presets_and_npz(tmp_path):
+    import numpy as np
+
     for preset in ("quick", "paper"):
         validate(base_config("train", preset))
+    x = np.zeros((96, 8, 8, 3), np.uint8)
+    np.savez(tmp_path / "file.npz", x_train=x, y_train=np.zeros(96, int), x_test=x[:8], y_test=np.zeros(8, int))
     c = base_config("train")
-    c.dataset = "npz:/some/file.npz"
+    c.dataset = f"npz:{tmp_path / 'file.npz'}"  # validation reads its array headers (sizes, image shape)
     validate(c)
 
 
@@ -74,13 +78,21 @@ def test_results_store_appends_and_skips_torn_lines(tmp_path):
     results.append_record(tmp_path, rec)
     with open(tmp_path / results.RESULTS_FILE, "a") as f:
         f.write('{"task": "train", "mod')  # a run killed mid-write
-    results.append_record(tmp_path, {**rec, "model": "resnet"})
+    results.append_record(tmp_path, results.make_record(c, task="train", model="resnet", n=10, start_time=results.now(),
+                                                        metrics={"test_accuracy": 0.9}))
     assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet"]
     assert results.config_hash(c) == results.config_hash(base_config("train"))
-    # a resumed run repeats a finished measurement: stored once; another setting is a new record
-    assert not results.append_record(tmp_path, {**rec, "end_time": "later"})
-    assert results.append_record(tmp_path, {**rec, "setting": {"fraction": 0.1}})
-    assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet", "darts"]
+    # every measurement is appended (none dropped); readers show the newest record of each identity
+    rerun = {**rec, "metrics": {"test_accuracy": 0.8}, "end_time": "later"}
+    other = results.make_record(c, task="train", model="darts", metrics={"test_accuracy": 0.7}, n=10,
+                                setting={"fraction": 0.1}, start_time=results.now())
+    results.append_record(tmp_path, rerun)
+    results.append_record(tmp_path, other)
+    stored = results.read_records(tmp_path)
+    assert [r["model"] for r in stored] == ["darts", "resnet", "darts", "darts"]
+    shown = results.newest(stored)
+    assert [(r["model"], r["metrics"]["test_accuracy"]) for r in shown] == [("resnet", 0.9), ("darts", 0.8),
+                                                                             ("darts", 0.7)]
 
 
 def test_train_overrides_apply_per_model_and_enter_the_spec():
@@ -126,7 +138,7 @@ def test_results_short_writes_complete_and_failed_writes_leave_the_file_whole(tm
         return real_write(fd, bytes(data[:1]))
 
     monkeypatch.setattr(os, "write", one_byte)
-    assert results.append_record(tmp_path, _record("resnet"))
+    results.append_record(tmp_path, _record("resnet"))
     monkeypatch.setattr(os, "write", real_write)
     assert [r["model"] for r in results.read_records(tmp_path)] == ["darts", "resnet"]
     before = (tmp_path / results.RESULTS_FILE).read_bytes()

@@ -75,7 +75,9 @@ def test_each_seed_of_a_population_is_its_own_zoo_entry(tmp_path, monkeypatch):
     entries = zoo.get_or_train_population(c, "darts", seeds=(0, 1), dataset=ds, progress=False)
     dirs = [e.run_dir for e in entries]
     assert [d.name for d in dirs] == ["quick", "quick_seed1"]
-    assert [zoo.read_json(d / "spec.json", "spec")["seed"] for d in dirs] == [0, 1]
+    assert [json.loads((d / "spec.json").read_text())["seed"] for d in dirs] == [0, 1]
+    trained = [json.loads((d / "final.json").read_text())["trained"] for d in dirs]  # how each was trained
+    assert [(t["how"], t["population_seeds"]) for t in trained] == [("population", [0, 1])] * 2
     pop = train_population(model, ds, c, (0, 1), tmp_path / "ref", progress=False)
     for e, st in zip(entries, pop["states"], strict=True):
         for a, b in zip(jax.tree_util.tree_leaves(e.variables["params"]), jax.tree_util.tree_leaves(st.params),

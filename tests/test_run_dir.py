@@ -18,6 +18,7 @@ def test_spec_written_then_refused_on_a_differing_key(tmp_path):
     run_dir.check_spec(d, spec, **kw)
     assert json.loads((d / "spec.json").read_text()) == {**spec, "shape": [8, 8, 3]}
     run_dir.check_spec(d, spec, **kw)  # the same spec (tuples as stored lists) resumes
+    (d / "checkpoints" / "1").mkdir(parents=True)  # the run has started: its spec binds
     with pytest.raises(UserError) as e:
         run_dir.check_spec(d, {**spec, "train": {"lr": 0.1, "epochs": 4}, "seed": 1}, **kw)
     message = str(e.value)

@@ -34,10 +34,10 @@ RECORDS = [
 def test_each_cell_takes_the_right_record():
     darts, darts_i, resnet = summary.summarize(RECORDS)
     assert resnet["backdoor_asr"] == 0.55  # the old record's target-inclusive ASR, the column's definition
-    assert darts == {"model": "darts", "family": "nas", "searched": None, "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
+    assert darts == {"model": "darts", "label": "darts", "settings": None, "family": "nas", "searched": None, "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
                      "backdoor_asr": 0.7, "backdoor_cad": 0.01, "mi_auc": 0.56, "ace": 1.1, "ace_budget": 8000,
                      "poison_cad": 0.07, "poison_fraction": 0.4}
-    assert darts_i == {"model": "darts_i", "family": "nas", "searched": None, "backdoor_asr": 0.6, "backdoor_cad": 0.03}
+    assert darts_i == {"model": "darts_i", "label": "darts_i", "settings": None, "family": "nas", "searched": None, "backdoor_asr": 0.6, "backdoor_cad": 0.03}
     text = summary.render([darts, darts_i])
     assert "search (method" not in text  # no searched cell: no search column
     assert "80.0%" in text and "+7.0%" in text and "at 8000 queries" in text and "p = 0.4" in text

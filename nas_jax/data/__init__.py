@@ -2,6 +2,7 @@
 
     from nas_jax.data import load_dataset, augment_batch, to_float
     ds = load_dataset("digits")            # or cifar10, cifar100, imagenet32, npz:PATH
+    dataset_info("cifar10")                # sizes and image shape, without loading
 
 Loaders are imported lazily by `load_dataset`, so ``digits`` never imports tfds.
 """
@@ -11,8 +12,10 @@ from nas_jax.data.registry import (
     DATASET_STATS,
     DATASETS,
     Dataset,
+    DatasetInfo,
     DatasetUnavailableError,
     channel_stats,
+    dataset_info,
     default_data_dir,
     load_dataset,
     subsample,
@@ -22,9 +25,11 @@ __all__ = [
     "DATASETS",
     "DATASET_STATS",
     "Dataset",
+    "DatasetInfo",
     "DatasetUnavailableError",
     "augment_batch",
     "channel_stats",
+    "dataset_info",
     "default_data_dir",
     "load_dataset",
     "subsample",

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_jax.data.registry import Dataset, DatasetUnavailableError, channel_stats
+from nas_jax.data.registry import Dataset, DatasetInfo, DatasetUnavailableError, channel_stats
 from nas_jax.errors import UserError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -39,41 +39,15 @@ OPTIONAL_KEYS = ("num_classes", "class_names", "mean", "std")
 
 def load_npz(path: str) -> Dataset:
     """Load and validate a ``.npz`` dataset; errors name the file and the fix."""
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise DatasetUnavailableError(
-            f"npz dataset file {path!r} not found. Save one with "
-            f"np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
-        )
-    if not zipfile.is_zipfile(path):
-        raise UserError(
-            f"{path!r} is not a .npz archive (a .npz file is a zip archive written by np.savez); it looks like "
-            f"{_describe_start(path)}. Save the arrays with np.savez(path, x_train=..., y_train=..., x_test=..., "
-            "y_test=...)."
-        )
+    path = _check_file(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {key: f[key] for key in f.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{path!r} cannot be read as a .npz archive ({e}); write it again with np.savez "
-                        "(object arrays are not allowed).") from e
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
-    if missing:
-        raise UserError(
-            f"{path}: missing arrays {missing}; found {sorted(arrays)}. Required: "
-            f"{list(REQUIRED_KEYS)}; optional: {list(OPTIONAL_KEYS)}."
-        )
+        raise _unreadable(path, e) from e
+    _check_arrays(path, {k: a.shape for k, a in arrays.items()})
     x_train = _images(arrays["x_train"], f"{path}: x_train")
     x_test = _images(arrays["x_test"], f"{path}: x_test")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise UserError(
-            f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
-            f"{x_test.shape[1:]}; both splits need the same HWC shape."
-        )
-    for split, images in (("x_train", x_train), ("x_test", x_test)):
-        if not len(images):
-            raise UserError(f"{path}: {split} holds no images; both splits need at least one (an empty test set "
-                            "would fail only after training).")
     y_train = _labels(arrays["y_train"], len(x_train), f"{path}: y_train")
     y_test = _labels(arrays["y_test"], len(x_test), f"{path}: y_test")
     class_names = _class_names(arrays.get("class_names"))
@@ -92,6 +66,70 @@ def load_npz(path: str) -> Dataset:
     )
 
 
+def npz_info(path: str) -> DatasetInfo:
+    """Sizes and served image shape of a ``.npz`` dataset from its array headers only (no pixel is read);
+    the file and shape checks of :func:`load_npz`."""
+    path = _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            shapes = {name.removesuffix(".npy"): _header_shape(z, name) for name in z.namelist()}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise _unreadable(path, e) from e
+    _check_arrays(path, shapes)
+    return DatasetInfo(shapes["x_train"][0], shapes["x_test"][0], (*shapes["x_train"][1:3], 3))
+
+
+def _header_shape(z: zipfile.ZipFile, name: str) -> tuple[int, ...]:
+    with z.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return read(f)[0]
+
+
+def _check_file(path: str) -> str:
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise DatasetUnavailableError(
+            f"npz dataset file {path!r} not found. Save one with "
+            f"np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
+        )
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path!r} is not a .npz archive (a .npz file is a zip archive written by np.savez); it looks like "
+            f"{_describe_start(path)}. Save the arrays with np.savez(path, x_train=..., y_train=..., x_test=..., "
+            "y_test=...)."
+        )
+    return path
+
+
+def _unreadable(path: str, e: Exception) -> UserError:
+    return UserError(f"{path!r} cannot be read as a .npz archive ({e}); write it again with np.savez "
+                     "(object arrays are not allowed).")
+
+
+def _check_arrays(path: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The required arrays are present and both image splits are non-empty NHWC of one HWC shape."""
+    missing = [k for k in REQUIRED_KEYS if k not in shapes]
+    if missing:
+        raise UserError(
+            f"{path}: missing arrays {missing}; found {sorted(shapes)}. Required: "
+            f"{list(REQUIRED_KEYS)}; optional: {list(OPTIONAL_KEYS)}."
+        )
+    for split in ("x_train", "x_test"):
+        shape = shapes[split]
+        if len(shape) != 4 or shape[-1] not in (1, 3):
+            raise UserError(f"{path}: {split} has shape {shape}; expected rank-4 NHWC with 1 or 3 channels.")
+    if shapes["x_train"][1:] != shapes["x_test"][1:]:
+        raise UserError(
+            f"{path}: x_train images are {shapes['x_train'][1:]} but x_test images are "
+            f"{shapes['x_test'][1:]}; both splits need the same HWC shape."
+        )
+    for split in ("x_train", "x_test"):
+        if not shapes[split][0]:
+            raise UserError(f"{path}: {split} holds no images; both splits need at least one (an empty test set "
+                            "would fail only after training).")
+
+
 def _describe_start(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(64)
@@ -104,8 +142,6 @@ def _describe_start(path: str) -> str:
 
 
 def _images(x: np.ndarray, what: str) -> np.ndarray:
-    if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise UserError(f"{what} has shape {x.shape}; expected rank-4 NHWC with 1 or 3 channels.")
     if x.dtype == np.uint8:
         out = x
     elif np.issubdtype(x.dtype, np.integer):
@@ -113,10 +149,19 @@ def _images(x: np.ndarray, what: str) -> np.ndarray:
             raise UserError(f"{what}: integer pixels must lie in [0, 255].")
         out = x.astype(np.uint8)
     elif np.issubdtype(x.dtype, np.floating):
-        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+        finite = np.isfinite(x)
+        if not finite.all():
+            n_nan = int(np.isnan(x).sum())
+            first = tuple(int(i) for i in np.unravel_index(np.flatnonzero(~finite)[0], x.shape))
+            raise UserError(
+                f"{what} holds {n_nan} NaN and {x.size - int(finite.sum()) - n_nan} infinite pixel values (first "
+                f"at index {first}); pixels must be finite floats in [0, 1]. Drop or repair those images (e.g. "
+                "np.nan_to_num, then np.clip(x, 0, 1)) and save the file again."
+            )
+        if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
             raise UserError(
                 f"{what}: float pixels must lie in [0, 1] (got range "
-                f"[{np.nanmin(x):g}, {np.nanmax(x):g}]); store uint8 0..255 instead "
+                f"[{x.min():g}, {x.max():g}]); store uint8 0..255 instead "
                 "if they are not scaled."
             )
         out = np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)

@@ -81,6 +81,39 @@ DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagenet32", "npz
 NPZ_PREFIX = "npz:"
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What config validation needs of a dataset without loading it: split sizes and the served (H, W, C)."""
+
+    n_train: int
+    n_test: int
+    image_shape: tuple[int, int, int]
+
+
+# Sizes as load_dataset serves them. digits: the default 32x32 upsampling (native=True: 8x8, same counts).
+# imagenet32 keeps the first 60 classes: its test split has exactly 60 x 50 images; its train count varies with
+# the classes' sizes, so 60 x 1,300 (ImageNet's largest class size) is an upper bound.
+_INFO = {
+    "digits": DatasetInfo(1437, 360, (32, 32, 3)),
+    "cifar10": DatasetInfo(50_000, 10_000, (32, 32, 3)),
+    "cifar100": DatasetInfo(50_000, 10_000, (32, 32, 3)),
+    "imagenet32": DatasetInfo(78_000, 3_000, (32, 32, 3)),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Split sizes and image shape of dataset `name` without loading it: fixed numbers for the named datasets
+    (no file is touched), the array headers of an ``npz:PATH`` file (a missing or malformed file raises a
+    UserError naming it)."""
+    if name.startswith(NPZ_PREFIX):
+        from nas_jax.data.npz import npz_info
+
+        return npz_info(name[len(NPZ_PREFIX) :])
+    if name not in _INFO:
+        raise UserError(f"Unknown dataset {name!r}. Valid names: {', '.join(DATASETS)}.")
+    return _INFO[name]
+
+
 def channel_stats(images: np.ndarray) -> tuple[Stats, Stats]:
     """Per-channel mean and (population) std at pixel scale [0, 1] of uint8 NHWC `images`.
 

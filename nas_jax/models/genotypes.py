@@ -3,17 +3,31 @@
 PROTOCOL §b.1–§b.2 (the op set and cell wiring), §c.1–§c.2 (the zoo, the
 DARTS-i/ii/iii mitigation variants) and §c.4 (Table 3: cell depth, width, #skip).
 Genotype data: ``genotypes.json`` (a copy of ``reference/genotypes.json``).
-A user genotype is loaded from a JSON file with ``genotype:PATH``.
+A user genotype is loaded from a JSON file with ``genotype:PATH`` (format: :data:`FORMAT`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
+import numbers
 from pathlib import Path
 
+from nas_jax.errors import UserError
+
 _DATA_FILE = Path(__file__).with_name("genotypes.json")
+
+FORMAT = ('a genotype is a JSON object with the keys normal, normal_concat, reduce and reduce_concat: each cell '
+          '(normal, reduce) is a list of [op, input_index] pairs, two per intermediate node, and each *_concat lists '
+          'the nodes whose outputs are concatenated, e.g. {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], '
+          '"normal_concat": [2], "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]} '
+          '(the bundled genotypes: nas_jax/models/genotypes.json)')
+
+
+class GenotypeFileNotFoundError(UserError, FileNotFoundError):
+    """A ``genotype:PATH`` file that does not exist."""
 
 
 @functools.cache
@@ -56,38 +70,59 @@ class Genotype:
 
 
 def genotype_from_dict(d: dict, source: str = "genotype") -> Genotype:
-    """Build and validate a genotype from its JSON form (PROTOCOL Appendix A.14)."""
+    """Build and validate a genotype from its JSON form (PROTOCOL Appendix A.14); errors are UserErrors."""
+    if not isinstance(d, dict):
+        raise UserError(f"{source}: holds a JSON {type(d).__name__}, not an object; {FORMAT}.")
     missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in d]
     if missing:
-        raise ValueError(
-            f"{source}: missing keys {missing}; a genotype needs 'normal', 'normal_concat', "
-            "'reduce' and 'reduce_concat' (see reference/genotypes.json for the format)."
-        )
+        raise UserError(f"{source}: missing keys {missing}; {FORMAT}.")
     g = Genotype(
-        normal=tuple((str(op), int(i)) for op, i in d["normal"]),
-        normal_concat=tuple(int(i) for i in d["normal_concat"]),
-        reduce=tuple((str(op), int(i)) for op, i in d["reduce"]),
-        reduce_concat=tuple(int(i) for i in d["reduce_concat"]),
+        normal=_pairs(d["normal"], f"{source} (normal cell)"),
+        normal_concat=_indices(d["normal_concat"], f"{source} (normal_concat)"),
+        reduce=_pairs(d["reduce"], f"{source} (reduce cell)"),
+        reduce_concat=_indices(d["reduce_concat"], f"{source} (reduce_concat)"),
     )
     for kind in ("normal", "reduce"):
         _validate_cell(getattr(g, kind), getattr(g, f"{kind}_concat"), f"{source} ({kind} cell)")
     return g
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _pairs(cell, where: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(cell, list | tuple):
+        raise UserError(f"{where}: {cell!r} is not a list of [op, input_index] pairs; {FORMAT}.")
+    for k, pair in enumerate(cell):
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str) and _is_int(pair[1])):
+            raise UserError(f"{where}: item {k} is {pair!r}, not an [op, input_index] pair such as "
+                            f'["sep_conv_3x3", 0]; {FORMAT}.')
+    return tuple((str(op), int(i)) for op, i in cell)
+
+
+def _indices(concat, where: str) -> tuple[int, ...]:
+    if not (isinstance(concat, list | tuple) and all(_is_int(i) for i in concat)):
+        raise UserError(f"{where}: {concat!r} is not a list of node indices such as [2, 3, 4, 5]; {FORMAT}.")
+    return tuple(int(i) for i in concat)
+
+
 def _validate_cell(cell, concat, where: str) -> None:
     ops = allowed_ops()
     if len(cell) == 0 or len(cell) % 2:
-        raise ValueError(f"{where}: needs an even, non-zero number of (op, input) pairs, got {len(cell)}.")
+        raise UserError(f"{where}: needs an even, non-zero number of [op, input_index] pairs (two per "
+                        f"intermediate node), got {len(cell)}.")
     for k, (op, idx) in enumerate(cell):
         node = k // 2 + 2
         if op not in ops or op == "none":
-            raise ValueError(f"{where}: op {op!r} at position {k} is not allowed; valid ops: {[o for o in ops if o != 'none']}.")
+            valid = [o for o in ops if o != "none"]
+            raise UserError(f"{where}: op {op!r} at position {k} is not allowed; valid ops: {valid}.")
         if not 0 <= idx < node:
-            raise ValueError(f"{where}: pair {k} feeds node {node} from input {idx}; inputs must be in [0, {node}).")
+            raise UserError(f"{where}: pair {k} feeds node {node} from input {idx}; inputs must be in [0, {node}).")
     n_states = len(cell) // 2 + 2
     bad = [c for c in concat if not 0 <= c < n_states]
     if bad or not concat:
-        raise ValueError(f"{where}: concat {list(concat)} must name states in [0, {n_states}).")
+        raise UserError(f"{where}: concat {list(concat)} must name states in [0, {n_states}).")
 
 
 def zoo_names() -> tuple[str, ...]:
@@ -110,19 +145,38 @@ def is_genotype_name(name: str) -> bool:
 
 
 def get_genotype(name: str) -> Genotype:
-    """Resolve a zoo name, an alias (e.g. 'darts' -> 'darts_v2') or 'genotype:PATH'."""
+    """Resolve a zoo name, an alias (e.g. 'darts' -> 'darts_v2') or 'genotype:PATH'. A file that is missing,
+    unreadable or not a valid genotype raises a UserError naming it."""
     if name.startswith("genotype:"):
-        path = Path(name.removeprefix("genotype:"))
-        if not path.is_file():
-            raise FileNotFoundError(f"genotype file {str(path)!r} does not exist; pass genotype:PATH to a JSON genotype file.")
-        with open(path) as f:
-            d = json.load(f)
-        return genotype_from_dict(d, source=str(path))
+        return _read_genotype_file(Path(name.removeprefix("genotype:")))
     key = canonical_name(name)
     if key not in _data()["genotypes"]:
         valid = sorted(set(zoo_names()) | set(_data()["aliases"]))
         raise ValueError(f"unknown genotype {name!r}; valid names: {valid}, or genotype:PATH for a JSON file.")
     return genotype_from_dict(_data()["genotypes"][key], source=key)
+
+
+def _read_genotype_file(path: Path) -> Genotype:
+    where = f"genotype file {str(path)!r}"
+    if not path.is_file():
+        raise GenotypeFileNotFoundError(f"{where} does not exist; pass genotype:PATH to a JSON genotype file "
+                                        "(e.g. the genotype.json that configs/search.py writes).")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                        f"fix the file: {FORMAT}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{where} cannot be read ({e}); pass a readable UTF-8 JSON file.") from None
+    try:
+        return genotype_from_dict(d, source=where)
+    except UserError as e:
+        raise UserError(f"{e} Fix the file and run again.") from None
+
+
+def genotype_sha256(g: Genotype) -> str:
+    """The content identity of a genotype: SHA-256 of its sorted-key JSON form."""
+    return hashlib.sha256(json.dumps(g.to_json(), sort_keys=True).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------

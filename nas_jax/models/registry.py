@@ -8,6 +8,8 @@ names fail with the list of valid ones.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import flax.linen as nn
 
 from nas_jax.models import genotypes
@@ -31,6 +33,15 @@ def model_names() -> tuple[str, ...]:
 def paper_zoo() -> tuple[str, ...]:
     """The 17 models of the study: 10 NAS (§c.1) + 7 manual (§c.3)."""
     return genotypes.paper_nas_zoo() + MANUAL_ZOO
+
+
+def display_name(name: str) -> str:
+    """A model's label in tables and figures: its zoo name, or a genotype file's stem (the folder's name for the
+    ``genotype.json`` every search writes)."""
+    if not name.startswith("genotype:"):
+        return name
+    path = Path(name.removeprefix("genotype:"))
+    return path.parent.name or path.stem if path.stem == "genotype" else path.stem
 
 
 def model_family(name: str) -> str:

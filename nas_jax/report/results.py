@@ -1,36 +1,49 @@
-"""The results store: ``{workdir}/results.jsonl`` (DESIGN "Results").
+"""The results store: ``{workdir}/results.jsonl`` (docs/provenance.md).
 
-Each finished measurement is one JSON line: task, model, dataset, preset,
-setting, metrics, n, seed, config hash, code version, start/end time. A record
-lands whole or not at all: the file's bytes plus the new line are written to a
-temporary file (every ``os.write`` checked until all bytes are out, then fsync)
-that replaces the old file by rename, under a lock, so a full disk, a failed
-write or a kill leaves the previous file intact and a failure raises
-:class:`~nas_jax.errors.UserError`. Readers skip lines that are not JSON
-objects (a line torn by an older writer, a hand edit) and warn with their line
-numbers. A resumed or repeated run does not append a measurement twice: a record
-whose identity (task, model, dataset, preset, seed, setting, config hash, code
-version) is already stored is skipped. :func:`check_workdir` runs before any
-work so an unusable workdir or results file fails first, not after training.
+Each finished measurement is one JSON line that names exactly what produced it: its ``identity`` (task,
+model, dataset and its content hash, seed, compute dtype, the task's settings, the record's own ``setting``
+and the content hash of the victim's training spec) with that identity's hash ``identity_sha256``; the
+``victim`` (zoo entry, spec hash, how it was trained: alone or in a population, on how many devices); the
+code and library versions; the metrics; start and end time. Every measurement is appended, none is dropped:
+a rerun adds a newer record of the same identity, and every reader shows the newest record of each
+identity (:func:`newest`). A record lands whole or not at all (:func:`nas_jax.files.replace_bytes` under a
+lock), so a full disk, a failed write or a kill leaves the previous file intact; a failure raises
+:class:`~nas_jax.errors.UserError`. Readers skip, count and name lines that are not JSON objects or lack
+the fields every record has (:data:`REQUIRED`). :func:`check_workdir` runs before any work so an unusable
+workdir or results file fails first, not after training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
 
+from nas_jax import files
 from nas_jax.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
+MARKER_FILE = "cell.json"  # a finished unit of work (a study cell): its config hash and the ids of its records
+REQUIRED = {"task": str, "model": str, "metrics": dict}  # what every reader relies on
+# Config keys that are not the task's own settings: the victim's recipe enters the identity through the hash
+# of its training spec; paths, the victim list and execution switches do not change a measured number.
+NOT_TASK_SETTINGS = ("task", "preset", "seed", "dataset", "data_dir", "model", "models", "zoo_dir",
+                     "jit_cache_dir", "arch", "train", "train_overrides", "distributed", "study")
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy")
+
+
+def digest(obj) -> str:
+    """SHA-256 (16 hex digits) of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_hash(config) -> str:
@@ -39,6 +52,7 @@ def config_hash(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@functools.cache
 def code_version() -> str:
     """``git describe`` of the source tree, or the package version outside git."""
     root = Path(__file__).resolve().parents[2]
@@ -54,52 +68,117 @@ def code_version() -> str:
     return version("nas_jax")
 
 
+@functools.cache
+def library_versions() -> dict[str, str]:
+    """Python and the numerical libraries' versions (what a number may depend on besides our code)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def flatten(tree, prefix: str = "") -> dict:
+    """Nested dicts (or ConfigDicts) as ``{"a.b": value}``; tuples as lists (their stored JSON form)."""
+    tree = tree.to_dict() if hasattr(tree, "to_dict") else tree
+    out = {}
+    for key in sorted(tree):
+        value = tree[key]
+        value = value.to_dict() if hasattr(value, "to_dict") else value
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.loads(json.dumps(value, default=str))
+    return out
+
+
+def task_settings(config) -> dict:
+    """The task's own settings (every config section but the shared ones, :data:`NOT_TASK_SETTINGS`), flat."""
+    return flatten({k: v for k, v in config.items() if k not in NOT_TASK_SETTINGS})
+
+
 def make_record(config, *, task: str, model: str, metrics: dict, n: int, setting: dict | None = None,
                 start_time: str, dataset: str | None = None) -> dict:
-    return {
+    """One measurement with its identity and provenance (see the module docstring)."""
+    from nas_jax.train import zoo
+
+    dataset = dataset or config.dataset
+    victim = zoo.victim_record(config, model)
+    data_sha = (victim or {}).get("spec", {}).get("dataset_sha256") or zoo.dataset_sha256(dataset)
+    identity = {
+        "task": task, "model": model, "dataset": dataset, "dataset_sha256": data_sha, "seed": int(config.seed),
+        "dtype": config.arch.get("dtype", "float32") if "arch" in config else None,
+        "setting": setting or {}, "task_settings": task_settings(config),
+        "victim_spec_sha256": victim["spec_sha256"] if victim else None,
+    }
+    identity = json.loads(json.dumps(identity))  # tuples as lists: the stored form is what is hashed
+    record = {
         "task": task,
         "model": model,
-        "dataset": dataset or config.dataset,
+        "dataset": dataset,
         "preset": config.preset,
-        "setting": setting or {},
+        "setting": identity["setting"],
         "metrics": metrics,
         "n": int(n),
         "seed": int(config.seed),
+        "identity": identity,
+        "identity_sha256": digest(identity),
+        "victim": victim,
         "config_hash": config_hash(config),
         "code_version": code_version(),
+        "versions": library_versions(),
         "start_time": start_time,
         "end_time": now(),
     }
+    record["record_id"] = digest(record)
+    return record
 
 
-_IDENTITY = ("task", "model", "dataset", "preset", "seed", "setting", "config_hash", "code_version")
+_LEGACY_IDENTITY = ("task", "model", "dataset", "preset", "seed", "setting", "config_hash")
 
 
-def _identity(record: dict) -> str:
-    return json.dumps([record.get(k) for k in _IDENTITY], sort_keys=True)
+def identity_of(record: dict) -> str:
+    """The identity hash of a record (records written before identities: their task, model, dataset, preset,
+    seed, setting and config hash)."""
+    if record.get("identity_sha256"):  # with the fields readers group by, in case a line was edited by hand
+        return f"{record['task']}|{record['model']}|{record['identity_sha256']}"
+    return digest([record.get(k) for k in _LEGACY_IDENTITY])
 
 
-def append_record(workdir: str | Path, record: dict) -> bool:
-    """Append ``record`` unless the same measurement is stored already; True when written.
+def newest(records: list[dict]) -> list[dict]:
+    """One record per identity, the newest (the last appended), ordered oldest to newest by those records: a
+    reader that takes the last record of a kind gets the newest measurement."""
+    last: dict[str, dict] = {}
+    for r in records:
+        key = identity_of(r)
+        last.pop(key, None)
+        last[key] = r
+    return list(last.values())
 
-    The record lands whole or not at all (see the module docstring); a write that fails raises UserError.
-    """
+
+def append_record(workdir: str | Path, record: dict) -> None:
+    """Append ``record`` (every measurement, none dropped); it lands whole or not at all, and a write that
+    fails raises UserError. Temporary files of killed writers are removed under the lock."""
     path = Path(workdir) / RESULTS_FILE
-    key = _identity(json.loads(json.dumps(record)))  # compare in the stored (JSON) form
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
-        if any(_identity(r) == key for r in read_records(workdir, record.get("task"))):
-            return False
+        files.clean_temp_files(path.parent)
         old = path.read_bytes() if path.exists() else b""
         if old and not old.endswith(b"\n"):  # an older writer's torn last line: end it
             old += b"\n"
-        _replace_atomically(path, old + line)
-    return True
+        try:
+            files.replace_bytes(path, old + line)
+        except OSError as e:
+            raise UserError(f"could not write the result record to {path}: {e.strerror or e}. The file is "
+                            "unchanged and this measurement is not stored; free disk space (or fix the "
+                            "permissions) and run the same command again.") from e
 
 
 @contextlib.contextmanager
@@ -117,55 +196,25 @@ def _locked(path: Path):
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is out; a write that makes no progress is an error (ENOSPC)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise UserError(f"could not write the result record to {path}: {e.strerror or e}. The file is unchanged "
-                        "and this measurement is not stored; free disk space (or fix the permissions) and run the "
-                        "same command again (finished measurements are not repeated).") from e
-    with contextlib.suppress(OSError):  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 def read_records(workdir: str | Path, task: str | None = None) -> list[dict]:
-    """Every complete record (optionally of one task); unreadable lines are skipped with a warning."""
+    """Every complete record (optionally of one task); other lines are skipped with a warning naming them."""
     records, bad = scan_records(workdir)
     if bad:
-        warnings.warn(f"{Path(workdir) / RESULTS_FILE}: skipped {len(bad)} unreadable line(s) (not a JSON object): "
+        warnings.warn(f"{Path(workdir) / RESULTS_FILE}: skipped {len(bad)} unreadable line(s) ({_WHAT_IS_BAD}): "
                       f"line(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}.", stacklevel=2)
     return [r for r in records if task is None or r.get("task") == task]
 
 
+_WHAT_IS_BAD = f"not a JSON object, or a record without {' / '.join(REQUIRED)}"
+
+
+def is_complete(record) -> bool:
+    """A JSON object with the fields every reader relies on (:data:`REQUIRED`), of the right types."""
+    return isinstance(record, dict) and all(isinstance(record.get(k), t) for k, t in REQUIRED.items())
+
+
 def scan_records(workdir: str | Path) -> tuple[list[dict], list[int]]:
-    """(records, 1-based numbers of the lines that are not JSON objects) of ``{workdir}/results.jsonl``."""
+    """(complete records, 1-based numbers of the other lines) of ``{workdir}/results.jsonl``."""
     path = Path(workdir) / RESULTS_FILE
     if not path.exists():
         return [], []
@@ -183,7 +232,8 @@ def scan_records(workdir: str | Path) -> tuple[list[dict], list[int]]:
             rec = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             rec = None
-        if isinstance(rec, dict):
+        if is_complete(rec):
+            rec["setting"] = rec.get("setting") if isinstance(rec.get("setting"), dict) else {}
             records.append(rec)
         else:
             bad.append(number)
@@ -211,6 +261,30 @@ def check_workdir(workdir: str | Path) -> list[int]:
         raise UserError(f"{path} exists and is not a file; move it away or pass another --workdir.")
     _, bad = scan_records(workdir)
     if bad:
-        warnings.warn(f"{path}: {len(bad)} unreadable line(s) (not a JSON object) will be skipped: line(s) "
+        warnings.warn(f"{path}: {len(bad)} unreadable line(s) ({_WHAT_IS_BAD}) will be skipped: line(s) "
                       f"{bad[:10]}{' ...' if len(bad) > 10 else ''}.", stacklevel=2)
     return bad
+
+
+def read_marker(directory: str | Path) -> dict | None:
+    """``{directory}/cell.json``, the marker of a finished study cell; None when absent or damaged."""
+    try:
+        marker = json.loads((Path(directory) / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def marked_records(directory: str | Path) -> list[dict] | None:
+    """The records a finished cell's marker lists, from its results file; None without a marker or when any
+    listed record is missing (the results were damaged or lost: the cell is not finished). A marker written
+    before markers listed record ids: every record, if there are at least as many as it counts."""
+    marker = read_marker(directory)
+    if marker is None:
+        return None
+    records = scan_records(directory)[0]
+    if "record_ids" not in marker:
+        return records if len(records) >= int(marker.get("records", 0)) else None
+    by_id = {r.get("record_id"): r for r in records}
+    listed = [by_id.get(i) for i in marker["record_ids"]]
+    return None if None in listed else listed

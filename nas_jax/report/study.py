@@ -18,12 +18,14 @@ import argparse
 import dataclasses
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from nas_jax.report.results import RESULTS_FILE, read_records
+from nas_jax import files
+from nas_jax.report.results import RESULTS_FILE, marked_records, newest, read_records
 from nas_jax.report.statistics import Interval, accuracy_adjusted_gap, family_gap, mean_ci
 from nas_jax.report.summary import PAPER_TABLE4, summarize
 from nas_jax.report.tables import format_table
@@ -47,8 +49,7 @@ class Metric:
 
 
 def _newest(records: list[dict], task: str, **setting) -> dict | None:
-    chosen = [r for r in records if r["task"] == task
-              and all(r.get("setting", {}).get(k) == v for k, v in setting.items())]
+    chosen = [r for r in records if r["task"] == task and all(r["setting"].get(k) == v for k, v in setting.items())]
     return chosen[-1]["metrics"] if chosen else None
 
 
@@ -113,10 +114,23 @@ REMARKS = {1: "Remark 1: NAS-generated models are more vulnerable to various att
 
 
 def collect_records(workdir: str | Path) -> list[dict]:
-    """Records of ``{workdir}/results.jsonl`` and of every cell below ``{workdir}/cells`` (sorted paths)."""
+    """The newest record of each identity (:func:`~nas_jax.report.results.newest`) among
+    ``{workdir}/results.jsonl`` and the records of every finished cell below ``{workdir}/cells`` (those its
+    marker lists; an unfinished or damaged cell contributes nothing until it is run again)."""
     workdir = Path(workdir)
-    dirs = [workdir] + sorted(p.parent for p in (workdir / "cells").glob(f"**/{RESULTS_FILE}"))
-    return [r for d in dirs if (d / RESULTS_FILE).exists() for r in read_records(d)]
+    cells = sorted(p.parent for p in (workdir / "cells").glob(f"**/{RESULTS_FILE}"))
+    records = read_records(workdir) if (workdir / RESULTS_FILE).exists() else []
+    incomplete = []
+    for d in cells:
+        marked = marked_records(d)
+        records += marked or []
+        if marked is None:
+            incomplete.append(str(d.relative_to(workdir / "cells")))
+    if incomplete:
+        warnings.warn(f"{len(incomplete)} study cell(s) without a complete result (unfinished, or their results "
+                      f"damaged) are left out: {incomplete[:5]}{' ...' if len(incomplete) > 5 else ''}. Run the "
+                      "study again to (re)compute them.", stacklevel=2)
+    return newest(sorted(records, key=lambda r: str(r.get("end_time", ""))))
 
 
 def per_seed_values(records: list[dict], models: list[str]) -> dict[str, dict[str, dict[int, float]]]:
@@ -345,10 +359,8 @@ def write_report(workdir: str | Path, models: tuple[str, ...] | None = None) -> 
                            gap_figure(analysis, workdir / "figures" / "study_gaps.png")) if f]
     cell_figures = len(list((workdir / "cells").glob("**/figures/**/*.png")))
     path = workdir / "report.md"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(render(analysis, records, [p.relative_to(workdir) for p in figures])
-                   + f"\nEach cell's own figures ({cell_figures} files): `cells/<task>/<model>/seed<s>/figures/`.\n")
-    tmp.replace(path)
+    files.write_text(path, render(analysis, records, [p.relative_to(workdir) for p in figures])
+                     + f"\nEach cell's own figures ({cell_figures} files): `cells/<task>/<model>/seed<s>/figures/`.\n")
     return path
 
 

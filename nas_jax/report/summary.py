@@ -2,8 +2,11 @@
 
   python -m nas_jax.report.summary workdir/table4 [--models darts,darts_i] [--out table4.md]
 
-Reads ``{workdir}/results.jsonl`` (every task writes there when run with the same ``--workdir``) and takes, per
-model, the newest record of each measurement: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
+Reads ``{workdir}/results.jsonl`` (every task writes there when run with the same ``--workdir``). A row is one
+victim (a model and the content hash of its training spec: a bf16 and a float32 victim of one model are two
+rows), and each cell the newest record of that victim's measurement (docs/provenance.md); a ``settings`` column
+names the settings that differ between rows where any do (the victim's recipe between rows of one model, a
+task's settings between any rows). The measurements: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
 ASR (all stamped inputs, PROTOCOL §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
 was run), membership AUC (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``)
 and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that
@@ -19,7 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from nas_jax.report.results import read_records
+from nas_jax.models.registry import display_name
+from nas_jax.report.results import flatten, newest, read_records
 from nas_jax.report.tables import format_table
 
 PAPER_TABLE4 = {  # PROTOCOL §h.4: PGD ASR (M), (L), backdoor ASR, CAD, MI AUC on CIFAR-10 [paper]
@@ -30,7 +34,8 @@ PAPER_TABLE4 = {  # PROTOCOL §h.4: PGD ASR (M), (L), backdoor ASR, CAD, MI AUC 
 }
 
 COLUMNS = [
-    ("model", "model", None),
+    ("label", "model", None),
+    ("settings", "settings", None),
     ("family", "family", None),
     ("searched", "search (method / mitigation)", None),
     ("clean_accuracy", "clean acc", ".1%"),
@@ -45,9 +50,55 @@ COLUMNS = [
 
 
 def _newest(records: list[dict], keep) -> dict | None:
-    """The last record (results.jsonl is append-only) for which ``keep(record)`` holds."""
+    """The newest record for which ``keep(record)`` holds (``records`` in the order of :func:`newest`)."""
     chosen = [r for r in records if keep(r)]
     return chosen[-1] if chosen else None
+
+
+def victim_key(record: dict) -> str:
+    """The victim a record measured: the content hash of its training spec (the model name for records written
+    before records named their victim)."""
+    return (record.get("victim") or {}).get("spec_sha256") or f"name:{record['model']}"
+
+
+def _victim_settings(record: dict) -> dict:
+    spec = dict((record.get("victim") or {}).get("spec") or {})
+    for key in ("model", "seed", "dataset"):  # their own columns or the row's key
+        spec.pop(key, None)
+    if spec:  # float32 specs leave their dtype out (zoo.training_spec)
+        spec["arch"] = {"dtype": "float32", **spec.get("arch", {})}
+    return flatten(spec)
+
+
+def _task_settings(record: dict) -> dict:
+    return (record.get("identity") or {}).get("task_settings") or {}
+
+
+def _differing(dicts: list[dict], missing_differs: bool = False) -> set[str]:
+    """Keys whose values differ between the dicts that have them (or between all, a missing key counting as a
+    value of its own)."""
+    keys = set().union(*dicts) if dicts else set()
+
+    def values(key: str) -> set[str]:
+        return {repr(d[key]) if key in d else "absent" for d in dicts if missing_differs or key in d}
+
+    return {k for k in keys if len(values(k)) > 1}
+
+
+def settings_column(rows: list[dict]) -> None:
+    """Fill each row's ``settings``: its victim settings that differ between rows of the same model, and the
+    task settings of its records that differ between any rows (``k=v, ...``; None where nothing differs)."""
+    shown: dict[int, set[str]] = {id(r): set() for r in rows}
+    for model in {r["model"] for r in rows}:
+        own = [r for r in rows if r["model"] == model]
+        keys = _differing([r["_victim_settings"] for r in own], missing_differs=True)
+        for r in own:
+            shown[id(r)] |= keys & set(r["_victim_settings"])
+    task_keys = _differing([r["_task_settings"] for r in rows])
+    for r in rows:
+        merged = {**r["_victim_settings"], **r["_task_settings"]}
+        keys = sorted(shown[id(r)] | (task_keys & set(r["_task_settings"])))
+        r["settings"] = ", ".join(f"{k}={merged[k]}" for k in keys) or None
 
 
 def backdoor_asr(metrics: dict) -> float:
@@ -56,7 +107,7 @@ def backdoor_asr(metrics: dict) -> float:
     Records written before that became the headline ``asr`` hold it as ``asr_including_target`` (their ``asr``
     left the target class out).
     """
-    return metrics.get("asr_including_target", metrics["asr"])
+    return metrics.get("asr_including_target", metrics.get("asr"))
 
 
 def search_label(model: str) -> str | None:
@@ -64,50 +115,70 @@ def search_label(model: str) -> str | None:
     being PATH's folder), or None for a stored model or a genotype without a search record."""
     if not model.startswith("genotype:"):
         return None
-    search = _newest(read_records(Path(model.removeprefix("genotype:")).parent), lambda r: r["task"] == "search")
+    search = _newest(newest(read_records(Path(model.removeprefix("genotype:")).parent)),
+                     lambda r: r["task"] == "search")
     if not search:
         return None
     setting = search["setting"]
-    return f"{setting.get('method', 'darts')} / {setting['variant']}"
+    return f"{setting.get('method', 'darts')} / {setting.get('variant', '?')}"
 
 
 def summarize(records: list[dict], models: list[str] | None = None) -> list[dict]:
-    """Rows of :data:`COLUMNS` for ``models`` (default: every model with a record, first-seen order)."""
+    """Rows of :data:`COLUMNS`, one per victim of ``models`` (default: every model with a record, first-seen
+    order; a model's victims oldest first), each cell the victim's newest record of that measurement."""
+    records = newest(records)
     models = models or list(dict.fromkeys(r["model"] for r in records))
     rows = []
     for name in models:
-        own = [r for r in records if r["model"] == name]
-        row = {"model": name, "family": next((r["setting"].get("family") for r in own if r.get("setting")), None),
-               "searched": search_label(name)}
-        pgd = _newest(own, lambda r: r["task"] == "pgd")
-        if pgd:
-            m = pgd["metrics"]
-            row.update(clean_accuracy=m.get("clean_accuracy"), pgd_m=m.get("asr_most_likely"),
-                       pgd_l=m.get("asr_least_likely"))
-        trojan = [r for r in own if r["task"] == "backdoor" and r["setting"].get("attack") == "trojannn"]
-        bd = _newest(trojan, lambda r: r["setting"].get("n_neuron") == 2) or _newest(trojan, lambda r: True)
-        if bd:
-            row.update(backdoor_asr=backdoor_asr(bd["metrics"]), backdoor_cad=bd["metrics"]["cad"])
-        mi = _newest(own, lambda r: r["task"] == "membership")
-        if mi:
-            row["mi_auc"] = mi["metrics"]["auc"]
-        aware = [r for r in own if r["task"] == "stealing" and r["setting"].get("aware")]
-        if aware:
-            top = max(r["setting"]["budget"] for r in aware)
-            row["ace"] = _newest(aware, lambda r: r["setting"]["budget"] == top)["metrics"]["ace"]
-            row["ace_budget"] = top
-        poison = [r for r in own if r["task"] == "poison" and r["setting"].get("fraction", 0) > 0]
-        if poison:
-            top = max(r["setting"]["fraction"] for r in poison)
-            row["poison_cad"] = _newest(poison, lambda r: r["setting"]["fraction"] == top)["metrics"]["cad"]
-            row["poison_fraction"] = top
-        rows.append(row)
+        mine = [r for r in records if r["model"] == name]
+        for victim in dict.fromkeys(victim_key(r) for r in mine):
+            rows.append(_victim_row(name, [r for r in mine if victim_key(r) == victim]))
+    settings_column(rows)
+    for r in rows:
+        del r["_victim_settings"], r["_task_settings"]
     return rows
+
+
+def _victim_row(name: str, own: list[dict]) -> dict:
+    row = {"model": name, "label": display_name(name),
+           "family": next((r["setting"].get("family") for r in own if r["setting"].get("family")), None),
+           "searched": search_label(name)}
+    used = []
+    pgd = _newest(own, lambda r: r["task"] == "pgd")
+    if pgd:
+        m = pgd["metrics"]
+        row.update(clean_accuracy=m.get("clean_accuracy"), pgd_m=m.get("asr_most_likely"),
+                   pgd_l=m.get("asr_least_likely"))
+        used.append(pgd)
+    trojan = [r for r in own if r["task"] == "backdoor" and r["setting"].get("attack") == "trojannn"]
+    bd = _newest(trojan, lambda r: r["setting"].get("n_neuron") == 2) or _newest(trojan, lambda r: True)
+    if bd:
+        row.update(backdoor_asr=backdoor_asr(bd["metrics"]), backdoor_cad=bd["metrics"].get("cad"))
+        used.append(bd)
+    mi = _newest(own, lambda r: r["task"] == "membership")
+    if mi:
+        row["mi_auc"] = mi["metrics"].get("auc")
+        used.append(mi)
+    aware = [r for r in own if r["task"] == "stealing" and r["setting"].get("aware") and "budget" in r["setting"]]
+    if aware:
+        top = max(r["setting"]["budget"] for r in aware)
+        chosen = _newest(aware, lambda r: r["setting"]["budget"] == top)
+        row["ace"], row["ace_budget"] = chosen["metrics"].get("ace"), top
+        used.append(chosen)
+    poison = [r for r in own if r["task"] == "poison" and (r["setting"].get("fraction") or 0) > 0]
+    if poison:
+        top = max(r["setting"]["fraction"] for r in poison)
+        chosen = _newest(poison, lambda r: r["setting"]["fraction"] == top)
+        row["poison_cad"], row["poison_fraction"] = chosen["metrics"].get("cad"), top
+        used.append(chosen)
+    row["_victim_settings"] = _victim_settings(own[-1])
+    row["_task_settings"] = {k: v for r in used for k, v in _task_settings(r).items()}
+    return row
 
 
 def render(rows: list[dict]) -> str:
     """The table, with the ACE budget and the poisoning fraction used named below it."""
-    columns = [c for c in COLUMNS if c[0] != "searched" or any(r.get("searched") for r in rows)]
+    columns = [c for c in COLUMNS if c[0] not in ("searched", "settings") or any(r.get(c[0]) for r in rows)]
     lines = [format_table(rows, columns)]
     budgets = sorted({r["ace_budget"] for r in rows if "ace_budget" in r})
     fractions = sorted({r["poison_fraction"] for r in rows if "poison_fraction" in r})

@@ -9,7 +9,6 @@ in ``spec.json`` (a directory trained with another spec is refused), and resumes
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import flax.linen as nn
@@ -32,7 +31,7 @@ class TrainedRun:
 
 def task_run_dir(workdir: str | Path, task: str, config, model_name: str, *parts: str) -> Path:
     """``{workdir}/runs/{task}/{dataset}/{model}/{parts...}``: where a task's own trainings live."""
-    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.slug(model_name), *parts)
+    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.model_folder(model_name), *parts)
 
 
 def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, spec_extra: dict, *,
@@ -45,15 +44,12 @@ def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, sp
     model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     run_dir = Path(run_dir)
     zoo.check_spec(run_dir, {**zoo.training_spec(config, model_name), **spec_extra})
-    final = run_dir / "final.json"
-    if final.exists():
-        info = json.loads(final.read_text())
+    if info := zoo.read_final(run_dir):
         variables = zoo.restore_variables(model, config, dataset, run_dir) if need_variables else None
         return TrainedRun(model_name, model, variables, info["test_accuracy"], run_dir)
     if initial_variables is not None:  # the train step donates its state: never hand it the caller's buffers
         initial_variables = jax.tree_util.tree_map(jnp.array, initial_variables)
     out = trainer.train(model, dataset, config, run_dir, progress=progress, name=label or model_name,
                         batch_transform=batch_transform, initial_variables=initial_variables)
-    if jax.process_index() == 0:
-        final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
+    zoo.write_final(run_dir, out["test_accuracy"], out["step"], zoo.how_trained())
     return TrainedRun(model_name, model, out["state"].variables, out["test_accuracy"], run_dir)

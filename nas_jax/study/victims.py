@@ -10,6 +10,7 @@ classify correctly.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import numpy as np
@@ -49,8 +50,11 @@ def predictions(entry: ZooEntry, images_u8: np.ndarray, batch_size: int = 500) -
 
 
 def correct_inputs(correct: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
-    """The first ``n`` indices of ``order`` where ``correct`` holds."""
+    """The first ``n`` indices of ``order`` where ``correct`` holds; warns when fewer than ``n`` are."""
     chosen = order[correct[order]]
+    if len(chosen) < n:
+        warnings.warn(f"{n} attack inputs requested, {len(chosen)} used: only {len(chosen)} of the {len(order)} "
+                      "test inputs are classified correctly (by every model, where inputs are shared).", stacklevel=2)
     return chosen[:n]
 
 

@@ -72,7 +72,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     fig_dir = Path(workdir) / "figures"
     fig = figures.ntk_condition_figure(rows, fig_dir / "ntk_condition.png", f"NTK condition number on {config.dataset}")
     print(f"figure: {fig}")
-    pgd = results.read_records(workdir, task="pgd")
+    pgd = results.newest(results.read_records(workdir, task="pgd"))
     if not pgd:
         print(f"no task 'pgd' records in {workdir}: run configs/pgd.py with --workdir={workdir} for the ASR "
               "correlation.")

@@ -2,25 +2,26 @@
 
 See ``configs/study.py`` and :mod:`nas_jax.study.grid`. Every cell's config is built and validated
 before the first cell runs (a typo in the grid fails at once, not hours in). A finished cell leaves
-``cell.json`` (its config hash, records and seconds) in its workdir and is skipped on a rerun with the
-same config; a cell whose config changed runs again (its records are new measurements).
+``cell.json`` (its config hash, the ids of the records it wrote, seconds) in its workdir, written atomically
+after its records. A rerun with the same config skips the cell only when its results file still holds every
+record the marker lists; a cell whose config changed, or whose results were damaged or lost, runs again
+(its records are new measurements, and readers show the newest).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import jax
 from tqdm.auto import tqdm
 
+from nas_jax import files
 from nas_jax.config import validate
 from nas_jax.report import results
 from nas_jax.study import grid
 from nas_jax.tasks import TASKS, get_task
 
-CELL_FILE = "cell.json"
 
 
 def shard_cells(config) -> list[grid.Cell]:
@@ -34,13 +35,8 @@ def shard_cells(config) -> list[grid.Cell]:
 
 
 def _finished(cell_dir: Path, digest: str) -> bool:
-    path = cell_dir / CELL_FILE
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text()).get("config_hash") == digest
-    except (OSError, json.JSONDecodeError):
-        return False
+    marker = results.read_marker(cell_dir)
+    return bool(marker) and marker.get("config_hash") == digest and results.marked_records(cell_dir) is not None
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -67,10 +63,8 @@ def run(config, workdir: str | Path) -> list[dict]:
         records += out
         if main:
             marker = {"cell": cell.name, "config_hash": digest, "records": len(out),
-                      "seconds": time.perf_counter() - t0}
-            tmp = cell_dir / (CELL_FILE + ".tmp")
-            tmp.write_text(json.dumps(marker, indent=2))
-            tmp.replace(cell_dir / CELL_FILE)
+                      "record_ids": [r["record_id"] for r in out], "seconds": time.perf_counter() - t0}
+            files.write_json(cell_dir / results.MARKER_FILE, marker, indent=2)
     bar.close()
     if config.study.report and main:
         from nas_jax.report.study import write_report

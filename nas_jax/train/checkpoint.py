@@ -25,12 +25,19 @@ import orbax.checkpoint as ocp
 from nas_jax.errors import UserError
 
 
+ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # orbax writes step N to "N.orbax-checkpoint-tmp-*", then renames it
+
+
 class CheckpointMismatchError(UserError):
     """The stored checkpoint does not have the structure or shapes requested."""
 
 
 class CheckpointCorruptError(UserError):
     """A stored checkpoint cannot be read."""
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (a full disk, no permission)."""
 
 
 def layout(tree) -> list[list]:
@@ -71,17 +78,24 @@ def _describe_mismatch(stored: list, wanted: list) -> str:
 
 
 class Checkpointer:
-    """Keeps the last ``max_to_keep`` checkpoints of one run in ``directory``."""
+    """Keeps the last ``max_to_keep`` checkpoints of one run in ``directory``. A writer removes the temporary
+    directories of saves that a kill or a full disk cut short; ``read_only`` opens a finished run without
+    writing anything (a read-only zoo)."""
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+    def __init__(self, directory: str | Path, max_to_keep: int = 2, read_only: bool = False):
         self.directory = Path(directory).absolute()
         self.max_to_keep = max_to_keep
+        self.read_only = read_only
+        if not read_only and self.directory.is_dir() and jax.process_index() == 0:
+            for tmp in self.directory.glob(f"*{ORBAX_TEMPORARY}*"):  # saves cut short by a kill or a full disk
+                shutil.rmtree(tmp, ignore_errors=True)
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
+        writer = not self.read_only
         return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=writer,
                                                  enable_async_checkpointing=False),
             item_names=("vectors", "layout", "progress"),
         )
@@ -98,7 +112,24 @@ class Checkpointer:
         args = ocp.args.Composite(vectors=ocp.args.StandardSave(_pack(state)),
                                   layout=ocp.args.JsonSave(layout(state)),
                                   progress=ocp.args.JsonSave(progress or {}))
-        self._manager.save(step, args=args, force=True)
+        try:
+            self._manager.save(step, args=args, force=True)
+            self._manager.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore wrap OSErrors (a full disk) in many types
+            self._remove_temporary(step)
+            raise CheckpointWriteError(
+                f"could not write checkpoint {self.directory}/{step} ({type(e).__name__}: {str(e)[:200]}). The "
+                "earlier checkpoints are intact; free disk space (or fix the permissions) and run the same "
+                "command again: the run resumes from its last checkpoint.") from e
+
+    def _remove_temporary(self, step: int) -> None:
+        """Delete what a failed save of ``step`` left (orbax's temporary directory, a partial step folder)."""
+        if jax.process_index() != 0:
+            return
+        for p in self.directory.glob(f"{step}{ORBAX_TEMPORARY}*"):
+            shutil.rmtree(p, ignore_errors=True)
+        if (self.directory / str(step)).exists() and step not in self._manager.all_steps():
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
 
     def _read(self, step: int, **items):
         try:

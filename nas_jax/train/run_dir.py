@@ -2,8 +2,10 @@
 
 A resumable run (a zoo victim, a task's own training, a population, a DARTS search) owns one directory:
 
-- ``spec.json``: everything that determines the result. A new run writes it; a run resumed with another spec
-  is refused with the differing keys and the fix (:func:`check_spec`), never mixed (DESIGN "Victim zoo");
+- ``spec.json``: everything that determines the result. A new run writes it; it binds once the run has
+  started (a checkpoint or ``final.json`` exists): a run resumed with another spec is then refused with the
+  differing keys and the fix (:func:`check_spec`), never mixed. A spec without any checkpoint (a run that
+  failed before its first step) is replaced, so the corrected command is not refused;
 - the per-epoch log (``train_log.jsonl``, ``search_log.jsonl``): rows of the epochs before the resume point
   are kept (:func:`read_log`; a damaged file is a clear error), the file is rewritten atomically after each
   epoch (:func:`write_log`), so a killed run restarted with the same command ends with the same log;
@@ -19,10 +21,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from nas_jax import parallel
+from nas_jax import files, parallel
 from nas_jax.errors import UserError
 
 SPEC_FILE = "spec.json"
+
+
+def has_started(directory: str | Path) -> bool:
+    """Whether a run has trained anything: a ``final.json`` or at least one step in ``checkpoints/``."""
+    directory = Path(directory)
+    ckpts = directory / "checkpoints"
+    return (directory / "final.json").exists() or (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()))
 
 
 def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -40,12 +49,13 @@ def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 def check_spec(directory: str | Path, spec: dict, *, refusal: str, fix: str,
                error: type[UserError] = UserError, damaged: type[UserError] = UserError) -> None:
     """Write ``spec`` as ``directory/spec.json`` for a new run, or refuse a directory whose stored spec differs:
-    ``error(refusal + the differing keys + fix)``; a damaged ``spec.json`` raises ``damaged``. ``refusal`` names
+    ``error(refusal + the differing keys + fix)``; a damaged ``spec.json`` raises ``damaged``. The spec of a run
+    that never started (:func:`has_started`) is replaced, not compared. ``refusal`` names
     the directory ("the zoo entry D was trained with a different config"), ``fix`` says what to do (another
     workdir, or delete the directory)."""
     directory = Path(directory)
     path = directory / SPEC_FILE
-    if path.exists():
+    if path.exists() and has_started(directory):
         try:
             stored = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -55,11 +65,8 @@ def check_spec(directory: str | Path, spec: dict, *, refusal: str, fix: str,
         if diffs:
             raise error(f"{refusal}:\n  " + "\n  ".join(diffs) + f"\n{fix}")
         return
-    directory.mkdir(parents=True, exist_ok=True)
     if parallel.is_main_process():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(spec, indent=2, sort_keys=True))
-        tmp.replace(path)
+        files.write_json(path, spec, indent=2, sort_keys=True)
 
 
 def read_log(path: str | Path, before_epoch: int) -> list[dict]:
@@ -79,11 +86,7 @@ def read_log(path: str | Path, before_epoch: int) -> list[dict]:
 
 def write_log(path: str | Path, rows: list[dict]) -> None:
     """Rewrite the log with ``rows``, one JSON line each, atomically (a kill leaves the old or the new file)."""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    tmp.replace(path)
+    files.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def tensorboard_writer(tb_dir: str | Path | None):

@@ -1,16 +1,16 @@
-"""The victim zoo: trained models cached at ``{zoo_dir}/{dataset}/{model}/{preset}/``.
+"""The victim zoo: trained models cached at ``{zoo_dir}/{dataset}/{model}/{preset}/`` (docs/provenance.md).
 
-Each entry holds ``spec.json`` (everything that determines the trained
-weights: model, architecture knobs, data, recipe, seed), orbax checkpoints and
-``train_log.jsonl``; ``final.json`` marks a finished run. Any task that needs a
-trained victim calls :func:`get_or_train`: it restores a finished entry,
-resumes an unfinished one, or trains a new one. An entry whose spec differs
-from the request is refused with the differing keys, never loaded. An ``npz:``
-dataset enters the spec by the SHA-256 of the file's contents (not only its
-path). A finished entry restores exactly the step ``final.json`` names (a
-missing one is refused: older weights would not match its accuracy). One
-process at a time works on an entry: a second waits on ``.lock``, printing the
-pid that holds it.
+Each entry holds ``spec.json`` (everything that determines the trained weights: model, architecture knobs,
+data, recipe, seed), orbax checkpoints and ``train_log.jsonl``; ``final.json`` (written atomically, last)
+marks a finished run and says how it was trained (alone or as a population member, on how many devices).
+Any task that needs a trained victim calls :func:`get_or_train`: it restores a finished entry (reading only:
+a finished zoo serves from a read-only mount), resumes an unfinished one, or trains a new one. Identity is
+content: an ``npz:`` dataset enters the spec by the SHA-256 of the file, a ``genotype:PATH`` model by its
+normalised genotype, which also names its folder (an edited genotype file is a new entry). An entry whose
+started spec differs from the request is refused with the differing keys, never loaded. A finished entry
+restores exactly the step ``final.json`` names (a missing one is refused: older weights would not match its
+accuracy); a damaged ``final.json`` is rebuilt from the final checkpoint. One process at a time trains an
+entry: a second waits on ``.lock``, printing the pid that holds it.
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ import os
 import re
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 
+from nas_jax import files
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
+from nas_jax.models import genotypes
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.train import run_dir as rundir
 from nas_jax.train import trainer
@@ -84,12 +87,21 @@ def leaf_prefix(config) -> str:
     return config.preset if dtype == "float32" else f"{config.preset}_{dtype}"
 
 
+def model_folder(model_name: str) -> str:
+    """The folder of a model's trained runs: its slug, or for ``genotype:PATH`` the file's stem and the hash
+    of its normalised genotype (content, not path: an edited file trains a new entry)."""
+    if not model_name.startswith("genotype:"):
+        return slug(model_name)
+    stem = Path(model_name.removeprefix("genotype:")).stem
+    return slug(f"genotype_{stem}_{genotypes.genotype_sha256(genotypes.get_genotype(model_name))[:12]}")
+
+
 def run_dir(config, model_name: str) -> Path:
     """``{zoo_dir}/{dataset}/{model}/{preset}``, ``{preset}_seed{s}`` for a seed other than 0 (seed 0 keeps the
     path of the single-seed zoo; every seed is its own victim); ``{preset}_bfloat16…`` for bf16 compute."""
     prefix = leaf_prefix(config)
     leaf = prefix if int(config.seed) == 0 else f"{prefix}_seed{int(config.seed)}"
-    return Path(config.zoo_dir) / slug(config.dataset) / slug(model_name) / leaf
+    return Path(config.zoo_dir) / slug(config.dataset) / model_folder(model_name) / leaf
 
 
 def model_config(config, model_name: str):
@@ -121,8 +133,64 @@ def training_spec(config, model_name: str) -> dict:
     spec = {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train,
             "batch_norm": BATCH_NORM}
     if config.dataset.startswith("npz:"):
-        spec["dataset_sha256"] = file_sha256(os.path.expanduser(config.dataset[len("npz:"):]))
+        spec["dataset_sha256"] = dataset_sha256(config.dataset)
+    if model_name.startswith("genotype:"):
+        spec["genotype"] = genotypes.get_genotype(model_name).to_json()
     return spec
+
+
+def spec_sha256(spec: dict) -> str:
+    """The content hash (16 hex digits) of a training spec: a victim's identity."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dataset_sha256(name: str) -> str | None:
+    """SHA-256 of an ``npz:`` dataset's file (None for the named datasets, whose content is fixed by name)."""
+    return file_sha256(os.path.expanduser(name[len("npz:"):])) if name.startswith("npz:") else None
+
+
+def victim_record(config, model_name: str) -> dict | None:
+    """What a record says of the victim it measured: the zoo entry, its training spec and the spec's hash, and
+    how the entry was trained (``final.json``'s ``trained``; None before it exists). None for a name that is
+    not a zoo model (a table's mean row, a list of models)."""
+    try:
+        spec = training_spec(config, model_name)
+        directory = run_dir(config, model_name)
+    except (ValueError, OSError):
+        return None
+    trained = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        trained = json.loads((directory / "final.json").read_text()).get("trained")
+    return {"zoo_entry": str(directory), "spec_sha256": spec_sha256(spec), "spec": spec, "trained": trained}
+
+
+def how_trained(population_seeds: tuple[int, ...] = ()) -> dict:
+    """``final.json``'s ``trained``: alone or as a member of a population (its seeds), devices and processes.
+    A population member equals its run alone only to float tolerance per step (docs/provenance.md)."""
+    how = {"how": "population", "population_seeds": list(population_seeds)} if population_seeds else {"how": "alone"}
+    return {**how, "devices": jax.device_count(), "processes": jax.process_count()}
+
+
+def write_final(directory: Path, test_accuracy: float, step: int, trained: dict) -> None:
+    """Mark an entry finished (atomically, process 0): its test accuracy, final step and how it was trained."""
+    if jax.process_index() == 0:
+        files.write_json(directory / "final.json", {"test_accuracy": test_accuracy, "step": step,
+                                                    "trained": trained})
+
+
+def read_final(directory: Path) -> dict | None:
+    """``final.json`` of an entry; None when absent or damaged (an empty or torn file, missing keys): the
+    entry is then finished again from its checkpoints (:func:`get_or_train`)."""
+    try:
+        info = json.loads((directory / "final.json").read_text())
+        float(info["test_accuracy"]), int(info["step"])
+        return info
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        warnings.warn(f"{directory / 'final.json'} is damaged; rebuilding it from the entry's final checkpoint "
+                      "(training resumes if that checkpoint is not the last step).", stacklevel=3)
+        return None
 
 
 def file_sha256(path: str) -> str:
@@ -138,14 +206,6 @@ def _sha256(path: str, _stat: tuple) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_json(path: Path, what: str):
-    """A JSON file of a zoo entry; a damaged one is a clear error naming the fix."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooEntryError(f"{what} {path} is damaged ({e}). Delete the entry {path.parent} to retrain it.") from e
 
 
 def check_spec(directory: Path, spec: dict) -> None:
@@ -194,18 +254,25 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
     model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
     directory = run_dir(config, model_name)
     spec = training_spec(config, model_name)
+
+    def restored(info: dict) -> ZooEntry:
+        variables = restore_variables(model, config, dataset, directory, step=info.get("step"))
+        log = rundir.read_log(directory / "train_log.jsonl", config.train.epochs)
+        return ZooEntry(model_name, model_family(model_name), model, variables, dataset, info["test_accuracy"],
+                        directory, log)
+
+    if (directory / "final.json").exists() and (info := read_final(directory)):  # finished: read only, no lock
+        check_spec(directory, spec)
+        return restored(info)
     with entry_lock(directory):
         check_spec(directory, spec)
-        final = directory / "final.json"
-        if final.exists():
-            info = read_json(final, "the zoo entry's final.json")
-            variables = restore_variables(model, config, dataset, directory, step=info.get("step"))
-            log = rundir.read_log(directory / "train_log.jsonl", config.train.epochs)
-            return ZooEntry(model_name, model_family(model_name), model, variables, dataset,
-                            info["test_accuracy"], directory, log)
+        files.clean_temp_files(directory)
+        if info := read_final(directory):  # finished by another process while this one waited
+            return restored(info)
         out = trainer.train(model, dataset, config, directory, tb_dir=tb_dir, progress=progress, name=model_name)
-        if jax.process_index() == 0:
-            final.write_text(json.dumps({"test_accuracy": out["test_accuracy"], "step": out["step"]}))
+        rebuilt = (directory / "final.json").exists()
+        write_final(directory, out["test_accuracy"], out["step"],
+                    {"how": "unknown (final.json rebuilt from the final checkpoint)"} if rebuilt else how_trained())
     return ZooEntry(model_name, model_family(model_name), model, out["state"].variables, dataset,
                     out["test_accuracy"], directory, out["log"])
 
@@ -235,18 +302,18 @@ def get_or_train_population(config, model_name: str | None = None, seeds=None, d
             locks.enter_context(entry_lock(d))
         for c, d in zip(configs, dirs, strict=True):
             check_spec(d, training_spec(c, model_name))
-        missing = [i for i, d in enumerate(dirs) if not (d / "final.json").exists()]
+        missing = [i for i, d in enumerate(dirs) if not read_final(d)]
         if missing:
             model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
             todo = tuple(seeds[i] for i in missing)
             pop_dir = dirs[0].parent / f"{leaf_prefix(config)}_population_{'-'.join(map(str, todo))}"
             out = train_population(model, dataset, config, todo, pop_dir, progress=progress, name=model_name)
             for i, state, acc, log in zip(missing, out["states"], out["test_accuracy"], out["logs"], strict=True):
-                store_entry(dirs[i], state, out["step"], acc, log)
+                store_entry(dirs[i], state, out["step"], acc, log, how_trained(seeds))
     return [get_or_train(c, model_name, dataset, progress=progress) for c in configs]
 
 
-def store_entry(directory: Path, state, step: int, test_accuracy: float, log: list[dict]) -> None:
+def store_entry(directory: Path, state, step: int, test_accuracy: float, log: list[dict], trained: dict) -> None:
     """Write a finished entry (checkpoint of ``step``, train_log.jsonl, then final.json) from a trained state."""
     ckpt = Checkpointer(directory / "checkpoints")
     try:
@@ -255,7 +322,7 @@ def store_entry(directory: Path, state, step: int, test_accuracy: float, log: li
         ckpt.close()
     if jax.process_index() == 0:
         rundir.write_log(directory / "train_log.jsonl", log)
-        (directory / "final.json").write_text(json.dumps({"test_accuracy": test_accuracy, "step": step}))
+    write_final(directory, test_accuracy, step, trained)
 
 
 def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Path,
@@ -269,7 +336,7 @@ def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Pat
     tx = trainer.make_optimizer(config.train, spe)
     template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(config.seed),
                                                            dataset.x_train.shape[1:]))
-    ckpt = Checkpointer(directory / "checkpoints")
+    ckpt = Checkpointer(directory / "checkpoints", read_only=True)
     try:
         if step is not None and step not in ckpt.all_steps():
             raise ZooEntryError(

@@ -1,0 +1,78 @@
+"""Atomic files: nothing half-written is ever visible (docs/provenance.md).
+
+Every JSON artifact (``final.json``, ``spec.json``, logs, study markers, reports) and the results file are
+written to a temporary file beside the target (``.{name}.*.tmp``), flushed to disk and renamed over the
+target, so a kill, a full disk or a failed write leaves the previous file (or none) and never a torn one.
+:func:`clean_temp_files` removes what a killed writer left behind; call it only while holding the lock that
+serialises the writers of that folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is out; a write that makes no progress is an error (ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def replace_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` as ``path`` atomically: a temporary file beside it, fsync, rename, fsync of the folder.
+    Raises ``OSError`` (the target untouched, the temporary file removed) when any step fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    replace_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj, **dumps_kwargs) -> None:
+    """``json.dumps(obj)`` written atomically (see :func:`replace_bytes`)."""
+    replace_bytes(path, json.dumps(obj, **dumps_kwargs).encode())
+
+
+def clean_temp_files(directory: str | Path) -> list[Path]:
+    """Remove the temporary files (``.*.tmp``) that killed writers left in ``directory``; the removed paths.
+    Only safe while no other process writes there (hold the folder's lock)."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for p in directory.glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
