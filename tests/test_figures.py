@@ -69,7 +69,8 @@ def test_long_title_is_wrapped_inside_the_figure(figures, tmp_path):
                                     ylabel="ASR (%)", title=title))
     suptitle = figures[-1]._suptitle.get_text()
     assert "cifar10-sample.npz" in suptitle and "\n" in suptitle  # shortened to the file name, then wrapped
-    assert plots.short_name("npz:/a/b/c.npz and genotype:runs/x/genotype.json") == "c.npz and genotype.json"
+    assert plots.short_name("npz:/a/b/c.npz and genotype:runs/x/genotype.json") == "c.npz and x"
+    assert plots.short_name("genotype:/cells/mycell.json, resnet") == "mycell, resnet"
     assert plots.short_name("cifar10 resnet") == "cifar10 resnet"
 
 

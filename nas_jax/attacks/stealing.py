@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_jax import files
 from nas_jax.data import Dataset
 from nas_jax.data.augment import crop_flip, sample_params, to_float
 from nas_jax.train import trainer
@@ -375,7 +375,7 @@ def knockoff(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.ndarray | N
     transfer = dataclasses.replace(dataset, x_train=pool_u8[data["indices"]], y_train=labels)
     out = trainer.train(model, transfer, thief_config, run_dir / "train", progress=progress, name=name,
                         initial_variables=initial)
-    (run_dir / "knockoff.json").write_text(json.dumps({**dataclasses.asdict(kcfg), "queries": len(probs)}))
+    files.write_json(run_dir / "knockoff.json", {**dataclasses.asdict(kcfg), "queries": len(probs)})
     return {"variables": out["state"].variables, "indices": data["indices"], "probs": probs,
             "queries_issued": issued, "queries": len(probs), "log": out.get("log", [])}
 

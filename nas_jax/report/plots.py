@@ -2,12 +2,12 @@
 
 Every figure is saved through :func:`save_figure`, which wraps a title wider than its figure (or its panel) onto
 several lines before the layout is computed, so no title is clipped; titles name a ``kind:PATH`` dataset or
-genotype by its file name (:func:`short_name`), and legends sit outside the data (:func:`legend_outside`).
+genotype by its short name (:func:`~nas_jax.report.tables.short_name`: a genotype's file stem, an npz file's
+name), and legends sit outside the data (:func:`legend_outside`).
 """
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 
@@ -19,16 +19,9 @@ import matplotlib.text
 import matplotlib.ticker
 from matplotlib.patches import Patch
 
+from nas_jax.report.tables import short_name
+
 FAMILY_COLORS = {"nas": "tab:red", "manual": "tab:blue"}
-
-
-_KIND_PATH = re.compile(r"\b(?:npz|genotype):(?:[^\s,;()]*/)([^\s,;()/]+)")
-
-
-def short_name(text: str) -> str:
-    """``text`` with every ``kind:PATH`` dataset or genotype name shortened to its file name
-    (``npz:/long/path/file.npz`` -> ``file.npz``); other text is returned unchanged."""
-    return _KIND_PATH.sub(r"\1", text)
 
 
 def legend_outside(ax, **kwargs):

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
+from nas_jax.models.registry import display_name
+
+_KIND_PATH = re.compile(r"\b(npz|genotype):([^\s,;()]+)")
+
+
+def short_name(text: str) -> str:
+    """``text`` with every ``kind:PATH`` name shortened: a genotype to its label (the file stem,
+    :func:`~nas_jax.models.registry.display_name`), an npz dataset to its file name
+    (``npz:/long/path/file.npz`` -> ``file.npz``); other text is returned unchanged."""
+    def short(m: re.Match) -> str:
+        kind, path = m.groups()
+        return display_name(f"genotype:{path}") if kind == "genotype" else path.rsplit("/", 1)[-1]
+
+    return _KIND_PATH.sub(short, text)
+
 
 def _cell(value, fmt: str | None) -> str:
     if value is None:
         return "-"
     if fmt and isinstance(value, (int, float)):
         return format(value, fmt)
-    return str(value)
+    return short_name(str(value))
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str | None]]) -> str:

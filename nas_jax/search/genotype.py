@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nas_jax import files
 from nas_jax.models.genotypes import Genotype, genotype_from_dict, primitives
 from nas_jax.models.search_space import edge_normalisation, method_weights
 
@@ -68,9 +69,6 @@ def derive_genotype(arch: dict, skip_gamma: float = 1.0, ops: tuple[str, ...] | 
 def save_genotype(genotype: Genotype, path: str | Path) -> Path:
     """Write ``genotype`` as a ``genotypes.json`` entry (loadable as ``genotype:PATH``); atomic."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     genotype_from_dict(genotype.to_json(), source=str(path))  # refuse anything the loader would refuse
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(genotype.to_json(), indent=2) + "\n")
-    tmp.replace(path)
+    files.write_text(path, json.dumps(genotype.to_json(), indent=2) + "\n")
     return path

@@ -7,12 +7,12 @@ computed with ``jax.eval_shape`` (no FLOPs, no memory), so the full-size zoo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from nas_jax import files
 from nas_jax.models import genotypes
 from nas_jax.models.registry import build_model, model_family, model_names
 from nas_jax.report import results
@@ -53,7 +53,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     workdir = Path(workdir)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "zoo.json").write_text(json.dumps(out, indent=2))
+        files.write_json(workdir / "zoo.json", out, indent=2)
         print(format_table(rows, [("name", "model", None), ("family", "family", None), ("params", "params", ",d"),
                                   ("cell_depth", "depth", None), ("cell_width", "width (W3, ×c)", None),
                                   ("cell_width_w1", "W1", None), ("cell_width_w2", "W2", None),
