@@ -34,7 +34,15 @@ def main(argv):
         _fail(str(e))
 
 
+def _warning_line(message, category, *_args, **_kwargs) -> str:
+    """Our warnings (input checks, damaged files being repaired) as one line, not Python's two with source."""
+    return f"warning: {message}\n" if issubclass(category, UserWarning) else f"{category.__name__}: {message}\n"
+
+
 def _run():
+    import warnings
+
+    warnings.formatwarning = _warning_line
     from nas_jax import parallel
     from nas_jax.config import validate
     from nas_jax.errors import UserError

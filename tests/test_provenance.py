@@ -11,6 +11,7 @@ import ml_collections
 import pytest
 
 from nas_jax.config import base_config
+from nas_jax.models import genotypes
 from nas_jax.report import results, summary
 from nas_jax.report import study as study_report
 from nas_jax.train import zoo
@@ -101,7 +102,13 @@ def test_an_edited_genotype_file_is_a_new_entry_and_its_label_is_the_stem(tmp_pa
     copy.write_text(json.dumps(edited, indent=4))
     assert zoo.run_dir(c, f"genotype:{copy}") == zoo.run_dir(c, name)
     rec = results.make_record(c, task="train", model=name, n=1, start_time=results.now(), metrics={"a": 1.0})
-    assert summary.summarize([rec])[0]["label"] == "mycell"
+    path.write_text(json.dumps(g.to_json()))
+    old = results.make_record(c, task="train", model=name, n=1, start_time=results.now(), metrics={"a": 1.0})
+    rows = summary.summarize([old, rec])  # two cells under one name: two rows, each named by its content hash
+    assert [(r["label"], r["settings"]) for r in rows] == [
+        ("mycell", f"genotype={genotypes.genotype_sha256(g)[:12]}"),
+        ("mycell", f"genotype={genotypes.genotype_sha256(genotypes.genotype_from_dict(edited))[:12]}")]
+    assert before.parent.name == f"genotype_mycell_{genotypes.genotype_sha256(g)[:12]}"
 
 
 def test_a_failed_training_leaves_no_binding_spec(tmp_path):

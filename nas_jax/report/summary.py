@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nas_jax.models.genotypes import genotype_from_dict, genotype_sha256
 from nas_jax.models.registry import display_name
 from nas_jax.report.results import flatten, newest, read_records
 from nas_jax.report.tables import format_table
@@ -67,6 +68,8 @@ def _victim_settings(record: dict) -> dict:
         spec.pop(key, None)
     if spec:  # float32 specs leave their dtype out (zoo.training_spec)
         spec["arch"] = {"dtype": "float32", **spec.get("arch", {})}
+    if isinstance(spec.get("genotype"), dict):  # a genotype file's content, by the hash in its zoo folder's name
+        spec["genotype"] = genotype_sha256(genotype_from_dict(spec["genotype"]))[:12]
     return flatten(spec)
 
 
