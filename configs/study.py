@@ -10,9 +10,10 @@ Each cell (task, model, seed) runs configs/{task}.py at this preset with the cel
 in {workdir}/cells/{task}/{model}/seed{s} (its own results.jsonl), resumable cell by cell (a
 finished cell is skipped on a rerun; a killed one resumes through its task). Victims of seed s live
 in the zoo at {zoo_dir}/{dataset}/{model}/{preset}_seed{s} (seed 0: {preset}). At the end the
-report ({workdir}/report.md: per-model mean ± 95% CI over seeds, NAS − manual gaps with bootstrap
-CIs and permutation p-values, the accuracy-adjusted gap, a verdict per paper remark) is written
-from every cell present. Fan-out: launch/slurm_study.sh (one shard per array task) and
+report ({workdir}/report.md and report.json: per-model means with intervals inside each metric's
+range, NAS − manual gaps over architecture means with Welch intervals, permutation and Holm p-values,
+the accuracy-adjusted gap, a verdict per metric and remark under the rules of docs/statistics.md) is
+written from every finished cell. Fan-out: launch/slurm_study.sh (one shard per array task) and
 launch/ray_study.py (one Ray task per cell); see BUILD.md.
 
 Per-task settings: `study.overrides.<task>` (and `.all`) hold launcher-style 'key=value' strings,

@@ -5,6 +5,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nas_jax.report.statistics import accuracy_adjusted_gap, family_gap, mean_ci
 
@@ -24,7 +26,7 @@ def test_permutation_p_value_equals_exact_enumeration():
     """3 NAS and 3 manual models: the p-value is the two-sided exact test over all 20 label assignments."""
     values = {"a": [0.9, 0.8], "b": [0.7], "c": [0.85], "d": [0.6, 0.5], "e": [0.75], "f": [0.4]}
     families = {m: "nas" if m in "abc" else "manual" for m in values}
-    result = family_gap(values, families, n_boot=200)
+    result = family_gap(values, families)
     means = {m: np.mean(v) for m, v in values.items()}
     observed = np.mean([means[m] for m in "abc"]) - np.mean([means[m] for m in "def"])
     null = [np.mean([means[m] for m in nas]) - np.mean([means[m] for m in values if m not in nas])
@@ -33,7 +35,7 @@ def test_permutation_p_value_equals_exact_enumeration():
     assert result.value == pytest.approx(observed)
     assert result.p_value == pytest.approx(min(1.0, 2 * min(p_greater, p_less)))
     assert result.n == 8  # seeds over all models
-    single = family_gap({"a": [0.9, 0.8], "d": [0.6, 0.5]}, {"a": "nas", "d": "manual"}, n_boot=200)
+    single = family_gap({"a": [0.9, 0.8], "d": [0.6, 0.5]}, {"a": "nas", "d": "manual"})
     assert single.value == pytest.approx(0.3) and np.isnan(single.p_value)  # no label permutation exists
 
 
@@ -62,7 +64,7 @@ def test_accuracy_adjusted_gap_removes_the_accuracy_confound():
         acc = (0.9 if fam == "nas" else 0.7) + rng.uniform(-0.05, 0.05, 2)
         values[f"m{i}"] = list(1 - 2 * acc + (0.1 if fam == "nas" else 0) + rng.normal(0, 0.005, 2))
         accs[f"m{i}"], families[f"m{i}"] = list(acc), fam
-    raw = family_gap(values, families, n_boot=300)
+    raw = family_gap(values, families)
     adjusted = accuracy_adjusted_gap(values, accs, families, n_boot=300)
     acc_gap = np.mean([np.mean(accs[f"m{i}"]) for i in range(6)]) - np.mean([np.mean(accs[f"m{i}"]) for i in range(6, 12)])
     assert raw.value == pytest.approx(0.1 - 2 * acc_gap, abs=0.01) and raw.high < 0
@@ -80,12 +82,139 @@ def test_bad_family_input_is_refused_with_the_valid_choices():
         family_gap({"a": [1.0], "b": [0.5]}, {"a": "nas", "b": "nas"})
 
 
-def test_remark_verdict_needs_the_whole_interval_on_the_papers_side():
-    from nas_jax.report.statistics import Interval
-    from nas_jax.report.study import verdict
+def test_verdict_rules_need_the_power_the_p_value_and_the_interval():
+    from nas_jax.report.statistics import Interval, min_achievable_p, verdict
 
-    assert verdict(Interval(0.4, 0.1, 0.7, 8), +1) == "holds"
-    assert verdict(Interval(-0.4, -0.7, -0.1, 8), -1) == "holds"  # the paper says NAS lower: a negative gap
-    assert verdict(Interval(-0.97, -2.39, 0.44, 8), -1).startswith("inconclusive")
-    assert verdict(Interval(0.5, 0.2, 0.9, 8), -1) == "does not hold"
-    assert verdict(Interval(0.5, float("nan"), float("nan"), 1), +1).startswith("inconclusive")
+    assert min_achievable_p(2, 2) == pytest.approx(1 / 3) and min_achievable_p(4, 4) == pytest.approx(2 / 70)
+    assert min_achievable_p(1, 5) == 1.0
+    rule = dict(n_nas=6, n_manual=6, p_adjusted=0.01)
+    assert verdict(Interval(0.4, 0.1, 0.7, 8), +1, **rule) == "holds"
+    assert verdict(Interval(-0.4, -0.7, -0.1, 8), -1, **rule) == "holds"  # the paper says NAS lower: a negative gap
+    assert verdict(Interval(0.4, 0.1, 0.7, 8), +1, **{**rule, "p_adjusted": 0.2}).startswith("inconclusive")
+    assert verdict(Interval(-0.97, -2.39, 0.44, 8), -1, **rule).startswith("inconclusive")
+    assert verdict(Interval(0.5, 0.2, 0.9, 8), -1, **rule).startswith("does not hold (the interval excludes 0")
+    assert verdict(Interval(0.01, -0.02, 0.04, 8), +1, **rule, paper_gap=0.1).startswith("does not hold at the paper")
+    assert verdict(Interval(0.5, float("nan"), float("nan"), 1), +1, **rule).startswith("inconclusive")
+    # whatever the data, 2 + 2 architectures cannot reach p < 0.05
+    small = verdict(Interval(0.4, 0.3, 0.5, 4), +1, n_nas=2, n_manual=2, p_adjusted=0.0)
+    assert small.startswith("insufficient models (2 NAS, 2 manual; smallest achievable p = 0.333")
+
+
+def test_holm_adjusts_step_down_and_keeps_nan():
+    from nas_jax.report.statistics import holm
+
+    out = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": float("nan")})
+    assert out["a"] == pytest.approx(0.03) and out["c"] == pytest.approx(0.06) and out["b"] == pytest.approx(0.06)
+    assert np.isnan(out["d"])
+
+
+def test_bounded_intervals_stay_inside_the_range():
+    from nas_jax.report.statistics import gap_bounds
+
+    two = mean_ci([0.97, 1.0], bounds=(0.0, 1.0))  # the Student-t interval would reach 1.005 and beyond
+    assert 0.0 <= two.low <= two.value <= two.high <= 1.0
+    one = mean_ci([0.9], bounds=(0.0, 1.0), n_inputs=100)  # one seed: the Wilson interval over inputs
+    assert one.low == pytest.approx(0.8256, abs=1e-3) and one.high == pytest.approx(0.9448, abs=1e-3)
+    positive = mean_ci([0.05, 0.9, 0.4], bounds=(0.0, None))
+    assert positive.low > 0
+    values = {"a": [1.0, 0.9], "b": [0.95], "c": [1.0], "d": [0.0], "e": [0.1, 0.0], "f": [0.05]}
+    fam = {m: "nas" if m in "abc" else "manual" for m in values}
+    gap = family_gap(values, fam, bounds=(0.0, 1.0))
+    assert -1.0 <= gap.low <= gap.value <= gap.high <= 1.0 and gap_bounds((0.0, 1.0)) == (-1.0, 1.0)
+
+
+def _synthetic_study(tmp_path, n_nas: int, n_manual: int, gap: float, seeds=(0, 1, 2), seed: int = 0):
+    """pgd and train records of ``n_nas`` + ``n_manual`` zoo architectures: ASR = base + gap·[NAS] + noise."""
+    import json
+
+    nas = ["darts", "snas", "enas", "pdarts", "pc_darts", "amoebanet"][:n_nas]
+    manual = ["resnet", "vgg", "densenet", "dla", "bit", "wideresnet"][:n_manual]
+    rng = np.random.default_rng(seed)
+    lines = []
+    for model in nas + manual:
+        family = "nas" if model in nas else "manual"
+        base = 0.5 + rng.normal(0, 0.03)  # each architecture its own level
+        for s in seeds:
+            asr = float(np.clip(base + (gap if family == "nas" else 0.0) + rng.normal(0, 0.02), 0, 1))
+            common = {"model": model, "seed": s, "dataset": "digits", "preset": "quick", "setting": {"family": family}}
+            lines.append({**common, "task": "pgd", "n": 100, "metrics": {
+                "clean_accuracy": 0.95, "asr_most_likely": asr, "asr_least_likely": asr / 2}})
+            lines.append({**common, "task": "train", "n": 360, "metrics": {"test_accuracy": float(0.9 + rng.normal(0, 0.01))}})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    from nas_jax.report.study import write_report
+
+    write_report(tmp_path, command="test")
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+def _entry(report, key):
+    return next(e for e in report["metrics"] if e["metric"] == key)
+
+
+def test_a_real_gap_with_six_and_six_architectures_holds(tmp_path):
+    report = _synthetic_study(tmp_path, 6, 6, gap=0.2)
+    pgd = _entry(report, "pgd_m")
+    assert pgd["verdict"] == "holds" and pgd["p"] < 0.05 and pgd["min_achievable_p"] < 0.05
+    assert pgd["n_models"] == {"nas": 6, "manual": 6} and pgd["n_seeds"] == 3
+    assert 0 < pgd["ci"][0] <= pgd["estimate"] <= pgd["ci"][1] <= 1
+    assert report["header"]["seeds"] == [0, 1, 2] and report["header"]["inputs_per_attack"] == {"pgd": [100]}
+    text = (tmp_path / "report.md").read_text()
+    assert "6 NAS (darts" in text and "inputs per attack: pgd 100" in text and "written" in text
+
+
+def test_the_same_gap_with_two_and_two_is_insufficient(tmp_path):
+    report = _synthetic_study(tmp_path, 2, 2, gap=0.2)
+    pgd = _entry(report, "pgd_m")
+    assert pgd["verdict"].startswith("insufficient models (2 NAS, 2 manual")
+    assert pgd["min_achievable_p"] == pytest.approx(1 / 3)
+    assert next(r for r in report["remarks"] if r["remark"] == 1)["verdict"].startswith("insufficient")
+
+
+def test_no_gap_never_holds(tmp_path):
+    for seed in range(3):
+        report = _synthetic_study(tmp_path, 6, 6, gap=0.0, seed=seed)
+        assert _entry(report, "pgd_m")["verdict"] != "holds"
+
+
+def test_the_gap_figure_uses_the_tables_sign_and_the_legends_colours(tmp_path, monkeypatch):
+    """The paper claims ACE lower for NAS: a negative gap is drawn left of 0, as the table prints it, in the
+    colour the legend gives its verdict."""
+    from nas_jax.report import plots
+    from nas_jax.report.statistics import Interval
+    from nas_jax.report.study import METRICS, VERDICT_COLORS, gap_figure
+
+    captured = {}
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: captured.setdefault("fig", fig) and save(fig, path))
+    ace = next(m for m in METRICS if m.key == "ace")
+    entry = {"metric": ace, "gap": Interval(-0.3, -0.5, -0.1, 12), "verdict": "holds"}
+    assert gap_figure({"metrics": [entry]}, tmp_path / "gaps.png").exists()
+    ax = captured["fig"].axes[0]
+    line, point = ax.lines[:2]
+    assert list(line.get_xdata()) == [-0.5, -0.1] and list(point.get_xdata()) == [-0.3]
+    legend = {t.get_text(): h.get_color() for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles,
+                                                           strict=True)}
+    assert point.get_color() == legend["holds"] == VERDICT_COLORS["holds"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["darts", "snas", "enas", "resnet", "vgg", "dla"]), st.integers(0, 2),
+                          st.floats(0, 1), st.floats(-1, 1)), min_size=1, max_size=24))
+def test_every_interval_of_report_json_lies_inside_its_range(rows):
+    """Random records (any models, seeds, ASRs in [0, 1], CADs in [−1, 1]): every estimate and interval of
+    report.json lies inside the range it states."""
+    from nas_jax.report.study import analyse, report_json
+
+    records = []
+    for model, seed, asr, cad in rows:
+        common = {"model": model, "seed": seed, "dataset": "digits", "setting": {"family": None}}
+        records.append({**common, "task": "pgd", "n": 50, "metrics": {"clean_accuracy": 0.9, "asr_most_likely": asr,
+                                                                      "asr_least_likely": asr}})
+        records.append({**common, "task": "poison", "n": 50, "setting": {"fraction": 0.4}, "metrics": {"cad": cad}})
+    report = report_json(analyse(records), {})
+    for entry in report["metrics"] + report["per_model"]:
+        if entry["range"] is None:
+            continue
+        lo, hi = entry["range"]
+        for v in [entry["estimate"], *entry["ci"]]:
+            assert v is None or lo - 1e-12 <= v <= hi + 1e-12, entry

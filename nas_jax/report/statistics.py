@@ -1,17 +1,26 @@
-"""Statistics of the study over seeds and models: the evidence behind the paper's Remarks 1-5.
+"""Statistics of the study over seeds and architectures: the evidence behind the paper's Remarks 1-5
+(docs/statistics.md has the design in words).
 
-The paper reports one run per model and compares the NAS and manual families by eye
-(§3.2, Remark 1). A reproduction at any scale needs error bars and a test:
+The paper reports one run per model and compares the NAS and manual families by eye (§3.2, Remark 1).
+Here the unit of analysis is the architecture: seeds (and inputs) are repeated measures within one
+architecture, so each architecture's seeds are averaged first and the families are compared over those
+per-architecture means.
 
-- :func:`mean_ci`: a per-model metric over seeds, mean ± the Student-t 95% half-width.
-- :func:`family_gap`: the NAS − manual gap of the family means of the per-model means, with a
-  hierarchical bootstrap CI (models resampled within each family, then seeds within each
-  model) and a two-sided permutation-test p-value (family labels permuted over models,
-  :func:`scipy.stats.permutation_test`).
-- :func:`accuracy_adjusted_gap`: the gap at matched clean accuracy. At reduced scale NAS
-  cells often train to a higher accuracy, and accuracy confounds vulnerability; a linear
-  fit ``metric ~ a + b·accuracy + gap·[NAS]`` (ANCOVA, one point per model and seed) gives
-  the family gap at equal accuracy, with the same hierarchical bootstrap CI.
+- :func:`mean_ci`: one architecture over seeds. A Student-t interval, on the logit scale of the metric's
+  range for a bounded metric (so it stays inside the range); one seed of a proportion over ``n`` inputs
+  gets the Wilson interval over inputs (:func:`scipy.stats.binomtest`).
+- :func:`family_gap`: the NAS − manual gap of the per-architecture means, Welch's t interval over those
+  means (:func:`scipy.stats.ttest_ind`, clipped to the gap's range) and a two-sided permutation p-value over
+  the family labels (:func:`scipy.stats.permutation_test`, exact for small families). A bootstrap interval
+  (BCa or percentile) over 8 + 8 architectures under-covers: under no gap it excluded 0 while p = 0.099.
+- :func:`min_achievable_p`: the smallest p that permutation test can return with k and m architectures,
+  2 / C(k + m, k): with 2 + 2 it is 1/3, so no verdict is possible.
+- :func:`holm`: Holm's step-down adjustment across the remarks tested.
+- :func:`accuracy_adjusted_gap`: the gap at matched clean accuracy, the family coefficient of
+  ``metric ~ 1 + accuracy + [NAS]`` over architecture means (ANCOVA), only with at least
+  :data:`MIN_MODELS_ADJUSTED` architectures per family.
+- :func:`verdict`: the rules that turn a gap into "holds", "does not hold", "insufficient models" or
+  "inconclusive".
 
 All inputs are plain dicts ``{model: [value per seed]}`` and ``{model: 'nas' | 'manual'}``.
 """
@@ -20,12 +29,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 FAMILIES = ("nas", "manual")
+ALPHA = 0.05  # the significance level of every verdict
+MIN_MODELS_ADJUSTED = 3  # architectures per family for the accuracy-adjusted gap (3 parameters over ≥ 6 points)
+_SQUEEZE = 1e-3  # a bounded value at its bound moves this fraction of the range inward before the logit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +57,64 @@ class Interval:
         return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}] (n={self.n})"
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean and the Student-t interval mean ± t_{(1+c)/2, n−1} · s / √n (s: the n−1 standard deviation)."""
+def _transform(bounds: tuple[float, float | None]):
+    """(to, back): the logit of the position in [lo, hi], or the log of the distance above lo (hi None)."""
+    lo, hi = bounds
+    if hi is None:
+        return (lambda x: np.log(np.maximum(x - lo, _SQUEEZE))), (lambda z: float(lo + np.exp(z)))
+    return ((lambda x: special.logit(np.clip((x - lo) / (hi - lo), _SQUEEZE, 1 - _SQUEEZE))),
+            (lambda z: float(lo + (hi - lo) * special.expit(z))))
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float | None] | None = None,
+            n_inputs: int | None = None) -> Interval:
+    """Mean over seeds and its interval. Unbounded (``bounds`` None): mean ± t_{(1+c)/2, n−1} · s / √n. Bounded:
+    the same interval on the logit scale of the range (the log scale above ``lo`` when ``hi`` is None), mapped
+    back, so it lies inside ``bounds``. One seed: no
+    interval, except a proportion (``bounds`` (0, 1)) measured over ``n_inputs`` inputs: the Wilson interval."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
     if x.size == 0:
         raise ValueError("mean_ci needs at least one finite value.")
     mean = float(x.mean())
     if x.size == 1:
+        if bounds == (0.0, 1.0) and n_inputs:
+            ci = stats.binomtest(round(mean * n_inputs), n_inputs).proportion_ci(confidence, method="wilson")
+            return Interval(mean, float(ci.low), float(ci.high), 1)
         return Interval(mean, math.nan, math.nan, 1)
-    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return Interval(mean, mean - half, mean + half, int(x.size))
+    t = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1))
+    if bounds is None:
+        half = t * x.std(ddof=1) / math.sqrt(x.size)
+        return Interval(mean, float(mean - half), float(mean + half), int(x.size))
+    to, back = _transform(bounds)
+    z = to(x)
+    half = t * z.std(ddof=1) / math.sqrt(x.size)
+    low, high = back(z.mean() - half), back(z.mean() + half)
+    return Interval(mean, min(low, mean), max(high, mean), int(x.size))
+
+
+def gap_bounds(bounds: tuple[float, float | None] | None) -> tuple[float, float] | None:
+    """The range of a difference of two means of a metric with range ``bounds``: [lo − hi, hi − lo] (None for a
+    metric unbounded on either side)."""
+    return None if bounds is None or bounds[1] is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+
+
+def min_achievable_p(k: int, m: int) -> float:
+    """The smallest two-sided p-value a permutation test of family labels can give with ``k`` NAS and ``m``
+    manual architectures: 2 / C(k + m, k) (the observed split and its mirror), at most 1. 1.0 when a family
+    has fewer than two architectures (no test)."""
+    if k < 2 or m < 2:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(k + m, k))
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (family-wise error across the tests in ``p_values``; NaN kept)."""
+    finite = sorted((p, key) for key, p in p_values.items() if np.isfinite(p))
+    out, running = {key: math.nan for key in p_values}, 0.0
+    for rank, (p, key) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        out[key] = running
+    return out
 
 
 def _split(values: Mapping[str, Sequence], families: Mapping[str, str]) -> dict[str, list[np.ndarray]]:
@@ -76,38 +137,37 @@ def _split(values: Mapping[str, Sequence], families: Mapping[str, str]) -> dict[
     return groups
 
 
-def _gap_of(groups: dict[str, list[np.ndarray]]) -> float:
-    return float(np.mean([x.mean() for x in groups["nas"]]) - np.mean([x.mean() for x in groups["manual"]]))
+def _arch_means(groups: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per family, the per-architecture means over seeds (the unit of analysis)."""
+    return {fam: np.array([x.mean(axis=0) for x in models]) for fam, models in groups.items()}
 
 
-def _resample(groups: dict[str, list[np.ndarray]], rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
-    """Models with replacement within each family, then seeds with replacement within each model."""
-    out = {}
-    for fam, models in groups.items():
-        picks = rng.integers(0, len(models), len(models))
-        out[fam] = [models[i][rng.integers(0, len(models[i]), len(models[i]))] for i in picks]
-    return out
+def _clip(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    if bounds is None or math.isnan(low):
+        return low, high
+    return max(low, bounds[0]), min(high, bounds[1])
 
 
 def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str], *, confidence: float = 0.95,
-               n_boot: int = 2000, n_perm: int = 9999, seed: int = 0) -> Interval:
-    """NAS − manual gap of family means (of per-model means over seeds), bootstrap CI and permutation p-value."""
+               n_perm: int = 9999, seed: int = 0,
+               bounds: tuple[float, float] | None = None) -> Interval:
+    """NAS − manual gap of the family means of per-architecture means, Welch's t interval over architectures
+    (clipped to :func:`gap_bounds` of the metric's ``bounds``) and the permutation p-value."""
     groups = _split(values, families)
-    rng = np.random.default_rng(seed)
-    gap = _gap_of(groups)
-    boots = np.array([_gap_of(_resample(groups, rng)) for _ in range(n_boot)])
-    low, high = np.quantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
-    if np.ptp(boots) == 0:  # one value per family (one model, one seed): nothing to resample, no interval
-        low = high = math.nan
-    nas = np.array([x.mean() for x in groups["nas"]])
-    manual = np.array([x.mean() for x in groups["manual"]])
-    p_value = math.nan  # a permutation of family labels needs two models in each family
+    means = _arch_means(groups)
+    nas, manual = means["nas"], means["manual"]
+    gap = float(nas.mean() - manual.mean())
+    low = high = math.nan  # Welch's interval needs two architectures in each family
+    if len(nas) > 1 and len(manual) > 1 and (nas.std() > 0 or manual.std() > 0):
+        ci = stats.ttest_ind(nas, manual, equal_var=False).confidence_interval(confidence)
+        low, high = _clip(float(ci.low), float(ci.high), gap_bounds(bounds))
+    p_value = math.nan  # a permutation of family labels needs two architectures in each family
     if len(nas) > 1 and len(manual) > 1:
         p_value = float(stats.permutation_test((nas, manual), lambda a, b: np.mean(a) - np.mean(b),
                                                permutation_type="independent", alternative="two-sided",
                                                n_resamples=n_perm, random_state=seed).pvalue)
     n = sum(len(x) for xs in groups.values() for x in xs)
-    return Interval(gap, float(low), float(high), n, p_value)
+    return Interval(gap, low, high, n, p_value)
 
 
 def _ancova_gap(metric: np.ndarray, accuracy: np.ndarray, is_nas: np.ndarray) -> float:
@@ -118,12 +178,12 @@ def _ancova_gap(metric: np.ndarray, accuracy: np.ndarray, is_nas: np.ndarray) ->
 
 def accuracy_adjusted_gap(values: Mapping[str, Sequence[float]], accuracies: Mapping[str, Sequence[float]],
                           families: Mapping[str, str], *, confidence: float = 0.95, n_boot: int = 2000,
-                          seed: int = 0) -> Interval:
-    """The NAS − manual gap at equal clean accuracy: the family coefficient of metric ~ 1 + accuracy + [NAS].
-
-    ``values[m]`` and ``accuracies[m]`` are paired per seed. The CI resamples models within
-    families and seeds within models, as :func:`family_gap` does.
-    """
+                          seed: int = 0, bounds: tuple[float, float] | None = None) -> Interval:
+    """The NAS − manual gap at equal clean accuracy: the family coefficient of metric ~ 1 + accuracy + [NAS]
+    over per-architecture means (``values[m]`` and ``accuracies[m]`` paired per seed), with a bootstrap
+    interval over architectures within families, clipped to :func:`gap_bounds` (an extrapolated fit can leave
+    the range a gap can take). Refused (ValueError) with fewer than :data:`MIN_MODELS_ADJUSTED` architectures
+    per family."""
     pairs = {}
     for model, vals in values.items():
         acc = accuracies.get(model)
@@ -131,16 +191,49 @@ def accuracy_adjusted_gap(values: Mapping[str, Sequence[float]], accuracies: Map
             raise ValueError(f"model {model!r}: {len(vals)} metric values but "
                              f"{'no' if acc is None else len(acc)} accuracies; pair them per seed.")
         pairs[model] = [None if v is None or a is None else (v, a) for v, a in zip(vals, acc, strict=True)]
-    groups = _split(pairs, families)  # (value, accuracy) rows per model
+    means = _arch_means(_split(pairs, families))  # (metric, accuracy) per architecture
+    if min(len(m) for m in means.values()) < MIN_MODELS_ADJUSTED:
+        raise ValueError(f"the accuracy-adjusted gap needs at least {MIN_MODELS_ADJUSTED} architectures per family "
+                         f"(have {len(means['nas'])} NAS, {len(means['manual'])} manual).")
 
-    def fit(sample: dict[str, list[np.ndarray]]) -> float:
-        rows = np.concatenate([p for ps in sample.values() for p in ps])
-        nas = np.concatenate([np.full(len(p), float(fam == "nas")) for fam, ps in sample.items() for p in ps])
-        return _ancova_gap(rows[:, 0], rows[:, 1], nas)
+    def fit(nas: np.ndarray, manual: np.ndarray) -> float:
+        rows = np.concatenate([nas, manual])
+        return _ancova_gap(rows[:, 0], rows[:, 1], np.r_[np.ones(len(nas)), np.zeros(len(manual))])
 
+    gap = fit(means["nas"], means["manual"])
     rng = np.random.default_rng(seed)
-    gap = fit(groups)
-    boots = [fit(_resample(groups, rng)) for _ in range(n_boot)]
-    low, high = np.nanquantile(np.asarray(boots), [0.5 - confidence / 2, 0.5 + confidence / 2])
-    n = sum(len(p) for ps in groups.values() for p in ps)
-    return Interval(gap, float(low), float(high), n)
+    boots = np.array([fit(*(m[rng.integers(0, len(m), len(m))] for m in (means["nas"], means["manual"])))
+                      for _ in range(n_boot)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        low, high = np.nanquantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    low, high = _clip(float(low), float(high), gap_bounds(bounds))
+    return Interval(gap, low, high, sum(len(m) for m in means.values()))
+
+
+def verdict(gap: Interval, claim: int, *, n_nas: int, n_manual: int, p_adjusted: float, alpha: float = ALPHA,
+            paper_gap: float | None = None) -> str:
+    """The verdict on the paper's claim (``claim`` +1: NAS higher, −1: NAS lower) from the family gap:
+
+    - "insufficient models (...)" when the permutation test cannot reach ``alpha`` with the architectures
+      present (:func:`min_achievable_p`), whatever the data;
+    - "holds" when the Holm-adjusted p is below ``alpha`` and the interval excludes 0 on the paper's side;
+    - "does not hold" when the interval excludes 0 on the other side, or lies wholly below the paper's own
+      effect size ``paper_gap`` (in the paper's direction);
+    - "inconclusive (...)" otherwise, saying what would settle it.
+    """
+    min_p = min_achievable_p(n_nas, n_manual)
+    if min_p >= alpha:
+        return (f"insufficient models ({n_nas} NAS, {n_manual} manual; smallest achievable p = {min_p:.3g} ≥ "
+                f"{alpha:g}: at least 4 + 4 architectures can reach it)")
+    if math.isnan(gap.low):
+        return "inconclusive (no interval)"
+    low, high = sorted((claim * gap.low, claim * gap.high))
+    if low > 0 and p_adjusted < alpha:
+        return "holds"
+    if high < 0:
+        return "does not hold (the interval excludes 0 on the other side)"
+    if paper_gap is not None and high < paper_gap:
+        return f"does not hold at the paper's size (the interval excludes gaps ≥ {paper_gap:g})"
+    return (f"inconclusive (Holm-adjusted p = {p_adjusted:.3g}, interval [{gap.low:.3g}, {gap.high:.3g}]): more "
+            "architectures or seeds would narrow it")

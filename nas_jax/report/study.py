@@ -1,21 +1,22 @@
-"""The study report: every cell's records merged into ``{workdir}/report.md`` with error bars and verdicts.
+"""The study report: every finished cell's records merged into ``{workdir}/report.md`` and ``report.json``.
 
   python -m nas_jax.report.study WORKDIR [--models darts,resnet]
 
-Reads ``{workdir}/results.jsonl`` and every ``{workdir}/cells/**/results.jsonl`` (the grid of
-``configs/study.py``; any number of shards). Per model and metric (:data:`METRICS`): the value of each
-seed (the newest record wins), then mean ± 95% Student-t CI over seeds. Per metric: the NAS − manual gap
-of family means with a hierarchical bootstrap CI and a permutation p-value, and the gap at matched clean
-accuracy (:mod:`nas_jax.report.statistics`). Then the paper's Tables 1, 3 and 4 beside ours, one line per
-paper remark (holds / does not hold / inconclusive at this scale, with the CI and n), the figures of the
-a panel per metric (``{workdir}/figures/study_metrics.png``) and a forest plot of the gaps
-(``{workdir}/figures/study_gaps.png``).
+Reads ``{workdir}/results.jsonl`` and the records every finished cell under ``{workdir}/cells`` lists (the
+grid of ``configs/study.py``; any number of shards), the newest of each identity. Per model and metric
+(:data:`METRICS`): the value of each seed, then the mean with a 95% interval inside the metric's range. Per
+metric: the NAS − manual gap over architecture means with Welch's interval, the permutation p, Holm's
+adjusted p and the smallest p the test can reach, the gap at matched clean accuracy, and a verdict under the
+rules of docs/statistics.md (:mod:`nas_jax.report.statistics`). Then the paper's Tables 1, 3 and 4 beside
+ours, the remarks, a panel per metric (``{workdir}/figures/study_metrics.png``) and the gaps with the table's
+sign (``{workdir}/figures/study_gaps.png``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import math
 import sys
 import warnings
@@ -26,7 +27,8 @@ import numpy as np
 
 from nas_jax import files
 from nas_jax.report.results import RESULTS_FILE, marked_records, newest, read_records
-from nas_jax.report.statistics import Interval, accuracy_adjusted_gap, family_gap, mean_ci
+from nas_jax.report.statistics import (ALPHA, FAMILIES, accuracy_adjusted_gap, family_gap, gap_bounds, holm,
+                                      mean_ci, min_achievable_p, verdict)
 from nas_jax.report.summary import PAPER_TABLE4, summarize
 from nas_jax.report.tables import format_table
 
@@ -36,9 +38,16 @@ PAPER_TABLE1 = {"bit": 0.966, "densenet": 0.967, "dla": 0.965, "resnet": 0.966, 
                 "nasnet": 0.970, "pc_darts": 0.969, "pdarts": 0.971, "sgas": 0.972, "snas": 0.969, "random": 0.967}
 
 
+PROPORTION = (0.0, 1.0)
+DIFFERENCE = (-1.0, 1.0)  # a difference of two proportions (CAD)
+POSITIVE = (0.0, None)
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
-    """One per-model number of one seed's records; ``claim``: +1 the paper says NAS is higher, −1 lower, 0 none."""
+    """One per-model number of one seed's records; ``claim``: +1 the paper says NAS is higher, −1 lower, 0 none;
+    ``bounds``: the metric's range (None: unbounded, e.g. a log10 value); ``paper_gap``: the size of the family
+    gap the authors' artifact reports (its README, CIFAR-10), in the paper's direction, where it gives one."""
 
     key: str
     label: str
@@ -46,6 +55,8 @@ class Metric:
     claim: int
     remark: int
     fmt: str = ".3f"
+    bounds: tuple[float, float | None] | None = PROPORTION
+    paper_gap: float | None = None
 
 
 def _newest(records: list[dict], task: str, **setting) -> dict | None:
@@ -89,23 +100,24 @@ def _clean_accuracy(records, row):
 
 METRICS = [
     Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),
-    Metric("pgd_m", "PGD ASR most likely (Fig. 2)", _row("pgd_m"), +1, 1),
-    Metric("pgd_l", "PGD ASR least likely (Fig. 2)", _row("pgd_l"), +1, 1),
+    Metric("pgd_m", "PGD ASR most likely (Fig. 2)", _row("pgd_m"), +1, 1, paper_gap=0.10),
+    Metric("pgd_l", "PGD ASR least likely (Fig. 2)", _row("pgd_l"), +1, 1, paper_gap=0.10),
     Metric("nes_m", "NES ASR most likely (Fig. 5)", _get("nes", "asr_most_likely"), +1, 1),
     Metric("nes_l", "NES ASR least likely (Fig. 5)", _get("nes", "asr_least_likely"), +1, 1),
-    Metric("poison_cad", "poisoning CAD, largest p (Fig. 6)", _row("poison_cad"), +1, 1),
-    Metric("backdoor_asr", "TrojanNN ASR (Fig. 7)", _row("backdoor_asr"), +1, 1),
-    Metric("ace", "Knockoff ACE, aware (Fig. 9)", _row("ace"), -1, 1),
-    Metric("mi_auc", "membership AUC (Fig. 10)", _row("mi_auc"), +1, 1),
+    Metric("poison_cad", "poisoning CAD, largest p (Fig. 6)", _row("poison_cad"), +1, 1, bounds=DIFFERENCE,
+           paper_gap=0.05),
+    Metric("backdoor_asr", "TrojanNN ASR (Fig. 7)", _row("backdoor_asr"), +1, 1, paper_gap=0.02),
+    Metric("ace", "Knockoff ACE, aware (Fig. 9)", _row("ace"), -1, 1, bounds=POSITIVE, paper_gap=0.3),
+    Metric("mi_auc", "membership AUC (Fig. 10)", _row("mi_auc"), +1, 1, paper_gap=0.04),
     Metric("autoattack_robust", "AutoAttack robust accuracy", _get("autoattack", "robust_accuracy"), -1, 1),
     Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
-           _get("grad_variance", "trace_cov", _log10, phase="init", bn="raw"), -1, 2, ".2f"),
+           _get("grad_variance", "trace_cov", _log10, phase="init", bn="raw"), -1, 2, ".2f", None),
     Metric("grad_var_trained", "log10 gradient variance trained (Fig. 12)",
-           _get("grad_variance", "trace_cov", _log10, phase="trained", bn="raw"), -1, 2, ".2f"),
+           _get("grad_variance", "trace_cov", _log10, phase="trained", bn="raw"), -1, 2, ".2f", None),
     Metric("landscape_input", "input-space loss increase (Fig. 11b)",
-           _landscape("input"), -1, 2, ".4f"),
+           _landscape("input"), -1, 2, ".4f", None),
     Metric("landscape_param", "parameter-space loss increase (Fig. 11a)",
-           _landscape("param"), -1, 2, ".4f"),
+           _landscape("param"), -1, 2, ".4f", None),
 ]
 REMARKS = {1: "Remark 1: NAS-generated models are more vulnerable to various attacks",
            2: "Remark 2: NAS models have higher loss smoothness and lower gradient variance",
@@ -174,48 +186,72 @@ def families_of(records: list[dict]) -> dict[str, str]:
     return fams
 
 
-def verdict(gap: Interval, claim: int) -> str:
-    """'holds' when the whole CI lies on the paper's side of 0 (``claim`` +1: NAS higher, −1: lower), 'does not
-    hold' when it lies wholly on the other side, else inconclusive."""
-    if math.isnan(gap.low):
-        return "inconclusive (no interval)"
-    low, high = sorted((claim * gap.low, claim * gap.high))
-    if low > 0:
-        return "holds"
-    if high < 0:
-        return "does not hold"
-    return "inconclusive (CI includes 0)"
-
-
-def analyse(records: list[dict], models: list[str] | None = None) -> dict:
-    """Per-model intervals, family gaps and verdicts of every metric with data."""
+def analyse(records: list[dict], models: list[str] | None = None, alpha: float = ALPHA) -> dict:
+    """Per-model intervals, family gaps and verdicts of every metric with data (docs/statistics.md): the
+    per-model interval over seeds inside the metric's range; the family gap over architecture means with its
+    BCa interval and permutation p; Holm's adjustment over the metrics with a claim whose test can reach
+    ``alpha``; a verdict per metric and per remark."""
     fams = families_of(records)
     # default: every zoo model with a record (not the pseudo-models of cross-model records, e.g. 'nas_family')
     models = models or [m for m in dict.fromkeys(r["model"] for r in records if r.get("dataset") != "-")
                         if _is_zoo_model(m)]
     values = per_seed_values(records, models)
     accuracy = values["clean_accuracy"]
-    out = {"models": models, "families": fams, "metrics": []}
+    out = {"models": models, "families": fams, "metrics": [], "alpha": alpha}
     for metric in METRICS:
         per_model = values[metric.key]
         if not per_model:
             continue
-        entry = {"metric": metric, "per_model": {m: mean_ci(list(v.values())) for m, v in per_model.items()}}
-        fam_values = {m: list(v.values()) for m, v in per_model.items() if fams.get(m) in ("nas", "manual")}
-        present = {fams[m] for m in fam_values}
-        if present == {"nas", "manual"}:
-            entry["gap"] = family_gap(fam_values, {m: fams[m] for m in fam_values})
+        entry = {"metric": metric, "per_model": {m: mean_ci(list(v.values()), bounds=metric.bounds)
+                                                 for m, v in per_model.items()},
+                 "n_seeds": max(len(v) for v in per_model.values())}
+        fam_values = {m: list(v.values()) for m, v in per_model.items() if fams.get(m) in FAMILIES}
+        counts = {f: sum(fams[m] == f for m in fam_values) for f in FAMILIES}
+        entry["n_models"] = counts
+        entry["min_achievable_p"] = min_achievable_p(counts["nas"], counts["manual"])
+        if all(counts.values()):
+            entry["gap"] = family_gap(fam_values, {m: fams[m] for m in fam_values}, bounds=metric.bounds)
             paired = {m: [accuracy.get(m, {}).get(s) for s in per_model[m]] for m in fam_values}
             if metric.key != "clean_accuracy" and all(None not in a for a in paired.values()):
                 try:
                     entry["adjusted"] = accuracy_adjusted_gap(
-                        {m: list(per_model[m].values()) for m in fam_values}, paired, {m: fams[m] for m in fam_values})
-                except ValueError:
+                        {m: list(per_model[m].values()) for m in fam_values}, paired, {m: fams[m] for m in fam_values},
+                        bounds=metric.bounds)
+                except ValueError:  # too few architectures, or accuracy collinear with the family
                     pass
-            if metric.claim:
-                entry["verdict"] = verdict(entry["gap"], metric.claim)
         out["metrics"].append(entry)
+    tested = {e["metric"].key: e["gap"].p_value for e in out["metrics"]
+              if e["metric"].claim and "gap" in e and e["min_achievable_p"] < alpha}
+    adjusted = holm(tested)
+    for e in out["metrics"]:
+        if e["metric"].claim and "gap" in e:
+            e["p_adjusted"] = adjusted.get(e["metric"].key, math.nan)
+            e["verdict"] = verdict(e["gap"], e["metric"].claim, n_nas=e["n_models"]["nas"],
+                                   n_manual=e["n_models"]["manual"], p_adjusted=e["p_adjusted"], alpha=alpha,
+                                   paper_gap=e["metric"].paper_gap)
+    out["remarks"] = {r: remark_verdict([e for e in out["metrics"] if e["metric"].remark == r and "verdict" in e])
+                      for r in (1, 2)}
     return out
+
+
+def remark_verdict(entries: list[dict]) -> str:
+    """A remark's verdict from its metrics': 'holds' only when every metric tested holds, 'does not hold' when
+    none holds and at least one does not, else the counts."""
+    if not entries:
+        return "not measured (no metric with both families)"
+    verdicts = [e["verdict"] for e in entries]
+    if all(v == "holds" for v in verdicts):
+        return "holds"
+    if all(v.startswith("insufficient") for v in verdicts):
+        return verdicts[0]
+    held = sum(v == "holds" for v in verdicts)
+    failed = sum(v.startswith("does not hold") for v in verdicts)
+    if failed and not held:
+        return f"does not hold ({failed} of {len(verdicts)} metrics against it, none for it)"
+    return f"mixed ({held} of {len(verdicts)} metrics hold, {failed} do not, the rest are inconclusive)"
+
+
+MIN_CELLS_REMARK4 = 4  # cells for Remark 4's descriptive criterion to be read as a verdict
 
 
 def _cells(records: list[dict]) -> tuple[str, str | None]:
@@ -232,10 +268,13 @@ def _cells(records: list[dict]) -> tuple[str, str | None]:
     if not mean:
         return table, None
     m = mean[-1]
-    holds = m["depth"] <= 3.0 and m["skip_connects"] >= 1.0
-    return table, (f"- {REMARKS[4]}: **{'holds' if holds else 'does not hold'}** (criterion: mean depth ≤ 3 and mean "
-                   f"#skip ≥ 1): mean depth {m['depth']:.2f} (paper {m['paper_depth_text']}), mean #skip "
-                   f"{m['skip_connects']:.2f}, n = {m['n_models']} cells.")
+    if m["n_models"] < MIN_CELLS_REMARK4:
+        found = f"insufficient cells (n = {m['n_models']} < {MIN_CELLS_REMARK4})"
+    else:
+        found = "holds" if m["depth"] <= 3.0 and m["skip_connects"] >= 1.0 else "does not hold"
+    return table, (f"- {REMARKS[4]}: **{found}** (descriptive criterion: mean depth ≤ 3 and mean #skip ≥ 1): mean "
+                   f"depth {m['depth']:.2f} (paper {m['paper_depth_text']}), mean #skip {m['skip_connects']:.2f}, "
+                   f"n = {m['n_models']} cells.")
 
 
 def _remark5_line(pgd_l: dict[str, float]) -> str:
@@ -245,7 +284,8 @@ def _remark5_line(pgd_l: dict[str, float]) -> str:
     lower = [v for v in variants if pgd_l[v] < pgd_l["darts"]]
     return (f"- {REMARKS[5]}: PGD ASR (L) darts {pgd_l['darts']:.3f} vs "
             + ", ".join(f"{v} {pgd_l[v]:.3f}" for v in variants)
-            + f": {len(lower)} of {len(variants)} variants lower (paper Table 4: all lower).")
+            + f": {len(lower)} of {len(variants)} variants lower (paper Table 4: all lower; one comparison of "
+            "architectures, not a family test).")
 
 
 def _block(table: str) -> str:
@@ -253,10 +293,43 @@ def _block(table: str) -> str:
     return f"```\n{table}\n```"
 
 
-def render(analysis: dict, records: list[dict], figures: list[Path]) -> str:
+def _p(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3g}"
+
+
+def context(records: list[dict], analysis: dict, command: str | None) -> dict:
+    """What the numbers are of: dataset, preset, models per family, seeds, inputs per attack, code versions,
+    the date and the command that wrote the report."""
     fams = analysis["families"]
-    lines = ["# Study report", "", f"{len(records)} records; models: "
-             + ", ".join(f"{m} ({fams.get(m, '?')})" for m in analysis["models"]), ""]
+    inputs = {}
+    for r in records:
+        if r["task"] not in ("train", "cells", "zoo") and isinstance(r.get("n"), int):
+            inputs.setdefault(r["task"], set()).add(r["n"])
+    return {
+        "datasets": sorted({r.get("dataset") for r in records if r.get("dataset") not in (None, "-")}),
+        "presets": sorted({r.get("preset") for r in records if r.get("preset")}),
+        "models": {f: [m for m in analysis["models"] if fams.get(m) == f] for f in FAMILIES},
+        "seeds": sorted({int(r.get("seed", 0)) for r in records}),
+        "inputs_per_attack": {t: sorted(n) for t, n in sorted(inputs.items())},
+        "code_versions": sorted({r.get("code_version") for r in records if r.get("code_version")}),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or "python " + " ".join(sys.argv),
+    }
+
+
+def render(analysis: dict, records: list[dict], figures: list[Path], header: dict) -> str:
+    fams = analysis["families"]
+    alpha = analysis["alpha"]
+    models = header["models"]
+    lines = ["# Study report", "",
+             f"- data: {', '.join(header['datasets']) or '-'}; preset: {', '.join(header['presets']) or '-'}",
+             f"- models: {len(models['nas'])} NAS ({', '.join(models['nas']) or '-'}), {len(models['manual'])} "
+             f"manual ({', '.join(models['manual']) or '-'})",
+             f"- seeds: {header['seeds']}; inputs per attack: "
+             + (", ".join(f"{t} {'/'.join(map(str, n))}" for t, n in header["inputs_per_attack"].items()) or "-"),
+             f"- code: {', '.join(header['code_versions']) or '-'}; written {header['date']} by `{header['command']}`",
+             f"- {len(records)} records; statistics and verdict rules: docs/statistics.md (α = {alpha:g}). The "
+             "paper's columns are CIFAR-10 at full scale.", ""]
     lines += ["## Per model: mean [95% CI] over seeds (n seeds)", ""]
     for entry in analysis["metrics"]:
         metric, per_model = entry["metric"], entry["per_model"]
@@ -267,23 +340,24 @@ def render(analysis: dict, records: list[dict], figures: list[Path]) -> str:
         if metric.key == "clean_accuracy":
             cols.append(("paper", "paper Table 1 (CIFAR-10)", None))
         lines += [_block(format_table(rows, cols)), ""]
-    lines += ["## NAS − manual gaps", ""]
+    lines += ["## NAS − manual gaps (family means of architecture means)", ""]
     gap_rows = [{"metric": e["metric"].label, "gap": e["gap"].format(e["metric"].fmt),
-                 "p": f"{e['gap'].p_value:.3g}", "adjusted": e["adjusted"].format(e["metric"].fmt)
-                 if "adjusted" in e else "-", "verdict": e.get("verdict", "-")}
+                 "models": f"{e['n_models']['nas']}+{e['n_models']['manual']}", "p": _p(e["gap"].p_value),
+                 "holm": _p(e.get("p_adjusted")), "min_p": f"{e['min_achievable_p']:.3g}",
+                 "adjusted": e["adjusted"].format(e["metric"].fmt) if "adjusted" in e else "-",
+                 "verdict": e.get("verdict", "-")}
                 for e in analysis["metrics"] if "gap" in e]
     lines += [_block(format_table(gap_rows, [
-        ("metric", "metric", None), ("gap", "gap [95% bootstrap CI] (n)", None), ("p", "permutation p", None),
-        ("adjusted", "gap at matched accuracy", None), ("verdict", "paper's direction", None)]))
+        ("metric", "metric", None), ("gap", "NAS − manual [95% BCa CI]", None), ("models", "NAS+manual", None),
+        ("p", "permutation p", None), ("holm", "Holm p", None), ("min_p", "smallest achievable p", None),
+        ("adjusted", "gap at matched accuracy", None), ("verdict", "paper's claim", None)]))
         if gap_rows else "(no metric has both families)", ""]
     lines += ["## Paper remarks at this scale", ""]
     for remark in (1, 2):
-        entries = [e for e in analysis["metrics"] if e["metric"].remark == remark and "verdict" in e]
-        for e in entries:
-            lines.append(f"- {REMARKS[remark]} — {e['metric'].label}: **{e['verdict']}** "
-                         f"(gap {e['gap'].format(e['metric'].fmt)}, p = {e['gap'].p_value:.3g})")
-        if not entries:
-            lines.append(f"- {REMARKS[remark]}: not measured (no metric with both families).")
+        lines.append(f"- {REMARKS[remark]}: **{analysis['remarks'][remark]}**")
+        for e in [e for e in analysis["metrics"] if e["metric"].remark == remark and "verdict" in e]:
+            lines.append(f"  - {e['metric'].label}: {e['verdict']} (gap {e['gap'].format(e['metric'].fmt)}, "
+                         f"p = {_p(e['gap'].p_value)}, Holm p = {_p(e['p_adjusted'])})")
     cells_table, remark4 = _cells(records)
     lines += [remark4] if remark4 else [f"- {REMARKS[4]}: not measured (add the cells task)."]
     pgd_l = next((e["per_model"] for e in analysis["metrics"] if e["metric"].key == "pgd_l"), {})
@@ -295,33 +369,89 @@ def render(analysis: dict, records: list[dict], figures: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval(ci) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in (ci.low, ci.high)]
+
+
+def report_json(analysis: dict, header: dict) -> dict:
+    """The report's numbers for scripts: one entry per metric (the family gap), per model and metric, and per
+    remark, each with its range, estimate, interval, p-values, models, seeds and verdict."""
+    metrics, per_model = [], []
+    for e in analysis["metrics"]:
+        m = e["metric"]
+        bounds = gap_bounds(m.bounds) if m.bounds and m.bounds[1] is not None else None
+        metrics.append({
+            "metric": m.key, "label": m.label, "claim": m.claim, "remark": m.remark,
+            "range": list(bounds) if bounds else None,
+            "estimate": float(e["gap"].value) if "gap" in e else None,
+            "ci": _interval(e["gap"]) if "gap" in e else [None, None],
+            "p": _json_float(e["gap"].p_value) if "gap" in e else None, "p_holm": _json_float(e.get("p_adjusted")),
+            "min_achievable_p": e["min_achievable_p"], "n_models": e["n_models"], "n_seeds": e["n_seeds"],
+            "verdict": e.get("verdict"),
+            "adjusted": {"estimate": e["adjusted"].value, "ci": _interval(e["adjusted"])} if "adjusted" in e else None,
+        })
+        for model, ci in e["per_model"].items():
+            per_model.append({"metric": m.key, "model": model, "family": analysis["families"].get(model),
+                              "range": list(m.bounds) if m.bounds else None, "estimate": float(ci.value),
+                              "ci": _interval(ci), "n_seeds": ci.n})
+    remarks = [{"remark": r, "text": REMARKS[r], "verdict": v,
+                "metrics": [e["metric"].key for e in analysis["metrics"] if e["metric"].remark == r and "verdict" in e]}
+               for r, v in analysis["remarks"].items()]
+    return {"header": header, "alpha": analysis["alpha"], "metrics": metrics, "per_model": per_model,
+            "remarks": remarks}
+
+
+def _json_float(v) -> float | None:
+    return None if v is None or math.isnan(v) else float(v)
+
+
+VERDICT_COLORS = {"holds": "tab:red", "does not hold": "black", "no verdict": "tab:gray"}
+
+
+def _verdict_color(verdict_text: str | None) -> str:
+    if verdict_text == "holds":
+        return VERDICT_COLORS["holds"]
+    if verdict_text and verdict_text.startswith("does not hold"):
+        return VERDICT_COLORS["does not hold"]
+    return VERDICT_COLORS["no verdict"]
+
+
 def gap_figure(analysis: dict, path: Path) -> Path | None:
-    """Each metric's NAS − manual gap with its bootstrap CI on its own axis (the metrics have different units),
-    sign flipped where the paper claims NAS lower, so right of 0 is always the paper's direction."""
+    """Each metric's NAS − manual gap (the table's sign) with its interval, on its own axis (the metrics have
+    different units); an arrow marks the side the paper claims, the colour is the table's verdict."""
     entries = [e for e in analysis["metrics"] if "gap" in e and e["metric"].claim]
     if not entries:
         return None
-    from nas_jax.report.plots import plt, save_figure
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(len(entries), 1, figsize=(6.5, 0.75 * len(entries) + 1.0), squeeze=False)
+    from nas_jax.report.plots import legend_outside, plt, save_figure
+
+    fig, axes = plt.subplots(len(entries), 1, figsize=(6.5, 0.8 * len(entries) + 1.2), squeeze=False)
     for ax, e in zip(axes[:, 0], entries, strict=True):
-        s_, g = e["metric"].claim, e["gap"]
-        lo, hi = sorted((s_ * g.low, s_ * g.high)) if not math.isnan(g.low) else (s_ * g.value, s_ * g.value)
-        ax.plot([lo, hi], [0, 0], color="tab:gray", lw=2)
-        ax.plot([s_ * g.value], [0], "o", color="tab:red" if e.get("verdict") == "holds" else "tab:blue")
+        g, claim = e["gap"], e["metric"].claim
+        lo, hi = (g.value, g.value) if math.isnan(g.low) else (g.low, g.high)
+        color = _verdict_color(e.get("verdict"))
+        ax.plot([lo, hi], [0, 0], color=color, lw=2)
+        ax.plot([g.value], [0], "o", color=color)
         ax.axvline(0, color="k", lw=0.8)
-        span = max(abs(lo), abs(hi), 1e-12) * 1.15
+        span = max(abs(lo), abs(hi), 1e-12) * 1.3
         ax.set_xlim(-span, span)
+        ax.annotate("paper", xy=(claim * 0.95 * span, 0.5), xytext=(claim * 0.55 * span, 0.5), fontsize=6,
+                    va="center", ha="center", arrowprops={"arrowstyle": "->", "lw": 0.8})
+        ax.set_ylim(-1, 1)
         ax.set_yticks([])
         ax.set_ylabel(e["metric"].label, rotation=0, ha="right", va="center", fontsize=7)
         ax.tick_params(labelsize=7)
-    axes[-1, 0].set_xlabel("gap in the paper's direction (> 0: as the paper says; red: CI excludes 0)", fontsize=8)
-    fig.suptitle("NAS − manual family gaps, 95% bootstrap CIs", fontsize=10)
+    axes[-1, 0].set_xlabel("NAS − manual (as in the table; arrow: the side the paper claims)", fontsize=8)
+    legend_outside(axes[0, 0], handles=[Line2D([], [], color=c, marker="o", label=k)
+                                        for k, c in VERDICT_COLORS.items()], fontsize=7)
+    fig.suptitle("NAS − manual family gaps, 95% BCa intervals over architectures", fontsize=10)
     return save_figure(fig, path)
 
 
 def metric_figure(analysis: dict, path: Path) -> Path | None:
-    """One panel per metric: each model's mean over seeds with its 95% CI, coloured by family."""
+    """One panel per metric: each model's mean over seeds with its 95% interval (inside the metric's range;
+    none with one seed), coloured by family."""
     entries = analysis["metrics"]
     if not entries:
         return None
@@ -331,35 +461,40 @@ def metric_figure(analysis: dict, path: Path) -> Path | None:
 
     cols = min(4, len(entries))
     rows = math.ceil(len(entries) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     fams = analysis["families"]
     for ax, e in zip(axes.flat, entries, strict=False):
         names = list(e["per_model"])
-        means = [e["per_model"][m].value for m in names]
-        errs = [0.0 if math.isnan(e["per_model"][m].low) else e["per_model"][m].high - e["per_model"][m].value
-                for m in names]
+        cis = [e["per_model"][m] for m in names]
+        means = [ci.value for ci in cis]
+        errs = np.array([[0.0, 0.0] if math.isnan(ci.low) else [ci.value - ci.low, ci.high - ci.value] for ci in cis]).T
         ax.bar(range(len(names)), means, yerr=errs, capsize=3,
                color=[FAMILY_COLORS.get(fams.get(m), "tab:gray") for m in names])
+        bounds = e["metric"].bounds
+        if bounds and bounds[1] is not None:
+            ax.set_ylim(min(bounds[0], 0.0), bounds[1])
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_title(e["metric"].label, fontsize=8)
+        ax.set_title(f"{e['metric'].label} (n = {e['n_seeds']} seed{'s' * (e['n_seeds'] > 1)})", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(entries):]:
-        ax.axis("off")
+        ax.remove()
     legend_outside(axes[0][cols - 1], handles=[Patch(color=c, label=f) for f, c in FAMILY_COLORS.items()])
-    fig.suptitle("Per-model metrics: mean and 95% CI over seeds", fontsize=10)
+    fig.suptitle("Per-model metrics: mean and 95% interval over seeds", fontsize=10)
     return save_figure(fig, path)
 
 
-def write_report(workdir: str | Path, models: tuple[str, ...] | None = None) -> Path:
-    """Analyse every record under ``workdir`` and write ``report.md`` (and the gap figure) there."""
+def write_report(workdir: str | Path, models: tuple[str, ...] | None = None, command: str | None = None) -> Path:
+    """Analyse every record under ``workdir``; write ``report.md``, ``report.json`` and the figures there."""
     workdir = Path(workdir)
     records = collect_records(workdir)
     analysis = analyse(records, list(models) if models else None)
+    header = context(records, analysis, command)
     figures = [f for f in (metric_figure(analysis, workdir / "figures" / "study_metrics.png"),
                            gap_figure(analysis, workdir / "figures" / "study_gaps.png")) if f]
     cell_figures = len(list((workdir / "cells").glob("**/figures/**/*.png")))
+    files.write_json(workdir / "report.json", report_json(analysis, header), indent=2)
     path = workdir / "report.md"
-    files.write_text(path, render(analysis, records, [p.relative_to(workdir) for p in figures])
+    files.write_text(path, render(analysis, records, [p.relative_to(workdir) for p in figures], header)
                      + f"\nEach cell's own figures ({cell_figures} files): `cells/<task>/<model>/seed<s>/figures/`.\n")
     return path
 
@@ -371,7 +506,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not collect_records(a.workdir):
         p.error(f"no records under {a.workdir} (results.jsonl or cells/**/results.jsonl); run the study first.")
-    print(write_report(a.workdir, tuple(m for m in a.models.split(",") if m) or None))
+    command = "python -m nas_jax.report.study " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(write_report(a.workdir, tuple(m for m in a.models.split(",") if m) or None, command))
     return 0
 
 

@@ -12,7 +12,8 @@ was run), membership AUC (``membership``), the architecture-aware Knockoff ACE a
 and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that
 model. A searched cell (``genotype:PATH``, the way ``launch/table4.sh`` names it) is labelled with the searcher and
 mitigation of the ``search`` record next to its genotype.json (``method / variant``, e.g. ``gdas / darts_ii``), so
-the table has a row per (method, mitigation). The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed below the table for the stored DARTS
+the table has a row per (method, mitigation). The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed
+below the table for the stored DARTS
 variants it shows.
 """
 
