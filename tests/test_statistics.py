@@ -34,7 +34,7 @@ def test_permutation_p_value_equals_exact_enumeration():
     p_greater, p_less = np.mean(np.array(null) >= observed - 1e-12), np.mean(np.array(null) <= observed + 1e-12)
     assert result.value == pytest.approx(observed)
     assert result.p_value == pytest.approx(min(1.0, 2 * min(p_greater, p_less)))
-    assert result.n == 8  # seeds over all models
+    assert result.n == 6  # architectures, the unit of analysis
     single = family_gap({"a": [0.9, 0.8], "d": [0.6, 0.5]}, {"a": "nas", "d": "manual"})
     assert single.value == pytest.approx(0.3) and np.isnan(single.p_value)  # no label permutation exists
 
@@ -157,9 +157,24 @@ def test_a_real_gap_with_six_and_six_architectures_holds(tmp_path):
     assert pgd["verdict"] == "holds" and pgd["p"] < 0.05 and pgd["min_achievable_p"] < 0.05
     assert pgd["n_models"] == {"nas": 6, "manual": 6} and pgd["n_seeds"] == 3
     assert 0 < pgd["ci"][0] <= pgd["estimate"] <= pgd["ci"][1] <= 1
+    assert pgd["power"]["gap_source"] == "artifact" and pgd["power"]["architectures_per_family"]["3"] >= 4
     assert report["header"]["seeds"] == [0, 1, 2] and report["header"]["inputs_per_attack"] == {"pgd": [100]}
     text = (tmp_path / "report.md").read_text()
     assert "6 NAS (darts" in text and "inputs per attack: pgd 100" in text and "written" in text
+
+
+def test_architectures_needed_matches_the_textbook_sample_size():
+    """Two-sample t-test, two-sided α = 0.05, power 0.8: 17 per group at d = 1, 64 at d = 0.5 (Cohen's tables);
+    seeds shrink only the seed part of the variance; never fewer than the 4 the permutation test needs."""
+    from nas_jax.report.statistics import architectures_needed, variance_components
+
+    assert architectures_needed(1.0, 1.0, float("nan"), 1) == 17
+    assert architectures_needed(0.5, 1.0, float("nan"), 1) == 64
+    assert architectures_needed(1.0, 0.0, 1.0, 1) == 17 and architectures_needed(1.0, 0.0, 1.0, 4) == 6
+    assert architectures_needed(0.1, 0.0, 0.0, 3) == 4
+    values = {"a": [1.0, 3.0], "b": [5.0, 7.0], "c": [2.0, 4.0], "d": [6.0, 8.0]}  # seed SD √2, means 2/6 and 3/7
+    between, seed_sd = variance_components(values, {"a": "nas", "b": "nas", "c": "manual", "d": "manual"})
+    assert seed_sd == pytest.approx(np.sqrt(2)) and between == pytest.approx(np.sqrt(8 - 2 / 2))
 
 
 def test_the_same_gap_with_two_and_two_is_insufficient(tmp_path):

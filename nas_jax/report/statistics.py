@@ -16,6 +16,8 @@ per-architecture means.
 - :func:`min_achievable_p`: the smallest p that permutation test can return with k and m architectures,
   2 / C(k + m, k): with 2 + 2 it is 1/3, so no verdict is possible.
 - :func:`holm`: Holm's step-down adjustment across the remarks tested.
+- :func:`variance_components` and :func:`architectures_needed`: the power analysis, how many
+  architectures per family (at a given number of seeds) a gap of a given size needs.
 - :func:`accuracy_adjusted_gap`: the gap at matched clean accuracy, the family coefficient of
   ``metric ~ 1 + accuracy + [NAS]`` over architecture means (ANCOVA), only with at least
   :data:`MIN_MODELS_ADJUSTED` architectures per family.
@@ -137,6 +139,47 @@ def _split(values: Mapping[str, Sequence], families: Mapping[str, str]) -> dict[
     return groups
 
 
+def variance_components(values: Mapping[str, Sequence[float]], families: Mapping[str, str]) -> tuple[float, float]:
+    """(between-architecture SD within a family, seed SD within an architecture), pooled over both families;
+    NaN where the data cannot tell (one architecture per family, or one seed everywhere)."""
+    groups = _split(values, families)
+    within = [x for xs in groups.values() for x in xs if len(x) > 1]
+    seed_var = (sum(((x - x.mean()) ** 2).sum() for x in within) / sum(len(x) - 1 for x in within)
+                if within else math.nan)
+    means = _arch_means(groups)
+    spread = [m for m in means.values() if len(m) > 1]
+    if not spread:
+        return math.nan, math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+    mean_var = sum(((m - m.mean()) ** 2).sum() for m in spread) / sum(len(m) - 1 for m in spread)
+    seeds = np.mean([len(x) for xs in groups.values() for x in xs])
+    between_var = max(mean_var - (seed_var / seeds if np.isfinite(seed_var) else 0.0), 0.0)
+    return math.sqrt(between_var), math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+
+
+def architectures_needed(gap: float, between_sd: float, seed_sd: float, seeds: int, *, alpha: float = ALPHA,
+                         power: float = 0.8, max_k: int = 500) -> int | None:
+    """Architectures per family for a two-sided two-sample t-test of a family gap of size ``gap`` to reach
+    ``power`` at ``alpha``, the per-architecture mean varying by ``between_sd``² + ``seed_sd``² / ``seeds``
+    (noncentral t); never fewer than the permutation test needs (:func:`min_achievable_p` < ``alpha``). None
+    when more than ``max_k`` would be needed or the variance is unknown."""
+    var = between_sd ** 2 + (0.0 if math.isnan(seed_sd) else seed_sd ** 2 / seeds)
+    if not np.isfinite(var) or gap == 0:
+        return None
+    if var == 0:
+        return next(k for k in range(2, max_k) if min_achievable_p(k, k) < alpha)
+    for k in range(2, max_k + 1):
+        if min_achievable_p(k, k) >= alpha:
+            continue
+        df, ncp = 2 * k - 2, abs(gap) / math.sqrt(2 * var / k)
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        achieved = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+        if not np.isfinite(achieved):  # scipy's noncentral t fails far in the tail: the normal approximation
+            achieved = stats.norm.sf(crit - ncp) + stats.norm.cdf(-crit - ncp)
+        if achieved >= power:
+            return k
+    return None
+
+
 def _arch_means(groups: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     """Per family, the per-architecture means over seeds (the unit of analysis)."""
     return {fam: np.array([x.mean(axis=0) for x in models]) for fam, models in groups.items()}
@@ -166,8 +209,7 @@ def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str
         p_value = float(stats.permutation_test((nas, manual), lambda a, b: np.mean(a) - np.mean(b),
                                                permutation_type="independent", alternative="two-sided",
                                                n_resamples=n_perm, random_state=seed).pvalue)
-    n = sum(len(x) for xs in groups.values() for x in xs)
-    return Interval(gap, low, high, n, p_value)
+    return Interval(gap, low, high, len(nas) + len(manual), p_value)
 
 
 def _ancova_gap(metric: np.ndarray, accuracy: np.ndarray, is_nas: np.ndarray) -> float:

@@ -27,8 +27,8 @@ import numpy as np
 
 from nas_jax import files
 from nas_jax.report.results import RESULTS_FILE, marked_records, newest, read_records
-from nas_jax.report.statistics import (ALPHA, FAMILIES, accuracy_adjusted_gap, family_gap, gap_bounds, holm,
-                                      mean_ci, min_achievable_p, verdict)
+from nas_jax.report.statistics import (ALPHA, FAMILIES, accuracy_adjusted_gap, architectures_needed, family_gap,
+                                      gap_bounds, holm, mean_ci, min_achievable_p, variance_components, verdict)
 from nas_jax.report.summary import PAPER_TABLE4, summarize
 from nas_jax.report.tables import format_table
 
@@ -211,6 +211,8 @@ def analyse(records: list[dict], models: list[str] | None = None, alpha: float =
         entry["min_achievable_p"] = min_achievable_p(counts["nas"], counts["manual"])
         if all(counts.values()):
             entry["gap"] = family_gap(fam_values, {m: fams[m] for m in fam_values}, bounds=metric.bounds)
+            if metric.claim:
+                entry["power"] = power_plan(metric, entry["gap"], fam_values, {m: fams[m] for m in fam_values})
             paired = {m: [accuracy.get(m, {}).get(s) for s in per_model[m]] for m in fam_values}
             if metric.key != "clean_accuracy" and all(None not in a for a in paired.values()):
                 try:
@@ -234,6 +236,19 @@ def analyse(records: list[dict], models: list[str] | None = None, alpha: float =
     return out
 
 
+POWER_SEEDS = (1, 3, 5)  # the seed counts the power table plans for
+
+
+def power_plan(metric: Metric, gap, values: dict, families: dict, power: float = 0.8) -> dict:
+    """How many architectures per family a gap of the paper's size (the artifact's, else the observed one)
+    needs for ``power`` at α, with the variance observed, at :data:`POWER_SEEDS` seeds each."""
+    between, seed_sd = variance_components(values, families)
+    size, source = (metric.paper_gap, "artifact") if metric.paper_gap else (abs(gap.value), "observed")
+    return {"gap": size, "gap_source": source, "between_sd": between, "seed_sd": seed_sd, "power": power,
+            "architectures_per_family": {s: architectures_needed(size, between, seed_sd, s, power=power)
+                                         for s in POWER_SEEDS}}
+
+
 def remark_verdict(entries: list[dict]) -> str:
     """A remark's verdict from its metrics': 'holds' only when every metric tested holds, 'does not hold' when
     none holds and at least one does not, else the counts."""
@@ -244,11 +259,13 @@ def remark_verdict(entries: list[dict]) -> str:
         return "holds"
     if all(v.startswith("insufficient") for v in verdicts):
         return verdicts[0]
-    held = sum(v == "holds" for v in verdicts)
-    failed = sum(v.startswith("does not hold") for v in verdicts)
-    if failed and not held:
-        return f"does not hold ({failed} of {len(verdicts)} metrics against it, none for it)"
-    return f"mixed ({held} of {len(verdicts)} metrics hold, {failed} do not, the rest are inconclusive)"
+    counts = {"hold": sum(v == "holds" for v in verdicts),
+              "go against it": sum(v.startswith("does not hold (") for v in verdicts),
+              "are smaller than the paper's gap": sum(v.startswith("does not hold at") for v in verdicts)}
+    if counts["go against it"] == len(verdicts):
+        return "does not hold (every metric goes against it)"
+    counts["are inconclusive or insufficient"] = len(verdicts) - sum(counts.values())
+    return "mixed: of " + f"{len(verdicts)} metrics, " + ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
 
 MIN_CELLS_REMARK4 = 4  # cells for Remark 4's descriptive criterion to be read as a verdict
@@ -348,7 +365,7 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
                  "verdict": e.get("verdict", "-")}
                 for e in analysis["metrics"] if "gap" in e]
     lines += [_block(format_table(gap_rows, [
-        ("metric", "metric", None), ("gap", "NAS − manual [95% BCa CI]", None), ("models", "NAS+manual", None),
+        ("metric", "metric", None), ("gap", "NAS − manual [95% Welch CI] (n architectures)", None), ("models", "NAS+manual", None),
         ("p", "permutation p", None), ("holm", "Holm p", None), ("min_p", "smallest achievable p", None),
         ("adjusted", "gap at matched accuracy", None), ("verdict", "paper's claim", None)]))
         if gap_rows else "(no metric has both families)", ""]
@@ -358,6 +375,7 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
         for e in [e for e in analysis["metrics"] if e["metric"].remark == remark and "verdict" in e]:
             lines.append(f"  - {e['metric'].label}: {e['verdict']} (gap {e['gap'].format(e['metric'].fmt)}, "
                          f"p = {_p(e['gap'].p_value)}, Holm p = {_p(e['p_adjusted'])})")
+    lines += _power_lines(analysis)
     cells_table, remark4 = _cells(records)
     lines += [remark4] if remark4 else [f"- {REMARKS[4]}: not measured (add the cells task)."]
     pgd_l = next((e["per_model"] for e in analysis["metrics"] if e["metric"].key == "pgd_l"), {})
@@ -367,6 +385,28 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
     lines += [f"- {m}: {a:.1%}/{b:.1%}, {c:.1%}/{d:.1%}, {e:.3f}" for m, (a, b, c, d, e) in PAPER_TABLE4.items()]
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def _power_lines(analysis: dict) -> list[str]:
+    """What to run next: architectures per family for 80% power at each seed count, per metric with a claim."""
+    rows = []
+    for e in analysis["metrics"]:
+        plan = e.get("power")
+        if not plan:
+            continue
+        need = plan["architectures_per_family"]
+        rows.append({"metric": e["metric"].label, "gap": f"{plan['gap']:.3g} ({plan['gap_source']})",
+                     "sd": f"{plan['between_sd']:.3g} / {plan['seed_sd']:.3g}",
+                     **{f"s{s}": "-" if need[s] is None else str(need[s]) for s in POWER_SEEDS},
+                     "have": f"{e['n_models']['nas']}+{e['n_models']['manual']}"})
+    if not rows:
+        return []
+    cols = [("metric", "metric", None), ("gap", "gap to detect", None),
+            ("sd", "SD between architectures / between seeds", None),
+            *[(f"s{s}", f"{s} seed{'s' * (s > 1)}", None) for s in POWER_SEEDS], ("have", "have", None)]
+    return ["", f"Power: architectures per family for 80% power at α = {analysis['alpha']:g} (two-sided; "
+            "'-': more than 500, or the variance is unknown), with the variance observed here and the gap the "
+            "authors' artifact reports where it gives one:", "", _block(format_table(rows, cols))]
 
 
 def _interval(ci) -> list[float | None]:
@@ -389,6 +429,8 @@ def report_json(analysis: dict, header: dict) -> dict:
             "min_achievable_p": e["min_achievable_p"], "n_models": e["n_models"], "n_seeds": e["n_seeds"],
             "verdict": e.get("verdict"),
             "adjusted": {"estimate": e["adjusted"].value, "ci": _interval(e["adjusted"])} if "adjusted" in e else None,
+            "power": {**e["power"], "between_sd": _json_float(e["power"]["between_sd"]),
+                      "seed_sd": _json_float(e["power"]["seed_sd"])} if "power" in e else None,
         })
         for model, ci in e["per_model"].items():
             per_model.append({"metric": m.key, "model": model, "family": analysis["families"].get(model),
