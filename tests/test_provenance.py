@@ -250,3 +250,40 @@ def test_a_read_only_zoo_serves_a_finished_victim_and_a_damaged_final_json_is_re
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(read_only)], check=False)
+
+
+def test_a_task_over_two_seeds_keeps_every_record_and_figure_and_writes_one_aggregate(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """Each seed's run writes figures/pgd_asr.png; none overwrites another, and one table and one figure give
+    each model's mean and interval over the seeds."""
+    import nas_jax.tasks as tasks
+    from nas_jax.report import plots
+
+    def fake_pgd(config, workdir):
+        recs = []
+        for model, family, asr in (("darts", "nas", 0.6), ("resnet", "manual", 0.2)):
+            rec = _pgd_record(config, model, asr + 0.1 * config.seed)
+            rec["setting"] = {"family": family}
+            results.append_record(workdir, rec)
+            recs.append(rec)
+        fig, ax = plots.plt.subplots()
+        ax.set_title(f"seed {config.seed}")
+        plots.save_figure(fig, Path(workdir) / "figures" / "pgd_asr.png")
+        return recs
+
+    monkeypatch.setattr(tasks, "get_task", lambda name: fake_pgd)
+    config = _pgd_config(tmp_path / "zoo", 10)
+    config.train.seeds = (0, 1)
+    records = tasks.run_task(config, tmp_path)
+    assert len(records) == 4 and len(results.read_records(tmp_path)) == 4  # every per-seed record kept
+    figures = sorted(str(p.relative_to(tmp_path / "figures")) for p in (tmp_path / "figures").rglob("*.png"))
+    assert figures == ["pgd_seeds.png", "seed0/pgd_asr.png", "seed1/pgd_asr.png"]
+    out = capsys.readouterr().out
+    table = out[out.index("pgd over seeds [0, 1]"):]
+    darts = next(line for line in table.splitlines() if line.startswith("darts"))
+    assert "0.650 [" in darts and darts.split()[2] == "2"  # mean of 0.6 and 0.7 over 2 seeds, with an interval
+    from nas_jax.report import seeds as over_seeds
+
+    (row, _) = over_seeds.aggregate(records)
+    ci = row["metrics"]["asr_most_likely"]
+    assert 0.0 <= ci.low < 0.65 < ci.high <= 1.0  # inside the proportion's range

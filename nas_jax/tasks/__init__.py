@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+
+import jax
 
 TASKS = {
     "adv_train": "nas_jax.tasks.adv_train",
@@ -36,15 +39,47 @@ def get_task(name: str):
 def run_task(config, workdir):
     """Run ``config.task``; with ``config.train.seeds`` an attack or analysis task runs once per seed (its
     victims of all seeds trained together first, :func:`nas_jax.study.victims.load_victims`), the ``train``
-    task trains them together, and the study grid takes its seeds from ``study.seeds``."""
+    task trains them together, and the study grid takes its seeds from ``study.seeds``. Over several seeds
+    every per-seed record is kept, each seed's figures move to ``figures/seed{s}/`` (none overwrites
+    another), and one table and one figure (``figures/{task}_seeds.png``) give each model's mean and
+    interval over the seeds (:mod:`nas_jax.report.seeds`)."""
     run = get_task(config.task)
     seeds = tuple(config.train.get("seeds", ())) if "train" in config else ()
-    if not seeds or config.task in ("train", "study"):
+    if not seeds or config.task == "study":
         return run(config, workdir)
-    records = []
-    for seed in seeds:
-        c = config.copy_and_resolve_references()
-        c.seed = int(seed)
-        print(f"== seed {seed} ({list(seeds).index(seed) + 1}/{len(seeds)})", flush=True)
-        records += run(c, workdir) or []
+    if config.task == "train":
+        records = run(config, workdir) or []
+    else:
+        records = []
+        for seed in seeds:
+            c = config.copy_and_resolve_references()
+            c.seed = int(seed)
+            print(f"== seed {seed} ({list(seeds).index(seed) + 1}/{len(seeds)})", flush=True)
+            before = _figures(workdir)
+            records += run(c, workdir) or []
+            _keep_seed_figures(workdir, before, int(seed))
+    if len(seeds) > 1 and records and jax.process_index() == 0:
+        from nas_jax.report import seeds as over_seeds
+
+        rows = over_seeds.aggregate(records)
+        print(f"\n{config.task} over seeds {list(seeds)}: mean [95% interval] per model\n{over_seeds.table(rows)}")
+        fig = over_seeds.figure(rows, Path(workdir) / "figures" / f"{config.task}_seeds.png",
+                                f"{config.task} on {config.dataset}")
+        if fig:
+            print(f"figure: {fig}")
     return records
+
+
+def _figures(workdir) -> dict[Path, int]:
+    root = Path(workdir) / "figures"
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*.png") if "seed" not in p.parent.name} if root.is_dir() else {}
+
+
+def _keep_seed_figures(workdir, before: dict[Path, int], seed: int) -> None:
+    """Move the figures one seed's run wrote (new or changed since ``before``) to ``figures/seed{seed}/``."""
+    root = Path(workdir) / "figures"
+    for path, mtime in _figures(workdir).items():
+        if before.get(path) != mtime:
+            target = root / f"seed{seed}" / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)

@@ -33,7 +33,7 @@ def _record(config, entry, workdir, start) -> list[dict]:
     }
     record = results.make_record(config, task="train", model=entry.name, metrics=metrics,
                                  n=len(entry.dataset.y_test), start_time=start,
-                                 setting={"family": entry.family, "zoo_entry": str(entry.run_dir)})
+                                 setting={"family": entry.family})  # the entry itself: record["victim"]
     if jax.process_index() == 0:
         results.append_record(workdir, record)
         print(format_table([{"model": entry.name, "family": entry.family, **metrics}], [
