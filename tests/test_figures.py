@@ -23,8 +23,18 @@ def figures(monkeypatch):
         close(fig)
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text.replace("−", "-").replace("%", "").replace("$", "").replace("\\mathdefault{", "").rstrip("}"))
+    except ValueError:
+        return False
+    return True
+
+
 def layout_problems(fig) -> list[str]:
-    """Texts drawn outside the figure, legends overlapping a panel's data area, ``npz:`` paths left in."""
+    """Texts drawn outside the figure, legends overlapping a panel's data area, ``npz:`` paths left in, empty
+    panels, panels without axis labels (an x label may be left out where the ticks name models), overlapping
+    tick labels."""
     fig.canvas.draw()  # at the figure's own dpi, in which fig.bbox is measured
     renderer = fig.canvas.get_renderer()
     box = fig.bbox
@@ -47,6 +57,22 @@ def layout_problems(fig) -> list[str]:
     drawn = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # everything drawn, ticks in view only
     if drawn.x0 < box.x0 - 1 or drawn.x1 > box.x1 + 1 or drawn.y0 < box.y0 - 1 or drawn.y1 > box.y1 + 1:
         problems.append(f"drawn artists span {drawn.bounds}, outside the figure {box.bounds}")
+    for ax in fig.axes:
+        if not (ax.get_visible() and ax.axison):
+            continue
+        name = ax.get_title() or fig._suptitle and fig._suptitle.get_text()
+        if not (ax.lines or ax.patches or ax.collections or ax.images or ax.containers):
+            problems.append(f"panel {name!r} is empty")
+        if not ax.get_ylabel() and ax.yaxis.get_visible() and any(t.get_text() for t in ax.get_yticklabels()):
+            problems.append(f"panel {name!r} has no y-axis label")
+        categorical = any(t.get_text() and not _numeric(t.get_text()) for t in ax.get_xticklabels())
+        if not ax.get_xlabel() and not categorical and any(t.get_text() for t in ax.get_xticklabels()):
+            problems.append(f"panel {name!r} has no x-axis label")
+        for axis in (ax.get_xticklabels(), ax.get_yticklabels()):
+            boxes = [t.get_window_extent(renderer) for t in axis if t.get_text() and t.get_visible()]
+            if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                problems.append(f"panel {name!r}: tick labels overlap")
+                break
     legends = [lg for ax in fig.axes if (lg := ax.get_legend()) is not None] + list(fig.legends)
     for legend in legends:
         e = legend.get_window_extent(renderer)

@@ -21,24 +21,32 @@ from nas_jax.train.zoo import slug
 # ----------------------------------------------------------------------------
 
 
-def _levels(grids: list[np.ndarray], n: int = 14) -> np.ndarray:
-    values = np.concatenate([g.ravel() for g in grids])
+def _levels(losses: np.ndarray, n: int = 14) -> np.ndarray:
+    values = losses.ravel()
     lo, hi = np.percentile(values, 0.5), np.percentile(values, 97)
     return np.linspace(lo, hi if hi > lo else lo + 1e-6, n)
 
 
-def _panel(ax, alphas, betas, losses, levels, title: str, family: str):
-    cs = ax.contour(alphas, betas, losses.T, levels=levels, cmap="viridis", linewidths=0.8)
+def _panel(ax, alphas, betas, losses, title: str, family: str, space: str):
+    """One contour panel with its own levels (the models' loss scales differ by orders of magnitude: shared
+    levels leave some panels empty) and its own colour bar."""
+    cs = ax.contour(alphas, betas, losses.T, levels=_levels(losses), cmap="viridis", linewidths=0.8)
     ax.plot(0, 0, marker="+", color="k", ms=6)
     ax.set_title(title, fontsize=8, color=plots.FAMILY_COLORS.get(family, "k"))
+    ax.set_xlabel(f"α ({space} direction 1)", fontsize=6)
+    ax.set_ylabel(f"β ({space} direction 2)", fontsize=6)
     ax.tick_params(labelsize=6)
+    bar = ax.figure.colorbar(cs, ax=ax, shrink=0.85, pad=0.02)
+    bar.set_label("CE loss", fontsize=6)
+    bar.ax.tick_params(labelsize=5)
     return cs
 
 
 def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], plot_contour: int = 0,
                     n_images_panel: int = 5) -> list[Path]:
     """The Figure 11 panel (datasets × models from every saved grid of ``tag``) and the per-image panel of
-    ``dataset``."""
+    ``dataset``; every panel has its own contour levels and colour bar, and grid cells without data are left
+    out rather than drawn empty."""
     root = workdir / "landscape"
     grids = {}
     for f in sorted(root.glob(f"*/*_{tag}.npz")):
@@ -46,35 +54,32 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
             grids[(f.parent.name, f.name.removesuffix(f"_{tag}.npz"))] = {k: z[k] for k in z.files}
     if not grids:
         return []
+    space = "weight" if tag.startswith(("param", "weights")) else "input"
     datasets = sorted({d for d, _ in grids})
     cols = [slug(m) for m in models if any((d, slug(m)) in grids for d in datasets)]  # grids are keyed by file name
     cols += sorted({m for _, m in grids} - set(cols))
-    levels = _levels([g["losses"][..., min(plot_contour, g["losses"].shape[-1] - 1)] for g in grids.values()])
-    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(1.2 + 2.6 * len(cols), 0.4 + 2.4 * len(datasets)),
-                             squeeze=False, layout="constrained")  # room for the shared colorbar and title
-    cs = None
+    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(1.2 + 3.0 * len(cols), 0.6 + 2.6 * len(datasets)),
+                             squeeze=False, layout="constrained")
     for i, d in enumerate(datasets):
         for j, m in enumerate(cols):
             ax = axes[i][j]
             if (d, m) not in grids:
-                ax.axis("off")
+                ax.remove()
                 continue
             g = grids[(d, m)]
             c = min(plot_contour, g["losses"].shape[-1] - 1)
-            cs = _panel(ax, g["alphas"], g["betas"], g["losses"][..., c], levels, f"{m} ({d})", str(g["family"]))
-    if cs is not None:
-        fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.8, label="CE loss")
-    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')}", fontsize=9)
+            _panel(ax, g["alphas"], g["betas"], g["losses"][..., c], f"{m} ({d})", str(g["family"]), space)
+    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')} (levels per panel)", fontsize=9)
     out = [plots.save_figure(fig, workdir / "figures" / f"landscape_{tag}.png", dpi=130)]
 
     ds = slug(dataset)
     mine = [(m, grids[(ds, m)]) for m in cols if (ds, m) in grids]
     k = min(n_images_panel, min(g["losses"].shape[-1] for _, g in mine))
-    fig, axes = plt.subplots(len(mine), k, figsize=(2.0 * k, 1.9 * len(mine)), squeeze=False)
+    fig, axes = plt.subplots(len(mine), k, figsize=(2.6 * k, 2.2 * len(mine)), squeeze=False, layout="constrained")
     for i, (m, g) in enumerate(mine):
-        levels = _levels([g["losses"][..., :k]])
         for c in range(k):
-            _panel(axes[i][c], g["alphas"], g["betas"], g["losses"][..., c], levels, f"{m} #{c}", str(g["family"]))
+            _panel(axes[i][c], g["alphas"], g["betas"], g["losses"][..., c], f"{m} #{c}", str(g["family"]), space)
+    fig.suptitle(f"loss contours per input image, {tag.replace('_', ' ±')} (levels per panel)", fontsize=9)
     out.append(plots.save_figure(fig, workdir / "figures" / f"landscape_{tag}_{ds}_images.png", dpi=130))
     return out
 
