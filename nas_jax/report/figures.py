@@ -167,7 +167,7 @@ def backdoor_asr_cad_figure(rows: list[dict], path: Path, title: str = "") -> Pa
     rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
     fig, axes = plt.subplots(1, 2, figsize=(2.4 + 0.9 * len(rows), 3.4))
     colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
+    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (percentage points)")):
         ax.bar(range(len(rows)), [100 * r[key] for r in rows], color=colors)
         ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
         ax.set_ylabel(label)
@@ -185,7 +185,7 @@ def backdoor_neurons_figure(rows: list[dict], path: Path, title: str = "") -> Pa
 
     ns = sorted({r["n_neuron"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (%)")):
+    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (percentage points)")):
         for family, color in plots.FAMILY_COLORS.items():
             models = sorted({r["model"] for r in rows if r["family"] == family})
             curves = [[100 * next(r[key] for r in rows if r["model"] == m and r["n_neuron"] == n) for n in ns]
@@ -321,7 +321,7 @@ def ntk_correlation_figure(rows: list[dict], asr: dict[str, dict], path: Path, t
 
 
 def poison_cad_figure(rows: list[dict], fractions: list[float], path: Path, title: str = "") -> Path:
-    """Figure 6: CAD (%) against p, one thick line per family mean and a faint line per model."""
+    """Figure 6: CAD (percentage points) against p, one thick line per family mean and a faint line per model."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.2, 3.4))
@@ -335,7 +335,7 @@ def poison_cad_figure(rows: list[dict], fractions: list[float], path: Path, titl
                     label=f"{family} mean ({len(curves)} model{'s' * (len(curves) != 1)})")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("poisoning fraction p (%)")
-    ax.set_ylabel("clean accuracy drop (%)")
+    ax.set_ylabel("clean accuracy drop (percentage points)")
     plots.legend_outside(ax)
     if title:
         ax.set_title(title, fontsize=9)

@@ -91,7 +91,8 @@ def bar_panels(rows: list[dict], panels: list[tuple[str, str]], path: str | Path
     fig, axes = plt.subplots(1, len(panels), figsize=(1.9 + 0.45 * len(rows) * len(panels), 3.4), squeeze=False)
     for ax, (key, panel_title) in zip(axes[0], panels):
         values = [100 * r[key] for r in rows]
-        ax.bar(range(len(rows)), values, color=[FAMILY_COLORS[r["family"]] for r in rows])
+        bars = ax.bar(range(len(rows)), values, color=[FAMILY_COLORS[r["family"]] for r in rows])
+        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)  # a 0% bar stays visible as its label
         ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_title(panel_title)

@@ -76,7 +76,10 @@ def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra
         print(format_table(rows, [("model", "model", None), ("family", "family", None),
                                   ("clean_accuracy", "clean acc", ".3f"), ("asr_most_likely", "ASR most-likely", ".3f"),
                                   ("asr_least_likely", "ASR least-likely", ".3f")]))
+        ns = sorted({r["n"] for r in records})
+        n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
         fig = plots.bar_panels(rows, [("asr_most_likely", "most likely"), ("asr_least_likely", "least likely")],
-                               Path(workdir) / "figures" / f"{task}_asr.png", ylabel="ASR (%)", title=title)
+                               Path(workdir) / "figures" / f"{task}_asr.png", ylabel="ASR (%)",
+                               title=f"{title}, n = {n} inputs per model, seed {config.seed}")
         print(f"figure: {fig}")
     return records

@@ -147,9 +147,10 @@ def run(config, workdir: str | Path) -> list[dict]:
             if name.startswith("trojannn") and name != f"trojannn_n{bc.n_neurons[0]}":
                 continue  # Figure 7 shows the first n_neuron; the others go to Figure 8
             attack = "trojannn" if name.startswith("trojannn") else name
-            fig = figures.backdoor_asr_cad_figure([r for r in rows if r["setting"] == name],
-                                                  fig_dir / f"backdoor_{attack}.png",
-                                                  title=f"{name} on {config.dataset}")
+            shown = [r for r in rows if r["setting"] == name]
+            label = f"TrojanNN, {bc.n_neurons[0]} target neuron(s)" if attack == "trojannn" else "BadNet"
+            fig = figures.backdoor_asr_cad_figure(shown, fig_dir / f"backdoor_{attack}.png",
+                                                  title=f"{label} on {config.dataset}, n = {len(idx)} inputs")
             print(f"figure: {fig}")
         if len(bc.n_neurons) > 1 and "trojannn" in bc.attacks:
             fig = figures.backdoor_neurons_figure([r for r in rows if r["attack"] == "trojannn"],
