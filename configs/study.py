@@ -19,8 +19,11 @@ launch/ray_study.py (one Ray task per cell); see BUILD.md.
 Per-task settings: `study.overrides.<task>` (and `.all`) hold launcher-style 'key=value' strings,
 e.g. --config.study.overrides.pgd="('pgd.n_inputs=50',)". The search task runs once per seed and searcher of
 `study.search_methods` (e.g. --config.study.search_methods="('darts','gdas')"; cells search/{method}/seed{s}).
-quick: digits, darts and snas (NAS), resnet and vgg (manual), the tasks train, pgd, grad_variance,
-landscape, cells.
+quick: digits, four NAS (darts, snas, pc_darts, drnas) and four manual models (resnet, vgg, dla, bit) -- the
+fewest for which the permutation test of a family gap can reach p < 0.05 (2 / C(8, 4) = 0.029; with 2 + 2 the
+smallest p is 1/3, docs/statistics.md) -- and the tasks train, pgd, grad_variance, landscape, cells. The
+manual models are the cheapest of the seven to train on this CPU (resnext's grouped convolutions and
+wideresnet's width cost several times more).
 """
 
 import ml_collections
@@ -37,7 +40,7 @@ def get_config(preset: str = "quick"):
     c = base_config("study", preset)
     quick = c.preset == "quick"
     c.study = ml_collections.ConfigDict()
-    c.study.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
+    c.study.models = ("darts", "snas", "pc_darts", "drnas", "resnet", "vgg", "dla", "bit") if quick else paper_zoo()
     c.study.tasks = ("train", "pgd", "grad_variance", "landscape", "cells") if quick else PAPER_TASKS
     c.study.seeds = (0,)
     c.study.search_methods = ("darts",)  # the search task's searchers: darts pc_darts gdas snas drnas random

@@ -15,6 +15,8 @@ checkpointed epoch); checkpoints written without it still restore.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -77,6 +79,16 @@ def _describe_mismatch(stored: list, wanted: list) -> str:
     return f"missing {missing}, unexpected {extra}, (stored, requested) differences {changed}"
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Python logging below CRITICAL off for the duration (orbax logs a failed write's traceback at ERROR)."""
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 class Checkpointer:
     """Keeps the last ``max_to_keep`` checkpoints of one run in ``directory``. A writer removes the temporary
     directories of saves that a kill or a full disk cut short; ``read_only`` opens a finished run without
@@ -113,8 +125,9 @@ class Checkpointer:
                                   layout=ocp.args.JsonSave(layout(state)),
                                   progress=ocp.args.JsonSave(progress or {}))
         try:
-            self._manager.save(step, args=args, force=True)
-            self._manager.wait_until_finished()
+            with _quiet_orbax():  # its own traceback log of a failed write: the error below says it in one paragraph
+                self._manager.save(step, args=args, force=True)
+                self._manager.wait_until_finished()
         except Exception as e:  # orbax/tensorstore wrap OSErrors (a full disk) in many types
             self._remove_temporary(step)
             raise CheckpointWriteError(
