@@ -264,6 +264,8 @@ def remark_verdict(entries: list[dict]) -> str:
               "are smaller than the paper's gap": sum(v.startswith("does not hold at") for v in verdicts)}
     if counts["go against it"] == len(verdicts):
         return "does not hold (every metric goes against it)"
+    if not any(counts.values()):
+        return f"inconclusive (none of its {len(verdicts)} metrics is conclusive at this scale)"
     counts["are inconclusive or insufficient"] = len(verdicts) - sum(counts.values())
     return "mixed: of " + f"{len(verdicts)} metrics, " + ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
@@ -483,11 +485,12 @@ def gap_figure(analysis: dict, path: Path) -> Path | None:
         ax.set_ylim(-1, 1)
         ax.set_yticks([])
         ax.set_ylabel(e["metric"].label, rotation=0, ha="right", va="center", fontsize=7)
+        ax.set_xlabel("NAS − manual", fontsize=6)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("NAS − manual (as in the table; arrow: the side the paper claims)", fontsize=8)
     legend_outside(axes[0, 0], handles=[Line2D([], [], color=c, marker="o", label=k)
                                         for k, c in VERDICT_COLORS.items()], fontsize=7)
-    fig.suptitle("NAS − manual family gaps, 95% BCa intervals over architectures", fontsize=10)
+    fig.suptitle("NAS − manual family gaps, 95% Welch intervals over architectures", fontsize=10)
     return save_figure(fig, path)
 
 

@@ -60,6 +60,8 @@ def run(config, workdir: str | Path) -> list[dict]:
         results.check_workdir(cell_dir)
         t0 = time.perf_counter()
         out = get_task(cell.task)(c, cell_dir) or []
+        jax.clear_caches()  # each cell compiles its own programs; kept loaded, a long shard exhausts the
+        # process's memory maps (LLVM "Cannot allocate memory" after ~56 quick cells); the disk cache reloads them
         records += out
         if main:
             marker = {"cell": cell.name, "config_hash": digest, "records": len(out),
