@@ -116,7 +116,9 @@ def test_bounded_intervals_stay_inside_the_range():
     one = mean_ci([0.9], bounds=(0.0, 1.0), n_inputs=100)  # one seed: the Wilson interval over inputs
     assert one.low == pytest.approx(0.8256, abs=1e-3) and one.high == pytest.approx(0.9448, abs=1e-3)
     positive = mean_ci([0.05, 0.9, 0.4], bounds=(0.0, None))
-    assert positive.low > 0
+    assert positive.low == 0.0 < positive.value  # the t interval reaches below 0: truncated at the bound
+    near = mean_ci([0.0, 0.01], bounds=(0.0, 1.0))  # at a bound, the interval stays near the data
+    assert near.low == 0.0 and near.high == pytest.approx(0.005 + 12.7062 * np.std([0, 0.01], ddof=1) / np.sqrt(2), rel=1e-3)
     values = {"a": [1.0, 0.9], "b": [0.95], "c": [1.0], "d": [0.0], "e": [0.1, 0.0], "f": [0.05]}
     fam = {m: "nas" if m in "abc" else "manual" for m in values}
     gap = family_gap(values, fam, bounds=(0.0, 1.0))

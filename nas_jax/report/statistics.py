@@ -6,9 +6,9 @@ Here the unit of analysis is the architecture: seeds (and inputs) are repeated m
 architecture, so each architecture's seeds are averaged first and the families are compared over those
 per-architecture means.
 
-- :func:`mean_ci`: one architecture over seeds. A Student-t interval, on the logit scale of the metric's
-  range for a bounded metric (so it stays inside the range); one seed of a proportion over ``n`` inputs
-  gets the Wilson interval over inputs (:func:`scipy.stats.binomtest`).
+- :func:`mean_ci`: one architecture over seeds. A Student-t interval intersected with the metric's range;
+  one seed of a proportion over ``n`` inputs gets the Wilson interval over inputs
+  (:func:`scipy.stats.binomtest`).
 - :func:`family_gap`: the NAS − manual gap of the per-architecture means, Welch's t interval over those
   means (:func:`scipy.stats.ttest_ind`, clipped to the gap's range) and a two-sided permutation p-value over
   the family labels (:func:`scipy.stats.permutation_test`, exact for small families). A bootstrap interval
@@ -35,12 +35,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 FAMILIES = ("nas", "manual")
 ALPHA = 0.05  # the significance level of every verdict
 MIN_MODELS_ADJUSTED = 3  # architectures per family for the accuracy-adjusted gap (3 parameters over ≥ 6 points)
-_SQUEEZE = 1e-3  # a bounded value at its bound moves this fraction of the range inward before the logit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +58,13 @@ class Interval:
         return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}] (n={self.n})"
 
 
-def _transform(bounds: tuple[float, float | None]):
-    """(to, back): the logit of the position in [lo, hi], or the log of the distance above lo (hi None)."""
-    lo, hi = bounds
-    if hi is None:
-        return (lambda x: np.log(np.maximum(x - lo, _SQUEEZE))), (lambda z: float(lo + np.exp(z)))
-    return ((lambda x: special.logit(np.clip((x - lo) / (hi - lo), _SQUEEZE, 1 - _SQUEEZE))),
-            (lambda z: float(lo + (hi - lo) * special.expit(z))))
-
-
 def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float | None] | None = None,
             n_inputs: int | None = None) -> Interval:
-    """Mean over seeds and its interval. Unbounded (``bounds`` None): mean ± t_{(1+c)/2, n−1} · s / √n. Bounded:
-    the same interval on the logit scale of the range (the log scale above ``lo`` when ``hi`` is None), mapped
-    back, so it lies inside ``bounds``. One seed: no
-    interval, except a proportion (``bounds`` (0, 1)) measured over ``n_inputs`` inputs: the Wilson interval."""
+    """Mean over seeds and its interval: mean ± t_{(1+c)/2, n−1} · s / √n, intersected with ``bounds`` (the
+    metric's range; ``hi`` None for [lo, ∞)). The true mean lies in the range, so the truncated interval covers
+    it at least as often; a logit-scale interval instead stretches to the far bound when a value sits at a bound
+    (ASR 0 and 0.01 over two seeds gave [0.00, 1.00]). One seed: no interval, except a proportion (``bounds``
+    (0, 1)) measured over ``n_inputs`` inputs: the Wilson interval over inputs."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
     if x.size == 0:
         raise ValueError("mean_ci needs at least one finite value.")
@@ -83,15 +74,11 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[flo
             ci = stats.binomtest(round(mean * n_inputs), n_inputs).proportion_ci(confidence, method="wilson")
             return Interval(mean, float(ci.low), float(ci.high), 1)
         return Interval(mean, math.nan, math.nan, 1)
-    t = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1))
-    if bounds is None:
-        half = t * x.std(ddof=1) / math.sqrt(x.size)
-        return Interval(mean, float(mean - half), float(mean + half), int(x.size))
-    to, back = _transform(bounds)
-    z = to(x)
-    half = t * z.std(ddof=1) / math.sqrt(x.size)
-    low, high = back(z.mean() - half), back(z.mean() + half)
-    return Interval(mean, min(low, mean), max(high, mean), int(x.size))
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1])
+    return Interval(mean, float(low), float(high), int(x.size))
 
 
 def gap_bounds(bounds: tuple[float, float | None] | None) -> tuple[float, float] | None:
