@@ -64,14 +64,15 @@ def write_json(path: str | Path, obj, **dumps_kwargs) -> None:
     replace_bytes(path, json.dumps(obj, **dumps_kwargs).encode())
 
 
-def clean_temp_files(directory: str | Path) -> list[Path]:
-    """Remove the temporary files (``.*.tmp``) that killed writers left in ``directory``; the removed paths.
-    Only safe while no other process writes there (hold the folder's lock)."""
+def clean_temp_files(directory: str | Path, name: str = "*") -> list[Path]:
+    """Remove the temporary files that killed writers of ``name`` (default: of any file) left in ``directory``;
+    the removed paths. Only safe while no other process writes those files (hold the lock that serialises
+    their writers)."""
     directory = Path(directory)
     removed = []
     if not directory.is_dir():
         return removed
-    for p in directory.glob(f".*{TEMP_SUFFIX}"):
+    for p in directory.glob(f".{name}.*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             p.unlink()
             removed.append(p)

@@ -131,8 +131,10 @@ def test_writers_leave_no_temporary_files_and_json_is_atomic(tmp_path, monkeypat
     from nas_jax import files
 
     (tmp_path / ".results.jsonl.abc.tmp").write_text("left by a killed writer")
+    (tmp_path / ".zoo.json.xyz.tmp").write_text("another writer's, in flight")
     results.append_record(tmp_path, _pgd_record(_pgd_config(tmp_path, 5), "darts", 0.5))
-    assert not list(tmp_path.glob(".*.tmp"))  # cleaned under the results lock
+    assert [p.name for p in tmp_path.glob(".*.tmp")] == [".zoo.json.xyz.tmp"]  # only the results file's is cleaned
+    (tmp_path / ".zoo.json.xyz.tmp").unlink()
     files.write_json(tmp_path / "final.json", {"step": 1})
     import os
 

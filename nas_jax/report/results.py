@@ -169,7 +169,7 @@ def append_record(workdir: str | Path, record: dict) -> None:
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
-        files.clean_temp_files(path.parent)
+        files.clean_temp_files(path.parent, RESULTS_FILE)  # only the results file's: others may write beside it
         old = path.read_bytes() if path.exists() else b""
         if old and not old.endswith(b"\n"):  # an older writer's torn last line: end it
             old += b"\n"
