@@ -1,4 +1,5 @@
-"""Atomic files: nothing half-written is ever visible (docs/provenance.md).
+"""Atomic files and content hashes: nothing half-written is ever visible, and an artifact is named by its
+content (docs/provenance.md).
 
 Every JSON artifact (``final.json``, ``spec.json``, logs, study markers, reports) and the results file are
 written to a temporary file beside the target (``.{name}.*.tmp``), flushed to disk and renamed over the
@@ -11,12 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
+
+
+def json_sha256(obj, digits: int = 64) -> str:
+    """SHA-256 (its first ``digits`` hex digits) of the canonical JSON of ``obj`` (sorted keys): the content
+    identity of a genotype, a training spec or a record."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:digits]
 
 
 def _write_all(fd: int, data: bytes) -> None:

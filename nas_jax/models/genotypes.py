@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import numbers
 from pathlib import Path
 
+from nas_jax import files
 from nas_jax.errors import UserError
 
 _DATA_FILE = Path(__file__).with_name("genotypes.json")
@@ -176,7 +176,7 @@ def _read_genotype_file(path: Path) -> Genotype:
 
 def genotype_sha256(g: Genotype) -> str:
     """The content identity of a genotype: SHA-256 of its sorted-key JSON form."""
-    return hashlib.sha256(json.dumps(g.to_json(), sort_keys=True).encode()).hexdigest()
+    return files.json_sha256(g.to_json())
 
 
 # --------------------------------------------------------------------------

@@ -42,8 +42,8 @@ LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "sci
 
 
 def digest(obj) -> str:
-    """SHA-256 (16 hex digits) of the canonical JSON of ``obj``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The 16-hex-digit content hash of ``obj`` (:func:`nas_jax.files.json_sha256`)."""
+    return files.json_sha256(obj, 16)
 
 
 def config_hash(config) -> str:

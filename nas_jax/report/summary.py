@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nas_jax.models.genotypes import genotype_from_dict, genotype_sha256
+from nas_jax.files import json_sha256
 from nas_jax.models.registry import display_name
 from nas_jax.report.results import flatten, newest, read_records
 from nas_jax.report.tables import format_table
@@ -70,7 +70,7 @@ def _victim_settings(record: dict) -> dict:
     if spec:  # float32 specs leave their dtype out (zoo.training_spec)
         spec["arch"] = {"dtype": "float32", **spec.get("arch", {})}
     if isinstance(spec.get("genotype"), dict):  # a genotype file's content, by the hash in its zoo folder's name
-        spec["genotype"] = genotype_sha256(genotype_from_dict(spec["genotype"]))[:12]
+        spec["genotype"] = json_sha256(spec["genotype"], 12)  # = genotypes.genotype_sha256 of that genotype
     return flatten(spec)
 
 

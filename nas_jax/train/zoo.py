@@ -141,7 +141,7 @@ def training_spec(config, model_name: str) -> dict:
 
 def spec_sha256(spec: dict) -> str:
     """The content hash (16 hex digits) of a training spec: a victim's identity."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return files.json_sha256(spec, 16)
 
 
 def dataset_sha256(name: str) -> str | None:
