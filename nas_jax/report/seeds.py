@@ -42,7 +42,7 @@ def aggregate(records: list[dict]) -> list[dict]:
     Interval}, "values": {name: [per-seed values]}}`` over every numeric scalar metric, in first-seen order."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        key = json.dumps([r["task"], r["model"], {k: v for k, v in r.get("setting", {}).items()}], sort_keys=True)
+        key = json.dumps([r["task"], r["model"], r.get("setting", {})], sort_keys=True)
         groups.setdefault(key, []).append(r)
     rows = []
     for group in groups.values():
