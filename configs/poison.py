@@ -25,7 +25,7 @@ def get_config(preset: str = "quick"):
     c = base_config("poison", preset)
     quick = c.preset == "quick"
     c.models = ("darts", "resnet") if quick else paper_zoo()
-    # poisoning recipe: §d with E = 50 [paper]. quick: the victims' 8 epochs (at 4 the test accuracy is still
+    # poisoning recipe: §d with E = 50 [paper]. quick: 8 epochs (at 4 the test accuracy is still
     # climbing 20 points per epoch and the CADs are noise: measured -13..+21 points, not monotone in p)
     c.train.epochs = 8 if quick else 50
     c.poison = ml_collections.ConfigDict()
