@@ -54,6 +54,36 @@ def test_cell_layout_and_drawing(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_op_labels_of_every_zoo_cell_are_readable(tmp_path, monkeypatch):
+    """No two op labels of a drawn cell overlap (edges converging on one node used to put theirs at the same
+    spot), for every cell of the zoo; a searched genotype.json is titled by its folder, not 'genotype.json'."""
+    import json
+
+    from nas_jax.report.plots import plt
+
+    drawn, close = [], plt.close
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep each saved figure open for inspection
+    for name in cells.genotypes.zoo_names():
+        cells.draw_genotype(name, tmp_path / f"{name}.png")
+        fig = drawn[-1]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_zorder() == 3]  # the op labels
+            assert boxes, name
+            clashes = [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[i + 1:], i + 1) if a.overlaps(b)]
+            assert not clashes, f"{name} {ax.get_title()}: op labels {clashes} overlap"
+    found = tmp_path / "runs" / "dartsx" / "genotype.json"
+    found.parent.mkdir(parents=True)
+    g = cells.genotypes.get_genotype("darts")
+    found.write_text(json.dumps({"normal": [list(e) for e in g.normal], "normal_concat": list(g.normal_concat),
+                                 "reduce": [list(e) for e in g.reduce], "reduce_concat": list(g.reduce_concat)}))
+    cells.draw_genotype(f"genotype:{found}", tmp_path / "found.png")
+    assert drawn[-1].axes[0].get_title().startswith("dartsx normal cell")
+    for fig in drawn:
+        close(fig)
+
+
 class _Linear(nn.Module):
     classes: int
     bias: bool

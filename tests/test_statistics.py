@@ -229,9 +229,42 @@ def test_every_interval_of_report_json_lies_inside_its_range(rows):
                                                                       "asr_least_likely": asr}})
         records.append({**common, "task": "poison", "n": 50, "setting": {"fraction": 0.4}, "metrics": {"cad": cad}})
     report = report_json(analyse(records), {})
-    for entry in report["metrics"] + report["per_model"]:
+    for entry in report["metrics"] + report["per_model"] + report["pairs"]:
         if entry["range"] is None:
             continue
         lo, hi = entry["range"]
         for v in [entry["estimate"], *entry["ci"]]:
             assert v is None or lo - 1e-12 <= v <= hi + 1e-12, entry
+
+
+def test_a_difference_of_two_proportions_is_newcombes_interval_and_fishers_p():
+    """Newcombe (1998), Table II, example (a): 56/70 − 48/80 = 0.2, hybrid score interval [0.0524, 0.3339]; the
+    interval stays inside [−1, 1] at the extremes; Fisher's p against scipy's 2x2 table."""
+    from scipy import stats
+
+    from nas_jax.report.statistics import proportion_difference
+
+    d = proportion_difference(56, 70, 48, 80)
+    assert d.value == pytest.approx(0.2) and d.low == pytest.approx(0.0524, abs=1e-4)
+    assert d.high == pytest.approx(0.3339, abs=1e-4)
+    assert d.p_value == pytest.approx(stats.fisher_exact([[56, 14], [48, 32]]).pvalue)
+    top = proportion_difference(100, 100, 0, 100)
+    assert top.high == 1.0 and 0.9 < top.low < 1.0
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        proportion_difference(5, 4, 1, 10)
+
+
+def test_one_seed_reports_each_pair_over_inputs_and_a_wilson_interval_per_model(tmp_path):
+    """One seed supports only statements about the trained networks: every NAS × manual pair over inputs with
+    Newcombe's interval, and each model's ASR with the Wilson interval over its inputs; the family gap stays
+    insufficient."""
+    report = _synthetic_study(tmp_path, 2, 2, gap=0.3, seeds=(0,))
+    pairs = [p for p in report["pairs"] if p["metric"] == "pgd_m"]
+    assert {(p["nas"], p["manual"]) for p in pairs} == {(a, b) for a in ("darts", "snas") for b in ("resnet", "vgg")}
+    for p in pairs:
+        assert p["seed"] == 0 and p["n_inputs"] == {"nas": 100, "manual": 100}
+        assert p["ci"][0] > 0 and p["p"] < 0.05 and p["finding"] == "in the paper's direction"
+    darts = next(e for e in report["per_model"] if e["metric"] == "pgd_m" and e["model"] == "darts")
+    assert darts["n_seeds"] == 1 and 0 < darts["ci"][0] < darts["estimate"] < darts["ci"][1] < 1
+    assert _entry(report, "pgd_m")["verdict"].startswith("insufficient")
+    assert "Model pairs over inputs" in (tmp_path / "report.md").read_text()

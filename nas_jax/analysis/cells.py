@@ -123,10 +123,41 @@ def _bezier(p0, p1, rad: float, t: float) -> tuple[float, float]:
     return ((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1, (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1)
 
 
+LABEL_POSITIONS = (0.62, 0.45, 0.75, 0.35, 0.85, 0.25)  # where along its edge a label may sit, in order of preference
+
+
+def _place_label(ax, spots, text: str, color: str, placed: list) -> None:
+    """Put an op label at the first of ``spots`` whose box (measured as drawn) clears every label already placed
+    (edges converging on one node put their labels at the same fraction of the edge close together), else at the
+    least crowded one."""
+    renderer = ax.figure.canvas.get_renderer()
+    best = None
+    for x, y in spots:
+        label = ax.text(x, y, text, fontsize=7, color=color, ha="center", va="center", zorder=3,
+                        bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.9))
+        box = label.get_window_extent(renderer)
+        clashes = sum(box.overlaps(b) for b in placed)
+        if best is None or clashes < best[0]:
+            if best is not None:
+                best[1].remove()
+            best = (clashes, label, box)
+        else:
+            label.remove()
+        if clashes == 0:
+            break
+    placed.append(best[2])
+
+
 def draw_cell(ax, cell, concat, title: str) -> int:
     """Draw one cell on ``ax`` (equal aspect); returns the number of op edges drawn."""
     pos, edges, outs = cell_layout(cell, concat)
+    xs, ys = zip(*pos.values())
+    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
+    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+    ax.set_aspect("equal")
+    ax.apply_aspect()  # the final data-to-pixel scale, so that label boxes are measured as they will be drawn
     seen: dict[tuple, int] = {}
+    placed: list = []
     for src, dst, op in edges:
         dup = seen.get((src, dst), 0)
         seen[(src, dst)] = dup + 1
@@ -136,9 +167,8 @@ def draw_cell(ax, cell, concat, title: str) -> int:
         ax.annotate("", xy=pos[dst], xytext=pos[src], zorder=1,
                     arrowprops=dict(arrowstyle="-|>", color=color, lw=1.4, shrinkA=13, shrinkB=13,
                                     connectionstyle=f"arc3,rad={rad}"))
-        lx, ly = _bezier(pos[src], pos[dst], rad, 0.62)
-        ax.text(lx, ly, OP_SHORT.get(op, op), fontsize=7, color=color, ha="center", va="center", zorder=3,
-                bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.9))
+        _place_label(ax, [_bezier(pos[src], pos[dst], rad, t) for t in LABEL_POSITIONS], OP_SHORT.get(op, op), color,
+                     placed)
     for node in outs:
         ax.annotate("", xy=pos["out"], xytext=pos[node], zorder=0,
                     arrowprops=dict(arrowstyle="-|>", color="0.65", lw=1.0, ls="--", shrinkA=13, shrinkB=13,
@@ -147,10 +177,6 @@ def draw_cell(ax, cell, concat, title: str) -> int:
         face = "lightsteelblue" if node in (0, 1) else ("khaki" if node == "out" else "white")
         ax.text(x, y, _node_label(node), ha="center", va="center", fontsize=9, zorder=4,
                 bbox=dict(boxstyle="round,pad=0.35", fc=face, ec="0.3"))
-    xs, ys = zip(*pos.values())
-    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
-    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
-    ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)
     ax.axis("off")
     return len(edges)
@@ -158,11 +184,14 @@ def draw_cell(ax, cell, concat, title: str) -> int:
 
 def draw_genotype(name: str, path: str | Path) -> Path:
     """Normal and reduction cell of ``name`` side by side, as a PNG (Figure 15 style)."""
+    from nas_jax.models.registry import display_name
+
     g = genotypes.get_genotype(name)
     m = genotypes.genotype_metrics(g)
+    label = display_name(name)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     draw_cell(axes[0], g.normal, g.normal_concat,
-              f"{name} normal cell: depth {m['depth']}, width {m['width_w3']}c (W3), {m['skip_connects']} skip")
+              f"{label} normal cell: depth {m['depth']}, width {m['width_w3']}c (W3), {m['skip_connects']} skip")
     draw_cell(axes[1], g.reduce, g.reduce_concat,
-              f"{name} reduction cell: depth {m['reduce_depth']}, {m['reduce_skip_connects']} skip")
-    return save_figure(fig, path, dpi=130)  # a genotype:PATH name shows as its file name
+              f"{label} reduction cell: depth {m['reduce_depth']}, {m['reduce_skip_connects']} skip")
+    return save_figure(fig, path, dpi=130)

@@ -69,7 +69,9 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
             g = grids[(d, m)]
             c = min(plot_contour, g["losses"].shape[-1] - 1)
             _panel(ax, g["alphas"], g["betas"], g["losses"][..., c], f"{m} ({d})", str(g["family"]), space)
-    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')} (levels per panel)", fontsize=9)
+    n_images = sorted({g["losses"].shape[-1] for g in grids.values()})
+    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')}: image #{plot_contour} of n = "
+                 f"{'/'.join(map(str, n_images))} per model (levels per panel)", fontsize=9)
     out = [plots.save_figure(fig, workdir / "figures" / f"landscape_{tag}.png", dpi=130)]
 
     ds = slug(dataset)
@@ -79,7 +81,8 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
     for i, (m, g) in enumerate(mine):
         for c in range(k):
             _panel(axes[i][c], g["alphas"], g["betas"], g["losses"][..., c], f"{m} #{c}", str(g["family"]), space)
-    fig.suptitle(f"loss contours per input image, {tag.replace('_', ' ±')} (levels per panel)", fontsize=9)
+    fig.suptitle(f"loss contours per input image, {tag.replace('_', ' ±')}: {k} images per model (levels per "
+                 "panel)", fontsize=9)
     out.append(plots.save_figure(fig, workdir / "figures" / f"landscape_{tag}_{ds}_images.png", dpi=130))
     return out
 
@@ -101,7 +104,7 @@ def adv_train_figure(rows: list[dict], path: Path, title: str = "") -> Path:
     colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(2.8 + 0.9 * len(rows), 3.4))
     axes[0].bar(xs, [100 * r["accuracy_drop"] for r in rows], color=colors)
-    axes[0].set_ylabel("clean accuracy drop (%)")
+    axes[0].set_ylabel("clean accuracy drop (points)")
     axes[0].axhline(0, color="grey", lw=0.5)
     extra = []
     if any(r.get("accuracy_drop_zoo", r["accuracy_drop"]) != r["accuracy_drop"] for r in rows):

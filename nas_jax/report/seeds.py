@@ -50,9 +50,11 @@ def aggregate(records: list[dict]) -> list[dict]:
         names = [k for k, v in first["metrics"].items() if isinstance(v, int | float) and not isinstance(v, bool)]
         values = {k: [float(r["metrics"][k]) for r in group if isinstance(r["metrics"].get(k), int | float)
                       and math.isfinite(r["metrics"][k])] for k in names}
-        rows.append({"task": first["task"], "model": first["model"], "family": first.get("setting", {}).get("family"),
-                     "setting": _setting_label(first.get("setting", {})), "seeds": sorted({r.get("seed") for r in group}),
-                     "values": values, "metrics": {k: mean_ci(v, bounds=metric_bounds(k)) for k, v in values.items() if v}})
+        setting = first.get("setting", {})
+        rows.append({"task": first["task"], "model": first["model"], "family": setting.get("family"),
+                     "setting": _setting_label(setting), "seeds": sorted({r.get("seed") for r in group}),
+                     "values": values,
+                     "metrics": {k: mean_ci(v, bounds=metric_bounds(k)) for k, v in values.items() if v}})
     return rows
 
 

@@ -23,6 +23,9 @@ per-architecture means.
   :data:`MIN_MODELS_ADJUSTED` architectures per family.
 - :func:`verdict`: the rules that turn a gap into "holds", "does not hold", "insufficient models" or
   "inconclusive".
+- :func:`proportion_difference`: two trained models compared over their inputs (e.g. darts vs resnet PGD ASR,
+  one seed each): Newcombe's hybrid score interval (inside [−1, 1]) and Fisher's exact p. A comparison of those
+  two trained networks, never of their families.
 
 All inputs are plain dicts ``{model: [value per seed]}`` and ``{model: 'nas' | 'manual'}``.
 """
@@ -238,6 +241,27 @@ def accuracy_adjusted_gap(values: Mapping[str, Sequence[float]], accuracies: Map
         low, high = np.nanquantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
     low, high = _clip(float(low), float(high), gap_bounds(bounds))
     return Interval(gap, low, high, sum(len(m) for m in means.values()))
+
+
+def _wilson(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    ci = stats.binomtest(successes, n).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def proportion_difference(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> Interval:
+    """p1 − p2 of two independent proportions k1/n1 and k2/n2 (two models' ASR over their own inputs) with
+    Newcombe's hybrid score interval (Newcombe 1998, method 10: the two Wilson intervals combined; it stays in
+    [−1, 1] and keeps its coverage near 0 and 1, where the Wald interval fails) and the two-sided p of Fisher's
+    exact test (:func:`scipy.stats.fisher_exact`)."""
+    if not (0 <= k1 <= n1 and 0 <= k2 <= n2 and n1 > 0 and n2 > 0):
+        raise ValueError(f"need 0 <= k <= n and n > 0 for both proportions (got {k1}/{n1}, {k2}/{n2}).")
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = _wilson(k1, n1, confidence), _wilson(k2, n2, confidence)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    p = float(stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+    return Interval(d, max(low, -1.0), min(high, 1.0), n1 + n2, p)
 
 
 def verdict(gap: Interval, claim: int, *, n_nas: int, n_manual: int, p_adjusted: float, alpha: float = ALPHA,

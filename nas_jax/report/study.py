@@ -28,7 +28,8 @@ import numpy as np
 from nas_jax import files
 from nas_jax.report.results import RESULTS_FILE, marked_records, newest, read_records
 from nas_jax.report.statistics import (ALPHA, FAMILIES, accuracy_adjusted_gap, architectures_needed, family_gap,
-                                      gap_bounds, holm, mean_ci, min_achievable_p, variance_components, verdict)
+                                      gap_bounds, holm, mean_ci, min_achievable_p, proportion_difference,
+                                      variance_components, verdict)
 from nas_jax.report.summary import PAPER_TABLE4, summarize
 from nas_jax.report.tables import format_table
 
@@ -57,6 +58,7 @@ class Metric:
     fmt: str = ".3f"
     bounds: tuple[float, float | None] | None = PROPORTION
     paper_gap: float | None = None
+    inputs_task: str | None = None  # a proportion over inputs: the task whose records' ``n`` counts them
 
 
 def _newest(records: list[dict], task: str, **setting) -> dict | None:
@@ -100,16 +102,17 @@ def _clean_accuracy(records, row):
 
 METRICS = [
     Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),
-    Metric("pgd_m", "PGD ASR most likely (Fig. 2)", _row("pgd_m"), +1, 1, paper_gap=0.10),
-    Metric("pgd_l", "PGD ASR least likely (Fig. 2)", _row("pgd_l"), +1, 1, paper_gap=0.10),
-    Metric("nes_m", "NES ASR most likely (Fig. 5)", _get("nes", "asr_most_likely"), +1, 1),
-    Metric("nes_l", "NES ASR least likely (Fig. 5)", _get("nes", "asr_least_likely"), +1, 1),
+    Metric("pgd_m", "PGD ASR most likely (Fig. 2)", _row("pgd_m"), +1, 1, paper_gap=0.10, inputs_task="pgd"),
+    Metric("pgd_l", "PGD ASR least likely (Fig. 2)", _row("pgd_l"), +1, 1, paper_gap=0.10, inputs_task="pgd"),
+    Metric("nes_m", "NES ASR most likely (Fig. 5)", _get("nes", "asr_most_likely"), +1, 1, inputs_task="nes"),
+    Metric("nes_l", "NES ASR least likely (Fig. 5)", _get("nes", "asr_least_likely"), +1, 1, inputs_task="nes"),
     Metric("poison_cad", "poisoning CAD, largest p (Fig. 6)", _row("poison_cad"), +1, 1, bounds=DIFFERENCE,
            paper_gap=0.05),
     Metric("backdoor_asr", "TrojanNN ASR (Fig. 7)", _row("backdoor_asr"), +1, 1, paper_gap=0.02),
     Metric("ace", "Knockoff ACE, aware (Fig. 9)", _row("ace"), -1, 1, bounds=POSITIVE, paper_gap=0.3),
     Metric("mi_auc", "membership AUC (Fig. 10)", _row("mi_auc"), +1, 1, paper_gap=0.04),
-    Metric("autoattack_robust", "AutoAttack robust accuracy", _get("autoattack", "robust_accuracy"), -1, 1),
+    Metric("autoattack_robust", "AutoAttack robust accuracy", _get("autoattack", "robust_accuracy"), -1, 1,
+           inputs_task="autoattack"),
     Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
            _get("grad_variance", "trace_cov", _log10, phase="init", bn="raw"), -1, 2, ".2f", None),
     Metric("grad_var_trained", "log10 gradient variance trained (Fig. 12)",
@@ -160,6 +163,43 @@ def per_seed_values(records: list[dict], models: list[str]) -> dict[str, dict[st
     return out
 
 
+def per_seed_inputs(records: list[dict]) -> dict[str, dict[str, dict[int, int]]]:
+    """{metric: {model: {seed: inputs}}} for the metrics measured over inputs (``Metric.inputs_task``)."""
+    out = {}
+    for metric in (m for m in METRICS if m.inputs_task):
+        for r in records:  # newest last: a later record of the same model and seed wins
+            if r["task"] == metric.inputs_task and isinstance(r.get("n"), int):
+                out.setdefault(metric.key, {}).setdefault(r["model"], {})[int(r.get("seed", 0))] = r["n"]
+    return out
+
+
+def model_pairs(values: dict, inputs: dict, families: dict, alpha: float = ALPHA) -> list[dict]:
+    """Each NAS model against each manual model over inputs, for every metric measured over inputs, at the
+    first seed both have (docs/statistics.md): the difference of the two proportions with Newcombe's interval
+    and Fisher's p (:func:`~nas_jax.report.statistics.proportion_difference`). One seed of two trained networks
+    supports a statement about those two networks only, never about their families."""
+    rows = []
+    for metric in (m for m in METRICS if m.inputs_task and m.key in inputs):
+        per_model, n_of = values.get(metric.key, {}), inputs[metric.key]
+        nas = [m for m in per_model if families.get(m) == "nas"]
+        manual = [m for m in per_model if families.get(m) == "manual"]
+        for a in nas:
+            for b in manual:
+                common = sorted(set(per_model[a]) & set(per_model[b]) & set(n_of.get(a, {})) & set(n_of.get(b, {})))
+                if not common:
+                    continue
+                s = common[0]
+                na, nb = n_of[a][s], n_of[b][s]
+                diff = proportion_difference(round(per_model[a][s] * na), na, round(per_model[b][s] * nb), nb)
+                side = diff.low > 0 if metric.claim > 0 else diff.high < 0
+                other = diff.high < 0 if metric.claim > 0 else diff.low > 0
+                rows.append({"metric": metric, "nas": a, "manual": b, "seed": s, "n_inputs": {"nas": na, "manual": nb},
+                             "diff": diff, "finding": ("in the paper's direction" if side and diff.p_value < alpha
+                                                       else "against the paper's direction" if other and
+                                                       diff.p_value < alpha else "no difference shown")})
+    return rows
+
+
 def _is_zoo_model(name: str) -> bool:
     from nas_jax.models.registry import model_family
 
@@ -196,13 +236,20 @@ def analyse(records: list[dict], models: list[str] | None = None, alpha: float =
     models = models or [m for m in dict.fromkeys(r["model"] for r in records if r.get("dataset") != "-")
                         if _is_zoo_model(m)]
     values = per_seed_values(records, models)
+    inputs = per_seed_inputs(records)
     accuracy = values["clean_accuracy"]
-    out = {"models": models, "families": fams, "metrics": [], "alpha": alpha}
+    out = {"models": models, "families": fams, "metrics": [], "alpha": alpha,
+           "pairs": model_pairs(values, inputs, fams, alpha)}
     for metric in METRICS:
         per_model = values[metric.key]
         if not per_model:
             continue
-        entry = {"metric": metric, "per_model": {m: mean_ci(list(v.values()), bounds=metric.bounds)
+
+        def one_seed_inputs(model, seeds):  # one seed of a proportion: the Wilson interval over its inputs
+            return inputs.get(metric.key, {}).get(model, {}).get(next(iter(seeds))) if len(seeds) == 1 else None
+
+        entry = {"metric": metric, "per_model": {m: mean_ci(list(v.values()), bounds=metric.bounds,
+                                                            n_inputs=one_seed_inputs(m, v))
                                                  for m, v in per_model.items()},
                  "n_seeds": max(len(v) for v in per_model.values())}
         fam_values = {m: list(v.values()) for m, v in per_model.items() if fams.get(m) in FAMILIES}
@@ -367,10 +414,12 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
                  "verdict": e.get("verdict", "-")}
                 for e in analysis["metrics"] if "gap" in e]
     lines += [_block(format_table(gap_rows, [
-        ("metric", "metric", None), ("gap", "NAS − manual [95% Welch CI] (n architectures)", None), ("models", "NAS+manual", None),
+        ("metric", "metric", None), ("gap", "NAS − manual [95% Welch CI] (n architectures)", None),
+        ("models", "NAS+manual", None),
         ("p", "permutation p", None), ("holm", "Holm p", None), ("min_p", "smallest achievable p", None),
         ("adjusted", "gap at matched accuracy", None), ("verdict", "paper's claim", None)]))
         if gap_rows else "(no metric has both families)", ""]
+    lines += _pair_lines(analysis)
     lines += ["## Paper remarks at this scale", ""]
     for remark in (1, 2):
         lines.append(f"- {REMARKS[remark]}: **{analysis['remarks'][remark]}**")
@@ -387,6 +436,24 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
     lines += [f"- {m}: {a:.1%}/{b:.1%}, {c:.1%}/{d:.1%}, {e:.3f}" for m, (a, b, c, d, e) in PAPER_TABLE4.items()]
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def _pair_lines(analysis: dict) -> list[str]:
+    """The within-architecture comparisons over inputs (each NAS model against each manual model)."""
+    pairs = analysis.get("pairs") or []
+    if not pairs:
+        return []
+    rows = [{"metric": p["metric"].label, "pair": f"{p['nas']} − {p['manual']}", "seed": p["seed"],
+             "n": f"{p['n_inputs']['nas']}/{p['n_inputs']['manual']}", "diff": p["diff"].format(".3f"),
+             "p": _p(p["diff"].p_value), "finding": p["finding"]} for p in pairs]
+    return ["## Model pairs over inputs (one seed; these trained networks, not their families)", "",
+            "Each NAS model against each manual model at the first seed both have: the difference of the two "
+            "proportions over their own inputs, Newcombe's 95% interval and Fisher's exact p (not corrected for "
+            "the number of pairs).", "",
+            _block(format_table(rows, [("metric", "metric", None), ("pair", "NAS − manual model", None),
+                                       ("seed", "seed", None), ("n", "inputs", None),
+                                       ("diff", "difference [95% CI]", None), ("p", "Fisher p", None),
+                                       ("finding", "finding", None)])), ""]
 
 
 def _power_lines(analysis: dict) -> list[str]:
@@ -441,8 +508,12 @@ def report_json(analysis: dict, header: dict) -> dict:
     remarks = [{"remark": r, "text": REMARKS[r], "verdict": v,
                 "metrics": [e["metric"].key for e in analysis["metrics"] if e["metric"].remark == r and "verdict" in e]}
                for r, v in analysis["remarks"].items()]
+    pairs = [{"metric": p["metric"].key, "nas": p["nas"], "manual": p["manual"], "seed": p["seed"],
+              "n_inputs": p["n_inputs"], "range": [-1.0, 1.0], "estimate": float(p["diff"].value),
+              "ci": _interval(p["diff"]), "p": _json_float(p["diff"].p_value), "finding": p["finding"]}
+             for p in analysis.get("pairs", [])]
     return {"header": header, "alpha": analysis["alpha"], "metrics": metrics, "per_model": per_model,
-            "remarks": remarks}
+            "remarks": remarks, "pairs": pairs}
 
 
 def _json_float(v) -> float | None:

@@ -72,7 +72,9 @@ def run_task(config, workdir):
 
 def _figures(workdir) -> dict[Path, int]:
     root = Path(workdir) / "figures"
-    return {p: p.stat().st_mtime_ns for p in root.rglob("*.png") if "seed" not in p.parent.name} if root.is_dir() else {}
+    if not root.is_dir():
+        return {}
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*.png") if "seed" not in p.parent.name}
 
 
 def _keep_seed_figures(workdir, before: dict[Path, int], seed: int) -> None:

@@ -135,7 +135,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                                   ("accuracy_drop_zoo", "drop vs zoo", "+.3f"), ("asr_standard", "ASR std", ".3f"),
                                   ("asr", "ASR AT", ".3f")]))
         fig = figures.adv_train_figure(rows, Path(workdir) / "figures" / "adv_train.png",
-                            title=f"PGD adversarial training on {config.dataset}")
+                                       title=f"PGD adversarial training on {config.dataset}, n = {n} inputs per "
+                                             f"model, seed {config.seed}")
         print(f"figure: {fig}")
     return records
 

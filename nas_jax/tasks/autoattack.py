@@ -95,6 +95,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         eps_txt = f"{ac.eps * 255:.0f}/255" if ac.norm == "linf" else f"{ac.eps:g}"
         norm_txt = "L∞" if ac.norm == "linf" else "L2"
         fig = figures.autoattack_figure(rows, Path(workdir) / "figures" / "autoattack.png",
-                     f"AutoAttack vs PGD-7, {norm_txt} ε={eps_txt}, {config.dataset}")
+                                        f"AutoAttack vs PGD-7, {norm_txt} ε={eps_txt}, {config.dataset}, "
+                                        f"n = {ac.n_inputs} inputs per model, seed {config.seed}")
         print(f"figure: {fig}")
     return records

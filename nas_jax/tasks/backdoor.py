@@ -150,12 +150,14 @@ def run(config, workdir: str | Path) -> list[dict]:
             shown = [r for r in rows if r["setting"] == name]
             label = f"TrojanNN, {bc.n_neurons[0]} target neuron(s)" if attack == "trojannn" else "BadNet"
             fig = figures.backdoor_asr_cad_figure(shown, fig_dir / f"backdoor_{attack}.png",
-                                                  title=f"{label} on {config.dataset}, n = {len(idx)} inputs")
+                                                  title=f"{label} on {config.dataset}, n = {len(idx)} inputs, "
+                                                        f"seed {config.seed}")
             print(f"figure: {fig}")
         if len(bc.n_neurons) > 1 and "trojannn" in bc.attacks:
             fig = figures.backdoor_neurons_figure([r for r in rows if r["attack"] == "trojannn"],
                                                   fig_dir / "backdoor_neurons.png",
-                                                  title=f"TrojanNN against n_neuron on {config.dataset}")
+                                                  title=f"TrojanNN against n_neuron on {config.dataset}, "
+                                                        f"n = {len(idx)} inputs, seed {config.seed}")
             print(f"figure: {fig}")
     return records
 

@@ -102,7 +102,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                 setting={"phase": r["phase"], "bn": r["bn"], "metric": r["metric"]}))
         for metric in METRICS:
             fig = figures.grad_variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
-                                               f"gradient variance ({metric}) on {config.dataset}, n={len(idx)}",
+                                               f"gradient variance ({metric}) on {config.dataset}, n = {len(idx)} "
+                                               f"inputs, seed {config.seed}",
                                                bn_modes=BN_MODES, phases=PHASES)
             print(f"figure: {fig}")
     return records

@@ -115,6 +115,7 @@ def run(config, workdir: str | Path) -> list[dict]:
             if aucs:
                 print(f"  {family} mean AUC {np.mean(aucs):.3f} over {len(aucs)} models")
         fig = figures.membership_roc_figure(curves, workdir / "figures" / "membership_roc.png",
-                         f"label-only MI (HSJ {mc.distance}) on {config.dataset}")
+                         f"label-only MI (HSJ {mc.distance}) on {config.dataset}, n = {mc.n_members} members + "
+                         f"{mc.n_nonmembers} non-members, seed {config.seed}")
         print(f"figure: {fig}")
     return records

@@ -70,7 +70,9 @@ def run(config, workdir: str | Path) -> list[dict]:
                               ("bn", "bn", None), ("cond", "κ", ".4g"), ("log10_cond", "log10 κ", ".2f"),
                               ("lambda_max", "λ_max", ".4g"), ("lambda_min", "λ_min", ".4g")]))
     fig_dir = Path(workdir) / "figures"
-    fig = figures.ntk_condition_figure(rows, fig_dir / "ntk_condition.png", f"NTK condition number on {config.dataset}")
+    fig = figures.ntk_condition_figure(rows, fig_dir / "ntk_condition.png",
+                                       f"NTK condition number on {config.dataset}, n = {nc.n} inputs, "
+                                       f"seed {config.seed}")
     print(f"figure: {fig}")
     pgd = results.newest(results.read_records(workdir, task="pgd"))
     if not pgd:
@@ -98,6 +100,7 @@ def run(config, workdir: str | Path) -> list[dict]:
                                    ("pearson_least_likely", "Pearson (least)", ".3f"),
                                    ("spearman_least_likely", "Spearman (least)", ".3f")]))
     fig = figures.ntk_correlation_figure(rows, asr, fig_dir / "ntk_vs_pgd.png",
-                             f"NTK condition number vs PGD ASR, {config.dataset}")
+                             f"NTK condition number vs PGD ASR, {config.dataset}, kernel over n = {nc.n} inputs, "
+                             f"seed {config.seed}")
     print(f"figure: {fig}")
     return records

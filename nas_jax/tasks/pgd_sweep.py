@@ -56,6 +56,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         print(format_table(rows, cols))
         fig = plots.family_curves(list(pc.eps_grid_255), curves, Path(workdir) / "figures" / "pgd_eps_sweep.png",
                                   xlabel="ε (×1/255)", ylabel="untargeted ASR (%)",
-                                  title=f"untargeted PGD, step ε/3, {config.dataset}")
+                                  title=f"untargeted PGD, step ε/3, {config.dataset}, n = {pc.n_inputs} inputs "
+                                        f"per model, seed {config.seed}")
         print(f"figure: {fig}")
     return records

@@ -65,7 +65,8 @@ def run(config, workdir: str | Path) -> list[dict]:
         columns += [(f"cad_{p:g}", f"CAD p={p:g}", "+.3f") for p in fractions if p > 0]
         print(format_table(rows, columns))
         fig = figures.poison_cad_figure(rows, fractions, Path(workdir) / "figures" / "poison_cad.png",
-                       title=f"label-flip poisoning on {config.dataset}, {config.train.epochs} epochs")
+                       title=f"label-flip poisoning on {config.dataset}, {config.train.epochs} epochs, CAD over n = "
+                             f"{len(dataset.y_test)} test inputs, seed {config.seed}")
         print(f"figure: {fig}")
     return records
 

@@ -146,11 +146,13 @@ def run(config, workdir: str | Path) -> list[dict]:
         fig_dir = workdir / "figures"
         aware = [r for r in rows if r["replica"] == r["model"]]
         if aware:
-            title = f"Knockoff ({sc.sampling}, {sc.labels} labels), architecture-aware, {config.dataset}"
+            title = (f"Knockoff ({sc.sampling}, {sc.labels} labels), architecture-aware, {config.dataset}, ACE over "
+                     f"n = {len(dataset.y_test)} test inputs, seed {config.seed}")
             print(f"figure: {figures.stealing_ace_budget_figure(aware, fig_dir / 'stealing_ace_budget.png', title)}")
         if matrix_models:
             ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
-            title = f"Knockoff ACE at {sc.matrix_budget} queries, {config.dataset}"
+            title = (f"Knockoff ACE at {sc.matrix_budget} queries, {config.dataset}, n = {len(dataset.y_test)} test "
+                     f"inputs, seed {config.seed}")
             fig = figures.stealing_matrix_figure(matrix_models, ace, fig_dir / "stealing_matrix.png", title)
             print(f"figure: {fig}")
     return records
