@@ -1,4 +1,4 @@
-"""Cold compile seconds and steady ms/step of the paper-size programs (issue 13).
+"""Cold compile seconds and steady ms/step of the paper-size programs.
 
 Workloads (names as in ``--json``):
 

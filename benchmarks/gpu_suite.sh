@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every side-by-side benchmark at GPU sizes in one command (issue 13 item 5), for a machine with one GPU
+# Every side-by-side benchmark at GPU sizes in one command, for a machine with one GPU
 # (budget: 10 minutes on one H200) whose Python already has CUDA jax, flax, optax, chex, orbax and PyTorch.
 # The packages it lacks are installed offline from the wheels of benchmarks/gpu_wheels.sh (into OUT/site,
 # never into the image). Each benchmark writes its BENCHMARKS.md section to OUT/sections/NAME.md

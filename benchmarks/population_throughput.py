@@ -1,4 +1,4 @@
-"""Population training throughput: images/s of P seeds of one model trained together (issue 13, item 4).
+"""Population training throughput: images/s of P seeds of one model trained together.
 
 One vmapped train step (:func:`nas_jax.train.population.make_population_step`: the single-seed step of
 ``trainer.keyed_step``, augmentation, forward, backward, clip 5, SGD) over P stacked states and P batches of

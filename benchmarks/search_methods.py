@@ -1,4 +1,4 @@
-"""ms/step of every NAS searcher (issue 15) against DARTS first order, on the same supernet and batches.
+"""ms/step of every NAS searcher against DARTS first order, on the same supernet and batches.
 
   python benchmarks/search_methods.py                     # the quick search's supernet (C=4, 3 cells, 4 ops, 8x8)
   python benchmarks/search_methods.py --tiny --no-write   # a smoke run (C=2, 1 cell, 8x8)

@@ -13,7 +13,7 @@ crop/flip/cutout, SGD momentum 0.9, coupled weight decay 5e-4, global-norm clip 
   (ε 8/255, α 2/255, 7 steps, random start, BN batch statistics) inside the step, then trains on it.
 
 Per epoch = steps_per_epoch × step time, so the ratio to clean is the ratio of step times; the table also gives
-seconds per CIFAR-10 epoch (521 steps of 96). Goal (issue 4): adversarial ≤ 8.5x clean (7 PGD forward+backward
+seconds per CIFAR-10 epoch (521 steps of 96). Goal: adversarial ≤ 8.5x clean (7 PGD forward+backward
 passes plus the training pass: 8x if a crafting pass cost a training pass; nas_jax's PGD also runs one success
 check forward after the last step).
 

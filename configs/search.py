@@ -44,7 +44,7 @@ def get_config(preset: str = "quick"):
     c.train.cutout = 0  # §g: no cutout during search
 
     c.search = ml_collections.ConfigDict()
-    # darts | pc_darts | gdas | snas | drnas | random (issue 15; README "Other searchers")
+    # darts | pc_darts | gdas | snas | drnas | random (README "Other searchers")
     c.search.method = "darts"
     c.search.partial_k = 4  # pc_darts: 1/K of the channels through the mixed op
     c.search.tau_max = 0.0  # gdas/snas temperature from tau_max to tau_min (0: the paper's, gdas 10 -> 0.1, snas 1 -> 0.03)

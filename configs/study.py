@@ -1,4 +1,4 @@
-"""The whole study as one resumable grid: study.models × study.tasks × study.seeds (issue 14; every
+"""The whole study as one resumable grid: study.models × study.tasks × study.seeds (every
 experiment of §3-§5).
 
   python launch/main.py --config=configs/study.py --config.study.seeds="(0,1)"           # quick (digits)

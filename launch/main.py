@@ -1,9 +1,11 @@
 """nas_jax launcher: one command per experiment.
 
   python launch/main.py --config=configs/<task>.py[:preset] [--workdir=DIR] [--config.key=value ...]
+  python launch/main.py --config=configs/pgd.py --help     # that config's keys and values
 
 Dispatches on ``config.task``; results go to ``{workdir}/results.jsonl``,
-figures to ``{workdir}/figures``, TensorBoard events to ``{workdir}/tb``.
+figures to ``{workdir}/figures``, TensorBoard events to ``{workdir}/tb``. Float settings take
+arithmetic as papers write it: ``--config.pgd.eps=4/255``.
 """
 
 from __future__ import annotations
@@ -97,9 +99,64 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+HELP_FLAGS = ("--help", "-h", "-help", "--helpshort", "-?")
+
+
+def _usage(argv) -> str:
+    """What --help prints: how to run, the tasks and presets, and the keys of the config given (if any)."""
+    from nas_jax.config import PRESETS, load_config_file
+    from nas_jax.tasks import TASKS
+
+    text = [__doc__.strip(), "", "tasks (configs/<task>.py): " + ", ".join(sorted(TASKS)),
+            "presets (--config=configs/<task>.py:PRESET): " + ", ".join(PRESETS) + " (default quick)",
+            "flags: --config=FILE[:preset] (required), --workdir=DIR (default workdir/<task>), "
+            "--config.KEY=VALUE (any key below), --verbosity=1 (full tracebacks)"]
+    spec_arg = _config_arg(argv)
+    if spec_arg:
+        path, _, preset = spec_arg.partition(":")
+        text += ["", f"keys of {spec_arg} (set with --config.KEY=VALUE):", str(load_config_file(path, preset))]
+    else:
+        text += ["", "The keys of a config: python launch/main.py --config=configs/pgd.py --help"]
+    return "\n".join(text)
+
+
+def _config_arg(argv) -> str | None:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+
+
+def _evaluate_numbers(argv) -> list[str]:
+    """``--config.KEY=4/255`` for a float KEY becomes its value (absl would refuse it); anything else as given."""
+    from nas_jax.config import float_key, load_config_file, numeric_expression
+
+    spec_arg = _config_arg(argv)
+    overrides = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a]
+    if not spec_arg or not overrides:
+        return argv
+    path, _, preset = spec_arg.partition(":")
+    try:
+        config = load_config_file(path, preset)
+    except Exception:  # absl loads it again and reports what is wrong
+        return argv
+    out = list(argv)
+    for i in overrides:
+        key, value = argv[i][len("--config."):].split("=", 1)
+        number = numeric_expression(value)
+        if number is not None and float_key(config, key):
+            out[i] = f"--config.{key}={number!r}"
+    return out
+
+
 def _parse_flags(argv):
     """absl's flag parsing; an override of a key the config lacks (``--config.pgd.epz=3``, which
-    ml_collections reports as ``AttributeError: 'epz'``) is named with the valid keys instead."""
+    ml_collections reports as ``AttributeError: 'epz'``) is named with the valid keys instead. ``--help``
+    prints :func:`_usage` and exits 0."""
+    if any(a in HELP_FLAGS for a in argv[1:]):
+        try:
+            print(_usage(argv))
+        except Exception as e:  # a config that does not load: say so, still exit 0 with the general help
+            print(_usage([argv[0]]) + f"\n\n(could not load {_config_arg(argv)}: {e})")
+        sys.exit(0)
+    argv = _evaluate_numbers(argv)
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError) as e:
@@ -108,19 +165,14 @@ def _parse_flags(argv):
 
 def _override_error(argv) -> str | None:
     """The message for the first unknown ``--config.KEY`` of ``argv`` (None if none is found)."""
-    import importlib.util
-
-    from nas_jax.config import check_override_keys
+    from nas_jax.config import check_override_keys, load_config_file
     from nas_jax.errors import UserError
 
-    spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    spec_arg = _config_arg(argv)
     if spec_arg is None:
         return None
-    path, _, arg = spec_arg.partition(":")
-    spec = importlib.util.spec_from_file_location("_nas_jax_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    path, _, preset = spec_arg.partition(":")
+    config = load_config_file(path, preset)
     keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     try:
         check_override_keys(config, keys)

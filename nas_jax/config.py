@@ -12,9 +12,12 @@ Configs hold primitives only; names resolve through the registries.
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import ml_collections
 
@@ -54,7 +57,7 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.arch.drop_path_prob = 0.2
     c.arch.width_multiplier = pick(0.25, 0.25, 1.0)  # manual models
     c.arch.conv_impl = "auto"  # 'auto' | 'xla' | 'shifted' (depthwise/pointwise implementation)
-    # Compute dtype of the activations (issue 13): 'float32' | 'bfloat16'. Parameters, optimiser state, BN
+    # Compute dtype of the activations: 'float32' | 'bfloat16'. Parameters, optimiser state, BN
     # statistics, the loss and attack perturbations stay float32; a bfloat16 victim is its own zoo entry.
     c.arch.dtype = "float32"
 
@@ -73,7 +76,7 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # 0: checkpoint at epoch ends only
     c.train.data_slices = 0  # 0: one slice per process
-    # Population training (issue 13): e.g. (0, 1, 2, 3) trains these seeds of a model together (vmap over
+    # Population training: e.g. (0, 1, 2, 3) trains these seeds of a model together (vmap over
     # the model axis), each stored as its own zoo entry; attack/analysis tasks then run once per seed.
     # () -> the single seed ``seed``.
     c.train.seeds = ()
@@ -405,3 +408,49 @@ def check_override_keys(config: ml_collections.ConfigDict, keys: list[str]) -> N
                 raise UserError(f"unknown config key {key!r}: {where + '.' if where else ''}{part} does not exist. "
                                 f"Valid keys{' under ' + repr(where) if where else ''}: {valid}.")
             node, path = node[part], [*path, part]
+
+
+def load_config_file(path: str | Path, preset: str = "") -> ml_collections.ConfigDict:
+    """``get_config(preset)`` of the config file at ``path`` (``get_config()`` without a preset), loaded as the
+    launcher's ``--config=PATH[:preset]`` flag loads it."""
+    import importlib.util
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no config file {path}; the task configs are configs/<task>.py (e.g. configs/pgd.py).")
+    spec = importlib.util.spec_from_file_location(f"nas_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset) if preset else module.get_config()
+
+
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def numeric_expression(text: str) -> float | None:
+    """The value of ``text`` when it is arithmetic on numbers, as papers write budgets (``4/255``, ``2*8/255``,
+    ``-1e-3``); None for anything else (names, calls, tuples), which is never evaluated."""
+    def value(node):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = value(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+            return _ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        raise ValueError(f"not arithmetic: {ast.dump(node)}")
+
+    try:
+        return float(value(ast.parse(str(text).strip(), mode="eval").body))
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        return None
+
+
+def float_key(config: ml_collections.ConfigDict, key: str) -> bool:
+    """Whether ``config``'s dotted ``key`` exists and holds a float (where ``4/255`` means a number)."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, float)

@@ -1,4 +1,4 @@
-"""Mixed precision (issue 13 item 3): ``arch.dtype=bfloat16`` computes activations in bf16 while parameters,
+"""Mixed precision: ``arch.dtype=bfloat16`` computes activations in bf16 while parameters,
 BN statistics, gradients, the loss and attack perturbations stay float32; float32 is unchanged.
 
 Independent reference: the float32 forward pass of the same variables (bf16 differs from it only by rounding,

@@ -102,7 +102,7 @@ def test_scanned_cells_group_the_identical_cells_of_each_stage():
 
 
 def test_scanned_network_equals_unrolled_network():
-    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics (issue 13). The cell scan
+    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics. The cell scan
     is the network's layout, whatever the ops: a cheap genotype (train_worker) keeps its compile short."""
     kw = {"init_channels": 2, "layers": 11, "dropout": 0.0, "conv_impl": "xla"}
     scanned, unrolled = (DartsNetwork(cheap_genotype(), 10, MEAN, STD, scan_cells=s, **kw) for s in (True, False))

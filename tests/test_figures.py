@@ -1,5 +1,5 @@
 """Every task's figure at quick size: titles inside the figure (a long ``npz:`` dataset name shortened to its
-file name, long titles wrapped), legends outside the data (issue 17 item 6)."""
+file name, long titles wrapped), legends outside the data."""
 
 import matplotlib.pyplot as plt
 import numpy as np

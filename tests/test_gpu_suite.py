@@ -1,4 +1,4 @@
-"""The one-command GPU benchmark suite (issue 13 item 5): its CPU smoke run writes section files that
+"""The one-command GPU benchmark suite: its CPU smoke run writes section files that
 merge_sections.py merges into a BENCHMARKS.md, and the project imports without tensorflow-datasets."""
 
 import os

@@ -223,3 +223,43 @@ def test_verbosity_1_shows_the_traceback_of_an_expected_error(tmp_path):
     out = _launch(f"--config={ROOT}/configs/train.py", f"--workdir={tmp_path}", "--config.train.epochs=0",
                   "--verbosity=1", cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" in out.stderr and "UserError: invalid config" in out.stderr
+
+
+def test_help_exits_zero_and_lists_tasks_presets_and_a_configs_keys(tmp_path):
+    general = _launch("--help", cwd=tmp_path)
+    assert general.returncode == 0, general.stderr
+    assert "pgd" in general.stdout and "quick, small, paper" in general.stdout and "--help" in general.stdout
+    keys = _launch(f"--config={ROOT / 'configs' / 'pgd.py'}", "--help", cwd=tmp_path)
+    assert keys.returncode == 0, keys.stderr
+    assert "restarts: 5" in keys.stdout and "n_inputs: 100" in keys.stdout
+
+
+def _launcher_module():
+    """launch/main.py as a module (once per process: it defines absl flags)."""
+    import importlib.util
+
+    if "nas_jax_launcher" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("nas_jax_launcher", ROOT / "launch" / "main.py")
+        sys.modules["nas_jax_launcher"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["nas_jax_launcher"])
+    return sys.modules["nas_jax_launcher"]
+
+
+def test_a_float_setting_takes_arithmetic_as_papers_write_it():
+    """--config.pgd.eps=4/255 is 4/255 (absl alone refuses it); a string key keeps its text ('1/4' shards);
+    anything that is not arithmetic on numbers is never evaluated."""
+    from nas_jax.config import numeric_expression
+    from nas_jax.study import grid
+
+    launcher = _launcher_module()
+
+    argv = ["main.py", f"--config={ROOT / 'configs' / 'study.py'}", "--config.study.shard=1/4",
+            "--config.study.overrides.pgd=('pgd.eps=4/255',)"]
+    assert launcher._evaluate_numbers(argv) == argv  # a string and a tuple: as given
+    argv = ["main.py", f"--config={ROOT / 'configs' / 'pgd.py'}", "--config.pgd.eps=4/255", "--config.seed=3"]
+    assert launcher._evaluate_numbers(argv)[2:] == [f"--config.pgd.eps={4 / 255!r}", "--config.seed=3"]
+    assert numeric_expression("2*8/255") == 16 / 255 and numeric_expression("-1e-3") == -0.001
+    assert numeric_expression("__import__('os')") is None and numeric_expression("1/0") is None
+    c = grid.task_config("pgd", "quick")
+    grid.set_path(c, *grid.parse_override("pgd.eps=4/255"))
+    assert c.pgd.eps == 4 / 255

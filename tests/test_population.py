@@ -1,4 +1,4 @@
-"""Population training (issue 13, item 4): seeds trained together in one vmapped program equal the same seeds
+"""Population training: seeds trained together in one vmapped program equal the same seeds
 trained alone, on one device and on 4 simulated devices; a killed population resumes; each seed becomes its own
 zoo entry that restores as if trained alone."""
 

@@ -1,4 +1,4 @@
-"""DARTS search (issue 6): supernet, bi-level hypergradients, mitigations, genotype derivation, resumable search.
+"""DARTS search: supernet, bi-level hypergradients, mitigations, genotype derivation, resumable search.
 
 XLA:CPU compiles the second-order steps slowly, so the hypergradient checks run on a one-cell supernet with
 one node and three ops, in float64 so that central finite differences are exact to many digits.

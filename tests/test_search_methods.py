@@ -1,4 +1,4 @@
-"""Other NAS searchers on the DARTS machinery (issue 15): PC-DARTS, GDAS, SNAS, DrNAS, random search.
+"""Other NAS searchers on the DARTS machinery: PC-DARTS, GDAS, SNAS, DrNAS, random search.
 
 Tiny supernets (C = 2-4, one or two cells, 8x8 inputs, batch 4) against independent references: the DARTS
 mixed op, a hand-computed straight-through gradient, the analytic gradient of a Dirichlet expectation.

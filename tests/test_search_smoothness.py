@@ -1,4 +1,4 @@
-"""Loss smoothness during search (issue 15, item 2): power iteration on α-Hessian-vector products
+"""Loss smoothness during search: power iteration on α-Hessian-vector products
 against a dense eigendecomposition, and the DARTS-ES stopping rule."""
 
 import json

@@ -1,4 +1,4 @@
-"""The training loops' stacked-cell state layout (issue 13, nas_jax.train.stacking): the same step as the per-cell
+"""The training loops' stacked-cell state layout (nas_jax.train.stacking): the same step as the per-cell
 layout, an exact round trip, and checkpoints still written and read in the per-cell layout."""
 
 import shutil

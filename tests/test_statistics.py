@@ -1,4 +1,4 @@
-"""Study statistics (issue 14, item 4): Student-t intervals, the family gap's bootstrap CI and permutation
+"""Study statistics: Student-t intervals, the family gap's bootstrap CI and permutation
 p-value, and the accuracy-adjusted gap, each against a hand computation or a synthetic truth."""
 
 import itertools

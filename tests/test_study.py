@@ -1,4 +1,4 @@
-"""The study grid (issue 14): cells, shard assignment, per-cell configs, resumable cells, two shards in two
+"""The study grid: cells, shard assignment, per-cell configs, resumable cells, two shards in two
 processes equal to one process, and the report."""
 
 import json
@@ -67,7 +67,7 @@ def test_grid_cells_and_balanced_deterministic_shards():
 
 
 def test_search_cells_one_per_method_and_seed(tmp_path):
-    """The search task's method dimension (issue 15 item 3): a cell per (method, seed), no victim, the method set
+    """The search task's method dimension: a cell per (method, seed), no victim, the method set
     in the cell's config; an unknown method lists the valid ones."""
     cells = grid.grid_cells(("train", "search"), ("darts", "resnet"), (0, 1), TASKS, ("darts", "gdas"))
     search = [c for c in cells if c.task == "search"]

@@ -60,7 +60,7 @@ def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):
 
 def test_searched_cells_get_a_row_per_method_and_mitigation(tmp_path):
     """launch/table4.sh names a searched cell genotype:{search workdir}/genotype.json; the search record there
-    says which searcher and mitigation found it (issue 15 item 3)."""
+    says which searcher and mitigation found it."""
     rows = []
     for method, variant, n_step in (("gdas", "darts_i", 5), ("darts", "darts", 1)):
         sdir = tmp_path / "search" / f"{method}_{variant}"

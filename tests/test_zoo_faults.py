@@ -1,4 +1,4 @@
-"""Zoo entries under faults (issue 17's probe): a changed npz file, a deleted or damaged checkpoint or JSON
+"""Zoo entries under faults: a changed npz file, a deleted or damaged checkpoint or JSON
 file, two runs on one entry."""
 
 import json

@@ -73,7 +73,7 @@ def normal_init(stddev: float):
 
 
 # --------------------------------------------------------------------------
-# Mixed precision (issue 13): ``arch.dtype`` is the compute dtype of activations
+# Mixed precision: ``arch.dtype`` is the compute dtype of activations
 # --------------------------------------------------------------------------
 
 DTYPES = ("float32", "bfloat16")
@@ -128,7 +128,7 @@ class BatchNorm(nn.BatchNorm):
     ``bias``; batch_stats ``mean``, ``var``) and the same class name, so auto-names (``BatchNorm_0``),
     parameter counts and stored checkpoints are unchanged. Statistics are reduced in at least float32 (two-pass),
     the running statistics stay float32, and the normalisation is computed in at least float32 and cast to
-    ``dtype`` (the compute dtype, issue 13; None: the input's dtype promoted to at least float32).
+    ``dtype`` (the compute dtype; None: the input's dtype promoted to at least float32).
     """
 
     @nn.compact

@@ -45,7 +45,7 @@ class Cell(nn.Module):
     dropout: float = 0.2
     use_drop_path: bool = False
     conv_impl: str = "auto"
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, s0, s1, train: bool, drop_path_prob=0.0):
@@ -111,7 +111,7 @@ class DartsNetwork(nn.Module):
 
     Compile time: the structurally identical cells of a stage (every cell but the first of the network,
     the reductions and the cell after each reduction) run as one ``lax.scan`` over their stacked variables,
-    so the compiled program holds one copy of such a cell per stage instead of one per cell (issue 13;
+    so the compiled program holds one copy of such a cell per stage instead of one per cell (
     ``scan_cells=False`` unrolls them). The variables keep the unrolled layout ``cell_0 … cell_{L−1}``:
     they are stacked inside the call and the updated BN statistics unstacked, so checkpoints are unchanged.
     A run's parameters and BN statistics may also come stacked already, as one entry :func:`run_name` (the
@@ -120,7 +120,7 @@ class DartsNetwork(nn.Module):
     Dropout and drop-path masks of the scanned cells come from per-cell keys split from the module's
     ``dropout`` stream (same distribution as unrolled, different draws).
 
-    ``dtype`` (issue 13) is the compute dtype of the activations (None: float32, unchanged; jnp.bfloat16 for
+    ``dtype`` is the compute dtype of the activations (None: float32, unchanged; jnp.bfloat16 for
     ``arch.dtype=bfloat16``); parameters and BN statistics stay float32, logits and features leave as float32.
     """
 

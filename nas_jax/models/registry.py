@@ -73,7 +73,7 @@ def build_model(
 ) -> nn.Module:
     """Build a zoo model. NAS knobs: init_channels (C), layers (L), auxiliary,
     dropout (per-op), drop_path. Manual knob: width_multiplier. Both: ``dtype`` ('float32' | 'bfloat16'),
-    the compute dtype of the activations (issue 13; parameters, BN statistics and logits stay float32)."""
+    the compute dtype of the activations (parameters, BN statistics and logits stay float32)."""
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     dt = compute_dtype(dtype)
     if model_family(name) == "manual":
@@ -110,5 +110,5 @@ def build_from_config(name: str, arch, num_classes: int, mean, std) -> nn.Module
         drop_path=arch.drop_path,
         width_multiplier=arch.width_multiplier,
         conv_impl=arch.conv_impl,
-        dtype=arch.get("dtype", "float32"),  # configs stored before issue 13 have no arch.dtype
+        dtype=arch.get("dtype", "float32"),  # configs stored before mixed precision have no arch.dtype
     )

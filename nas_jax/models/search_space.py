@@ -1,4 +1,4 @@
-"""The search space's indexing and the searchers' mixing weights (PROTOCOL §b.5, §g; issue 15).
+"""The search space's indexing and the searchers' mixing weights (PROTOCOL §b.5, §g).
 
 A cell with ``steps`` intermediate nodes has one edge per (node, predecessor): 2 + 3 + ... + (steps + 1) edges
 (:func:`num_edges`), in DARTS order (:func:`edge_index`); α holds one row per edge and one column per op. How a

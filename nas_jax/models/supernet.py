@@ -17,7 +17,7 @@ their CPU/GPU ``conv_impl`` choice).
 
 How each searcher turns α into the mixing weights (DARTS' softmax, skip suppression γ, Gumbel and
 Dirichlet samples, random paths) is :mod:`nas_jax.models.search_space` (:func:`method_weights`,
-:data:`METHODS`). Two searchers (issue 15; ``method``) also change the edge:
+:data:`METHODS`). Two searchers (``method``) also change the edge:
 
 - ``pc_darts`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4): only 1/K of the
   channels go through the mixed op, the rest bypass it (max-pooled on stride-2 edges), then a

@@ -1,4 +1,4 @@
-"""Task figures (issue 14: figures live in the report layer, tasks call them). Each function draws one of the
+"""Task figures (figures live in the report layer, tasks call them). Each function draws one of the
 paper's figures from rows/records or saved grids and writes it with :func:`nas_jax.report.plots.save_figure`.
 
 Landscape (§4, Figure 11): loss contours in parameter and input space, shared contour levels per panel.

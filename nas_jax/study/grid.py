@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 from pathlib import Path
 
+from nas_jax.config import load_config_file, numeric_expression
 from nas_jax.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -69,7 +69,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def grid_cells(tasks, models, seeds, valid_tasks, search_methods=("darts",)) -> list[Cell]:
     """Every (task, model, seed) of the grid in a stable order (train first: the victims); ``valid_tasks``: the
     launcher's task names (the registry of :mod:`nas_jax.tasks`, which this layer does not import);
-    ``search_methods``: the searchers of the ``search`` task's cells (``search.method``, issue 15)."""
+    ``search_methods``: the searchers of the ``search`` task's cells (``search.method``)."""
     valid = sorted(t for t in valid_tasks if t != "study")
     unknown = [t for t in tasks if t not in valid]
     if unknown:
@@ -130,10 +130,7 @@ def task_config(task: str, preset: str):
     path = CONFIG_DIR / f"{task}.py"
     if not path.exists():
         raise UserError(f"no config file {path} for task {task!r}.")
-    spec = importlib.util.spec_from_file_location(f"nas_jax_config_{task}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    return load_config_file(path, preset)
 
 
 def set_path(config, key: str, value) -> None:
@@ -151,6 +148,8 @@ def set_path(config, key: str, value) -> None:
         value = tuple(value)
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(current, float) and isinstance(value, str) and numeric_expression(value) is not None:
+        value = numeric_expression(value)  # e.g. pgd.eps=4/255
     node[leaf] = value
 
 

@@ -7,7 +7,7 @@ the stacked (P, B, ...) batches and the P base keys; the batch axis is sharded o
 in single-seed training. The stacked state is checkpointed and resumed as one (``run_dir/checkpoints``,
 with the epoch's running sums in mid-epoch checkpoints), and every member's per-epoch row goes to
 ``run_dir/train_log_seed{s}.jsonl``. On an accelerator many small models fill the device that one alone
-leaves idle (issue 13, item 4); the zoo stores each member as its own entry (:func:`nas_jax.train.zoo.
+leaves idle; the zoo stores each member as its own entry (:func:`nas_jax.train.zoo.
 get_or_train_population`).
 """
 

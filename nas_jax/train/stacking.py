@@ -1,4 +1,4 @@
-"""The train state's stacked-cell layout: fewer leaves for the optimiser to compile (issue 13).
+"""The train state's stacked-cell layout: fewer leaves for the optimiser to compile.
 
 A DARTS network scans the structurally identical cells of a stage (:meth:`DartsNetwork.scan_runs`). Its
 variables keep one entry per cell (``cell_0 … cell_{L−1}``, the checkpoint and zoo layout), so an optimiser

@@ -42,7 +42,7 @@ from nas_jax.train import trainer
 from nas_jax.train.checkpoint import Checkpointer
 
 # What the models' BatchNorm does, part of every spec: entries trained before BN took PyTorch's unbiased
-# running variance (issue 17) hold other eval-mode statistics and are refused, not mixed with new ones.
+# running variance hold other eval-mode statistics and are refused, not mixed with new ones.
 BATCH_NORM = "pytorch: unbiased running variance, momentum 0.1, eps 1e-5"
 
 
@@ -81,7 +81,7 @@ def slug(name: str) -> str:
 
 
 def leaf_prefix(config) -> str:
-    """``{preset}``, or ``{preset}_{dtype}`` for a compute dtype other than float32 (issue 13: a bfloat16 victim
+    """``{preset}``, or ``{preset}_{dtype}`` for a compute dtype other than float32 (a bfloat16 victim
     is its own entry next to the float32 one)."""
     dtype = config.arch.get("dtype", "float32")
     return config.preset if dtype == "float32" else f"{config.preset}_{dtype}"
@@ -120,7 +120,7 @@ def training_spec(config, model_name: str) -> dict:
     arch = config.arch.to_dict()
     arch.pop("conv_impl")  # an implementation choice, numerically equivalent
     if arch.get("dtype", "float32") == "float32":
-        arch.pop("dtype", None)  # float32 specs stay as they were before issue 13 (stored entries keep loading)
+        arch.pop("dtype", None)  # float32 specs stay as they were before mixed precision (stored entries keep loading)
     if model_family(model_name) == "manual":
         for key in ("init_channels", "layers", "auxiliary", "aux_weight", "dropout", "drop_path", "drop_path_prob"):
             arch.pop(key)

@@ -82,7 +82,7 @@ class DenseNet(nn.Module):
     init_features: int = 64
     bn_size: int = 4
     compression: float = 0.5
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

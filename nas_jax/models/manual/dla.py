@@ -137,7 +137,7 @@ class DLA(nn.Module):
     channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     levels: tuple[int, ...] = (1, 2, 2, 1)
     strides: tuple[int, ...] = (1, 2, 2, 2)
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

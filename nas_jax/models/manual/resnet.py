@@ -125,7 +125,7 @@ class ResNet(nn.Module):
     std: tuple[float, ...]
     width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (2, 2, 2, 2)
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

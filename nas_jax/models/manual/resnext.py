@@ -49,7 +49,7 @@ class ResNeXt(nn.Module):
     cardinality: int = 32
     base_width: int = 4
     classifier_bias: bool = True
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -49,7 +49,7 @@ class VGG(nn.Module):
     cfg: tuple[int, ...] = VGG13_CFG
     hidden: int = 512
     dropout_rate: float = 0.5
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -34,7 +34,7 @@ class WideResNet(nn.Module):
     width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (3, 4, 6, 3)
     width_factor: int = 2
-    dtype: Any = None  # compute dtype (issue 13); None: float32 as before
+    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
