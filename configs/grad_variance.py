@@ -11,7 +11,7 @@ trace_cov = E‖g − E g‖² (Eqn 14) and sum_std = Σ_j std_j with per-exampl
 artifact's). Output: a table, the manual/NAS ratio per setting, `task: "grad_variance"` records and
 {workdir}/figures/grad_variance_{trace_cov,sum_std}.png. Quick preset: a few minutes on 2 CPU cores once
 the victims are trained. Paper result: at initialisation NAS models' variance is > 2 orders of magnitude
-below manual models'; it grows during training for NAS models (README: about 2.2 ± 0.5 lower in the
+below manual models'; it grows during training for NAS models (the artifact README: about 2.2 ± 0.5 lower in the
 artifact's metric).
 """
 

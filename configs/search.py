@@ -8,7 +8,7 @@
 Writes {workdir}/genotype.json (train it with configs/train.py --config.model=genotype:PATH),
 figures/search_alpha_{normal,reduce}.png, figures/search_cells.png and a `task: "search"`
 record with the found cells' metrics (depth, widths, #skip). Resumable: rerun the same
-command after a kill. See the README section "DARTS search" for search -> train -> attacks.
+command after a kill. See docs/search.md for search -> train -> attacks.
 
 quick (default): a 3-cell C=4 supernet over 4 of the 8 primitives (none, max_pool_3x3,
 skip_connect, sep_conv_3x3: the skip-vs-convolution choice the mitigations act on) on native
@@ -16,7 +16,7 @@ skip_connect, sep_conv_3x3: the skip-vs-convolution choice the mitigations act o
 2 CPU cores with a fresh compilation cache (measured; the exact step compiles in ~52 s and runs
 0.36 s per step). paper: the §g recipe, C=16, 8 cells, the 8 ops, CIFAR-10 halves of 25k,
 batch 64, 50 epochs; it also runs on CPU (slow: its exact step compiles in ~4.5 min and takes
-~2 min per step on 2 cores; README "DARTS search"), a GPU/TPU is what a real search needs.
+~2 min per step on 2 cores; docs/search.md), a GPU/TPU is what a real search needs.
 Expected (DARTS paper; the security paper gives no search numbers): DARTS-V2 cells with about
 2 skip connects in the normal cell and depth 2-3; γ < 1 lowers the skip count, n_step > 1
 deepens the cell (the paper's DARTS-i/ii claims).
@@ -44,7 +44,7 @@ def get_config(preset: str = "quick"):
     c.train.cutout = 0  # §g: no cutout during search
 
     c.search = ml_collections.ConfigDict()
-    # darts | pc_darts | gdas | snas | drnas | random (README "Other searchers")
+    # darts | pc_darts | gdas | snas | drnas | random (docs/search.md)
     c.search.method = "darts"
     c.search.partial_k = 4  # pc_darts: 1/K of the channels through the mixed op
     c.search.tau_max = 0.0  # gdas/snas temperature from tau_max to tau_min (0: the paper's, gdas 10 -> 0.1, snas 1 -> 0.03)

@@ -27,7 +27,7 @@ from nas_jax.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 ALL_MODELS = "*"  # the model of a cell that takes all the study's models at once
 
-# Estimated minutes per cell at the quick preset on 2 CPU cores, victim training excluded (README's table);
+# Estimated minutes per cell at the quick preset on 2 CPU cores, victim training excluded (docs/measurements.md);
 # only the ratios matter for balancing the shards.
 COST = {"train": 0.0, "pgd": 1.0, "pgd_sweep": 1.5, "pgd_commonality": 2.0, "nes": 3.0, "poison": 9.5,
         "backdoor": 2.5, "adv_train": 6.0, "stealing": 9.0, "membership": 3.0, "landscape": 0.5,

@@ -116,9 +116,10 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
                                "epoch_seconds": seconds_before + time.perf_counter() - t0})
                 if max_steps is not None and step >= max_steps:
                     return {"states": None, "interrupted": True, "step": step}
+            totals = np.asarray(jax.device_get(sums))  # waits for the epoch's steps: dispatch is asynchronous
             seconds = seconds_before + time.perf_counter() - t0
             evaluate = (epoch + 1) % tcfg.eval_every_epochs == 0 or epoch + 1 == epochs
-            for i, (loss_sum, correct, count) in enumerate(np.asarray(jax.device_get(sums))):
+            for i, (loss_sum, correct, count) in enumerate(totals):
                 row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / count),
                        "train_accuracy": float(correct / count), "images_per_s": float(count * len(seeds) / seconds),
                        "lr": float(schedule(step - 1))}
