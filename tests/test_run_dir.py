@@ -81,3 +81,25 @@ def test_scalars_and_bar(tmp_path):
     bar = run_dir.progress_bar(10, 4, "train")
     assert bar.n == 4 and bar.total == 10
     bar.close()
+
+
+def test_the_step_bar_says_compiling_and_leaves_the_first_step_out_of_its_rate():
+    """The first step compiles (here: a 0.5 s pause); the rate and ETA after it count the fast steps only."""
+    import io
+    import time
+
+    from nas_jax.train.run_dir import StepBar
+
+    out = io.StringIO()
+    bar = StepBar(total=20, initial=4, desc="train", file=out, mininterval=0)
+    assert "compiling" in out.getvalue()
+    time.sleep(0.5)
+    bar.update(1)
+    for _ in range(4):
+        time.sleep(0.01)
+        bar.update(1)
+    info = bar.format_dict
+    rate = (info["n"] - info["initial"]) / info["elapsed"]
+    assert info["n"] == 9 and info["initial"] == 5 and info["elapsed"] < 0.4 and rate > 10
+    assert "compiling" not in out.getvalue().rsplit("\r", 1)[-1]
+    bar.close()

@@ -108,7 +108,30 @@ def write_scalars(writer, prefix: str, row: dict, epoch: int, keys: Iterable[str
         writer.add_scalar(f"{prefix}/{k}", row[k], epoch)
 
 
+class StepBar(tqdm):
+    """A run's step bar that says "compiling" until the first step returns (that call compiles the step
+    program) and then restarts its clock, so that its rate and ETA count compiled steps only."""
+
+    COMPILING = "compiling the step program (first step)"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compiled = False
+        if not self.disable:
+            self.set_postfix_str(self.COMPILING)
+
+    def update(self, n=1):
+        if self.compiled or self.disable:
+            return super().update(n)
+        self.compiled = True
+        done = self.n + n
+        self.reset()  # the clock and the rate's moving averages
+        self.initial = self.n = self.last_print_n = done
+        self.set_postfix_str("")
+        return None
+
+
 def progress_bar(total: int, initial: int, desc: str, enabled: bool = True) -> tqdm:
-    """The run's step bar; shown on process 0 only, and only when ``enabled``."""
-    return tqdm(total=total, initial=initial, disable=not (enabled and parallel.is_main_process()), unit="step",
-                desc=desc, dynamic_ncols=True)
+    """The run's step bar (:class:`StepBar`); shown on process 0 only, and only when ``enabled``."""
+    return StepBar(total=total, initial=initial, disable=not (enabled and parallel.is_main_process()), unit="step",
+                   desc=desc, dynamic_ncols=True)

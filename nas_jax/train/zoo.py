@@ -277,6 +277,11 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
                     out["test_accuracy"], directory, out["log"])
 
 
+def is_trained(config, model_name: str) -> bool:
+    """Whether ``model_name`` at ``config.seed`` is a finished zoo entry (restored, not trained, by the tasks)."""
+    return (run_dir(model_config(config, model_name), model_name) / "final.json").exists()
+
+
 def with_seed(config, seed: int):
     out = config.copy_and_resolve_references()
     out.seed = int(seed)
