@@ -1,4 +1,4 @@
-"""Per-example gradient throughput for the gradient-variance study (PROTOCOL §f.3, Eqn 14): nas_jax's
+"""Per-example gradient throughput for the gradient-variance study (docs/protocol.md §f.3, Eqn 14): nas_jax's
 compiled ``vmap(grad)`` against PyTorch's ``torch.func.vmap(grad)`` on the same weights, same machine, same run.
 
 Work per repetition, on both sides: the per-example gradients of CE(f(x_i), y_i) with respect to all

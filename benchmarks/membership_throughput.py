@@ -9,7 +9,7 @@ images (``pgd_throughput.make_images``). ``--linear-too`` repeats the HopSkipJum
 classifier of the flattened image, where a forward pass costs microseconds: what is left is drawing the Gaussian
 directions (d = 3,072 normals per gradient sample) and the per-call overhead.
 
-HopSkipJump (untargeted, L2, PROTOCOL §e.6), the same budget on both sides (default Table 5: 50 iterations, max_eval
+HopSkipJump (untargeted, L2, docs/protocol.md §e.6), the same budget on both sides (default Table 5: 50 iterations, max_eval
 2,500, init_eval 100, init_size 100):
 
 * nas_jax: ``hopskipjump_jit(LabelOracle(model.apply, variables), x, key, cfg)`` on a batch of ``--n-inputs``;
@@ -24,7 +24,7 @@ Both warm up first (compilation; ART's warm-up is one attack on one input), then
 (ours, ART, ours, ...). Reported: inputs/s of each side (median), the speed-up, label queries per input (ours counted;
 ART counted in ``predict_fn``, unpadded rows), the initialisation success rate and mean L2 distance on each side.
 
-Knockoff (PROTOCOL §e.5): ``knockoff()`` with the same model as victim and thief architecture, a pool of 2,000
+Knockoff (docs/protocol.md §e.5): ``knockoff()`` with the same model as victim and thief architecture, a pool of 2,000
 random images (arms: 10 random classes), budget ``--knockoff-budget``, ``--knockoff-epochs`` thief epochs (batch
 96): the time of the victim-query phase (adaptive: the compiled bandit rounds with one thief step each; random:
 batched queries) and of the thief training, per 1k queries, compilation included (one run each).

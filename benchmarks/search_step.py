@@ -1,5 +1,5 @@
 """Time and peak memory of one DARTS bi-level step: first order, DARTS finite-difference second order and the
-exact (autodiff through the virtual step) second order (PROTOCOL §g). Goal: exact ≤ 3x first order.
+exact (autodiff through the virtual step) second order (docs/protocol.md §g). Goal: exact ≤ 3x first order.
 
   python benchmarks/search_step.py                      # C=16, 8 cells, batch 64, 32x32 (the §g supernet)
   python benchmarks/search_step.py --tiny --no-write    # a smoke run: C=2, 1 cell, 1 node, 3 ops, 8x8

@@ -1,6 +1,6 @@
 """PyTorch counterparts of two nas_jax models, for the throughput comparison only.
 
-Written for this benchmark from the specification in PROTOCOL §b.1–§b.3 and §c.3,
+Written for this benchmark from the specification in docs/protocol.md §b.1–§b.3 and §c.3,
 so that the PyTorch side does the same work as nas_jax:
 
 * :class:`DartsNetwork` — the DARTS evaluation network built from a genotype
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 # --------------------------------------------------------------------------
-# DARTS operations (PROTOCOL §b.1)
+# DARTS operations (docs/protocol.md §b.1)
 # --------------------------------------------------------------------------
 
 
@@ -131,7 +131,7 @@ def make_op(name: str, c: int, stride: int) -> nn.Module:
 
 
 # --------------------------------------------------------------------------
-# Cell and network (PROTOCOL §b.2–§b.4)
+# Cell and network (docs/protocol.md §b.2–§b.4)
 # --------------------------------------------------------------------------
 
 
@@ -196,7 +196,7 @@ class DartsNetwork(nn.Module):
 
 
 # --------------------------------------------------------------------------
-# ResNet-18, CIFAR stem (PROTOCOL §c.3)
+# ResNet-18, CIFAR stem (docs/protocol.md §c.3)
 # --------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@
   python launch/main.py --config=configs/adv_train.py:paper      # all 17 models on CIFAR-10
 
 Madry adversarial training: each batch is replaced by untargeted L∞ PGD examples (eps 8/255, step 2/255,
-7 iterations; Table 5) started from the clean input (PROTOCOL §e.7 [artifact]; `adv_train.random_start=True` for a
+7 iterations; Table 5) started from the clean input (docs/protocol.md §e.7 [artifact]; `adv_train.random_start=True` for a
 U(-eps, eps) start) and crafted inside the train step against the current model, BatchNorm in
 train mode while crafting (batch statistics; running statistics untouched; `craft_mode='eval'` for running
 statistics). Paper preset: from scratch with the §d recipe for 100 epochs [project], compared with a standard
@@ -39,7 +39,7 @@ def get_config(preset: str = "quick"):
     a.eps = 8 / 255
     a.step_size = 2 / 255
     a.iterations = 7
-    a.random_start = False  # start from x [artifact; PROTOCOL §e.7]; True: U(-eps, eps) start [library: Madry/ART]
+    a.random_start = False  # start from x [artifact; docs/protocol.md §e.7]; True: U(-eps, eps) start [library: Madry/ART]
     a.early_stop = False  # True: freeze each example at its first misclassified iterate
     a.craft_mode = "train"  # BN batch statistics while crafting [artifact]; 'eval': running statistics
     a.eval_eps = 8 / 255

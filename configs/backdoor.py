@@ -6,10 +6,10 @@
       --config.backdoor.attacks='("trojannn",)'                       # Figure 8
 
 TrojanNN: n_neuron = 2 strongest-connected penultimate neurons, a 3x3 top-left trigger with transparency 0.7
-optimised by sign steps of 0.015 for <= 20 iterations towards activation 10 (Table 5; PROTOCOL §e.4), then
+optimised by sign steps of 0.015 for <= 20 iterations towards activation 10 (Table 5; docs/protocol.md §e.4), then
 fine-tuning of the zoo victim (20 epochs, lr 0.01 constant, no cutout, no clipping) on a stream where 1% of
 each batch is appended stamped and relabelled to class 0. BadNet: an opaque white 3x3 patch at a 2% poison rate.
-ASR over all stamped inputs, target class included (PROTOCOL §e.4's default; `asr_excluding_target` too) and CAD on
+ASR over all stamped inputs, target class included (docs/protocol.md §e.4's default; `asr_excluding_target` too) and CAD on
 1,000 test inputs and on the full test set. Output: a table, `task: "backdoor"` records (metrics.asr, metrics.cad),
 and {workdir}/figures/backdoor_trojannn.png, backdoor_badnet.png, backdoor_neurons.png (with several n_neuron).
 Quick: victims from the zoo (trained first if missing, as for `configs/pgd.py`), a 6x6 trigger (a 3x3 one lies

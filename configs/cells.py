@@ -1,4 +1,4 @@
-"""Table 3 (cell depth, width, #skip connects) and cell drawings (§5.1, Table 3; PROTOCOL §c.4).
+"""Table 3 (cell depth, width, #skip connects) and cell drawings (§5.1, Table 3; docs/protocol.md §c.4).
 
   python launch/main.py --config=configs/cells.py
   python launch/main.py --config=configs/cells.py --config.cells.genotypes="('darts','genotype:my_cell.json')"

@@ -1,5 +1,5 @@
 """Gradient variance of NAS and manual models before and after training (§4, Eqn 14, Figure 12;
-PROTOCOL §f.3).
+docs/protocol.md §f.3).
 
   python launch/main.py --config=configs/grad_variance.py           # quick: digits, darts, snas, resnet, n=64
   python launch/main.py --config=configs/grad_variance.py:paper     # CIFAR-10, 16 models (no Random), n=512
@@ -24,7 +24,7 @@ from nas_jax.models.registry import paper_zoo
 def get_config(preset: str = "quick"):
     c = base_config("grad_variance", preset)
     quick = c.preset == "quick"
-    # The artifact's gradient-variance script leaves out Random (PROTOCOL §0).
+    # The artifact's gradient-variance script leaves out Random (docs/protocol.md §0).
     c.models = ("darts", "snas", "resnet") if quick else tuple(m for m in paper_zoo() if m != "random")
     c.grad_var = ml_collections.ConfigDict()
     c.grad_var.n = 64 if quick else 512  # common random test images (artifact: 512)

@@ -1,4 +1,4 @@
-"""Loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; PROTOCOL §f.1–f.2).
+"""Loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; docs/protocol.md §f.1–f.2).
 
   python launch/main.py --config=configs/landscape.py           # quick: digits, darts, snas, resnet, 15x15
   python launch/main.py --config=configs/landscape.py:paper     # CIFAR-10, 20 images, 41x41 grids

@@ -1,4 +1,4 @@
-"""DARTS search with the paper's in-NAS mitigations (§5.2, Table 4, Figure 15; PROTOCOL §g, §f.4).
+"""DARTS search with the paper's in-NAS mitigations (§5.2, Table 4, Figure 15; docs/protocol.md §g, §f.4).
 
   python launch/main.py --config=configs/search.py --workdir=workdir/search/darts             # quick
   python launch/main.py --config=configs/search.py --config.search.n_step=5 --workdir=workdir/search/darts_i

@@ -1,4 +1,4 @@
-"""Knockoff Nets functionality stealing (§3.2, Figure 9 and Table 2; PROTOCOL §e.5).
+"""Knockoff Nets functionality stealing (§3.2, Figure 9 and Table 2; docs/protocol.md §e.5).
 
   python launch/main.py --config=configs/stealing.py            # quick: digits, darts + resnet, 3 budgets + 2x2
   python launch/main.py --config=configs/stealing.py:paper      # 17 models x 5 budgets + the 4x4 matrix, CIFAR-10
@@ -42,7 +42,7 @@ def get_config(preset: str = "quick"):
     s.query_batch_size = 96  # victim queries per call (random sampling) [artifact]
     s.scan_chunk = 250  # adaptive rounds per compiled scan call
     s.thief_seed_offset = 1  # replica init seed = seed + offset (never the victim's own initialisation)
-    t = s.thief = ml_collections.ConfigDict()  # the replica's train section (PROTOCOL §d "Knockoff thief")
+    t = s.thief = ml_collections.ConfigDict()  # the replica's train section (docs/protocol.md §d "Knockoff thief")
     t.epochs = 10 if quick else 50
     t.lr = 0.025
     t.lr_schedule = "constant"

@@ -23,7 +23,7 @@ TASKS=${TASKS:-pgd backdoor membership stealing poison}
 VARIANTS=${VARIANTS:-darts darts_i darts_ii darts_iii}
 METHODS=${METHODS:-darts}
 
-declare -A FLAGS=(  # PROTOCOL §f.4: n_step 5 [paper example], γ = 0.5 [project default]
+declare -A FLAGS=(  # docs/protocol.md §f.4: n_step 5 [paper example], γ = 0.5 [project default]
   [darts]=""
   [darts_i]="--config.search.n_step=5"
   [darts_ii]="--config.search.skip_gamma=0.5"

@@ -6,7 +6,7 @@ widths. ``small``: real CIFAR-10 at the reduced scale at which the authors' PyTo
 code was reproduced (NAS C=16, 8 cells, no per-op dropout; manual models at width
 0.25; 4 epochs, lr 0.025 cosine, weight decay 3e-4, clip 5, batch 96, crop + flip, no
 cutout); task sections not set for it take their paper values. ``paper``: the study's
-settings on CIFAR-10 (Table 5, PROTOCOL §d).
+settings on CIFAR-10 (Table 5, docs/protocol.md §d).
 Configs hold primitives only; names resolve through the registries.
 """
 

@@ -1,4 +1,4 @@
-"""Device mesh, shardings and multi-host initialisation (DESIGN "Scale").
+"""Device mesh, shardings and multi-host initialisation (BUILD.md).
 
 One code path for 1 device, N devices and N hosts: a 1-D ``'data'`` mesh over
 all devices; batches are sharded along it, parameters are replicated. Each

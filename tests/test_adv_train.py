@@ -1,4 +1,4 @@
-"""PGD adversarial training (PROTOCOL §e.7): the in-step inner attack against an independent PGD loop, the BN
+"""PGD adversarial training (docs/protocol.md §e.7): the in-step inner attack against an independent PGD loop, the BN
 mode while crafting, and adversarial fine-tuning lowering PGD ASR on native 8x8 digits with a tiny CNN."""
 
 import flax.linen as nn
@@ -67,7 +67,7 @@ def test_inner_pgd_takes_all_steps_like_a_reference_loop(setup):
     x = jnp.asarray(ds.x_train[:16], jnp.float32) / 255.0
     y = jnp.asarray(ds.y_train[:16])
     eps, alpha, k = 8 / 255, 2 / 255, 5
-    cfg = training_pgd_config(eps, alpha, k)  # PROTOCOL §e.7 default: no random start [artifact]
+    cfg = training_pgd_config(eps, alpha, k)  # docs/protocol.md §e.7 default: no random start [artifact]
     assert cfg.restarts == 0
     x_adv, labels = jax.jit(adversarial_transform(model, cfg, "eval"))(jax.random.key(0), v, x, y)
     np.testing.assert_array_equal(labels, y)
@@ -90,7 +90,7 @@ def test_inner_pgd_takes_all_steps_like_a_reference_loop(setup):
 def test_presets_start_the_inner_pgd_from_the_clean_input():
     from configs.adv_train import get_config
 
-    for preset in ("quick", "paper"):  # PROTOCOL §e.7: random init of the inner PGD off [artifact]
+    for preset in ("quick", "paper"):  # docs/protocol.md §e.7: random init of the inner PGD off [artifact]
         assert get_config(preset).adv_train.random_start is False
 
 

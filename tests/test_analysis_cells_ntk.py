@@ -1,4 +1,4 @@
-"""Cell structure (Table 3, PROTOCOL §c.4) against hand counts, cell drawings, and the empirical NTK
+"""Cell structure (Table 3, docs/protocol.md §c.4) against hand counts, cell drawings, and the empirical NTK
 (§5.3): a linear model's NTK is XXᵀ, an MLP's equals J Jᵀ from jax.jacrev, κ and the ASR correlation."""
 
 import json
@@ -15,7 +15,7 @@ from nas_jax.analysis import cells, ntk
 def test_table3_rows_match_hand_counts(tmp_path):
     # DARTS V2 normal: 2<-{0,1}, 3<-{0,1}, 4<-{1,0}, 5<-{0,2}: depths 1,1,1,2 -> cell depth 3 (edge into the
     # output counted); W1 = 4 (every node touches an input), W2 = 1+1+1+1/2, W3 = 3; 2 skips. Reduce:
-    # 2<-{0,1}, 3<-{2,1}, 4<-{0,2}, 5<-{2,1}: depth 3, 3 skips. Table 3 says 3 skips (PROTOCOL §c.4).
+    # 2<-{0,1}, 3<-{2,1}, 4<-{0,2}, 5<-{2,1}: depth 3, 3 skips. Table 3 says 3 skips (docs/protocol.md §c.4).
     # ENAS normal: five nodes, each fed by inputs only: depth 2, W1 = W2 = W3 = 5, 2 skips.
     # DARTS-i normal: the chain 2<-{0,1}, 3<-{2,2}, 4<-{3,3}, 5<-{4,4}: depth 5, widths 1, 2 skips.
     hand = {"darts": (3, 4, 3.5, 3, 2, 3, 3), "enas": (2, 5, 5.0, 5, 2, 4, 0), "darts_i": (5, 1, 1.0, 1, 2, 3, 3)}

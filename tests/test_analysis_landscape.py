@@ -1,4 +1,4 @@
-"""Loss contours (PROTOCOL §f.1–f.2, Appendix A.12): orthogonal directions of the stated norms, grid
+"""Loss contours (docs/protocol.md §f.1–f.2, Appendix A.12): orthogonal directions of the stated norms, grid
 endpoints, the vmapped grid against direct evaluation (Γ(0, 0) = the model's loss), smoothness summaries
 on an analytic surface."""
 

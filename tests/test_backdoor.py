@@ -1,4 +1,4 @@
-"""Backdoor injection (PROTOCOL §e.4): trigger blend, neuron selection, trigger optimisation, the in-step
+"""Backdoor injection (docs/protocol.md §e.4): trigger blend, neuron selection, trigger optimisation, the in-step
 poisoning stream, ASR/CAD, and TrojanNN on native 8x8 digits with a tiny CNN."""
 
 import flax.linen as nn
@@ -136,7 +136,7 @@ def test_backdoor_metrics_hand_case():
     trojan = np.array([0, 1, 2, 0, 0])  # 3/5 correct
     triggered = np.array([0, 0, 0, 3, 0])  # target 0: 3 of the 4 non-target inputs flip to it
     m = bd.backdoor_metrics(labels, victim, trojan, triggered, target=0)
-    # PROTOCOL §e.4: the headline ASR counts every stamped input (the target-class one too) [artifact]
+    # docs/protocol.md §e.4: the headline ASR counts every stamped input (the target-class one too) [artifact]
     assert m["asr"] == pytest.approx(4 / 5) and m["asr_excluding_target"] == pytest.approx(3 / 4)
     assert "asr_including_target" not in m
     assert m["cad"] == pytest.approx(0.2) and m["clean_accuracy_trojan"] == pytest.approx(0.6)
@@ -201,7 +201,7 @@ def test_finetune_recipe_follows_the_preset():
     assert (paper.train.lr_schedule, paper.train.lr, paper.train.epochs) == ("constant", 0.01, 20)  # [artifact]
     assert (quick.train.lr_schedule, quick.train.epochs) == ("cosine", 3)  # ends at a small lr (configs/backdoor.py)
     assert quick.train_overrides.to_dict() == {} and paper.train.cutout == 0 and paper.train.grad_clip == 0.0
-    # the trigger: PROTOCOL §e.4's 3x3 at transparency 0.7 in the paper preset; the quick one covers more than one
+    # the trigger: docs/protocol.md §e.4's 3x3 at transparency 0.7 in the paper preset; the quick one covers more than one
     # source pixel of the 4x-upsampled 8x8 digits (3x3 or 4x4: ~10% ASR on darts, 6x6: 95%; configs/backdoor.py)
     q, pp = get_config("quick").backdoor, get_config("paper").backdoor
     assert (pp.trigger_size, pp.transparency, pp.trigger_lr, pp.trigger_iterations) == (3, 0.7, 0.015, 20)

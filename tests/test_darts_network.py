@@ -1,4 +1,4 @@
-"""The DARTS evaluation network (PROTOCOL §b.3, §b.4, §b.6, Appendix A.13)."""
+"""The DARTS evaluation network (docs/protocol.md §b.3, §b.4, §b.6, Appendix A.13)."""
 
 import sys
 from pathlib import Path

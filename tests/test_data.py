@@ -1,4 +1,4 @@
-"""Tests for nas_jax.data: registry, loaders (PROTOCOL §a.1-§a.2) and augmentation (§a.3)."""
+"""Tests for nas_jax.data: registry, loaders (docs/protocol.md §a.1-§a.2) and augmentation (§a.3)."""
 
 from __future__ import annotations
 

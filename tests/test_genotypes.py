@@ -1,4 +1,4 @@
-"""Genotype zoo, validation and the cell metrics of Table 3 (PROTOCOL §c.4)."""
+"""Genotype zoo, validation and the cell metrics of Table 3 (docs/protocol.md §c.4)."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 from nas_jax.models import genotypes
 
-# (depth, W1, W2, W3, #skip, #skip reduce, depth reduce) from PROTOCOL §c.4 ("computed" columns).
+# (depth, W1, W2, W3, #skip, #skip reduce, depth reduce) from docs/protocol.md §c.4 ("computed" columns).
 EXPECTED = {
     "amoebanet": (4, 5, 4.0, 3, 2, 0, 3),
     "darts": (3, 4, 3.5, 3, 2, 3, 3),

@@ -1,4 +1,4 @@
-"""Per-example gradient variance (PROTOCOL §f.3, Appendix A.11): vmap vs a batch-size-1 loop, the metrics
+"""Per-example gradient variance (docs/protocol.md §f.3, Appendix A.11): vmap vs a batch-size-1 loop, the metrics
 vs numpy, BN calibration, the manual/NAS ratio. The task end to end: tests/test_analysis_tasks.py."""
 
 import flax.linen as nn

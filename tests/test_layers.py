@@ -1,4 +1,4 @@
-"""Layering (DESIGN): task modules import library layers only, never another task module; the
+"""Layering (docs/architecture.md): task modules import library layers only, never another task module; the
 library layers below the tasks never import the tasks or the launcher."""
 
 import ast

@@ -1,4 +1,4 @@
-"""Tests for the 7 manual CIFAR models (PROTOCOL §c.3, §b.6, §b.7).
+"""Tests for the 7 manual CIFAR models (docs/protocol.md §c.3, §b.6, §b.7).
 
 Full-size parameter counts use ``jax.eval_shape`` (no computation); forward passes use tiny
 widths / block counts on 2 x 32 x 32 x 3 inputs so the file stays fast on CPU.

@@ -1,4 +1,4 @@
-"""HopSkipJump and label-only membership inference (PROTOCOL §e.6; Appendix A items 6 and 7).
+"""HopSkipJump and label-only membership inference (docs/protocol.md §e.6; Appendix A items 6 and 7).
 
 Oracles: the analytic distance to a hyperplane, the analytic crossing of a blend line, an explicit per-input
 Python loop of the algorithm (ART's structure) that must give the same points and the *same query counts* as the

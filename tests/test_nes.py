@@ -1,4 +1,4 @@
-"""NES black-box evasion (PROTOCOL §e.2, paper Eqn 10) against Appendix A item 5.
+"""NES black-box evasion (docs/protocol.md §e.2, paper Eqn 10) against Appendix A item 5.
 
 The estimator is checked on functions with known gradients; the attack on tiny linear softmax models through
 ``BlackBox`` (probabilities only), with exact per-example query accounting.
@@ -130,7 +130,7 @@ R, K, N_Q = 2, 3, 10
 
 
 def expected_queries(res):
-    """1 check per restart start, n + 1 per iteration; earlier restarts are complete (PROTOCOL §e.2)."""
+    """1 check per restart start, n + 1 per iteration; earlier restarts are complete (docs/protocol.md §e.2)."""
     per_restart = K * (N_Q + 1) + 1
     done = np.asarray(res.restart) * per_restart + 1 + np.asarray(res.iterations) * (N_Q + 1)
     return np.where(np.asarray(res.success), done, R * per_restart)

@@ -1,4 +1,4 @@
-"""Op semantics of the DARTS op set (PROTOCOL §b.1) and the CPU/XLA conv equality."""
+"""Op semantics of the DARTS op set (docs/protocol.md §b.1) and the CPU/XLA conv equality."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""PGD evasion (PROTOCOL §e.1) and the shared evasion pieces, against Appendix A items 1–4.
+"""PGD evasion (docs/protocol.md §e.1) and the shared evasion pieces, against Appendix A items 1–4.
 
 Tiny linear softmax models only, so the optimum is analytic; every attack call goes through ``pgd_attack_jit``
 with fixed shapes and a traced config, so hypothesis examples reuse a few compiled executables.

@@ -1,4 +1,4 @@
-"""Label-flipping poisoning (PROTOCOL §e.3): exact flip count, never the own label, uniform wrong labels, nested
+"""Label-flipping poisoning (docs/protocol.md §e.3): exact flip count, never the own label, uniform wrong labels, nested
 seeded subsets, CAD, and 40% poisoning lowering accuracy on native 8x8 digits with a tiny CNN."""
 
 from decimal import ROUND_HALF_UP, Decimal

@@ -63,7 +63,7 @@ def tree_axpy(a, x, y):
 
 
 def test_supernet_parameter_count_and_alpha_shapes():
-    """PROTOCOL §b.6: C=16, 8 cells, 10 classes -> 1,930,618 weights, α excluded; α is (14, 8) per cell type."""
+    """docs/protocol.md §b.6: C=16, 8 cells, 10 classes -> 1,930,618 weights, α excluded; α is (14, 8) per cell type."""
     model = Supernet(10, MEAN, STD, conv_impl="xla")
     v = jax.eval_shape(lambda k: model.init({"params": k}, jnp.zeros((2, 8, 8, 3)), train=False), jax.random.key(0))
     assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(v["params"])) == 1_930_618
@@ -98,7 +98,7 @@ def test_search_cell_is_eqn3_with_skip_suppression():
 
 
 def _avg_pool_no_pad(x):
-    """3x3 average pool, stride 1, pad 1, the padding not counted (PROTOCOL §b.1)."""
+    """3x3 average pool, stride 1, pad 1, the padding not counted (docs/protocol.md §b.1)."""
     pad = ((0, 0), (1, 1), (1, 1), (0, 0))
     def window(a):
         return jax.lax.reduce_window(jnp.pad(a, pad), 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "VALID")
@@ -106,7 +106,7 @@ def _avg_pool_no_pad(x):
 
 
 # ----------------------------------------------------------------------------
-# Hypergradients (Eqn 4; PROTOCOL §g)
+# Hypergradients (Eqn 4; docs/protocol.md §g)
 # ----------------------------------------------------------------------------
 
 
@@ -132,7 +132,7 @@ def hyper():
 
         exact, fd = make("exact"), make("finite_difference")
 
-        def through_step(a, lr):  # L_val(w'(α), α): one virtual step written out by hand (PROTOCOL §g step 1)
+        def through_step(a, lr):  # L_val(w'(α), α): one virtual step written out by hand (docs/protocol.md §g step 1)
             g = jax.grad(lambda w: darts.batch_loss(model, w, bs, a, xs[0], ys[0])[0])(params)
             w1 = jax.tree_util.tree_map(lambda w, m, g: w - lr * (0.9 * m + g + 3e-4 * w), params, momentum, g)
             return darts.batch_loss(model, w1, bs, a, *val)[0]
@@ -165,7 +165,7 @@ def test_exact_hypergradient_matches_central_difference(hyper):
 
 
 def test_darts_finite_difference_approximates_exact(hyper):
-    """DARTS' Hessian-vector finite difference (PROTOCOL §g step 3): exact in the limit ε -> 0, and at the
+    """DARTS' Hessian-vector finite difference (docs/protocol.md §g step 3): exact in the limit ε -> 0, and at the
     protocol's ε = 0.01 close to the exact hypergradient for a small weight lr."""
     np.testing.assert_allclose(hyper["fd_small_eps"], hyper["exact_0.5"], rtol=1e-4, atol=1e-7)
     err = np.linalg.norm(hyper["fd_0.01"] - hyper["exact_0.01"]) / np.linalg.norm(hyper["exact_0.01"])
@@ -181,7 +181,7 @@ def test_darts_finite_difference_approximates_exact(hyper):
 
 def test_unrolled_steps_equal_repeated_single_steps_and_real_sgd():
     """n_step = k (lax.scan) = k PyTorch SGD steps on consecutive batches, carrying the momentum
-    (m ← μm + g + λw, w ← w − ξm; PROTOCOL §g step 1, §f.4); and the search's weight optimiser holds that
+    (m ← μm + g + λw, w ← w − ξm; docs/protocol.md §g step 1, §f.4); and the search's weight optimiser holds that
     momentum buffer and the update count where the virtual step reads them."""
     model = tiny_supernet()
     v = random_variables(model, (8, 8, 3), dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Knockoff Nets (PROTOCOL §e.5; Appendix A item 8).
+"""Knockoff Nets (docs/protocol.md §e.5; Appendix A item 8).
 
 Oracles: rewards and bandit updates computed by hand, an independent count of the victim's calls (a callback
 inside the black box), and ACE's floor (the victim's own entropy) on 8x8 digits with a tiny replica of the

@@ -25,7 +25,7 @@ RECORDS = [
     rec("poison", "darts", {"cad": 0.07}, fraction=0.4),
     rec("poison", "darts", {"cad": 0.0}, fraction=0.0),
     rec("backdoor", "darts_i", {"asr": 0.6, "cad": 0.03}, attack="trojannn", n_neuron=3),  # only n_neuron 3 run
-    # a record from before the ASR over all stamped inputs became the headline 'asr' (PROTOCOL §e.4)
+    # a record from before the ASR over all stamped inputs became the headline 'asr' (docs/protocol.md §e.4)
     rec("backdoor", "resnet", {"asr": 0.5, "asr_including_target": 0.55, "cad": 0.02}, attack="trojannn",
         n_neuron=2),
 ]
@@ -42,7 +42,7 @@ def test_each_cell_takes_the_right_record():
     assert "search (method" not in text  # no searched cell: no search column
     assert "80.0%" in text and "+7.0%" in text and "at 8000 queries" in text and "p = 0.4" in text
     assert text.splitlines()[3].split()[2] == "-"  # darts_i has no clean accuracy
-    assert "darts 100.0%/86.7%, 99.9%/2.7%, 0.562; darts_i 88.3%/72.7%, 90.4%/4.6%, 0.534." in text  # PROTOCOL §h.4
+    assert "darts 100.0%/86.7%, 99.9%/2.7%, 0.562; darts_i 88.3%/72.7%, 90.4%/4.6%, 0.534." in text  # docs/protocol.md §h.4
 
 
 def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):

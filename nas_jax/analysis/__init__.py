@@ -1,5 +1,5 @@
 """Why NAS models are vulnerable (§4, §5.1, §5.3): loss contours, per-example gradient variance, cell
-structure and NTK trainability, as compiled, vmapped JAX studies (PROTOCOL §c.4, §f.1–f.3)."""
+structure and NTK trainability, as compiled, vmapped JAX studies (docs/protocol.md §c.4, §f.1–f.3)."""
 
 from nas_jax.analysis.grad_variance import calibrate_batch_stats, gradient_variance, per_example_grads
 from nas_jax.analysis.landscape import (

@@ -1,8 +1,8 @@
 """Cell structure of NAS genotypes: Table 3 (depth, width, #skip) and cell drawings (§5.1, Table 3,
-Figure 15 style; PROTOCOL §c.4).
+Figure 15 style; docs/protocol.md §c.4).
 
 The metrics are ``nas_jax.models.genotypes.cell_metrics`` (depth counting the edge into the output node;
-widths W1/W2/W3; #skip); this module lays them next to the paper's Table 3 values (PROTOCOL lists the
+widths W1/W2/W3; #skip); this module lays them next to the paper's Table 3 values (docs/protocol.md §c.4 lists the
 discrepancies: only W3 reproduces the paper's width, and its #skip for DARTS and NASNet matches the
 reduction cell) and draws the normal and reduction cells with matplotlib: inputs c_{k-2}, c_{k-1} on the
 left, intermediate nodes in columns by their longest distance from the inputs, the output c_{k} on the

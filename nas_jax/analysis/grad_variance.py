@@ -1,4 +1,4 @@
-"""Gradient variance of per-example gradients (§4 "Gradient variance", Eqn 14, Figure 12; PROTOCOL §f.3).
+"""Gradient variance of per-example gradients (§4 "Gradient variance", Eqn 14, Figure 12; docs/protocol.md §f.3).
 
 Var(g) = E‖g − E g‖² over per-example gradients g_i = ∇_θ CE(f_θ(x_i), y_i) in eval mode (G2), with
 respect to every trainable parameter (BN affine included). Two metrics are computed in one pass:
@@ -13,7 +13,7 @@ Both are computed clipped and unclipped, and divided by the parameter count. Per
 (population variance, stable in float32). :func:`per_example_grads` returns the stacked gradients with
 ``lax.map(batch_size=chunk)`` for small n (tests, NTK).
 
-BN state (PROTOCOL §f.3 pitfalls): at initialisation eval-mode BN holds its initial running statistics
+BN state (docs/protocol.md §f.3 pitfalls): at initialisation eval-mode BN holds its initial running statistics
 (mean 0, variance 1) and does not normalise ("raw"); :func:`calibrate_batch_stats` re-estimates the
 running statistics on a few training batches ("calibrated").
 """

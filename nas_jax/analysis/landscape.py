@@ -1,4 +1,4 @@
-"""Loss contours in parameter and input space (§4 "Loss smoothness", Eqns 12–13, Figure 11; PROTOCOL §f.1–f.2).
+"""Loss contours in parameter and input space (§4 "Loss smoothness", Eqns 12–13, Figure 11; docs/protocol.md §f.1–f.2).
 
 Parameter space: Γ(α, β) = CE(f_{θ* + α·d1 + β·d2}(x), y), with direction schemes
 
@@ -64,7 +64,7 @@ def grid(radius: float, resolution: int) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=1)
 def pm1_directions(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-    """Two orthogonal ±1-scale directions of length n with norms √n (PROTOCOL §f.1 step 2)."""
+    """Two orthogonal ±1-scale directions of length n with norms √n (docs/protocol.md §f.1 step 2)."""
     k1, k2 = jax.random.split(key)
     balanced = jnp.where(jnp.arange(n) < n // 2, -1.0, 1.0)
     d1 = jax.random.permutation(k1, balanced)

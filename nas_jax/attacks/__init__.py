@@ -1,4 +1,4 @@
-"""Attacks on trained models (PROTOCOL §e). Evasion: PGD (§e.1) and NES (§e.2), pure jittable functions."""
+"""Attacks on trained models (docs/protocol.md §e). Evasion: PGD (§e.1) and NES (§e.2), pure jittable functions."""
 
 from nas_jax.attacks.evasion import TARGET_MODES, EvasionConfig, EvasionResult, is_success, select_targets
 from nas_jax.attacks.nes import BlackBox, nes_attack, nes_attack_jit, nes_gradient

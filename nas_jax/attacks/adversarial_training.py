@@ -1,4 +1,4 @@
-"""PGD adversarial training (paper §5.2 "Post-NAS mitigation", Figure 14, Table 5; PROTOCOL §e.7).
+"""PGD adversarial training (paper §5.2 "Post-NAS mitigation", Figure 14, Table 5; docs/protocol.md §e.7).
 
 Madry et al.'s objective: each training step replaces its (augmented) batch by untargeted L∞ PGD examples
 crafted against the current model (ε = 8/255, α = 2/255, 7 iterations [paper]) and minimises the cross-entropy
@@ -6,12 +6,12 @@ on those examples only (ratio 1.0 [artifact + library]). :func:`adversarial_tran
 for :func:`nas_jax.train.trainer.make_train_step`, so crafting runs inside the compiled train step on the
 device. The attack is :func:`nas_jax.attacks.pgd.pgd_attack` in ``untargeted`` mode, unchanged.
 
-**Every example takes all K steps.** The evasion attack freezes an example at its first success (PROTOCOL
+**Every example takes all K steps.** The evasion attack freezes an example at its first success (docs/protocol.md
 §e.1); Madry's training PGD does not stop early. The transform passes ``confidence = 2`` — a probability never
 exceeds 1, so no example ever counts as successful, and the returned ``x_adv`` is the K-th iterate. ``early_stop
 = True`` keeps the evasion semantics (the first misclassified iterate, "early-stopped PGD") as an option.
 
-**Start point**: the inner PGD starts from the clean input x by default (PROTOCOL §e.7 [artifact]; one PGD run,
+**Start point**: the inner PGD starts from the clean input x by default (docs/protocol.md §e.7 [artifact]; one PGD run,
 ``restarts = 0``); ``random_start = True`` draws a random start U(−ε, ε) first [library: Madry / ART;
 ``restarts = 1``].
 
@@ -24,7 +24,7 @@ exceeds 1, so no example ever counts as successful, and the returned ``x_adv`` i
   Justification: the inner maximisation should attack the function that the outer minimisation then trains —
   the train-mode network — and early in training from scratch the running averages (momentum 0.1) lag far
   behind the weights, so eval-mode examples would target a different, stale function. This is the artifact's
-  setting (it crafts in ``model.train()``), PROTOCOL §e.7's default; keeping the running statistics clean of
+  setting (it crafts in ``model.train()``), docs/protocol.md §e.7's default; keeping the running statistics clean of
   the crafting passes is the project's addition (in the artifact each crafting pass also moves them).
 * ``'eval'`` [library: ART] — running statistics, dropout off (G2): examples are exactly per-example, crafted
   against the model as it is evaluated. Cheaper to reason about, but weaker against the train-mode function.
@@ -50,7 +50,7 @@ NEVER_SUCCEEDS = 2.0  # a confidence above 1: no example counts as successful, s
 
 @dataclasses.dataclass(frozen=True)
 class TrainingPGDConfig:
-    """The inner attack of adversarial training (Table 5; PROTOCOL §e.7) as an ``adv_train`` section sets it:
+    """The inner attack of adversarial training (Table 5; docs/protocol.md §e.7) as an ``adv_train`` section sets it:
     L∞ budget, start point (``random_start``), per-example freezing (``early_stop``) and the BN mode while
     crafting (``craft_mode``, see the module docstring). :meth:`evasion_config` is the PGD budget it runs."""
 

@@ -1,5 +1,5 @@
 """Backdoor injection: TrojanNN and the BadNet baseline (paper §2 Eqn 7, §3.2 "Backdoor injection",
-Figures 7–8, Table 5; PROTOCOL §e.4, Appendix A item 10).
+Figures 7–8, Table 5; docs/protocol.md §e.4, Appendix A item 10).
 
 Pieces, each a pure function:
 
@@ -24,7 +24,7 @@ Pieces, each a pure function:
   Shapes are static: the step always appends ⌈rB⌉ rows; rows beyond k are unstamped copies with their own
   labels (clean duplicates), so the batch holds exactly k poisoned rows.
 * **Metrics** (:func:`backdoor_metrics`) — ``asr``: the fraction of all stamped inputs classified as the target,
-  target-class inputs included (PROTOCOL §e.4's default [artifact]); ``asr_excluding_target``: the same over
+  target-class inputs included (docs/protocol.md §e.4's default [artifact]); ``asr_excluding_target``: the same over
   the inputs whose true class is not the target [library]; CAD: clean accuracy of the victim minus that of the
   trojaned model on the same inputs.
 """
@@ -48,7 +48,7 @@ NEURON_STRATEGIES = ("strongest_connected", "least_activated")
 
 @dataclasses.dataclass(frozen=True)
 class BackdoorConfig:
-    """The backdoor attacks' settings (Table 5; PROTOCOL §e.4), defaults the paper preset's: which ``attacks``,
+    """The backdoor attacks' settings (Table 5; docs/protocol.md §e.4), defaults the paper preset's: which ``attacks``,
     TrojanNN's ``n_neurons`` (one fine-tuning each; Figure 8 sweeps 1–4) picked by ``neuron_selection``, the
     ``target`` class, the trigger patch (``trigger_size`` at ``trigger_row``/``trigger_col``; TrojanNN blends it
     at ``transparency``, BadNet at ``badnet_transparency``), the trigger optimisation (``trigger_lr`` per
@@ -225,7 +225,7 @@ def trigger_objective(apply_fn: Callable, variables: dict, mark: jax.Array, mask
 def optimize_trigger(apply_fn: Callable, variables: dict, mark: np.ndarray, mask: np.ndarray, neurons: np.ndarray,
                      *, step_size: float = 0.015, iterations: int = 20, target_value: float = 10.0,
                      threshold: float = 5.0) -> tuple[np.ndarray, dict]:
-    """Sign-gradient descent on the mark pixels inside M (PROTOCOL §e.4 step 2), in eval mode.
+    """Sign-gradient descent on the mark pixels inside M (docs/protocol.md §e.4 step 2), in eval mode.
 
     Iteration i = 1..``iterations`` computes the objective, stops if it is below ``threshold``, else sets
     m ← clip(m − step·sign(∇_m obj) ⊙ M, 0, 1). Returns the mark and {'objective_initial',
@@ -294,7 +294,7 @@ def poison_transform(mark: np.ndarray, mask: np.ndarray, transparency: float, ta
 
 def backdoor_metrics(labels: np.ndarray, pred_victim: np.ndarray, pred_trojan: np.ndarray,
                      pred_triggered: np.ndarray, target: int) -> dict:
-    """ASR and CAD on one set of inputs (PROTOCOL §e.4 step 4).
+    """ASR and CAD on one set of inputs (docs/protocol.md §e.4 step 4).
 
     ``pred_victim``/``pred_trojan``: predictions of the clean and trojaned models on the clean inputs;
     ``pred_triggered``: the trojaned model on the stamped inputs. ``asr`` counts every stamped input classified

@@ -1,6 +1,6 @@
 """Shared pieces of the evasion attacks: configuration, targets, success, and the restart/iteration driver.
 
-PROTOCOL §e.1 (PGD: targets, success definition, restarts, per-sample freezing; ASR of the paper's Eqn 9 is
+docs/protocol.md §e.1 (PGD: targets, success definition, restarts, per-sample freezing; ASR of the paper's Eqn 9 is
 ``result.success.mean()``) and §e.2 (NES uses "the same driver as §e.1" with a query-only gradient).
 Appendix A items 1–5 are the oracles the tests check.
 
@@ -27,7 +27,7 @@ NORMS = ("linf", "l2")
 
 @struct.dataclass
 class EvasionConfig:
-    """Attack budget (PROTOCOL §e.1 table). A frozen, hashable dataclass *and* a pytree.
+    """Attack budget (docs/protocol.md §e.1 table). A frozen, hashable dataclass *and* a pytree.
 
     Only ``norm`` is static; ``eps``, ``step_size``, ``iterations``, ``restarts`` and ``confidence`` are pytree
     leaves. So ``cfg`` may be a static jit argument (it is hashable) or a traced one; traced, sweeps over ε,
@@ -111,7 +111,7 @@ def needs_prediction(mode: str) -> bool:
 
 def select_targets(logits: jax.Array | None, mode: str, labels: jax.Array, k: int = 2,
                    given: jax.Array | None = None) -> jax.Array:
-    """Targets of PROTOCOL §e.1 from the clean outputs (logits or probabilities; only the ranking matters).
+    """Targets of docs/protocol.md §e.1 from the clean outputs (logits or probabilities; only the ranking matters).
 
     most_likely: the runner-up c2; least_likely: the last class cm; kth: the k-th most likely (k=1 is the
     prediction); untargeted: ``labels``; given: ``given``.
@@ -133,7 +133,7 @@ def select_targets(logits: jax.Array | None, mode: str, labels: jax.Array, k: in
 
 def is_success(probs: jax.Array, targets: jax.Array, labels: jax.Array, targeted: bool,
                confidence: float | jax.Array) -> jax.Array:
-    """Success per example (PROTOCOL §e.1), judged against the original target/label.
+    """Success per example (docs/protocol.md §e.1), judged against the original target/label.
 
     Targeted: argmax = t, and p_t > confidence when confidence > 0. Untargeted: argmax != y, and the
     probability of the new (argmax) class > confidence when confidence > 0.
@@ -241,7 +241,7 @@ def descent_step(x0: jax.Array, noise: jax.Array, grad: jax.Array, cfg: EvasionC
 
 
 # ----------------------------------------------------------------------------
-# The driver (PROTOCOL §e.1 algorithm, shared by §e.2)
+# The driver (docs/protocol.md §e.1 algorithm, shared by §e.2)
 # ----------------------------------------------------------------------------
 
 CheckFn = Callable[[jax.Array], jax.Array]  # x_adv -> success bool[N]
@@ -273,7 +273,7 @@ def _record(rec: _Record, active: jax.Array, ok: jax.Array, x_adv: jax.Array, r,
 def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array, cfg: EvasionConfig, *,
                 fused_fn: FusedFn | None = None, check_cost: int = 1, grad_cost: int = 1,
                 query_budget: int | jax.Array = 0, initial_queries: int = 0) -> _Record:
-    """Restarts × iterations of PROTOCOL §e.1 with per-example masks.
+    """Restarts × iterations of docs/protocol.md §e.1 with per-example masks.
 
     ``key`` is one key for the batch or one per example (:func:`example_keys`); per-example keys make every
     example's result independent of the batch it runs in (the same input and seed give the same result at any

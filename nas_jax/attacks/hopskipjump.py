@@ -1,4 +1,4 @@
-"""HopSkipJump: untargeted L2, label-only, batched in one ``jit`` (PROTOCOL §e.6; paper §3.2 Fig 10, §4 Fig 13).
+"""HopSkipJump: untargeted L2, label-only, batched in one ``jit`` (docs/protocol.md §e.6; paper §3.2 Fig 10, §4 Fig 13).
 
 The attack of Chen, Jordan & Wainwright ("HopSkipJumpAttack", S&P 2020) with ART's semantics [library]: it sees
 only ``label_fn(images) -> class`` and walks along the decision boundary of the clean *predicted* class c:
@@ -46,7 +46,7 @@ LabelFn = Callable[[jax.Array], jax.Array]  # images [N, ...] in [0, 1] -> int c
 
 @dataclasses.dataclass(frozen=True)
 class HSJConfig:
-    """HopSkipJump budget (Table 5 defaults; PROTOCOL §e.6). Hashable: a static ``jit`` argument.
+    """HopSkipJump budget (Table 5 defaults; docs/protocol.md §e.6). Hashable: a static ``jit`` argument.
 
     ``max_iter`` boundary steps; ``max_eval``/``init_eval``: the gradient-sample schedule
     n_t = min(⌊init_eval·√(t+1)⌋, max_eval); ``init_size``: random draws for the initial adversarial point;
@@ -153,7 +153,7 @@ def _is_adv(label_fn: LabelFn, points: jax.Array, label: jax.Array) -> jax.Array
 
 def binary_search(label_fn: LabelFn, x: jax.Array, cur: jax.Array, label: jax.Array, active: jax.Array,
                   tolerance: float, queries: jax.Array, budget: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Binary search on α of the blend (1 − α)x + α·cur for the rows in ``active`` (PROTOCOL §e.6 step 2.2).
+    """Binary search on α of the blend (1 − α)x + α·cur for the rows in ``active`` (docs/protocol.md §e.6 step 2.2).
 
     Invariant: α = 0 (x) is labelled ``label`` and α = 1 (cur) is adversarial; each step queries the midpoint
     and moves the bound on its side, until upper − lower ≤ ``tolerance``. Returns (the blend at the upper bound,
@@ -199,7 +199,7 @@ def _initial_points(label_fn, x, label, key, cfg: HSJConfig, queries):
 def estimate_direction(label_fn: LabelFn, cur: jax.Array, label: jax.Array, key: jax.Array, n_samples: jax.Array,
                        delta: jax.Array, chunk_size: int) -> jax.Array:
     """Monte-Carlo estimate of the boundary normal at ``cur`` from ``n_samples`` label queries per row
-    (PROTOCOL §e.6 step 2.3), returned as the unnormalised mean ḡ (zero where all samples cancel).
+    (docs/protocol.md §e.6 step 2.3), returned as the unnormalised mean ḡ (zero where all samples cancel).
 
     Chunk c of ``chunk_size`` samples per row draws its directions from ``fold_in(key, c)``.
     """

@@ -1,4 +1,4 @@
-"""Label-only membership inference by boundary distance (paper §3.2 Figure 10, Table 4; PROTOCOL §e.6).
+"""Label-only membership inference by boundary distance (paper §3.2 Figure 10, Table 4; docs/protocol.md §e.6).
 
 Choquette-Choo, Tramèr, Carlini & Papernot, "Label-Only Membership Inference Attacks" (ICML 2021): training
 members tend to lie farther from the decision boundary than non-members. The score of an input is the distance

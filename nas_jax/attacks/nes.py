@@ -1,13 +1,13 @@
 """NES black-box evasion (paper §3.2, Fig 5; gradient estimator of Eqn 10).
 
-PROTOCOL §e.2: the PGD driver of §e.1 (:func:`nas_jax.attacks.evasion.run_evasion`) with ∇_x L replaced by the
+docs/protocol.md §e.2: the PGD driver of §e.1 (:func:`nas_jax.attacks.evasion.run_evasion`) with ∇_x L replaced by the
 antithetic estimate  ĝ = (1/(σ·n)) Σ_j (ℓ(x + σu_j) − ℓ(x − σu_j)) u_j  over n/2 pairs u_j ~ N(0, I_d), drawn
 fresh every iteration and independently for every example. The loss is per example, computed from returned
 probabilities only: −log p_t (targeted) or +log p_y (untargeted). Query points are not clipped.
 
 Queries are counted per example (Appendix A item 5): 1 for the check at the start of each restart, then n_query
 per estimate and 1 per check after each step, at most R·(K·(n_query + 1) + 1) over R = max(restarts, 1) runs of
-K iterations (PROTOCOL §e.2's bound). The most-/least-likely and k-th modes first query the clean input once to
+K iterations (docs/protocol.md §e.2's bound). The most-/least-likely and k-th modes first query the clean input once to
 rank the targets; that query is counted too (and paid from the budget), so their bound is R·(K·(n_query + 1) + 1) + 1,
 while ``given`` targets and ``untargeted`` make no ranking query. ``query_budget > 0`` stops an example before it
 would exceed the budget.
@@ -62,7 +62,7 @@ class BlackBox:
 
 @dataclasses.dataclass(frozen=True)
 class NESQueryConfig:
-    """NES's query settings (§3.2; PROTOCOL §e.2): ``n_queries`` per gradient estimate (n/2 antithetic pairs),
+    """NES's query settings (§3.2; docs/protocol.md §e.2): ``n_queries`` per gradient estimate (n/2 antithetic pairs),
     the sampling radius ``sigma``, the per-example ``query_budget`` (0: none) and ``chunk_size`` pairs per model
     call. The attack's budget (ε, α, iterations, restarts) is the :class:`EvasionConfig`. Pass it to
     :func:`nes_attack` as ``**dataclasses.asdict(q)``."""
@@ -101,7 +101,7 @@ def _check_queries(n_queries: int, chunk_size: int) -> None:
 
 def nes_gradient(loss_fn: LossFn, x: jax.Array, key: jax.Array, n_queries: int = 400, sigma: float = 1e-3,
                  chunk_size: int = 25) -> tuple[jax.Array, jax.Array]:
-    """Antithetic NES estimate of ∇ loss_fn per example (PROTOCOL §e.2 steps 1–3, paper Eqn 10).
+    """Antithetic NES estimate of ∇ loss_fn per example (docs/protocol.md §e.2 steps 1–3, paper Eqn 10).
 
     ``loss_fn`` maps a batch to per-example losses (never summed over the batch). Pair j uses
     u_j = normal(fold_in(key, j)) of x's shape: independent across examples, and the estimate does not depend on
@@ -130,7 +130,7 @@ def nes_gradient(loss_fn: LossFn, x: jax.Array, key: jax.Array, n_queries: int =
 def nes_attack(query_fn: QueryFn, x: jax.Array, labels: jax.Array, key: jax.Array, cfg: EvasionConfig,
                mode: str = "most_likely", k: int = 2, targets: jax.Array | None = None, n_queries: int = 400,
                sigma: float = 1e-3, query_budget: int = 0, chunk_size: int = 25) -> EvasionResult:
-    """Black-box evasion (PROTOCOL §e.2) through ``query_fn(images) -> probabilities`` only.
+    """Black-box evasion (docs/protocol.md §e.2) through ``query_fn(images) -> probabilities`` only.
 
     Same targets, budget, restarts and success rule as :func:`nas_jax.attacks.pgd.pgd_attack`; a fresh key per
     restart and per iteration. ``result.queries`` is the exact per-example query count; with

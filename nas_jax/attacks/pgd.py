@@ -1,6 +1,6 @@
 """PGD adversarial evasion (paper §3.2, Figs 2–4; ASR of Eqn 9 = ``result.success.mean()``).
 
-PROTOCOL §e.1: targeted (most/least likely, k-th, given) or untargeted PGD in pixel space (G1) on a model in
+docs/protocol.md §e.1: targeted (most/least likely, k-th, given) or untargeted PGD in pixel space (G1) on a model in
 eval mode (G2), L∞ (default) or L2, with random restarts and per-example early stopping. The loop structure is
 :func:`nas_jax.attacks.evasion.run_evasion`; this module supplies the white-box check and gradient, fused into
 one forward/backward pass per iteration.
@@ -44,7 +44,7 @@ def evasion_loss(logits: jax.Array, targets: jax.Array, targeted: bool) -> jax.A
 def pgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Array, key: jax.Array,
                cfg: EvasionConfig, mode: str = "most_likely", k: int = 2,
                targets: jax.Array | None = None) -> EvasionResult:
-    """Run PGD (PROTOCOL §e.1) on a batch ``x`` (float32 NHWC in [0, 1]) with true ``labels``.
+    """Run PGD (docs/protocol.md §e.1) on a batch ``x`` (float32 NHWC in [0, 1]) with true ``labels``.
 
     ``apply_fn(variables, images) -> logits`` must be in eval mode (e.g. ``partial(model.apply, train=False)``);
     ``variables`` are only read. Targets come from the clean prediction (``mode``, ``k``) or from ``targets``

@@ -1,5 +1,5 @@
 """Model poisoning by random label flipping (paper §2 Eqn 6, §3.2 "Model poisoning", Eqn 11, Figure 6;
-PROTOCOL §e.3, Appendix A item 9).
+docs/protocol.md §e.3, Appendix A item 9).
 
 A fraction p of the training set gets a uniformly random *wrong* label; the model is then trained from
 scratch on the polluted set and compared with the same training on clean data (p = 0):
@@ -29,7 +29,7 @@ from nas_jax.data import Dataset
 
 @dataclasses.dataclass(frozen=True)
 class PoisonConfig:
-    """The poisoning fractions p of Figure 6 (PROTOCOL §e.3), the paper's by default. p = 0, the reference that
+    """The poisoning fractions p of Figure 6 (docs/protocol.md §e.3), the paper's by default. p = 0, the reference that
     CAD is measured against, is always added; the fractions are kept sorted and unique."""
 
     fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)

@@ -1,11 +1,11 @@
-"""Knockoff Nets functionality stealing (paper §2 Eqn 8, §3.2 Figure 9 and Table 2; PROTOCOL §e.5).
+"""Knockoff Nets functionality stealing (paper §2 Eqn 8, §3.2 Figure 9 and Table 2; docs/protocol.md §e.5).
 
 Orekondy, Schiele & Fritz, "Knockoff Nets: Stealing Functionality of Black-Box Models" (CVPR 2019), with ART's
 gradient-bandit formulation [library]. The victim is reached only through ``query_fn(images) -> probabilities``
 (eval mode); every victim query is counted and the budget B is never exceeded:
 
 * ``random``: B pool images drawn without replacement, queried in batches [artifact];
-* ``adaptive``: B sequential rounds of a gradient bandit over the pool's classes (PROTOCOL §e.5 steps 1–3): sample
+* ``adaptive``: B sequential rounds of a gradient bandit over the pool's classes (docs/protocol.md §e.5 steps 1–3): sample
   a class from π = softmax(H), a random pool image of that class, query the victim once, take one SGD step of the
   thief on it (batch 1, train mode), score the round with a reward (``cert``, ``div``, ``loss`` or ``all``) and
   update H. The rounds run in a compiled ``lax.scan``. The pool's class labels only group images into arms.
@@ -47,7 +47,7 @@ class BudgetExceededError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class KnockoffConfig:
-    """One Knockoff run (PROTOCOL §e.5 table). ``scan_chunk``: adaptive rounds per compiled scan call."""
+    """One Knockoff run (docs/protocol.md §e.5 table). ``scan_chunk``: adaptive rounds per compiled scan call."""
 
     budget: int
     sampling: str = "adaptive"
@@ -84,7 +84,7 @@ class QueryCounter:
 
 
 # ----------------------------------------------------------------------------
-# Rewards and the gradient bandit (PROTOCOL §e.5, ART's formulation)
+# Rewards and the gradient bandit (docs/protocol.md §e.5, ART's formulation)
 # ----------------------------------------------------------------------------
 
 
@@ -258,7 +258,7 @@ def _initial_state(key, *, model, recipe, image_shape):
 
 def adaptive_queries(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.ndarray, num_classes: int, model,
                      thief_train_config, key: jax.Array, kcfg: KnockoffConfig, counter: QueryCounter) -> AdaptiveOutput:
-    """The gradient-bandit rounds of adaptive Knockoff (PROTOCOL §e.5 step 2): exactly ``kcfg.budget`` queries.
+    """The gradient-bandit rounds of adaptive Knockoff (docs/protocol.md §e.5 step 2): exactly ``kcfg.budget`` queries.
 
     The thief starts from ``trainer.create_state`` with ``thief_train_config`` (its optimiser, seed); each round
     takes one SGD step on the queried image with the victim's soft (or hard) label.
@@ -288,7 +288,7 @@ def adaptive_queries(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.nda
 
 
 def stealing_metrics(victim_probs: np.ndarray, thief_logits: np.ndarray, labels: np.ndarray) -> dict:
-    """ACE = mean −Σ_k p_v,k log softmax(f*)_k (PROTOCOL §e.5), its floor (the victim's mean entropy), their
+    """ACE = mean −Σ_k p_v,k log softmax(f*)_k (docs/protocol.md §e.5), its floor (the victim's mean entropy), their
     difference (mean KL(victim ‖ thief)), thief accuracy and victim–thief top-1 agreement."""
     p = jnp.asarray(victim_probs, jnp.float32)
     ace = -jnp.sum(p * jax.nn.log_softmax(jnp.asarray(thief_logits, jnp.float32)), -1).mean()
@@ -354,7 +354,7 @@ def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, 
 def knockoff(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.ndarray | None, dataset: Dataset, model,
              thief_config, key: jax.Array, kcfg: KnockoffConfig, run_dir: str | Path, progress: bool = False,
              name: str = "thief") -> dict:
-    """Steal ``query_fn`` into a fresh ``model`` (PROTOCOL §e.5); resumable from ``run_dir``.
+    """Steal ``query_fn`` into a fresh ``model`` (docs/protocol.md §e.5); resumable from ``run_dir``.
 
     ``pool_u8``: the transfer set (uint8; by default the victim's augmented-once training images);
     ``pool_labels``: its classes (only ``adaptive`` needs them, as arms); ``dataset``: supplies the test set the

@@ -1,4 +1,4 @@
-"""Datasets (PROTOCOL §a.1-§a.2) and on-device augmentation (§a.3).
+"""Datasets (docs/protocol.md §a.1-§a.2) and on-device augmentation (§a.3).
 
     from nas_jax.data import load_dataset, augment_batch, to_float
     ds = load_dataset("digits")            # or cifar10, cifar100, imagenet32, npz:PATH

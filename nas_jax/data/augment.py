@@ -1,4 +1,4 @@
-"""On-device training augmentation, compiled into the train step (PROTOCOL §a.3).
+"""On-device training augmentation, compiled into the train step (docs/protocol.md §a.3).
 
 Pipeline per example [artifact]:
 

@@ -1,4 +1,4 @@
-"""Downsampled ImageNet 32x32, first 60 classes (PROTOCOL §a.1, constants §a.2).
+"""Downsampled ImageNet 32x32, first 60 classes (docs/protocol.md §a.1, constants §a.2).
 
 Source: the official "Imagenet32" release (Chrabaszcz, Loshchilov & Hutter, 2017,
 https://image-net.org/download-images.php -> "Download downsampled image data (32x32)";

@@ -1,4 +1,4 @@
-"""User datasets from a ``.npz`` file: ``load_dataset("npz:/path/to/file.npz")`` (PROTOCOL §a).
+"""User datasets from a ``.npz`` file: ``load_dataset("npz:/path/to/file.npz")`` (docs/protocol.md §a).
 
 Required arrays:
 

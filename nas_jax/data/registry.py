@@ -1,6 +1,6 @@
 """Dataset registry: the `Dataset` record, normalisation constants and `load_dataset`.
 
-Implements PROTOCOL §a.1 (datasets, label order) and §a.2 (per-channel normalisation
+Implements docs/protocol.md §a.1 (datasets, label order) and §a.2 (per-channel normalisation
 constants, applied inside the model, rule G1). Images are kept as uint8 NHWC on the
 host; augmentation and scaling to [0, 1] happen on device (`nas_jax.data.augment`, §a.3).
 
@@ -59,7 +59,7 @@ class Dataset:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
 
-# PROTOCOL §a.2 [artifact]. CIFAR-100 reuses CIFAR-10's constants (the artifact does
+# docs/protocol.md §a.2 [artifact]. CIFAR-100 reuses CIFAR-10's constants (the artifact does
 # not recompute them). ImageNet32 constants are the artifact's 0..255 values / 255.
 _CIFAR_STATS: tuple[Stats, Stats] = (
     (0.49139968, 0.48215827, 0.44653124),

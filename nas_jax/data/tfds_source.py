@@ -1,4 +1,4 @@
-"""CIFAR-10 / CIFAR-100 through tensorflow-datasets, without TensorFlow (PROTOCOL §a.1, §a.2).
+"""CIFAR-10 / CIFAR-100 through tensorflow-datasets, without TensorFlow (docs/protocol.md §a.1, §a.2).
 
 Reading: a prepared dataset in ``{data_dir}/{name}/3.0.2/`` is opened with
 `DatasetBuilder.as_data_source` (array_record, random access, decoded by NumPy and PIL).

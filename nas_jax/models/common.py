@@ -1,7 +1,7 @@
 """Building blocks shared by every model: input normalisation, PyTorch-style
 initialisers and BatchNorm with PyTorch semantics.
 
-PROTOCOL §a.2 (normalisation inside the model, G1), §b.7 (initialisation, never
+docs/protocol.md §a.2 (normalisation inside the model, G1), §b.7 (initialisation, never
 Flax defaults silently) and G4 (BN momentum 0.1 in PyTorch terms, eps 1e-5).
 """
 
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from nas_jax.errors import UserError
 
 # --------------------------------------------------------------------------
-# Initialisers (PROTOCOL §b.7)
+# Initialisers (docs/protocol.md §b.7)
 # --------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The DARTS evaluation network built from a genotype (PROTOCOL §b.2–§b.4).
+"""The DARTS evaluation network built from a genotype (docs/protocol.md §b.2–§b.4).
 
 Stem conv 3×3 (3 -> 3C) + BN; L cells with reductions at ⌊L/3⌋ and ⌊2L/3⌋
 (channel count doubled there); global average pool; Linear. Every NAS model of

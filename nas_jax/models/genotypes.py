@@ -1,6 +1,6 @@
 """Genotypes of the NAS zoo and cell metrics.
 
-PROTOCOL §b.1–§b.2 (the op set and cell wiring), §c.1–§c.2 (the zoo, the
+docs/protocol.md §b.1–§b.2 (the op set and cell wiring), §c.1–§c.2 (the zoo, the
 DARTS-i/ii/iii mitigation variants) and §c.4 (Table 3: cell depth, width, #skip).
 Genotype data: ``genotypes.json`` (a copy of ``reference/genotypes.json``).
 A user genotype is loaded from a JSON file with ``genotype:PATH`` (format: :data:`FORMAT`).
@@ -70,7 +70,7 @@ class Genotype:
 
 
 def genotype_from_dict(d: dict, source: str = "genotype") -> Genotype:
-    """Build and validate a genotype from its JSON form (PROTOCOL Appendix A.14); errors are UserErrors."""
+    """Build and validate a genotype from its JSON form (docs/protocol.md Appendix A.14); errors are UserErrors."""
     if not isinstance(d, dict):
         raise UserError(f"{source}: holds a JSON {type(d).__name__}, not an object; {FORMAT}.")
     missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in d]

@@ -1,8 +1,8 @@
-"""The DARTS operation set for evaluation networks (PROTOCOL §b.1).
+"""The DARTS operation set for evaluation networks (docs/protocol.md §b.1).
 
 All convolutions have no bias and PyTorch's default initialisation (§b.7);
 padding is explicit and symmetric. Depthwise and pointwise convolutions have
-two implementations behind one op (DESIGN "Performance practice"): on CPU a
+two implementations behind one op: on CPU a
 depthwise k×k convolution is k² shifted multiply-adds and a pointwise
 convolution is a matrix product, which XLA:CPU runs several times faster than
 its grouped convolution; on GPU/TPU the XLA convolution is used. The two are

@@ -1,4 +1,4 @@
-"""Model registry: every zoo name resolves here (PROTOCOL §c).
+"""Model registry: every zoo name resolves here (docs/protocol.md §c).
 
 NAS models are the DARTS evaluation network with a stored genotype
 (``darts``, ``enas``, ...) or a user genotype (``genotype:PATH``); manual

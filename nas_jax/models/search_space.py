@@ -1,4 +1,4 @@
-"""The search space's indexing and the searchers' mixing weights (PROTOCOL §b.5, §g).
+"""The search space's indexing and the searchers' mixing weights (docs/protocol.md §b.5, §g).
 
 A cell with ``steps`` intermediate nodes has one edge per (node, predecessor): 2 + 3 + ... + (steps + 1) edges
 (:func:`num_edges`), in DARTS order (:func:`edge_index`); α holds one row per edge and one column per op. How a
@@ -6,7 +6,7 @@ row of α becomes the edge's mixing weights is what tells the searchers apart (:
 :data:`METHODS`; the edges themselves are :mod:`nas_jax.models.supernet`):
 
 - ``darts`` (Eqn 3) and ``pc_darts``: softmax(α); ``skip_gamma = γ < 1`` scales the skip column
-  (paper §5.2, mitigation ii; PROTOCOL §f.4 reading (a)), without renormalising;
+  (paper §5.2, mitigation ii; docs/protocol.md §f.4 reading (a)), without renormalising;
   PC-DARTS also weights each node's input edges by softmax(β) (:func:`edge_normalisation`, its Eqn 4);
 - ``gdas`` (GDAS §3.2 Eqns 5–7): hard one-hot of argmax(α + g) forward, straight-through
   softmax((α + g)/τ) backward;

@@ -1,4 +1,4 @@
-"""The DARTS search network (supernet) with architecture parameters α (PROTOCOL §b.5, §g).
+"""The DARTS search network (supernet) with architecture parameters α (docs/protocol.md §b.5, §g).
 
 Paper §5.2 / Eqn 3: every edge (i, j) of a cell is a MixedOp,
 ``o_ij(x) = Σ_o w_o · o(x)`` with ``w = softmax(α_ij)``, over the eight DARTS
@@ -269,7 +269,7 @@ class SearchCell(nn.Module):
 
 
 def init_alpha(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
-    """DARTS reference initialisation: 1e-3 · N(0, 1) (PROTOCOL §g)."""
+    """DARTS reference initialisation: 1e-3 · N(0, 1) (docs/protocol.md §g)."""
     return 1e-3 * jax.random.normal(key, shape, jnp.float32)
 
 
@@ -277,7 +277,7 @@ class Supernet(nn.Module):
     """DARTS search network. ``apply({'params', 'batch_stats', 'arch'}, x, train) -> logits``.
 
     ``x``: float images in [0, 1], NHWC. Defaults: 8 cells, C = 16, 4 nodes, stem
-    multiplier 3 (1,930,618 weights for 10 classes, α excluded; PROTOCOL §b.6).
+    multiplier 3 (1,930,618 weights for 10 classes, α excluded; docs/protocol.md §b.6).
     """
 
     num_classes: int

@@ -1,4 +1,4 @@
-"""One row per model across attacks, in the layout of the paper's Table 4 (§5.2; PROTOCOL §f.4, §h.4).
+"""One row per model across attacks, in the layout of the paper's Table 4 (§5.2; docs/protocol.md §f.4, §h.4).
 
   python -m nas_jax.report.summary workdir/table4 [--models darts,darts_i] [--out table4.md]
 
@@ -7,7 +7,7 @@ victim (a model and the content hash of its training spec: a bf16 and a float32 
 rows), and each cell the newest record of that victim's measurement (docs/provenance.md); a ``settings`` column
 names the settings that differ between rows where any do (the victim's recipe between rows of one model, a
 task's settings between any rows). The measurements: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
-ASR (all stamped inputs, PROTOCOL §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
+ASR (all stamped inputs, docs/protocol.md §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
 was run), membership AUC (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``)
 and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that
 model. A searched cell (``genotype:PATH``, the way ``launch/table4.sh`` names it) is labelled with the searcher and
@@ -28,7 +28,7 @@ from nas_jax.models.registry import display_name
 from nas_jax.report.results import flatten, newest, read_records
 from nas_jax.report.tables import format_table
 
-PAPER_TABLE4 = {  # PROTOCOL §h.4: PGD ASR (M), (L), backdoor ASR, CAD, MI AUC on CIFAR-10 [paper]
+PAPER_TABLE4 = {  # docs/protocol.md §h.4: PGD ASR (M), (L), backdoor ASR, CAD, MI AUC on CIFAR-10 [paper]
     "darts": (1.000, 0.867, 0.999, 0.027, 0.562),
     "darts_i": (0.883, 0.727, 0.904, 0.046, 0.534),
     "darts_ii": (0.930, 0.750, 0.988, 0.030, 0.531),
@@ -106,7 +106,7 @@ def settings_column(rows: list[dict]) -> None:
 
 
 def backdoor_asr(metrics: dict) -> float:
-    """The ASR over all stamped inputs, target class included (PROTOCOL §e.4's default, the paper's Table 4).
+    """The ASR over all stamped inputs, target class included (docs/protocol.md §e.4's default, the paper's Table 4).
 
     Records written before that became the headline ``asr`` hold it as ``asr_including_target`` (their ``asr``
     left the target class out).

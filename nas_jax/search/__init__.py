@@ -1,4 +1,4 @@
-"""DARTS search (paper §2.1 Eqn 4, §5.2 mitigations; PROTOCOL §g, §f.4).
+"""DARTS search (paper §2.1 Eqn 4, §5.2 mitigations; docs/protocol.md §g, §f.4).
 
 - :mod:`nas_jax.search.darts`: hypergradients (first order, DARTS finite difference,
   exact autodiff), unrolled inner steps, optimisers, the compiled bi-level step.

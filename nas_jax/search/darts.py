@@ -1,14 +1,14 @@
 """The DARTS bi-level step: hypergradients, the in-NAS mitigations and the optimisers.
 
 Paper §2.1 / Eqn 4 (DARTS, Liu et al. 2019) and §5.2 (mitigations; Table 4, Figures
-15–17); PROTOCOL §g and §f.4. The architecture α minimises L_val(w*(α), α) where
+15–17); docs/protocol.md §g and §f.4. The architecture α minimises L_val(w*(α), α) where
 w*(α) minimises L_train(w, α). Three hypergradients of α, one compiled step each:
 
 - ``first_order``: ∇_α L_val(w, α) (DARTS-V1).
 - ``finite_difference``: the original DARTS second-order approximation. A virtual
   step w' = w − ξ(μm + ∇_w L_train(w, α) + λw), then dα − ξ·h with h the central
   finite difference (∇_α L_train(w + Rv) − ∇_α L_train(w − Rv)) / 2R, v = ∇_{w'} L_val,
-  R = ε / ‖v‖ (PROTOCOL §g, ε = 0.01).
+  R = ε / ‖v‖ (docs/protocol.md §g, ε = 0.01).
 - ``exact``: jax.grad of α ↦ L_val(w'(α), α), reverse-over-reverse through the virtual
   step: exactly dα − ξ·∇²_{αw} L_train·v, the quantity DARTS approximates.
 
@@ -143,7 +143,7 @@ def method_fields(s) -> dict:
 
 
 def weight_schedule(sc: StepConfig):
-    """lr per weight update: cosine per epoch from ``lr`` to ``lr_min`` (PROTOCOL §g)."""
+    """lr per weight update: cosine per epoch from ``lr`` to ``lr_min`` (docs/protocol.md §g)."""
     return cosine_per_epoch(sc.lr, sc.epochs, sc.steps_per_epoch, final_lr=sc.lr_min)
 
 
@@ -159,7 +159,7 @@ def weight_optimizer(sc: StepConfig) -> optax.GradientTransformation:
 
 
 def arch_optimizer(sc: StepConfig) -> optax.GradientTransformation:
-    """Adam(3e-4, betas (0.5, 0.999)) with coupled L2 1e-3 on α (PROTOCOL §g)."""
+    """Adam(3e-4, betas (0.5, 0.999)) with coupled L2 1e-3 on α (docs/protocol.md §g)."""
     return optax.chain(optax.add_decayed_weights(sc.arch_weight_decay),
                        optax.adam(sc.arch_lr, b1=sc.arch_b1, b2=sc.arch_b2))
 

@@ -1,4 +1,4 @@
-"""Genotype derivation from the architecture parameters α (PROTOCOL §g; DARTS §2.4).
+"""Genotype derivation from the architecture parameters α (docs/protocol.md §g; DARTS §2.4).
 
 For every intermediate node j: score each incoming edge (i < j) by its strongest
 non-``none`` mixing weight, keep the top-2 edges (a stable sort: ties go to the lower

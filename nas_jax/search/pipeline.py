@@ -1,6 +1,6 @@
 """The resumable DARTS search loop: data halves, checkpoints, per-epoch log, genotype, figures.
 
-PROTOCOL §g (data: the training set split into a weight half and an α half, crop +
+docs/protocol.md §g (data: the training set split into a weight half and an α half, crop +
 flip, no cutout, the test set unused; α batches from an endlessly cycling, reshuffled
 iterator over the α half; log the genotype every epoch) and §f.4 (the n_step and γ
 knobs of paper §5.2). Output under ``{workdir}``:
@@ -60,7 +60,7 @@ def load_search_data(config) -> Dataset:
 
 
 def split_halves(x: np.ndarray, y: np.ndarray):
-    """The first half trains the weights, the second half α (PROTOCOL §g: [0, n/2) and [n/2, n))."""
+    """The first half trains the weights, the second half α (docs/protocol.md §g: [0, n/2) and [n/2, n))."""
     half = len(y) // 2
     return (x[:half], y[:half]), (x[half : 2 * half], y[half : 2 * half])
 

@@ -1,5 +1,5 @@
 """Figures of a DARTS search: the mixing weights of every edge over the epochs (§5.2, Figure 15
-context; PROTOCOL §g "track #skip per epoch"). Cell drawings come from
+context; docs/protocol.md §g "track #skip per epoch"). Cell drawings come from
 :func:`nas_jax.analysis.cells.draw_genotype`."""
 
 from __future__ import annotations

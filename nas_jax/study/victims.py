@@ -1,4 +1,4 @@
-"""Victims and attack inputs shared by the evasion tasks (PROTOCOL §a.4, G5).
+"""Victims and attack inputs shared by the evasion tasks (docs/protocol.md §a.4, G5).
 
 Victims come from the zoo (trained first if missing). Attack inputs are drawn
 from one seeded permutation of the test set, shared by all models: each model

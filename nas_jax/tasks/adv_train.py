@@ -1,4 +1,4 @@
-"""Task ``adv_train``: PGD adversarial training of NAS and manual models (§5.2, Figure 14; PROTOCOL §e.7).
+"""Task ``adv_train``: PGD adversarial training of NAS and manual models (§5.2, Figure 14; docs/protocol.md §e.7).
 
 For every model: adversarial training (untargeted L∞ PGD-7, ε = 8/255, α = 2/255, from the clean input
 [artifact; ``adv_train.random_start`` for a U(−ε, ε) start]; the BN mode while crafting is

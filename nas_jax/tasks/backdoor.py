@@ -1,5 +1,5 @@
 """Task ``backdoor``: TrojanNN and BadNet against NAS and manual victims (§3.2, Figures 7–8, Table 5;
-PROTOCOL §e.4).
+docs/protocol.md §e.4).
 
 For every victim (from the zoo, trained first if missing) and every attack of ``config.backdoor.attacks``:
 
@@ -12,7 +12,7 @@ Fine-tuning uses :func:`nas_jax.train.trainer.train` from the victim's variables
 recipe (20 epochs, lr 0.01 constant, no cutout, no clipping [artifact]); trigger stamping and poisoning run in
 the compiled train step (:func:`nas_jax.attacks.backdoor.poison_transform`). Runs (and the optimised trigger,
 ``trigger.npz``) are cached and resumable under ``{workdir}/runs/backdoor/{dataset}/{model}/{setting}/``.
-ASR (``asr``: all stamped inputs, target class included, PROTOCOL §e.4's default; ``asr_excluding_target``)
+ASR (``asr``: all stamped inputs, target class included, docs/protocol.md §e.4's default; ``asr_excluding_target``)
 and CAD are measured on ``n_inputs`` test inputs drawn with the shared seeded order (G5), and on the full test
 set [artifact]. Prints a table, appends one ``task: "backdoor"`` record per (model, setting) and saves
 ``figures/backdoor_{attack}.png`` (Figure 7 style) and, with several ``n_neuron``,

@@ -1,5 +1,5 @@
 """Task ``cells``: Table 3 (cell depth, width, #skip) and cell drawings of NAS genotypes (§5.1, Table 3,
-Figure 15 style; PROTOCOL §c.4).
+Figure 15 style; docs/protocol.md §c.4).
 
 For every genotype of ``config.cells.genotypes`` (zoo names or ``genotype:PATH``; empty: every stored
 genotype) prints the computed normal-cell depth, widths W1/W2/W3 and #skip (plus the reduction cell's
@@ -50,7 +50,7 @@ def run(config, workdir: str | Path) -> list[dict]:
               f"(Table 3 {avg['paper_width_table']:.2f}c, text {avg['paper_width_text']}c), W1 {avg['width_w1']:.2f}c, "
               f"W2 {avg['width_w2']:.2f}c, #skip {avg['skip_connects']:.2f}")
     print("T3 = the paper's Table 3; only W3 reproduces its width, and its #skip for DARTS and NASNet equals their "
-          "reduction cell's (PROTOCOL §c.4).")
+          "reduction cell's (docs/protocol.md §c.4).")
     if config.cells.draw:
         for name in names:
             cells.draw_genotype(name, Path(workdir) / "figures" / "cells" / f"{slug(name)}.png")

@@ -1,5 +1,5 @@
 """Task ``grad_variance``: per-example gradient variance before and after training (§4, Eqn 14,
-Figure 12; PROTOCOL §f.3).
+Figure 12; docs/protocol.md §f.3).
 
 For every model, phase (``init``: the model's own initialisation from the zoo's init key, i.e. the exact
 starting point of the trained victim; ``trained``: the zoo victim, trained first where missing) and BN

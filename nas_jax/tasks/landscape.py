@@ -1,4 +1,4 @@
-"""Task ``landscape``: loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; PROTOCOL §f.1–f.2).
+"""Task ``landscape``: loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; docs/protocol.md §f.1–f.2).
 
 For every victim (trained first where missing) and every requested space: the contour grids of
 ``n_images`` common test images (the same images and, in input space, the same directions for every

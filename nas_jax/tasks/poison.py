@@ -1,5 +1,5 @@
 """Task ``poison``: label-flipping model poisoning, CAD against the poisoning fraction (§3.2, Eqn 11, Figure 6;
-PROTOCOL §e.3).
+docs/protocol.md §e.3).
 
 For every model and every fraction p of ``config.poison.fractions`` (p = 0 is always added: it is the
 reference), a fraction p of the training labels is flipped (:mod:`nas_jax.attacks.poisoning`) and a fresh

@@ -1,5 +1,5 @@
 """Task ``search``: a DARTS search with the paper's in-NAS mitigations (§5.2, Table 4, Figure 15;
-PROTOCOL §g, §f.4).
+docs/protocol.md §g, §f.4).
 
 Runs (or resumes) the bi-level search of :mod:`nas_jax.search` with the configured
 hypergradient, ``n_step`` (mitigation i) and ``skip_gamma`` γ (mitigation ii), writes

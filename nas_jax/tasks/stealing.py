@@ -1,4 +1,4 @@
-"""Task ``stealing``: Knockoff Nets functionality stealing (§3.2, Figure 9 and Table 2; PROTOCOL §e.5).
+"""Task ``stealing``: Knockoff Nets functionality stealing (§3.2, Figure 9 and Table 2; docs/protocol.md §e.5).
 
 Architecture-aware setting (Figure 9): every victim of ``config.models`` is stolen into a fresh replica of its own
 architecture at each query budget of ``stealing.budgets``. Architecture-agnostic setting (Table 2): every victim of

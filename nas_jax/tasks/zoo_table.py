@@ -36,7 +36,7 @@ def zoo_rows(names, init_channels: int, layers: int, num_classes: int, auxiliary
                "cell_depth": None, "cell_width": None, "skip_connects": None}
         if family == "nas":
             m = genotypes.genotype_metrics(genotypes.get_genotype(name))
-            # Table 3 width is W3 (the reading that reproduces it, PROTOCOL §c.4); W1/W2 listed too.
+            # Table 3 width is W3 (the reading that reproduces it, docs/protocol.md §c.4); W1/W2 listed too.
             row.update(cell_depth=m["depth"], cell_width=m["width_w3"], skip_connects=m["skip_connects"],
                        cell_width_w1=m["width_w1"], cell_width_w2=m["width_w2"])
         rows.append(row)

@@ -7,7 +7,7 @@ milliseconds instead of seconds. Writes are atomic (orbax writes to a
 temporary directory and renames it), so a run killed at any moment leaves the
 previous checkpoint intact. Restoring compares the stored layout with the
 requested one first and refuses any difference: a checkpoint is never loaded
-partially (DESIGN "Victim zoo"). A checkpoint that cannot be read (truncated, overwritten, half
+partially (docs/provenance.md). A checkpoint that cannot be read (truncated, overwritten, half
 deleted) raises :class:`CheckpointCorruptError`; the trainer then falls back to the previous one.
 Each checkpoint may carry a small JSON ``progress`` item (the running sums of a
 checkpointed epoch); checkpoints written without it still restore.

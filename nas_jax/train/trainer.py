@@ -1,6 +1,6 @@
 """Training: state, compiled step, evaluation and the resumable loop.
 
-The paper's recipe (§3.1, Table 5; PROTOCOL §d): SGD momentum 0.9, lr 0.025
+The paper's recipe (§3.1, Table 5; docs/protocol.md §d): SGD momentum 0.9, lr 0.025
 with per-epoch cosine annealing, coupled weight decay, global-norm clipping at
 5.0, batch 96, crop/flip/cutout augmentation. The train step is one ``jit``
 over a ``'data'`` mesh (batch sharded, state replicated); augmentation, the
@@ -73,7 +73,7 @@ def make_schedule(tcfg, steps_per_epoch: int):
 
 def make_optimizer(tcfg, steps_per_epoch: int) -> optax.GradientTransformation:
     """chain(clip_by_global_norm, add_decayed_weights, sgd): PyTorch's coupled
-    weight decay with the momentum buffer (PROTOCOL §d, optax mapping)."""
+    weight decay with the momentum buffer (docs/protocol.md §d, optax mapping)."""
     schedule = make_schedule(tcfg, steps_per_epoch)
     parts = []
     if tcfg.grad_clip > 0:

@@ -1,4 +1,4 @@
-"""The 7 manual CIFAR models ("_comp" variants, PROTOCOL §c.3), one module per family.
+"""The 7 manual CIFAR models ("_comp" variants, docs/protocol.md §c.3), one module per family.
 
 ``MANUAL_MODELS`` maps a family name to its Flax module class; every class is built as
 ``cls(num_classes=..., mean=..., std=..., width_multiplier=..., dtype=...)`` (``dtype``: the compute dtype of

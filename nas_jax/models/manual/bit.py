@@ -1,4 +1,4 @@
-"""BiT (ResNetV2-50x1), CIFAR "_comp" variant (PROTOCOL §c.3; Kolesnikov et al., "Big Transfer
+"""BiT (ResNetV2-50x1), CIFAR "_comp" variant (docs/protocol.md §c.3; Kolesnikov et al., "Big Transfer
 (BiT): General Visual Representation Learning", ECCV 2020, arXiv:1912.11370; pre-activation
 units from He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016).
 

@@ -1,4 +1,4 @@
-"""DenseNet-121, CIFAR "_comp" variant (PROTOCOL §c.3; Huang et al., "Densely Connected
+"""DenseNet-121, CIFAR "_comp" variant (docs/protocol.md §c.3; Huang et al., "Densely Connected
 Convolutional Networks", CVPR 2017, arXiv:1608.06993).
 
 torchvision's ``densenet121`` (growth 32, blocks [6, 12, 24, 16], 64 initial features,

@@ -1,4 +1,4 @@
-"""DLA-34, CIFAR "_comp" variant (PROTOCOL §c.3; Yu et al., "Deep Layer Aggregation", CVPR 2018,
+"""DLA-34, CIFAR "_comp" variant (docs/protocol.md §c.3; Yu et al., "Deep Layer Aggregation", CVPR 2018,
 arXiv:1707.06484; reference code ucbdrive/dla ``dla34``).
 
 Structure of the official ``dla34`` (BasicBlock trees, channels [16, 32, 64, 128, 256, 512],

@@ -1,4 +1,4 @@
-"""ResNet-18, CIFAR "_comp" variant (PROTOCOL §c.3; He et al., "Deep Residual Learning for
+"""ResNet-18, CIFAR "_comp" variant (docs/protocol.md §c.3; He et al., "Deep Residual Learning for
 Image Recognition", CVPR 2016, arXiv:1512.03385).
 
 torchvision's ``resnet18`` with the CIFAR stem of §c.3: conv1 is a 3x3 stride-1 pad-1 conv

@@ -1,4 +1,4 @@
-"""ResNeXt-50 32x4d, CIFAR "_comp" variant (PROTOCOL §c.3; Xie et al., "Aggregated Residual
+"""ResNeXt-50 32x4d, CIFAR "_comp" variant (docs/protocol.md §c.3; Xie et al., "Aggregated Residual
 Transformations for Deep Neural Networks", CVPR 2017, arXiv:1611.05431).
 
 torchvision's ``resnext50_32x4d`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no

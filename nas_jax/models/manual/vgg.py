@@ -1,4 +1,4 @@
-"""VGG-13-BN, CIFAR "_comp" variant (PROTOCOL §c.3; Simonyan & Zisserman, "Very Deep
+"""VGG-13-BN, CIFAR "_comp" variant (docs/protocol.md §c.3; Simonyan & Zisserman, "Very Deep
 Convolutional Networks for Large-Scale Image Recognition", ICLR 2015, arXiv:1409.1556).
 
 torchvision's ``vgg13_bn`` conv stack (64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512,

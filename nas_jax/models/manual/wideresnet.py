@@ -1,4 +1,4 @@
-"""Wide ResNet-50-2, CIFAR "_comp" variant (PROTOCOL §c.3; Zagoruyko & Komodakis, "Wide Residual
+"""Wide ResNet-50-2, CIFAR "_comp" variant (docs/protocol.md §c.3; Zagoruyko & Komodakis, "Wide Residual
 Networks", BMVC 2016, arXiv:1605.07146).
 
 torchvision's ``wide_resnet50_2`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no
