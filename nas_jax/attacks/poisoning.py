@@ -29,8 +29,8 @@ from nas_jax.data import Dataset
 
 @dataclasses.dataclass(frozen=True)
 class PoisonConfig:
-    """The poisoning fractions p of Figure 6 (docs/protocol.md §e.3), the paper's by default. p = 0, the reference that
-    CAD is measured against, is always added; the fractions are kept sorted and unique."""
+    """The poisoning fractions p of Figure 6 (docs/protocol.md §e.3; five within the paper's 0–40%). p = 0, the
+    reference that CAD is measured against, is always added; the fractions are kept sorted and unique."""
 
     fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)
 
