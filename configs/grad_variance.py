@@ -1,7 +1,7 @@
 """Gradient variance of NAS and manual models before and after training (§4, Eqn 14, Figure 12;
 docs/protocol.md §f.3).
 
-  python launch/main.py --config=configs/grad_variance.py           # quick: digits, darts, snas, resnet, n=64
+  python launch/main.py --config=configs/grad_variance.py           # quick: digits, darts, snas, resnet, n=128
   python launch/main.py --config=configs/grad_variance.py:paper     # CIFAR-10, 16 models (no Random), n=512
 
 Per model, phase (init, trained; trains missing victims into the zoo) and BN state (raw running
@@ -27,7 +27,7 @@ def get_config(preset: str = "quick"):
     # The artifact's gradient-variance script leaves out Random (docs/protocol.md §0).
     c.models = ("darts", "snas", "resnet") if quick else tuple(m for m in paper_zoo() if m != "random")
     c.grad_var = ml_collections.ConfigDict()
-    c.grad_var.n = 64 if quick else 512  # common random test images (artifact: 512)
+    c.grad_var.n = 128 if quick else 512  # common random test images (artifact: 512)
     # per-example gradients held at once (peak-memory bound); 0: 1 on CPU (fastest there), 32 on GPU/TPU
     c.grad_var.chunk = 0
     c.grad_var.clip_norm = 5.0  # per-example clipping of the sum_std metric (artifact)

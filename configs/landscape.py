@@ -1,6 +1,6 @@
 """Loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; docs/protocol.md §f.1–f.2).
 
-  python launch/main.py --config=configs/landscape.py           # quick: digits, darts, snas, resnet, 15x15
+  python launch/main.py --config=configs/landscape.py           # quick: digits, darts, snas, resnet, 21x21
   python launch/main.py --config=configs/landscape.py:paper     # CIFAR-10, 20 images, 41x41 grids
   python launch/main.py --config=configs/landscape.py:paper --config.dataset=cifar100   # next row of Fig 11
 
@@ -28,7 +28,7 @@ def get_config(preset: str = "quick"):
     c.landscape.directions = "first_conv"  # 'first_conv' (authors') | 'filter_normalized' (Li et al. 2018)
     c.landscape.param_radius = 0.0  # 0: the scheme's default (first_conv 0.5, filter_normalized 1.0)
     c.landscape.input_radii = (0.02, 0.2)  # artifact code, artifact README
-    c.landscape.resolution = 15 if quick else 0  # odd; 0: the default (41, filter_normalized 51)
+    c.landscape.resolution = 21 if quick else 0  # odd; 0: the default (41, filter_normalized 51)
     c.landscape.n_images = 4 if quick else 20  # contoured separately (artifact: 20)
     c.landscape.images_per_contour = 1  # > 1: average the loss over groups of images (artifact option 'batch')
     c.landscape.chunk = 16 if quick else 64  # grid points evaluated per vmapped batch (memory bound)

@@ -10,7 +10,7 @@ Trains missing victims into the zoo first (progress bars), then runs most-likely
 Paper result (CIFAR-10): ASR > 90% (most likely) and > 75% (least likely) for NAS
 models, lower for manual ones.
 
-The quick preset (two NAS and two manual victims: 6 epochs each, VGG 12 — see
+The quick preset (two NAS and two manual victims: 8 epochs each, VGG 12 — see
 ``train_overrides`` in nas_jax/config.py; 100 inputs) fits about 15 minutes on 2 CPU cores
 from a fresh install. Other victims: e.g. `--config.models="('darts','enas','resnet')"`.
 """

@@ -100,7 +100,7 @@ def test_train_overrides_apply_per_model_and_enter_the_spec():
 
     c = base_config("pgd")
     assert zoo.training_spec(c, "vgg")["train"]["epochs"] == 12  # quick: VGG's saddle (sharp_edges)
-    assert zoo.training_spec(c, "darts")["train"]["epochs"] == c.train.epochs == 6
+    assert zoo.training_spec(c, "darts")["train"]["epochs"] == c.train.epochs == 8
     assert zoo.model_config(c, "darts") is c
     c.train_overrides.vgg.lr = 0.1
     assert zoo.model_config(c, "vgg").train.lr == 0.1 and c.train.lr == 0.05

@@ -10,9 +10,11 @@ step counter, so resuming from any checkpoint replays the same computation.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +136,38 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
     loss (trigger stamping for backdoors, PGD examples for adversarial training);
     ``variables`` are the current eval-mode variables.
     """
-    base_key = jax.random.key(seed)
-    keyed = keyed_step(model, tx, tcfg, arch, steps_per_epoch, batch_transform)
-
-    def step(state: TrainState, images_u8, labels):
-        return keyed(state, images_u8, labels, base_key)
-
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=(0,))
+    step = keyed_step(model, tx, tcfg, arch, steps_per_epoch, batch_transform)
+
+    def raw_keyed(state, images_u8, labels, key_data):
+        return step(state, images_u8, labels, jax.random.wrap_key_data(key_data))
+
+    keyed = jax.jit(raw_keyed, in_shardings=(rep, data, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+    # The seed's key is an argument, not a constant of the program: every seed of a model runs (and the persistent
+    # cache keeps) one compiled step. Passed as its raw uint32 data, which every process can place.
+    return SeededStep(keyed, jax.device_put(jax.random.key_data(jax.random.key(seed)), rep))
+
+
+@dataclasses.dataclass(frozen=True)
+class SeededStep:
+    """``step(state, images_u8, labels)``: a jitted keyed step with its seed's key bound as an argument;
+    ``lower(...).compile(...)`` gives a compiled step with the same three-argument call."""
+
+    keyed: Callable
+    key: jax.Array
+
+    def __call__(self, state, images_u8, labels):
+        return self.keyed(state, images_u8, labels, self.key)
+
+    def lower(self, state, images_u8, labels):
+        lowered, key = self.keyed.lower(state, images_u8, labels, self.key), self.key
+
+        class Lowered:
+            def compile(self, *args, **kwargs):
+                compiled = lowered.compile(*args, **kwargs)
+                return lambda s, x, y: compiled(s, x, y, key)
+
+        return Lowered()
 
 
 def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_transform=None):
