@@ -289,3 +289,17 @@ def test_a_task_over_two_seeds_keeps_every_record_and_figure_and_writes_one_aggr
     (row, _) = over_seeds.aggregate(records)
     ci = row["metrics"]["asr_most_likely"]
     assert 0.0 <= ci.low < 0.65 < ci.high <= 1.0  # inside the proportion's range
+
+
+def test_each_seed_of_a_task_owned_training_has_its_own_run_directory(tmp_path):
+    """Backdoor, poisoning and adversarial training fine-tune or train a copy per victim: the copies of seeds 0
+    and 1 must not share a directory (seed 1 would find seed 0's spec and stop), and seed 0 keeps its old path."""
+    from nas_jax.config import base_config
+    from nas_jax.study.runs import task_run_dir
+
+    c = base_config("backdoor")
+    zero = task_run_dir(tmp_path, "backdoor", c, "darts", "trojannn_n2")
+    c.seed = 1
+    one = task_run_dir(tmp_path, "backdoor", c, "darts", "trojannn_n2")
+    assert zero == tmp_path / "runs" / "backdoor" / "digits" / "darts" / "trojannn_n2"
+    assert one == tmp_path / "runs" / "backdoor" / "digits" / "darts" / "seed1" / "trojannn_n2"

@@ -2,7 +2,7 @@
 
 Poisoning trains fresh models on flipped labels (§3.2, Figure 6), backdoors fine-tune victims on stamped data
 (Figures 7-8), adversarial training trains on PGD examples (§5.2, Figure 14). Each run lives at
-``{workdir}/runs/{task}/{dataset}/{model}/{parts...}`` with the zoo's training spec plus the attack's settings
+``{workdir}/runs/{task}/{dataset}/{model}[/seed{s}]/{parts...}`` with the zoo's training spec plus the attack's settings
 in ``spec.json`` (a directory trained with another spec is refused), and resumes after a kill.
 """
 
@@ -30,8 +30,11 @@ class TrainedRun:
 
 
 def task_run_dir(workdir: str | Path, task: str, config, model_name: str, *parts: str) -> Path:
-    """``{workdir}/runs/{task}/{dataset}/{model}/{parts...}``: where a task's own trainings live."""
-    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.model_folder(model_name), *parts)
+    """``{workdir}/runs/{task}/{dataset}/{model}/{parts...}``: where a task's own trainings live; for a seed other
+    than 0, ``.../{model}/seed{s}/{parts...}`` (each seed's victim has its own poisoned, backdoored or
+    adversarially trained copy)."""
+    seed = [] if int(config.seed) == 0 else [f"seed{int(config.seed)}"]
+    return Path(workdir, "runs", task, zoo.slug(config.dataset), zoo.model_folder(model_name), *seed, *parts)
 
 
 def cached_training(config, model_name: str, dataset: Dataset, run_dir: Path, spec_extra: dict, *,
