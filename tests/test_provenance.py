@@ -303,3 +303,19 @@ def test_each_seed_of_a_task_owned_training_has_its_own_run_directory(tmp_path):
     one = task_run_dir(tmp_path, "backdoor", c, "darts", "trojannn_n2")
     assert zero == tmp_path / "runs" / "backdoor" / "digits" / "darts" / "trojannn_n2"
     assert one == tmp_path / "runs" / "backdoor" / "digits" / "darts" / "seed1" / "trojannn_n2"
+
+
+def test_seeds_group_by_what_was_asked_and_rows_are_told_apart_by_what_differs():
+    """Backdoor records over 3 seeds: each seed's victim has its own target neurons (an outcome, in metrics), so
+    the rows are one per (model, attack) with 3 seeds each, labelled by the key that differs (the attack)."""
+    from nas_jax.report import seeds as over_seeds
+
+    records = []
+    for seed in range(3):
+        for attack, asr in (("trojannn", 0.4 + 0.1 * seed), ("badnet", 0.9)):
+            records.append({"task": "backdoor", "model": "darts", "seed": seed,
+                            "setting": {"family": "nas", "attack": attack, "target": 0, "lr": 0.01},
+                            "metrics": {"asr": asr, "cad": 0.01, "neurons": [seed, seed + 1]}})
+    rows = over_seeds.aggregate(records)
+    assert [(r["setting"], r["seeds"]) for r in rows] == [("attack=trojannn", [0, 1, 2]), ("attack=badnet", [0, 1, 2])]
+    assert rows[0]["metrics"]["asr"].value == pytest.approx(0.5) and "neurons" not in rows[0]["metrics"]

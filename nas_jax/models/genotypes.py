@@ -23,7 +23,7 @@ FORMAT = ('a genotype is a JSON object with the keys normal, normal_concat, redu
           '(normal, reduce) is a list of [op, input_index] pairs, two per intermediate node, and each *_concat lists '
           'the nodes whose outputs are concatenated, e.g. {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], '
           '"normal_concat": [2], "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]} '
-          '(docs/genotypes.md; the bundled genotypes: nas_jax/models/genotypes.json)')
+          '(the bundled genotypes: nas_jax/models/genotypes.json; the format in full: docs/genotypes.md)')
 
 
 class GenotypeFileNotFoundError(UserError, FileNotFoundError):

@@ -33,8 +33,21 @@ def metric_bounds(name: str) -> tuple[float, float] | None:
     return None
 
 
-def _setting_label(setting: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(setting.items()) if k != "family")
+def _setting_labels(models: list[str], settings: list[dict]) -> list[str]:
+    """Each row's setting by the fewest keys that tell apart the rows of one model (keys with the most distinct
+    values first: a backdoor's rows read 'attack=trojannn' and 'attack=badnet')."""
+    def distinct(key):
+        return len({json.dumps(s.get(key), sort_keys=True) for s in settings})
+
+    keys = sorted((k for k in {k for s in settings for k in s} - {"family"} if distinct(k) > 1),
+                  key=lambda k: (-distinct(k), k))
+    chosen = []
+    pairs = list(zip(models, settings, strict=True))
+    for key in keys:
+        if len({(m, json.dumps([s.get(k) for k in chosen], sort_keys=True)) for m, s in pairs}) == len(pairs):
+            break
+        chosen.append(key)
+    return [", ".join(f"{k}={s.get(k)}" for k in chosen) for s in settings]
 
 
 def aggregate(records: list[dict]) -> list[dict]:
@@ -52,9 +65,10 @@ def aggregate(records: list[dict]) -> list[dict]:
                       and math.isfinite(r["metrics"][k])] for k in names}
         setting = first.get("setting", {})
         rows.append({"task": first["task"], "model": first["model"], "family": setting.get("family"),
-                     "setting": _setting_label(setting), "seeds": sorted({r.get("seed") for r in group}),
-                     "values": values,
+                     "setting": setting, "seeds": sorted({r.get("seed") for r in group}), "values": values,
                      "metrics": {k: mean_ci(v, bounds=metric_bounds(k)) for k, v in values.items() if v}})
+    for row, label in zip(rows, _setting_labels([r["model"] for r in rows], [r["setting"] for r in rows]), strict=True):
+        row["setting"] = label
     return rows
 
 
@@ -98,7 +112,8 @@ def figure(rows: list[dict], path: str | Path, title: str) -> Path | None:
         if bounds == (0.0, 1.0):
             ax.set_ylim(0, 1.05)
         ax.set_xticks(range(len(mine)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel(name + (" (fraction)" if bounds == (0.0, 1.0) else ""), fontsize=7)
+        unit = {(0.0, 1.0): " (fraction)", (-1.0, 1.0): " (difference of fractions)"}.get(bounds, "")
+        ax.set_ylabel(name + unit, fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.remove()
