@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nas_jax.analysis import cells, ntk
+from nas_jax.config import load_config_file
 
 
 def test_table3_rows_match_hand_counts(tmp_path):
@@ -142,16 +143,12 @@ def test_asr_correlation_pairs_models_and_datasets():
 
 
 def test_cells_task_end_to_end(tmp_path):
-    import importlib.util
     from pathlib import Path
 
     from nas_jax.report import results
     from nas_jax.tasks import get_task
 
-    spec = importlib.util.spec_from_file_location("cells_config", Path(__file__).parents[1] / "configs" / "cells.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("quick")
+    c = load_config_file(Path(__file__).parents[1] / "configs" / "cells.py", "quick")
     c.cells.genotypes = ("darts", "darts_i")
     get_task("cells")(c, tmp_path)
     recs = {r["model"]: r for r in results.read_records(tmp_path, task="cells")}

@@ -1,7 +1,6 @@
 """Each attack config is built from its config section by one ``from_config``: checked field by field against
 the config files (the hand-written mapping the tasks used before), and defaults taken from the dataclass."""
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
@@ -15,15 +14,13 @@ from nas_jax.attacks.hopskipjump import HSJConfig
 from nas_jax.attacks.nes import NESQueryConfig
 from nas_jax.attacks.poisoning import PoisonConfig
 from nas_jax.attacks.stealing import KnockoffConfig
+from nas_jax.config import load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(name: str, preset: str = "quick"):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    return load_config_file(ROOT / "configs" / f"{name}.py", preset)
 
 
 @pytest.mark.parametrize("preset", ["quick", "paper"])

@@ -15,6 +15,7 @@ from nas_jax.attacks.apgd import apgd_attack_jit, checkpoint_schedule
 from nas_jax.attacks.autoattack import STANDARD, AutoAttackConfig, autoattack_jit
 from nas_jax.attacks.fab import hyperplane_box_projection
 from nas_jax.attacks.square import square_attack_jit
+from nas_jax.config import load_config_file
 from nas_jax.report.figures import autoattack_figure
 from nas_jax.tasks.autoattack import masking_metrics
 
@@ -217,16 +218,12 @@ def test_apgd_rejects_bad_settings():
 def test_autoattack_section_is_validated_before_any_work():
     """Square's n_queries is a budget (odd is fine; NES's even-pairs rule does not apply); a setting that
     AutoAttackConfig refuses fails in config validation with a UserError, before victims load."""
-    import importlib.util
     from pathlib import Path
 
     from nas_jax.config import validate
     from nas_jax.errors import UserError
 
-    spec = importlib.util.spec_from_file_location("aa_cfg", Path(__file__).parents[1] / "configs" / "autoattack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("quick")
+    c = load_config_file(Path(__file__).parents[1] / "configs" / "autoattack.py", "quick")
     c.autoattack.n_queries = 1001
     validate(c)
     c.autoattack.apgd_restarts = 0

@@ -1,6 +1,5 @@
 """The evasion tasks end to end on tiny victims (8x8 digits as an npz dataset)."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 
 from nas_jax.attacks.evasion import EvasionConfig
+from nas_jax.config import load_config_file
 from nas_jax.data import load_dataset
 from nas_jax.report import results
 from nas_jax.study import victims
@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(name: str, tmp_path: Path):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("quick")
+    c = load_config_file(ROOT / "configs" / f"{name}.py", "quick")
     ds = load_dataset("digits", native=True)
     path = tmp_path / "digits8.npz"
     np.savez(path, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)

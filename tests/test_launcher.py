@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nas_jax.config import base_config, validate
+from nas_jax.config import base_config, load_config_file, validate
 from nas_jax.report import results
 from nas_jax.tasks import get_task
 
@@ -201,19 +201,14 @@ def test_unusable_workdir_fails_before_any_work(tmp_path):
     ("restarts", -1, r"restarts=-1 must be an integer >= 0"),
 ])
 def test_attack_sections_are_validated_before_victims_load(key, value, message):
-    import importlib.util
-
     from nas_jax.errors import UserError
 
-    spec = importlib.util.spec_from_file_location("pgd_config", ROOT / "configs" / "pgd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config_file(ROOT / "configs" / "pgd.py")
     validate(c)
     c.pgd[key] = value
     with pytest.raises(UserError, match=message):
         validate(c)
-    c = module.get_config()
+    c = load_config_file(ROOT / "configs" / "pgd.py")
     c.models = ("darts", "resnet", "darts")
     with pytest.raises(UserError, match=r"lists \['darts'\] more than once"):
         validate(c)

@@ -4,7 +4,6 @@ XLA:CPU compiles the second-order steps slowly, so the hypergradient checks run 
 one node and three ops, in float64 so that central finite differences are exact to many digits.
 """
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,8 @@ from nas_jax.search.pipeline import SearchSpecMismatchError, run_search
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_worker import fast_jit
+
+from nas_jax.config import load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("none", "skip_connect", "avg_pool_3x3")
@@ -273,10 +274,7 @@ def test_saved_genotype_is_usable_as_genotype_path(tmp_path):
 
 
 def _search_config(workdir_tmp):
-    spec = importlib.util.spec_from_file_location("search_cfg", ROOT / "configs" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("quick")
+    c = load_config_file(ROOT / "configs" / "search.py", "quick")
     c.arch.init_channels, c.arch.layers, c.arch.conv_impl = 2, 1, "xla"
     c.search.steps, c.search.primitives = 1, OPS
     c.search.hypergradient = "first_order"

@@ -4,7 +4,6 @@ Tiny supernets (C = 2-4, one or two cells, 8x8 inputs, batch 4) against independ
 mixed op, a hand-computed straight-through gradient, the analytic gradient of a Dirichlet expectation.
 """
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nas_jax.config import load_config_file
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
 from nas_jax.models.genotypes import genotype_from_dict
@@ -136,10 +136,7 @@ def test_snas_is_a_relaxed_gumbel_softmax_and_gdas_tau_anneals():
 
 
 def _search_config(method):
-    spec = importlib.util.spec_from_file_location("search_cfg", ROOT / "configs" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("quick")
+    c = load_config_file(ROOT / "configs" / "search.py", "quick")
     c.arch.init_channels, c.arch.layers, c.arch.conv_impl = 2, 1, "xla"
     c.search.steps, c.search.primitives, c.search.method = 2, SEARCH_OPS, method
     c.search.hypergradient, c.search.partial_k = "first_order", 2
