@@ -242,7 +242,7 @@ class SearchCell(nn.Module):
 
         # Rematerialised: the backward pass recomputes each edge's forward from its input instead of storing
         # it; without that the scan keeps every op's intermediates of all edges, which at the §g size
-        # outgrew 24 GB in the first-order step (4.3 GB with it; BENCHMARKS.md "compile_time_findings").
+        # outgrew 24 GB in the first-order step (4.3 GB with it; docs/compile_time.md).
         @functools.partial(jax.checkpoint, prevent_cse=False)
         def run(v, x, w, c):
             out = edge.apply(v, x, w, mutable=mutable)

@@ -11,7 +11,7 @@ cold on the 2-core CPU (``python benchmarks/compile_time.py``, BENCHMARKS.md): t
 compiles in ~59 s instead of 73–80 s with the per-cell state (L=8, which has no run, ~39 s either way); reading
 the stacked entries directly instead of slices of them removed 442 slice and stack fusions and 16% of the
 program (46,423 -> 38,953 StableHLO ops); L=20 median 34.0 s against 40.4 s before, in interleaved cold pairs on
-one afternoon (BENCHMARKS.md, compile_time_findings: within this machine's noise, 33–54 s). Checkpoints
+one afternoon (docs/compile_time.md: within this machine's noise, 33–54 s). Checkpoints
 are written and read in the per-cell layout (:func:`unstack_state` before saving), so their format is unchanged.
 """
 
