@@ -104,17 +104,16 @@ HELP_FLAGS = ("--help", "-h", "-help", "--helpshort", "-?")
 
 def _usage(argv) -> str:
     """What --help prints: how to run, the tasks and presets, and the keys of the config given (if any)."""
-    from nas_jax.config import PRESETS, load_config_file
+    from nas_jax.config import PRESETS
     from nas_jax.tasks import TASKS
 
     text = [__doc__.strip(), "", "tasks (configs/<task>.py): " + ", ".join(sorted(TASKS)),
             "presets (--config=configs/<task>.py:PRESET): " + ", ".join(PRESETS) + " (default quick)",
             "flags: --config=FILE[:preset] (required), --workdir=DIR (default workdir/<task>), "
             "--config.KEY=VALUE (any key below), --verbosity=1 (full tracebacks)"]
-    spec_arg = _config_arg(argv)
-    if spec_arg:
-        path, _, preset = spec_arg.partition(":")
-        text += ["", f"keys of {spec_arg} (set with --config.KEY=VALUE):", str(load_config_file(path, preset))]
+    config = _given_config(argv)
+    if config is not None:
+        text += ["", f"keys of {_config_arg(argv)} (set with --config.KEY=VALUE):", str(config)]
     else:
         text += ["", "The keys of a config: python launch/main.py --config=configs/pgd.py --help"]
     return "\n".join(text)
@@ -124,18 +123,29 @@ def _config_arg(argv) -> str | None:
     return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
 
 
-def _evaluate_numbers(argv) -> list[str]:
-    """``--config.KEY=4/255`` for a float KEY becomes its value (absl would refuse it); anything else as given."""
-    from nas_jax.config import float_key, load_config_file, numeric_expression
+def _given_config(argv):
+    """The config that ``--config=PATH[:preset]`` names, loaded as absl will load it (None without one)."""
+    from nas_jax.config import load_config_file
 
     spec_arg = _config_arg(argv)
-    overrides = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a]
-    if not spec_arg or not overrides:
-        return argv
+    if spec_arg is None:
+        return None
     path, _, preset = spec_arg.partition(":")
+    return load_config_file(path, preset)
+
+
+def _evaluate_numbers(argv) -> list[str]:
+    """``--config.KEY=4/255`` for a float KEY becomes its value (absl would refuse it); anything else as given."""
+    from nas_jax.config import float_key, numeric_expression
+
+    overrides = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a]
+    if not overrides:
+        return argv
     try:
-        config = load_config_file(path, preset)
+        config = _given_config(argv)
     except Exception:  # absl loads it again and reports what is wrong
+        return argv
+    if config is None:
         return argv
     out = list(argv)
     for i in overrides:
@@ -165,14 +175,12 @@ def _parse_flags(argv):
 
 def _override_error(argv) -> str | None:
     """The message for the first unknown ``--config.KEY`` of ``argv`` (None if none is found)."""
-    from nas_jax.config import check_override_keys, load_config_file
+    from nas_jax.config import check_override_keys
     from nas_jax.errors import UserError
 
-    spec_arg = _config_arg(argv)
-    if spec_arg is None:
+    config = _given_config(argv)
+    if config is None:
         return None
-    path, _, preset = spec_arg.partition(":")
-    config = load_config_file(path, preset)
     keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     try:
         check_override_keys(config, keys)

@@ -61,7 +61,8 @@ def test_stacked_state_round_trips_and_steps_like_the_per_cell_state():
     copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # the step donates its state
 
     def run(s):  # compiled without XLA's backend optimisations: the same values, about half the compile time
-        return step.lower(s, x, y).compile(compiler_options={"xla_backend_optimization_level": 0})(s, x, y)
+        compiled = step.keyed.lower(s, x, y, step.key).compile(compiler_options={"xla_backend_optimization_level": 0})
+        return compiled(s, x, y, step.key)
 
     (from_stacked, m2), (per_cell, m1) = run(copy(stacked)), run(copy(state))
     np.testing.assert_allclose(m2, m1, rtol=1e-5)

@@ -150,24 +150,14 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
 
 @dataclasses.dataclass(frozen=True)
 class SeededStep:
-    """``step(state, images_u8, labels)``: a jitted keyed step with its seed's key bound as an argument;
-    ``lower(...).compile(...)`` gives a compiled step with the same three-argument call."""
+    """``step(state, images_u8, labels)``: the jitted ``keyed(state, images_u8, labels, key)`` with its seed's
+    ``key`` bound (lower or compile ``keyed`` with ``key`` for ahead-of-time use)."""
 
     keyed: Callable
     key: jax.Array
 
     def __call__(self, state, images_u8, labels):
         return self.keyed(state, images_u8, labels, self.key)
-
-    def lower(self, state, images_u8, labels):
-        lowered, key = self.keyed.lower(state, images_u8, labels, self.key), self.key
-
-        class Lowered:
-            def compile(self, *args, **kwargs):
-                compiled = lowered.compile(*args, **kwargs)
-                return lambda s, x, y: compiled(s, x, y, key)
-
-        return Lowered()
 
 
 def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_transform=None):
