@@ -15,32 +15,13 @@ iterations (AutoAttack: 100), 3 target classes (9), 500 Square queries (5,000), 
 it may still fall to the full budget (the `small`/`paper` presets use AutoAttack's settings).
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.autoattack import AutoAttackSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("autoattack", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
-    c.autoattack = ml_collections.ConfigDict()
-    a = c.autoattack
-    a.n_inputs = 50 if quick else 1000
-    a.eps = 8 / 255
-    a.norm = "linf"
-    a.attacks = ()  # () = the standard sequence; e.g. ('apgd-ce', 'apgd-t', 'fab-t', 'square')
-    a.apgd_iterations = 25 if quick else 100
-    a.apgd_restarts = 1
-    a.fab_iterations = 25 if quick else 100
-    a.fab_restarts = 1
-    a.n_target_classes = 3 if quick else 9
-    a.n_queries = 500 if quick else 5000
-    a.p_init = 0.8
-    a.pgd_iterations = 7  # the paper's untargeted PGD budget, for the gradient-masking check
-    a.pgd_step_size = 2 / 255
-    a.pgd_restarts = 5
-    a.masking_gap_threshold = 0.1  # flag: AutoAttack success − PGD success above this
-    a.batch_size = 50 if quick else 250
+    c.models = ("darts", "snas", "resnet", "vgg") if c.preset == "quick" else paper_zoo()
+    c.autoattack = AutoAttackSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/autoattack.py
     return c

@@ -14,27 +14,13 @@ quick victims; `python launch/main.py --config=configs/nes.py`, 5.0 min): most-l
 resnet 5%, vgg 5%; least-likely 0% for all four (white-box PGD with the same budget: darts 63%, resnet 13%).
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.nes import NESSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("nes", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
-    c.nes = ml_collections.ConfigDict()
-    c.nes.n_inputs = 20 if quick else 1000
-    c.nes.eps = 8 / 255
-    c.nes.step_size = 2 / 255
-    c.nes.iterations_most_likely = 3
-    c.nes.iterations_least_likely = 7
-    c.nes.restarts = 1 if quick else 5
-    c.nes.norm = "linf"
-    c.nes.confidence = 0.0
-    c.nes.n_queries = 400
-    c.nes.sigma = 1e-3
-    c.nes.query_budget = 0  # 0: no budget beyond the iteration limit
-    c.nes.batch_size = 20 if quick else 50
+    c.models = ("darts", "snas", "resnet", "vgg") if c.preset == "quick" else paper_zoo()
+    c.nes = NESSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/nes.py
     return c

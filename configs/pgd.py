@@ -15,24 +15,13 @@ The quick preset (two NAS and two manual victims: 8 epochs each, VGG 12 — see
 from a fresh install. Other victims: e.g. `--config.models="('darts','enas','resnet')"`.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.pgd import PGDSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("pgd", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()
-    c.pgd = ml_collections.ConfigDict()
-    c.pgd.n_inputs = 100 if quick else 1000
-    c.pgd.eps = 8 / 255
-    c.pgd.step_size = 2 / 255
-    c.pgd.iterations_most_likely = 3
-    c.pgd.iterations_least_likely = 7
-    c.pgd.restarts = 5
-    c.pgd.norm = "linf"
-    c.pgd.confidence = 0.0  # > 0: also require p_target > confidence (the artifact uses 0.99)
-    c.pgd.batch_size = 100 if quick else 250
+    c.models = ("darts", "snas", "resnet", "vgg") if c.preset == "quick" else paper_zoo()
+    c.pgd = PGDSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/pgd.py
     return c

@@ -4,7 +4,7 @@ experiment of §3-§5).
   python launch/main.py --config=configs/study.py --config.study.seeds="(0,1)"           # quick (digits)
   python launch/main.py --config=configs/study.py:paper                                  # the paper's grid
   python launch/main.py --config=configs/study.py --config.study.shard=1/4               # the 2nd of 4 parts
-  python -m nas_jax.report.study workdir/study                                           # the report again
+  python -m nas_jax.tasks.study workdir/study                                            # the report again
 
 Each cell (task, model, seed) runs configs/{task}.py at this preset with the cell's model and seed
 in {workdir}/cells/{task}/{model}/seed{s} (its own results.jsonl), resumable cell by cell (a
@@ -30,10 +30,13 @@ import ml_collections
 
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
-from nas_jax.tasks import TASKS
+from nas_jax.tasks import TASKS, get_task
 
-PAPER_TASKS = ("train", "pgd", "pgd_sweep", "pgd_commonality", "nes", "poison", "backdoor", "adv_train", "stealing",
-               "membership", "landscape", "grad_variance", "cells", "ntk", "search")
+
+def default_tasks(preset: str) -> tuple[str, ...]:
+    """The tasks whose ``in_study`` names this preset's grid (train first: it trains the victims)."""
+    grid = "quick" if preset == "quick" else "paper"
+    return tuple(sorted((n for n in TASKS if grid in get_task(n).in_study), key=lambda n: n != "train"))
 
 
 def get_config(preset: str = "quick"):
@@ -41,7 +44,7 @@ def get_config(preset: str = "quick"):
     quick = c.preset == "quick"
     c.study = ml_collections.ConfigDict()
     c.study.models = ("darts", "snas", "pc_darts", "drnas", "resnet", "vgg", "dla", "bit") if quick else paper_zoo()
-    c.study.tasks = ("train", "pgd", "grad_variance", "landscape", "cells") if quick else PAPER_TASKS
+    c.study.tasks = default_tasks(c.preset)  # names, or config files of tasks outside the package
     c.study.seeds = (0,)
     c.study.search_methods = ("darts",)  # the search task's searchers: darts pc_darts gdas snas drnas random
     c.study.shard = "0/1"  # 'i/n': run the i-th of n disjoint parts of the grid

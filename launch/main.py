@@ -47,10 +47,8 @@ def _run():
 
     warnings.formatwarning = _warning_line
     from nas_jax import parallel
-    from nas_jax.config import validate
-    from nas_jax.errors import UserError
     from nas_jax.report.results import check_workdir
-    from nas_jax.tasks import get_task, run_task
+    from nas_jax.tasks import check_config, run_task
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the progress bar
@@ -59,11 +57,7 @@ def _run():
     parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     parallel.enable_compilation_cache(config.jit_cache_dir)
     _start_backend()
-    validate(config)
-    try:
-        get_task(config.task)
-    except ValueError as e:
-        raise UserError(str(e)) from e
+    check_config(config)  # the shared checks and the task's own settings, before any work
     workdir = flags.FLAGS.workdir or str(Path("workdir") / config.task)
     check_workdir(workdir)  # before any training or attack: an unusable workdir fails now
     run_task(config, workdir)

@@ -7,7 +7,7 @@
 #
 # Submits an array of SHARDS tasks (each runs `python launch/main.py LAUNCHER_FLAGS
 # --config.study.shard=$SLURM_ARRAY_TASK_ID/SHARDS --config.study.report=False`) and a job that runs after
-# all of them succeed and writes WORKDIR/report.md (`python -m nas_jax.report.study WORKDIR`). Shards are
+# all of them succeed and writes WORKDIR/report.md (`python -m nas_jax.tasks.study WORKDIR`). Shards are
 # disjoint and each writes only its own cells' results files; the cells of one victim are in one shard, so
 # no victim is trained twice. Every cell is resumable: resubmitting the same command finishes what a failed
 # or preempted array task left. Run from the repository root with the project's environment active.
@@ -49,11 +49,11 @@ array=(sbatch --parsable --job-name=nas_jax_study --array=0-$((shards - 1)) "${c
        --export=ALL,NAS_JAX_STUDY_SHARDS="$shards" "$0" "$@")
 if [[ -n "${DRY_RUN:-}" ]]; then
   printf '%q ' "${array[@]}"; echo
-  echo "sbatch --dependency=afterok:JOBID --job-name=nas_jax_report --wrap='python -m nas_jax.report.study $workdir'"
+  echo "sbatch --dependency=afterok:JOBID --job-name=nas_jax_report --wrap='python -m nas_jax.tasks.study $workdir'"
   exit 0
 fi
 job=$("${array[@]}")
 job=${job%%;*}
 sbatch --parsable --dependency=afterok:"$job" --job-name=nas_jax_report --output="$workdir/slurm/report-%j.out" \
-  --wrap="${PYTHON:-python} -m nas_jax.report.study $(printf '%q' "$workdir")"
+  --wrap="${PYTHON:-python} -m nas_jax.tasks.study $(printf '%q' "$workdir")"
 echo "submitted array $job ($shards shards) and its report job; logs in $workdir/slurm/"

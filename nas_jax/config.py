@@ -332,23 +332,13 @@ SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]]
 def _build_attack_config(name: str, section: ml_collections.ConfigDict) -> None:
     """Build the attack config(s) of section ``name`` with the ``from_config`` its task uses (imported lazily)."""
     from nas_jax.attacks.adversarial_training import TrainingPGDConfig
-    from nas_jax.attacks.autoattack import AutoAttackConfig
     from nas_jax.attacks.backdoor import BackdoorConfig
     from nas_jax.attacks.evasion import EvasionConfig
     from nas_jax.attacks.hopskipjump import HSJConfig
-    from nas_jax.attacks.nes import NESQueryConfig
     from nas_jax.attacks.poisoning import PoisonConfig
     from nas_jax.attacks.stealing import KnockoffConfig
 
-    if name == "autoattack":
-        AutoAttackConfig.from_config(section)
-        EvasionConfig.from_config(section, prefix="pgd_")
-    elif name == "pgd":
-        EvasionConfig.from_config(section)
-    elif name == "nes":
-        EvasionConfig.from_config(section)
-        NESQueryConfig.from_config(section)
-    elif name == "adv_train":
+    if name == "adv_train":
         TrainingPGDConfig.from_config(section)
         EvasionConfig.from_config(section, prefix="eval_")
     elif name == "membership":
@@ -375,7 +365,7 @@ def _attack_validator(name: str) -> Callable[[ml_collections.ConfigDict], None]:
 # Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
 SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
     name: _attack_validator(name)
-    for name in ("autoattack", "pgd", "nes", "adv_train", "membership", "stealing", "poison", "backdoor")}
+    for name in ("adv_train", "membership", "stealing", "poison", "backdoor")}
 
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:

@@ -150,7 +150,7 @@ def test_cells_task_end_to_end(tmp_path):
 
     c = load_config_file(Path(__file__).parents[1] / "configs" / "cells.py", "quick")
     c.cells.genotypes = ("darts", "darts_i")
-    get_task("cells")(c, tmp_path)
+    get_task("cells").run(c, tmp_path)
     recs = {r["model"]: r for r in results.read_records(tmp_path, task="cells")}
     assert set(recs) == {"darts", "darts_i", "table3_mean"}  # the mean over the Table 3 models given (DARTS)
     assert recs["table3_mean"]["metrics"]["n_models"] == 1

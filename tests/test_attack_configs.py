@@ -7,14 +7,15 @@ import ml_collections
 import pytest
 
 from nas_jax.attacks.adversarial_training import TrainingPGDConfig, training_pgd_config
-from nas_jax.attacks.autoattack import AutoAttackConfig
 from nas_jax.attacks.backdoor import BackdoorConfig
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
-from nas_jax.attacks.nes import NESQueryConfig
 from nas_jax.attacks.poisoning import PoisonConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 from nas_jax.config import load_config_file
+from nas_jax.tasks.autoattack import AutoAttackSettings
+from nas_jax.tasks.nes import NESSettings
+from nas_jax.tasks.pgd import PGDSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,9 +26,9 @@ def _config(name: str, preset: str = "quick"):
 
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_evasion_config_of_pgd_nes_adv_train_and_autoattack_sections(preset):
-    for task in ("pgd", "nes"):
+    for task, settings in (("pgd", PGDSettings), ("nes", NESSettings)):
         s = _config(task, preset)[task]
-        cfg = EvasionConfig.from_config(s, iterations=s.iterations_least_likely)
+        cfg = settings.read(task, s).budget(s.iterations_least_likely)
         assert cfg == EvasionConfig(eps=s.eps, step_size=s.step_size, iterations=s.iterations_least_likely,
                                     restarts=s.restarts, norm=s.norm, confidence=s.confidence)
     s = _config("pgd_sweep", preset).pgd
@@ -38,9 +39,45 @@ def test_evasion_config_of_pgd_nes_adv_train_and_autoattack_sections(preset):
     assert EvasionConfig.from_config(a, prefix="eval_") == EvasionConfig(
         eps=a.eval_eps, step_size=a.eval_step_size, iterations=a.eval_iterations, restarts=a.eval_restarts)
     aa = _config("autoattack", preset).autoattack
-    assert EvasionConfig.from_config(aa, prefix="pgd_") == EvasionConfig(
+    settings = AutoAttackSettings.read("autoattack", aa)
+    assert settings.pgd_config() == EvasionConfig(
         eps=aa.eps, step_size=aa.pgd_step_size, iterations=aa.pgd_iterations, restarts=aa.pgd_restarts, norm=aa.norm)
-    assert AutoAttackConfig.from_config(aa).apgd_iter == aa.apgd_iterations
+    assert settings.attack_config().apgd_iter == aa.apgd_iterations
+    assert settings.attack_config().attack_names == ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+@pytest.mark.parametrize("preset", ["quick", "small", "paper"])
+def test_a_task_settings_class_is_the_only_source_of_its_config_section(preset):
+    """The config section is the settings' defaults with the preset's differences, read back unchanged; the
+    record's setting is every field but the run-only ones (input counts and batch sizes)."""
+    for task, settings in (("pgd", PGDSettings), ("nes", NESSettings), ("autoattack", AutoAttackSettings)):
+        section = _config(task, preset)[task]
+        assert section.to_dict() == settings.section(preset).to_dict()
+        read = settings.read(task, section)
+        assert {f: getattr(read, f) for f in section} == {f: tuple(v) if isinstance(v, list) else v
+                                                         for f, v in section.items()}
+        assert "batch_size" not in read.setting() and "n_inputs" not in read.setting() and "eps" in read.setting()
+    assert _config("pgd", "quick").pgd.n_inputs == 100 and _config("pgd", "paper").pgd.n_inputs == 1000
+    assert _config("nes", "quick").nes.restarts == 1 and _config("nes", "paper").nes.restarts == 5
+
+
+def test_settings_refuse_bad_and_unknown_fields_with_the_fix():
+    from nas_jax.errors import UserError
+
+    section = PGDSettings.section("quick")
+    section.norm = "l1"
+    with pytest.raises(UserError, match=r"invalid config: pgd: .*norm.*--config\.pgd\.FIELD"):
+        PGDSettings.read("pgd", section)
+    section = NESSettings.section("quick")
+    section.n_queries = 7
+    with pytest.raises(UserError, match="n_queries"):
+        NESSettings.read("nes", section)
+    section = AutoAttackSettings.section("quick")
+    section.attacks = ("apgd-ce", "pgd")
+    with pytest.raises(UserError, match="attacks"):
+        AutoAttackSettings.read("autoattack", section)
+    with pytest.raises(UserError, match=r"unknown fields \['epz'\]"):
+        PGDSettings.read("pgd", ml_collections.ConfigDict({"epz": 0.1}))
 
 
 def test_evasion_from_config_defaults_and_checks():
@@ -92,22 +129,9 @@ def test_training_pgd_config_of_the_adv_train_section(preset):
         TrainingPGDConfig.from_config(ml_collections.ConfigDict({"eps": -1.0}))
 
 
-@pytest.mark.parametrize("preset", ["quick", "paper"])
-def test_nes_query_config_of_the_nes_section(preset):
-    s = _config("nes", preset).nes
-    q = NESQueryConfig.from_config(s)
-    assert q == NESQueryConfig(n_queries=s.n_queries, sigma=s.sigma, query_budget=s.query_budget)
-    assert q.chunk_size == 25  # nes_attack's default, which the task used before
-    assert NESQueryConfig.from_config(ml_collections.ConfigDict()) == NESQueryConfig()
-    with pytest.raises(ValueError, match="n_queries"):
-        NESQueryConfig.from_config(ml_collections.ConfigDict({"n_queries": 7}))
-    with pytest.raises(ValueError, match="sigma"):
-        NESQueryConfig.from_config(ml_collections.ConfigDict({"sigma": 0.0}))
-
-
 def test_config_validation_builds_every_attack_config():
-    from nas_jax.config import validate
     from nas_jax.errors import UserError
+    from nas_jax.tasks import check_config as validate
 
     for task, section, field, bad in (("membership", "membership", "init_eval", 10**6),
                                       ("stealing", "stealing", "sampling", "greedy"),
@@ -116,7 +140,9 @@ def test_config_validation_builds_every_attack_config():
                                       ("poison", "poison", "fractions", (0.1, 1.0)),
                                       ("backdoor", "backdoor", "attacks", ("trojannn", "blend")),
                                       ("backdoor", "backdoor", "neuron_selection", "random"),
-                                      ("backdoor", "backdoor", "transparency", 1.5)):
+                                      ("backdoor", "backdoor", "transparency", 1.5),
+                                      ("pgd", "pgd", "norm", "l1"), ("nes", "nes", "n_queries", 7),
+                                      ("autoattack", "autoattack", "attacks", ("pgd",))):
         c = _config(task)
         validate(c)
         c[section][field] = bad

@@ -16,8 +16,8 @@ from nas_jax.attacks.autoattack import STANDARD, AutoAttackConfig, autoattack_ji
 from nas_jax.attacks.fab import hyperplane_box_projection
 from nas_jax.attacks.square import square_attack_jit
 from nas_jax.config import load_config_file
-from nas_jax.report.figures import autoattack_figure
-from nas_jax.tasks.autoattack import masking_metrics
+
+from nas_jax.tasks.autoattack import autoattack_figure, masking_metrics
 
 # ---------------------------------------------------------------- APGD-CE on a linear softmax model
 
@@ -220,8 +220,8 @@ def test_autoattack_section_is_validated_before_any_work():
     AutoAttackConfig refuses fails in config validation with a UserError, before victims load."""
     from pathlib import Path
 
-    from nas_jax.config import validate
     from nas_jax.errors import UserError
+    from nas_jax.tasks import check_config as validate
 
     c = load_config_file(Path(__file__).parents[1] / "configs" / "autoattack.py", "quick")
     c.autoattack.n_queries = 1001

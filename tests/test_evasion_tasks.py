@@ -41,7 +41,7 @@ def pgd_run(shared_tmp):
     c = _config("pgd", tmp)
     c.pgd.n_inputs, c.pgd.batch_size = 40, 40
     workdir = tmp / "work"
-    get_task("pgd")(c, workdir)
+    get_task("pgd").run(c, workdir)
     return c, workdir
 
 
@@ -74,7 +74,7 @@ def test_eps_sweep_and_commonality_tasks(pgd_run, shared_tmp):
     c = _config("pgd_sweep", shared_tmp)
     c.pgd.n_inputs, c.pgd.batch_size, c.pgd.eps_grid_255, c.pgd.restarts = 20, 20, (0, 64), 1
     workdir = shared_tmp / "sweep"
-    get_task("pgd_sweep")(c, workdir)
+    get_task("pgd_sweep").run(c, workdir)
     recs = results.read_records(workdir, task="pgd_sweep")
     assert [(r["model"], round(r["setting"]["eps"] * 255)) for r in recs] == [
         ("darts", 0), ("darts", 64), ("resnet", 0), ("resnet", 64)]
@@ -85,7 +85,7 @@ def test_eps_sweep_and_commonality_tasks(pgd_run, shared_tmp):
     c = _config("pgd_commonality", shared_tmp)
     c.pgd.n_inputs, c.pgd.batch_size, c.pgd.restarts = 20, 20, 1
     workdir = shared_tmp / "commonality"
-    get_task("pgd_commonality")(c, workdir)
+    get_task("pgd_commonality").run(c, workdir)
     recs = {r["setting"]["family"]: r for r in results.read_records(workdir, task="pgd_commonality")}
     assert set(recs) == {"nas", "manual"}
     for r in recs.values():  # one model per family: each input fools 0 or 1 model of it
@@ -100,7 +100,7 @@ def test_nes_task_counts_queries(pgd_run, shared_tmp):
     c.nes.n_inputs, c.nes.batch_size, c.nes.restarts, c.nes.n_queries = 10, 10, 0, 20
     c.nes.iterations_most_likely, c.nes.iterations_least_likely = 2, 3
     workdir = shared_tmp / "nes"
-    get_task("nes")(c, workdir)
+    get_task("nes").run(c, workdir)
     (rec,) = results.read_records(workdir, task="nes")
     m = rec["metrics"]
     for mode, iters in (("most_likely", 2), ("least_likely", 3)):

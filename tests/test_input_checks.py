@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas_jax.config import PRESETS, validate
+from nas_jax.config import PRESETS
 from nas_jax.errors import UserError
 from nas_jax.models import genotypes
 from nas_jax.study import grid, victims
 from nas_jax.tasks import TASKS
+from nas_jax.tasks import check_config as validate  # the shared checks and the task's own settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,6 +14,8 @@ from nas_jax.config import base_config
 from nas_jax.models import genotypes
 from nas_jax.report import results, summary
 from nas_jax.report import study as study_report
+from nas_jax.tasks import study_metrics
+from nas_jax.study.seam import Task
 from nas_jax.train import zoo
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,7 +82,7 @@ def test_a_retrained_victims_new_accuracy_is_what_the_study_report_shows(tmp_pat
             c, task="train", model="darts", n=1, start_time=results.now(), metrics={"test_accuracy": accuracy},
             setting={"family": "nas"}))
     records = study_report.collect_records(tmp_path)
-    values = study_report.per_seed_values(records, ["darts"])
+    values = study_report.per_seed_values(records, ["darts"], study_metrics())
     assert values["clean_accuracy"] == {"darts": {0: 0.87}}
 
 
@@ -210,7 +212,7 @@ def test_readers_skip_count_and_name_partial_records(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "darts" in out and "resnet" in out
     with pytest.warns(UserWarning, match="skipped 3"):
-        assert study_report.write_report(tmp_path).exists()
+        assert study_report.write_report(tmp_path, study_metrics()).exists()
 
 
 def _mount_read_only(src: Path, target: Path) -> bool:
@@ -273,7 +275,7 @@ def test_a_task_over_two_seeds_keeps_every_record_and_figure_and_writes_one_aggr
         plots.save_figure(fig, Path(workdir) / "figures" / "pgd_asr.png")
         return recs
 
-    monkeypatch.setattr(tasks, "get_task", lambda name: fake_pgd)
+    monkeypatch.setattr(tasks, "task_of", lambda config: Task("pgd", fake_pgd))
     config = _pgd_config(tmp_path / "zoo", 10)
     config.train.seeds = (0, 1)
     records = tasks.run_task(config, tmp_path)

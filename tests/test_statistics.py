@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nas_jax.report.statistics import accuracy_adjusted_gap, family_gap, mean_ci
+from nas_jax.tasks import study_metrics
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -145,7 +146,7 @@ def _synthetic_study(tmp_path, n_nas: int, n_manual: int, gap: float, seeds=(0, 
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     from nas_jax.report.study import write_report
 
-    write_report(tmp_path, command="test")
+    write_report(tmp_path, study_metrics(), command="test")
     return json.loads((tmp_path / "report.json").read_text())
 
 
@@ -198,12 +199,12 @@ def test_the_gap_figure_uses_the_tables_sign_and_the_legends_colours(tmp_path, m
     colour the legend gives its verdict."""
     from nas_jax.report import plots
     from nas_jax.report.statistics import Interval
-    from nas_jax.report.study import METRICS, VERDICT_COLORS, gap_figure
+    from nas_jax.report.study import VERDICT_COLORS, gap_figure
 
     captured = {}
     save = plots.save_figure
     monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: captured.setdefault("fig", fig) and save(fig, path))
-    ace = next(m for m in METRICS if m.key == "ace")
+    ace = next(m for m in study_metrics() if m.key == "ace")
     entry = {"metric": ace, "gap": Interval(-0.3, -0.5, -0.1, 12), "verdict": "holds"}
     assert gap_figure({"metrics": [entry]}, tmp_path / "gaps.png").exists()
     ax = captured["fig"].axes[0]
@@ -228,7 +229,7 @@ def test_every_interval_of_report_json_lies_inside_its_range(rows):
         records.append({**common, "task": "pgd", "n": 50, "metrics": {"clean_accuracy": 0.9, "asr_most_likely": asr,
                                                                       "asr_least_likely": asr}})
         records.append({**common, "task": "poison", "n": 50, "setting": {"fraction": 0.4}, "metrics": {"cad": cad}})
-    report = report_json(analyse(records), {})
+    report = report_json(analyse(records, study_metrics()), {})
     for entry in report["metrics"] + report["per_model"] + report["pairs"]:
         if entry["range"] is None:
             continue

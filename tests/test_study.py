@@ -12,7 +12,9 @@ import pytest
 
 from nas_jax.errors import UserError
 from nas_jax.study import grid
-from nas_jax.tasks import TASKS
+from nas_jax.tasks import TASKS, get_task
+
+REGISTRY = {name: get_task(name) for name in TASKS}
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,7 +46,7 @@ def _tiny_npz(tmp_path) -> Path:
 
 
 def test_grid_cells_and_balanced_deterministic_shards():
-    cells = grid.grid_cells(("pgd", "train", "cells"), ("darts", "resnet", "vgg"), (0, 1), TASKS)
+    cells = grid.grid_cells(("pgd", "train", "cells"), ("darts", "resnet", "vgg"), (0, 1), REGISTRY)
     assert [c.task for c in cells[:3]] == ["train"] * 3  # victims first
     assert sum(c.model == grid.ALL_MODELS for c in cells) == 2  # cells: one joint cell per seed
     assert len(cells) == 2 * (3 + 3 + 1)
@@ -54,22 +56,23 @@ def test_grid_cells_and_balanced_deterministic_shards():
     for p in parts:  # the cells of one victim stay in one shard
         for c in p:
             assert all(d in p for d in cells if (d.model, d.seed) == (c.model, c.seed))
-    loads = [sum(grid.COST[c.task] for c in p) + grid.TRAIN_MINUTES * len({(c.model, c.seed) for c in p
+    cost = {name: task.cost_minutes for name, task in REGISTRY.items()}
+    loads = [sum(cost[c.task] for c in p) + grid.TRAIN_MINUTES * len({(c.model, c.seed) for c in p
                                                                            if c.model != grid.ALL_MODELS})
              for p in parts]
-    assert max(loads) - min(loads) <= grid.COST["pgd"] + grid.COST["train"] + grid.TRAIN_MINUTES
+    assert max(loads) - min(loads) <= cost["pgd"] + cost["train"] + grid.TRAIN_MINUTES
     assert grid.parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(UserError, match="study.shard"):
             grid.parse_shard(bad)
     with pytest.raises(UserError, match="unknown study tasks"):
-        grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,), TASKS)
+        grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,), REGISTRY)
 
 
 def test_search_cells_one_per_method_and_seed(tmp_path):
     """The search task's method dimension: a cell per (method, seed), no victim, the method set
     in the cell's config; an unknown method lists the valid ones."""
-    cells = grid.grid_cells(("train", "search"), ("darts", "resnet"), (0, 1), TASKS, ("darts", "gdas"))
+    cells = grid.grid_cells(("train", "search"), ("darts", "resnet"), (0, 1), REGISTRY, ("darts", "gdas"))
     search = [c for c in cells if c.task == "search"]
     assert [c.name for c in search] == ["search/darts/seed0", "search/gdas/seed0", "search/darts/seed1",
                                         "search/gdas/seed1"]
@@ -79,7 +82,7 @@ def test_search_cells_one_per_method_and_seed(tmp_path):
     c = grid.cell_config(study, grid.Cell("search", "gdas", 1))
     assert (c.search.method, c.seed) == ("gdas", 1)
     with pytest.raises(UserError, match="valid: .*pc_darts"):
-        grid.grid_cells(("search",), ("darts",), (0,), TASKS, ("gdas", "enas"))
+        grid.grid_cells(("search",), ("darts",), (0,), REGISTRY, ("gdas", "enas"))
 
 
 def test_cell_config_sets_models_seed_and_overrides(tmp_path):
@@ -149,7 +152,7 @@ def test_slurm_array_tasks_run_their_shard_and_submission_calls_sbatch(tmp_path)
     assert sub.returncode == 0, sub.stderr
     calls = (tmp_path / "sbatch.log").read_text().splitlines()
     assert "--array=0-1" in calls[0] and "--gpus-per-task=1" in calls[0] and "NAS_JAX_STUDY_SHARDS=2" in calls[0]
-    assert "--dependency=afterok:4242" in calls[1] and "nas_jax.report.study" in calls[1]
+    assert "--dependency=afterok:4242" in calls[1] and "nas_jax.tasks.study" in calls[1]
     for i in range(2):  # what each array task runs
         task = subprocess.run(["bash", "launch/slurm_study.sh", *flags], cwd=ROOT, capture_output=True, text=True,
                               env={**env, "SLURM_ARRAY_TASK_ID": str(i), "NAS_JAX_STUDY_SHARDS": "2"}, check=False)
@@ -174,7 +177,9 @@ def test_ray_driver_runs_one_task_per_cell_and_writes_the_report(tmp_path):
 
 def test_every_task_config_loads_at_every_preset_and_small_is_the_reduced_cifar_recipe():
     from nas_jax.config import PRESETS
-    from nas_jax.tasks import TASKS
+    from nas_jax.tasks import TASKS, get_task
+
+REGISTRY = {name: get_task(name) for name in TASKS}
 
     for task in TASKS:
         for preset in PRESETS:

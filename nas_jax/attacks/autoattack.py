@@ -65,15 +65,6 @@ class AutoAttackConfig:
     def attack_names(self) -> tuple[str, ...]:
         return tuple(self.attacks) if self.attacks is not None else STANDARD
 
-    @classmethod
-    def from_config(cls, section) -> AutoAttackConfig:
-        """The config of a ``configs/autoattack.py`` ``autoattack`` section (one place maps its fields)."""
-        attacks = tuple(section.attacks) if section.attacks else None
-        return cls(eps=section.eps, norm=section.norm, version="custom" if attacks else "standard", attacks=attacks,
-                   apgd_iter=section.apgd_iterations, apgd_restarts=section.apgd_restarts,
-                   fab_iter=section.fab_iterations, fab_restarts=section.fab_restarts,
-                   n_target_classes=section.n_target_classes, n_queries=section.n_queries, p_init=section.p_init)
-
 
 @struct.dataclass
 class AutoAttackResult:

@@ -79,11 +79,6 @@ class NESQueryConfig:
         if self.query_budget < 0:
             raise ValueError(f"query_budget={self.query_budget} must be >= 0 (0: no budget).")
 
-    @classmethod
-    def from_config(cls, section) -> NESQueryConfig:
-        """The query settings of a ``nes`` config section: its fields named as this class's, the rest default."""
-        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
-
 
 def query_loss(probs: jax.Array, targets: jax.Array, targeted: bool) -> jax.Array:
     """Per-example loss to descend from returned probabilities: −log p_t, or +log p_y untargeted (§e.2)."""

@@ -130,33 +130,6 @@ def adv_train_figure(rows: list[dict], path: Path, title: str = "") -> Path:
 # ----------------------------------------------------------------------------
 
 
-def autoattack_figure(rows: list[dict], path: Path, title: str) -> Path:
-    """Left: PGD-7 vs AutoAttack success per model (NAS first); right: robust accuracy under AutoAttack."""
-    from matplotlib.patches import Patch
-
-    plt = plots.plt
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
-    xs = np.arange(len(rows))
-    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2.5 + 1.1 * len(rows), 3.8), layout="constrained")
-    ax1.bar(xs - 0.2, [100 * r["pgd_success"] for r in rows], 0.4, color=colors, alpha=0.4, hatch="//",
-            edgecolor="black", linewidth=0.5)
-    ax1.bar(xs + 0.2, [100 * r["aa_success"] for r in rows], 0.4, color=colors, edgecolor="black", linewidth=0.5)
-    ax1.set_title("success: PGD-7 (hatched) vs AutoAttack", fontsize=9)
-    ax1.set_ylabel("success (%)")
-    ax2.bar(xs, [100 * r["robust_accuracy"] for r in rows], 0.6, color=colors)
-    ax2.set_title("robust accuracy (AutoAttack)", fontsize=9)
-    ax2.set_ylabel("robust accuracy (%)")
-    for ax in (ax1, ax2):
-        ax.set_ylim(0, 100)
-        ax.set_xticks(xs, [r["model"] for r in rows], rotation=45, ha="right", fontsize=8)
-    handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return plots.save_figure(fig, path)
-
-
-
 # ----------------------------------------------------------------------------
 # backdoor
 # ----------------------------------------------------------------------------

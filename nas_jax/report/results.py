@@ -37,7 +37,7 @@ REQUIRED = {"task": str, "model": str, "metrics": dict}  # what every reader rel
 # Config keys that are not the task's own settings: the victim's recipe enters the identity through the hash
 # of its training spec; paths, the victim list and execution switches do not change a measured number.
 NOT_TASK_SETTINGS = ("task", "preset", "seed", "dataset", "data_dir", "model", "models", "zoo_dir",
-                     "jit_cache_dir", "arch", "train", "train_overrides", "distributed", "study")
+                     "jit_cache_dir", "arch", "train", "train_overrides", "distributed", "study", "task_module")
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy")
 
 
@@ -99,8 +99,14 @@ def flatten(tree, prefix: str = "") -> dict:
 
 
 def task_settings(config) -> dict:
-    """The task's own settings (every config section but the shared ones, :data:`NOT_TASK_SETTINGS`), flat."""
-    return flatten({k: v for k, v in config.items() if k not in NOT_TASK_SETTINGS})
+    """The task's own settings (every config section but the shared ones, :data:`NOT_TASK_SETTINGS`), flat; a
+    task module outside the package (``task_module``) by the SHA-256 of its content, not its path."""
+    from nas_jax.train.zoo import file_sha256
+
+    out = flatten({k: v for k, v in config.items() if k not in NOT_TASK_SETTINGS})
+    if config.get("task_module"):
+        out["task_module_sha256"] = file_sha256(os.path.expanduser(config.task_module))
+    return out
 
 
 def make_record(config, *, task: str, model: str, metrics: dict, n: int, setting: dict | None = None,

@@ -1,11 +1,11 @@
 """The study report: every finished cell's records merged into ``{workdir}/report.md`` and ``report.json``.
 
-  python -m nas_jax.report.study WORKDIR [--models darts,resnet]
+  python -m nas_jax.tasks.study WORKDIR [--models darts,resnet]    # the report again
 
 Reads ``{workdir}/results.jsonl`` and the records every finished cell under ``{workdir}/cells`` lists (the
 grid of ``configs/study.py``; any number of shards), the newest of each identity. Per model and metric
-(:data:`METRICS`): the value of each seed, then the mean with a 95% interval inside the metric's range. Per
-metric: the NAS − manual gap over architecture means with Welch's interval, the permutation p, Holm's
+(each task's :class:`Metric` list): the value of each seed, then the mean with a 95% interval inside the
+metric's range. Per metric: the NAS − manual gap over architecture means with Welch's interval, the permutation p, Holm's
 adjusted p and the smallest p the test can reach, the gap at matched clean accuracy, and a verdict under the
 rules of docs/statistics.md (:mod:`nas_jax.report.statistics`). Then the paper's Tables 1, 3 and 4 beside
 ours, the remarks, a panel per metric (``{workdir}/figures/study_metrics.png``) and the gaps with the table's
@@ -14,7 +14,6 @@ sign (``{workdir}/figures/study_gaps.png``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import math
@@ -27,9 +26,20 @@ import numpy as np
 
 from nas_jax import files
 from nas_jax.report.results import RESULTS_FILE, marked_records, newest, read_records
-from nas_jax.report.statistics import (ALPHA, FAMILIES, accuracy_adjusted_gap, architectures_needed, family_gap,
-                                      gap_bounds, holm, mean_ci, min_achievable_p, proportion_difference,
-                                      variance_components, verdict)
+from nas_jax.report.statistics import (
+    ALPHA,
+    FAMILIES,
+    accuracy_adjusted_gap,
+    architectures_needed,
+    family_gap,
+    gap_bounds,
+    holm,
+    mean_ci,
+    min_achievable_p,
+    proportion_difference,
+    variance_components,
+    verdict,
+)
 from nas_jax.report.summary import PAPER_TABLE4, summarize
 from nas_jax.report.tables import format_table
 
@@ -66,7 +76,9 @@ def _newest(records: list[dict], task: str, **setting) -> dict | None:
     return chosen[-1]["metrics"] if chosen else None
 
 
-def _get(task: str, key: str, transform=None, **setting):
+def reader(task: str, key: str, transform=None, **setting):
+    """A :attr:`Metric.read` that takes ``metrics[key]`` of the newest ``task`` record (of one model and seed)
+    whose setting has the given values, through ``transform`` if given."""
     def read(records, _row):
         m = _newest(records, task, **setting)
         v = None if m is None else m.get(key)
@@ -75,53 +87,15 @@ def _get(task: str, key: str, transform=None, **setting):
     return read
 
 
-def _row(key: str):
+def row_reader(key: str):
+    """A :attr:`Metric.read` that takes column ``key`` of the model's Table 4 row (:mod:`nas_jax.report.summary`)."""
     return lambda _records, row: row.get(key)
 
 
-def _log10(v: float) -> float | None:
+def log10(v: float) -> float | None:
     return math.log10(v) if v and v > 0 else None
 
 
-def _landscape(space: str):
-    """The loss increase at the smallest radius measured in ``space`` (the paper's Figure 11 scale)."""
-    def read(records, _row):
-        own = [r for r in records if r["task"] == "landscape" and r.get("setting", {}).get("space") == space]
-        if not own:
-            return None
-        radius = min(r["setting"]["radius"] for r in own)
-        return float([r for r in own if r["setting"]["radius"] == radius][-1]["metrics"]["increase_at_radius"])
-
-    return read
-
-
-def _clean_accuracy(records, row):
-    train = _newest(records, "train")
-    return train["test_accuracy"] if train else row.get("clean_accuracy")
-
-
-METRICS = [
-    Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),
-    Metric("pgd_m", "PGD ASR most likely (Fig. 2)", _row("pgd_m"), +1, 1, paper_gap=0.10, inputs_task="pgd"),
-    Metric("pgd_l", "PGD ASR least likely (Fig. 2)", _row("pgd_l"), +1, 1, paper_gap=0.10, inputs_task="pgd"),
-    Metric("nes_m", "NES ASR most likely (Fig. 5)", _get("nes", "asr_most_likely"), +1, 1, inputs_task="nes"),
-    Metric("nes_l", "NES ASR least likely (Fig. 5)", _get("nes", "asr_least_likely"), +1, 1, inputs_task="nes"),
-    Metric("poison_cad", "poisoning CAD, largest p (Fig. 6)", _row("poison_cad"), +1, 1, bounds=DIFFERENCE,
-           paper_gap=0.05),
-    Metric("backdoor_asr", "TrojanNN ASR (Fig. 7)", _row("backdoor_asr"), +1, 1, paper_gap=0.02),
-    Metric("ace", "Knockoff ACE, aware (Fig. 9)", _row("ace"), -1, 1, bounds=POSITIVE, paper_gap=0.3),
-    Metric("mi_auc", "membership AUC (Fig. 10)", _row("mi_auc"), +1, 1, paper_gap=0.04),
-    Metric("autoattack_robust", "AutoAttack robust accuracy", _get("autoattack", "robust_accuracy"), -1, 1,
-           inputs_task="autoattack"),
-    Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
-           _get("grad_variance", "trace_cov", _log10, phase="init", bn="raw"), -1, 2, ".2f", None),
-    Metric("grad_var_trained", "log10 gradient variance trained (Fig. 12)",
-           _get("grad_variance", "trace_cov", _log10, phase="trained", bn="raw"), -1, 2, ".2f", None),
-    Metric("landscape_input", "input-space loss increase (Fig. 11b)",
-           _landscape("input"), -1, 2, ".4f", None),
-    Metric("landscape_param", "parameter-space loss increase (Fig. 11a)",
-           _landscape("param"), -1, 2, ".4f", None),
-]
 REMARKS = {1: "Remark 1: NAS-generated models are more vulnerable to various attacks",
            2: "Remark 2: NAS models have higher loss smoothness and lower gradient variance",
            4: "Remark 4: NAS cells are wide and shallow and overuse skip connects",
@@ -148,38 +122,38 @@ def collect_records(workdir: str | Path) -> list[dict]:
     return newest(sorted(records, key=lambda r: str(r.get("end_time", ""))))
 
 
-def per_seed_values(records: list[dict], models: list[str]) -> dict[str, dict[str, dict[int, float]]]:
+def per_seed_values(records: list[dict], models: list[str], metrics: list[Metric]) -> dict[str, dict[str, dict[int, float]]]:
     """{metric: {model: {seed: value}}} (cells records use dataset '-' and are handled by the cells table)."""
-    out = {m.key: {} for m in METRICS}
+    out = {m.key: {} for m in metrics}
     seeds = sorted({int(r.get("seed", 0)) for r in records})
     for seed in seeds:
         own = [r for r in records if int(r.get("seed", 0)) == seed]
         for row in summarize(own, models):
             mine = [r for r in own if r["model"] == row["model"]]
-            for metric in METRICS:
+            for metric in metrics:
                 v = metric.read(mine, row)
                 if v is not None and np.isfinite(v):
                     out[metric.key].setdefault(row["model"], {})[seed] = float(v)
     return out
 
 
-def per_seed_inputs(records: list[dict]) -> dict[str, dict[str, dict[int, int]]]:
+def per_seed_inputs(records: list[dict], metrics: list[Metric]) -> dict[str, dict[str, dict[int, int]]]:
     """{metric: {model: {seed: inputs}}} for the metrics measured over inputs (``Metric.inputs_task``)."""
     out = {}
-    for metric in (m for m in METRICS if m.inputs_task):
+    for metric in (m for m in metrics if m.inputs_task):
         for r in records:  # newest last: a later record of the same model and seed wins
             if r["task"] == metric.inputs_task and isinstance(r.get("n"), int):
                 out.setdefault(metric.key, {}).setdefault(r["model"], {})[int(r.get("seed", 0))] = r["n"]
     return out
 
 
-def model_pairs(values: dict, inputs: dict, families: dict, alpha: float = ALPHA) -> list[dict]:
+def model_pairs(values: dict, inputs: dict, families: dict, metrics: list[Metric], alpha: float = ALPHA) -> list[dict]:
     """Each NAS model against each manual model over inputs, for every metric measured over inputs, at the
     first seed both have (docs/statistics.md): the difference of the two proportions with Newcombe's interval
     and Fisher's p (:func:`~nas_jax.report.statistics.proportion_difference`). One seed of two trained networks
     supports a statement about those two networks only, never about their families."""
     rows = []
-    for metric in (m for m in METRICS if m.inputs_task and m.key in inputs):
+    for metric in (m for m in metrics if m.inputs_task and m.key in inputs):
         per_model, n_of = values.get(metric.key, {}), inputs[metric.key]
         nas = [m for m in per_model if families.get(m) == "nas"]
         manual = [m for m in per_model if families.get(m) == "manual"]
@@ -226,7 +200,7 @@ def families_of(records: list[dict]) -> dict[str, str]:
     return fams
 
 
-def analyse(records: list[dict], models: list[str] | None = None, alpha: float = ALPHA) -> dict:
+def analyse(records: list[dict], metrics: list[Metric], models: list[str] | None = None, alpha: float = ALPHA) -> dict:
     """Per-model intervals, family gaps and verdicts of every metric with data (docs/statistics.md): the
     per-model interval over seeds inside the metric's range; the family gap over architecture means with its
     BCa interval and permutation p; Holm's adjustment over the metrics with a claim whose test can reach
@@ -235,12 +209,12 @@ def analyse(records: list[dict], models: list[str] | None = None, alpha: float =
     # default: every zoo model with a record (not the pseudo-models of cross-model records, e.g. 'nas_family')
     models = models or [m for m in dict.fromkeys(r["model"] for r in records if r.get("dataset") != "-")
                         if _is_zoo_model(m)]
-    values = per_seed_values(records, models)
-    inputs = per_seed_inputs(records)
+    values = per_seed_values(records, models, metrics)
+    inputs = per_seed_inputs(records, metrics)
     accuracy = values["clean_accuracy"]
     out = {"models": models, "families": fams, "metrics": [], "alpha": alpha,
-           "pairs": model_pairs(values, inputs, fams, alpha)}
-    for metric in METRICS:
+           "pairs": model_pairs(values, inputs, fams, metrics, alpha)}
+    for metric in metrics:
         per_model = values[metric.key]
         if not per_model:
             continue
@@ -599,11 +573,13 @@ def metric_figure(analysis: dict, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def write_report(workdir: str | Path, models: tuple[str, ...] | None = None, command: str | None = None) -> Path:
-    """Analyse every record under ``workdir``; write ``report.md``, ``report.json`` and the figures there."""
+def write_report(workdir: str | Path, metrics: list[Metric], models: tuple[str, ...] | None = None,
+                 command: str | None = None) -> Path:
+    """Analyse every record under ``workdir`` on ``metrics``; write ``report.md``, ``report.json`` and the
+    figures there."""
     workdir = Path(workdir)
     records = collect_records(workdir)
-    analysis = analyse(records, list(models) if models else None)
+    analysis = analyse(records, metrics, list(models) if models else None)
     header = context(records, analysis, command)
     figures = [f for f in (metric_figure(analysis, workdir / "figures" / "study_metrics.png"),
                            gap_figure(analysis, workdir / "figures" / "study_gaps.png")) if f]
@@ -613,19 +589,3 @@ def write_report(workdir: str | Path, models: tuple[str, ...] | None = None, com
     files.write_text(path, render(analysis, records, [p.relative_to(workdir) for p in figures], header)
                      + f"\nEach cell's own figures ({cell_figures} files): `cells/<task>/<model>/seed<s>/figures/`.\n")
     return path
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("workdir")
-    p.add_argument("--models", default="", help="comma-separated models (default: all with records)")
-    a = p.parse_args(argv)
-    if not collect_records(a.workdir):
-        p.error(f"no records under {a.workdir} (results.jsonl or cells/**/results.jsonl); run the study first.")
-    command = "python -m nas_jax.report.study " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(write_report(a.workdir, tuple(m for m in a.models.split(",") if m) or None, command))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,24 +1,25 @@
-"""The evasion studies' shared driver: PGD on one victim and the most/least-likely study of §3.2.
+"""The evasion studies' shared pieces: PGD on one victim and the most/least-likely protocol of §3.2.
 
 :func:`run_pgd` runs the compiled PGD of :mod:`nas_jax.attacks.pgd` on a victim's uint8 inputs with per-input
-keys (the result does not depend on the batch size); :func:`targeted_study` is Figure 2's and Figure 5's
-protocol (most likely: c_2, least likely: c_m; Table 5's iterations) for any attack (PGD, NES).
+keys (the result does not depend on the batch size); :func:`targeted_metrics` is Figure 2's and Figure 5's
+protocol (most likely: c_2, least likely: c_m; Table 5's iterations) for any attack (PGD, NES), with its table
+columns and figure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.pgd import pgd_attack_jit
 from nas_jax.data import to_float
-from nas_jax.report import plots, results
-from nas_jax.report.tables import format_table
+from nas_jax.report import plots
 from nas_jax.study import victims
+from nas_jax.study.seam import Settings, run_only
 
 
 def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mode: str, key, batch_size: int):
@@ -35,51 +36,62 @@ def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mod
     return victims.AttackBatches(batch_size, per_example_keys=True).run(attack, x_u8, labels, key)
 
 
-def targeted_study(config, workdir: str | Path, task: str, sc, run_attack, extra_metrics, setting: dict,
-                   title: str) -> list[dict]:
-    """Most- and least-likely attacks on every victim (Figures 2 and 5).
+TARGETED_MODES = ("most_likely", "least_likely")
 
-    ``run_attack(entry, x_u8, labels, cfg, mode, key)`` returns per-example
-    results; ``extra_metrics(out, mode)`` adds task-specific metrics. Prints a
-    table, appends one ``task`` record per model, saves ``figures/{task}_asr.png``.
-    """
-    dataset, entries = victims.load_victims(config)
-    order = victims.attack_order(len(dataset.y_test), config.seed)
-    key = jax.random.key(config.seed)
-    settings = [("most_likely", sc.iterations_most_likely), ("least_likely", sc.iterations_least_likely)]
-    records, rows = [], []
-    bar = tqdm(total=len(entries) * len(settings), desc=f"{task} attacks", unit="attack", dynamic_ncols=True,
-               disable=jax.process_index() != 0)
-    for entry in entries:
-        start = results.now()
-        correct = victims.predictions(entry, dataset.x_test) == dataset.y_test
-        idx = victims.correct_inputs(correct, order, sc.n_inputs)
-        metrics = {"clean_accuracy": float(correct.mean())}
-        for mode, iterations in settings:
-            cfg = EvasionConfig.from_config(sc, iterations=iterations)
-            out = run_attack(entry, dataset.x_test[idx], dataset.y_test[idx], cfg, mode,
-                             jax.random.fold_in(key, iterations))
-            metrics[f"asr_{mode}"] = float(out.success.mean())
-            metrics.update(extra_metrics(out, mode))
-            bar.update(1)
-            bar.set_postfix(model=entry.name, mode=mode, asr=f"{metrics[f'asr_{mode}']:.2f}")
-        record = results.make_record(config, task=task, model=entry.name, metrics=metrics, n=len(idx),
-                                     setting={"family": entry.family, **setting}, start_time=start)
-        if jax.process_index() == 0:
-            results.append_record(workdir, record)
-        records.append(record)
-        rows.append({"model": entry.name, "family": entry.family, **metrics})
-        bar.write(f"  {entry.name}: ASR most-likely {metrics['asr_most_likely']:.1%}, "
-                  f"least-likely {metrics['asr_least_likely']:.1%} on {len(idx)} inputs")
-    bar.close()
-    if jax.process_index() == 0:
-        print(format_table(rows, [("model", "model", None), ("family", "family", None),
-                                  ("clean_accuracy", "clean acc", ".3f"), ("asr_most_likely", "ASR most-likely", ".3f"),
-                                  ("asr_least_likely", "ASR least-likely", ".3f")]))
-        ns = sorted({r["n"] for r in records})
-        n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-        fig = plots.bar_panels(rows, [("asr_most_likely", "most likely"), ("asr_least_likely", "least likely")],
-                               Path(workdir) / "figures" / f"{task}_asr.png", ylabel="ASR (%)",
-                               title=f"{title}, n = {n} inputs per model, seed {config.seed}")
-        print(f"figure: {fig}")
-    return records
+
+@dataclasses.dataclass(frozen=True)
+class TargetedSettings(Settings):
+    """Table 5's budget of the most/least-likely attacks (docs/protocol.md §e.1); ``confidence`` > 0 also
+    requires p_target > confidence (the artifact uses 0.99)."""
+
+    n_inputs: int = run_only(1000)
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    iterations_most_likely: int = 3
+    iterations_least_likely: int = 7
+    restarts: int = 5
+    norm: str = "linf"
+    confidence: float = 0.0
+    batch_size: int = run_only(250)
+
+    def __post_init__(self):
+        self.budget(1)  # EvasionConfig's checks (norm, restarts)
+
+    def budget(self, iterations: int) -> EvasionConfig:
+        return EvasionConfig(eps=self.eps, step_size=self.step_size, iterations=iterations, restarts=self.restarts,
+                             norm=self.norm, confidence=self.confidence)
+
+    def iterations(self) -> dict[str, int]:
+        return {"most_likely": self.iterations_most_likely, "least_likely": self.iterations_least_likely}
+
+
+def targeted_metrics(ctx, entry, n_inputs: int, iterations: dict[str, int], attack, extra_metrics) -> tuple[dict, int]:
+    """Figure 2's and Figure 5's protocol on one victim, for any attack (PGD, NES): on its first ``n_inputs``
+    correctly classified inputs of the shared order, the most-likely (c_2) and least-likely (c_m) targeted
+    attacks with ``iterations[mode]`` iterations (Table 5: 3 and 7), each with the key ``fold_in(ctx.key,
+    iterations)``. ``attack(x_u8, labels, mode, iterations, key)`` returns per-example results and
+    ``extra_metrics(out, mode)`` the task's own metrics. Returns (metrics, inputs attacked)."""
+    correct = ctx.correct(entry)
+    idx = ctx.inputs(correct, n_inputs)
+    x, y = ctx.dataset.x_test[idx], ctx.dataset.y_test[idx]
+    metrics = {"clean_accuracy": float(correct.mean())}
+    for mode in TARGETED_MODES:
+        out = attack(x, y, mode, iterations[mode], jax.random.fold_in(ctx.key, iterations[mode]))
+        metrics[f"asr_{mode}"] = float(out.success.mean())
+        metrics.update(extra_metrics(out, mode))
+    return metrics, len(idx)
+
+
+TARGETED_COLUMNS = (("clean_accuracy", "clean acc", ".3f"), ("asr_most_likely", "ASR most-likely", ".3f"),
+                    ("asr_least_likely", "ASR least-likely", ".3f"))
+
+
+def describe_targeted(metrics: dict, n: int) -> str:
+    return (f"ASR most-likely {metrics['asr_most_likely']:.1%}, least-likely {metrics['asr_least_likely']:.1%} "
+            f"on {n} inputs")
+
+
+def targeted_figure(rows: list[dict], path: Path, title: str) -> Path:
+    """Figure 2 / Figure 5: ASR bars per model, most- and least-likely panels."""
+    return plots.bar_panels(rows, [("asr_most_likely", "most likely"), ("asr_least_likely", "least likely")], path,
+                            ylabel="ASR (%)", title=title)

@@ -11,8 +11,9 @@ call (``pgd_commonality``, ``cells``, ``zoo``) are one cell per seed over all th
 
 Sharding (``study.shard = "i/n"``): the cells of one (model, seed) stay together, so the victim
 they share is trained once, in one shard; the groups are assigned to shards by longest
-processing time first (estimated minutes per task at the quick preset, :data:`COST`), which is
-deterministic and balances the shards' estimated cost.
+processing time first (each task's estimated minutes at the quick preset, ``Task.cost_minutes``), which is
+deterministic and balances the shards' estimated cost. The grid knows tasks only through the registry entries
+it is given (:func:`nas_jax.tasks.get_task`; this layer does not import the tasks).
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ from nas_jax.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 ALL_MODELS = "*"  # the model of a cell that takes all the study's models at once
 
-# Estimated minutes per cell at the quick preset on 2 CPU cores, victim training excluded (docs/measurements.md);
-# only the ratios matter for balancing the shards.
-COST = {"train": 0.0, "pgd": 1.0, "pgd_sweep": 1.5, "pgd_commonality": 2.0, "nes": 3.0, "poison": 9.5,
-        "backdoor": 2.5, "adv_train": 6.0, "stealing": 9.0, "membership": 3.0, "landscape": 0.5,
-        "grad_variance": 1.0, "cells": 0.2, "ntk": 0.5, "search": 5.0, "autoattack": 3.0, "zoo": 0.2}
-JOINT_TASKS = ("pgd_commonality", "cells", "zoo")  # one cell per seed over all models
 SEARCH_TASK = "search"  # one cell per seed and search method (no victim)
 TRAIN_MINUTES = 3.0  # a victim's quick training, counted once per (model, seed) group (its train cell: 0 above)
 
@@ -42,6 +37,8 @@ class Cell:
     task: str
     model: str  # a zoo name, ALL_MODELS for a joint task, or the search method of a search cell
     seed: int
+    cost: float = dataclasses.field(default=1.0, compare=False)  # the task's estimated minutes
+    config_file: str = dataclasses.field(default="", compare=False)  # the task's config ('': configs/{task}.py)
 
     @property
     def name(self) -> str:
@@ -66,14 +63,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def grid_cells(tasks, models, seeds, valid_tasks, search_methods=("darts",)) -> list[Cell]:
-    """Every (task, model, seed) of the grid in a stable order (train first: the victims); ``valid_tasks``: the
-    launcher's task names (the registry of :mod:`nas_jax.tasks`, which this layer does not import);
-    ``search_methods``: the searchers of the ``search`` task's cells (``search.method``)."""
-    valid = sorted(t for t in valid_tasks if t != "study")
+def grid_cells(tasks, models, seeds, registry: dict, search_methods=("darts",), config_files=None) -> list[Cell]:
+    """Every (task, model, seed) of the grid in a stable order (train first: the victims). ``registry``: the
+    task of each name (:class:`~nas_jax.study.seam.Task`: ``joint``, ``cost_minutes``); ``search_methods``: the
+    searchers of the ``search`` task's cells (``search.method``); ``config_files``: the config of a task that
+    is not ``configs/{task}.py`` (a task outside the package)."""
+    valid = sorted(t for t in registry if t != "study")
     unknown = [t for t in tasks if t not in valid]
     if unknown:
-        raise UserError(f"unknown study tasks {unknown}; valid: {valid}.")
+        raise UserError(f"unknown study tasks {unknown}; valid: {valid} or the path of a task's config file "
+                        "(e.g. examples/custom_attack/config.py).")
     if not models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
     if SEARCH_TASK in tasks:
@@ -87,9 +86,10 @@ def grid_cells(tasks, models, seeds, valid_tasks, search_methods=("darts",)) -> 
     cells = []
     for seed in seeds:
         for task in order:
-            targets = ([ALL_MODELS] if task in JOINT_TASKS else list(search_methods) if task == SEARCH_TASK
+            targets = ([ALL_MODELS] if registry[task].joint else list(search_methods) if task == SEARCH_TASK
                        else list(models))
-            cells += [Cell(task, m, int(seed)) for m in targets]
+            cells += [Cell(task, m, int(seed), registry[task].cost_minutes, (config_files or {}).get(task, ""))
+                      for m in targets]
     return cells
 
 
@@ -102,7 +102,7 @@ def assign_shards(cells: list[Cell], n: int) -> list[list[Cell]]:
 
     def cost(group: list[Cell]) -> float:
         victim = TRAIN_MINUTES if any(c.model != ALL_MODELS and c.task != SEARCH_TASK for c in group) else 0.0
-        return victim + sum(COST.get(c.task, 1.0) for c in group)
+        return victim + sum(c.cost for c in group)
 
     loads, parts = [0.0] * n, [[] for _ in range(n)]
     for key in sorted(groups, key=lambda k: (-cost(groups[k]), k)):
@@ -125,9 +125,9 @@ def parse_override(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-def task_config(task: str, preset: str):
-    """``configs/{task}.py``'s ``get_config(preset)``, as the launcher loads it."""
-    path = CONFIG_DIR / f"{task}.py"
+def task_config(task: str, preset: str, config_file: str = ""):
+    """``get_config(preset)`` of ``config_file`` (default ``configs/{task}.py``), as the launcher loads it."""
+    path = Path(config_file) if config_file else CONFIG_DIR / f"{task}.py"
     if not path.exists():
         raise UserError(f"no config file {path} for task {task!r}.")
     return load_config_file(path, preset)
@@ -173,18 +173,23 @@ def check_study_fields(study) -> None:
 
 
 def without_paths(config):
-    """``config`` with the path fields blanked: what a finished cell's marker is keyed on (moving the zoo or the
-    compilation cache does not rerun finished cells)."""
+    """``config`` with the path fields blanked and a task module outside the package named by its content: what
+    a finished cell's marker is keyed on (moving the zoo or the compilation cache does not rerun finished cells;
+    editing the task's module does)."""
+    from nas_jax.train.zoo import file_sha256
+
     out = config.copy_and_resolve_references()
     for key in PATH_FIELDS:
         out[key] = ""
+    if out.get("task_module"):
+        out.task_module = file_sha256(str(Path(out.task_module).expanduser()))
     return out
 
 
 def cell_config(study, cell: Cell):
     """The launcher config of ``cell``: the task's config at the study's preset, the study's shared fields, the
     cell's model(s) and seed, then ``study.overrides['all']`` and ``study.overrides[task]``."""
-    c = task_config(cell.task, study.preset)
+    c = task_config(cell.task, study.preset, cell.config_file)
     for key in SHARED_FIELDS:
         c[key] = study[key]
     c.seed = cell.seed

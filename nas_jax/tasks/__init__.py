@@ -1,12 +1,21 @@
-"""One module per launcher task; each exposes ``run(config, workdir) -> list[dict]``
-(the records it appended). The launcher dispatches on ``config.task``."""
+"""The task registry: one entry per launcher task, each a module that defines ``TASK``
+(:class:`~nas_jax.study.seam.Task`, usually a :class:`~nas_jax.study.seam.VictimTask`). A task outside the
+package names its module in its config (``config.task_module``, a ``.py`` file; examples/custom_attack/) and
+needs no entry here. The launcher, the study grid, its report and the seeds below all read the task from here.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from pathlib import Path
 
 import jax
+
+from nas_jax.errors import UserError
+from nas_jax.study.seam import Task
+from nas_jax.train.zoo import file_sha256
 
 TASKS = {
     "adv_train": "nas_jax.tasks.adv_train",
@@ -30,20 +39,66 @@ TASKS = {
 }
 
 
-def get_task(name: str):
+def get_task(name: str) -> Task:
+    """The registered task ``name``."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}.")
-    return importlib.import_module(TASKS[name]).run
+        raise UserError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)} (or a config that names its own "
+                        "module in task_module, docs/extending.md).")
+    return importlib.import_module(TASKS[name]).TASK
+
+
+def task_from_file(path: str | Path) -> Task:
+    """The ``TASK`` of a task module outside the package, imported once per file content."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"task_module {path} does not exist; it names the .py file that defines TASK "
+                        "(docs/extending.md).")
+    name = f"nas_jax_task_{path.stem}_{file_sha256(str(path))[:12]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    task = getattr(sys.modules[name], "TASK", None)
+    if not isinstance(task, Task):
+        raise UserError(f"{path} defines no TASK (a nas_jax.study.seam.Task); see examples/custom_attack/.")
+    return task
+
+
+def task_of(config) -> Task:
+    """The task ``config`` runs: its ``task_module`` file if it names one, else the registry's ``config.task``."""
+    module = config.get("task_module", "")
+    task = task_from_file(module) if module else get_task(config.task)
+    if task.name != config.task:
+        raise UserError(f"config.task is {config.task!r} but {module or TASKS[config.task]} defines the task "
+                        f"{task.name!r}; they must agree.")
+    return task
+
+
+def check_config(config) -> None:
+    """Refuse a config that cannot work, before any work: the shared checks, then the task's own settings."""
+    from nas_jax.config import validate
+
+    validate(config)
+    task_of(config).check(config)
+
+
+def study_metrics(tasks: list[Task] | None = None) -> list:
+    """The per-model metrics the study report compares: clean accuracy, then each task's, in task order
+    (default: every registered task)."""
+    tasks = [get_task(n) for n in TASKS] if tasks is None else tasks
+    first = list(get_task("train").metrics)
+    return first + [m for t in tasks if t.name != "train" for m in t.metrics]
 
 
 def run_task(config, workdir):
-    """Run ``config.task``; with ``config.train.seeds`` an attack or analysis task runs once per seed (its
+    """Run ``config``'s task; with ``config.train.seeds`` an attack or analysis task runs once per seed (its
     victims of all seeds trained together first, :func:`nas_jax.study.victims.load_victims`), the ``train``
     task trains them together, and the study grid takes its seeds from ``study.seeds``. Over several seeds
     every per-seed record is kept, each seed's figures move to ``figures/seed{s}/`` (none overwrites
     another), and one table and one figure (``figures/{task}_seeds.png``) give each model's mean and
     interval over the seeds (:mod:`nas_jax.report.seeds`)."""
-    run = get_task(config.task)
+    run = task_of(config).run
     seeds = tuple(config.train.get("seeds", ())) if "train" in config else ()
     if not seeds or config.task == "study":
         return run(config, workdir)

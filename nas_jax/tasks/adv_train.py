@@ -38,6 +38,7 @@ from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
 from nas_jax.study.runs import cached_training, task_run_dir
+from nas_jax.study.seam import Task
 from nas_jax.train import zoo
 from nas_jax.train.zoo import ZooEntry
 
@@ -141,3 +142,4 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
+TASK = Task("adv_train", run, cost_minutes=6.0)

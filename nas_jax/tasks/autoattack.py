@@ -11,19 +11,61 @@ per-attack success, the PGD comparison), a table and ``{workdir}/figures/autoatt
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from nas_jax.attacks.autoattack import AutoAttackConfig, autoattack_jit
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.data import to_float
-from nas_jax.report import figures, results
-from nas_jax.report.tables import format_table
+from nas_jax.report import plots
+from nas_jax.report.study import Metric, reader
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
+from nas_jax.study.seam import Settings, VictimTask, run_only
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoAttackSettings(Settings):
+    """AutoAttack's standard sequence and budget (``attacks`` () = APGD-CE, APGD-T, FAB-T, Square; or a list from
+    ``ATTACKS``), and the paper's untargeted PGD-7 for the masking check. quick, reduced to CPU minutes: 25
+    APGD/FAB iterations, 3 target classes, 500 Square queries, 50 inputs (configs/autoattack.py)."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 50, "apgd_iterations": 25, "fab_iterations": 25, "n_target_classes": 3,
+                         "n_queries": 500, "batch_size": 50}}
+    n_inputs: int = run_only(1000)
+    eps: float = 8 / 255
+    norm: str = "linf"
+    attacks: tuple = ()
+    apgd_iterations: int = 100
+    apgd_restarts: int = 1
+    fab_iterations: int = 100
+    fab_restarts: int = 1
+    n_target_classes: int = 9
+    n_queries: int = 5000
+    p_init: float = 0.8
+    pgd_iterations: int = 7
+    pgd_step_size: float = 2 / 255
+    pgd_restarts: int = 5
+    masking_gap_threshold: float = 0.1  # flag: AutoAttack success − PGD success above this
+    batch_size: int = run_only(250)
+
+    def __post_init__(self):
+        self.attack_config(), self.pgd_config()
+
+    def attack_config(self) -> AutoAttackConfig:
+        attacks = tuple(self.attacks) or None
+        return AutoAttackConfig(eps=self.eps, norm=self.norm, version="custom" if attacks else "standard",
+                                attacks=attacks, apgd_iter=self.apgd_iterations, apgd_restarts=self.apgd_restarts,
+                                fab_iter=self.fab_iterations, fab_restarts=self.fab_restarts,
+                                n_target_classes=self.n_target_classes, n_queries=self.n_queries, p_init=self.p_init)
+
+    def pgd_config(self) -> EvasionConfig:
+        return EvasionConfig(eps=self.eps, step_size=self.pgd_step_size, iterations=self.pgd_iterations,
+                             restarts=self.pgd_restarts, norm=self.norm)
 
 
 def run_autoattack(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: AutoAttackConfig, key, batch_size: int):
@@ -50,52 +92,65 @@ def masking_metrics(robust: np.ndarray, first_attack: np.ndarray, names: tuple[s
     return metrics
 
 
-def run(config, workdir: str | Path) -> list[dict]:
-    ac = config.autoattack
-    cfg = AutoAttackConfig.from_config(ac)
-    pgd_cfg = EvasionConfig.from_config(ac, prefix="pgd_")
-    setting = {"eps": ac.eps, "norm": ac.norm, "attacks": list(cfg.attack_names), "apgd_iterations": ac.apgd_iterations,
-               "apgd_restarts": ac.apgd_restarts, "fab_iterations": ac.fab_iterations,
-               "fab_restarts": ac.fab_restarts, "n_target_classes": ac.n_target_classes, "n_queries": ac.n_queries,
-               "p_init": ac.p_init, "pgd_iterations": ac.pgd_iterations, "pgd_step_size": ac.pgd_step_size,
-               "pgd_restarts": ac.pgd_restarts}
-    dataset, entries = victims.load_victims(config)
-    order = victims.attack_order(len(dataset.y_test), config.seed)
-    key = jax.random.key(config.seed)
-    records, rows = [], []
-    for entry in tqdm(entries, desc="autoattack", unit="model", dynamic_ncols=True, disable=jax.process_index() != 0):
-        start = results.now()
-        correct = victims.predictions(entry, dataset.x_test) == dataset.y_test
-        idx = victims.correct_inputs(correct, order, ac.n_inputs)
-        x, y = dataset.x_test[idx], dataset.y_test[idx]
-        aa = run_autoattack(entry, x, y, cfg, jax.random.fold_in(key, 0), ac.batch_size)
-        pgd = run_pgd(entry, x, y, pgd_cfg, "untargeted", jax.random.fold_in(key, 1), ac.batch_size)
-        metrics = {"clean_accuracy": float(correct.mean()),
-                   **masking_metrics(aa.robust, aa.first_attack, cfg.attack_names, pgd.success,
-                                     ac.masking_gap_threshold)}
-        if "square" in cfg.attack_names:
-            ran = aa.queries > 0
-            metrics["mean_square_queries"] = float(aa.queries[ran].mean()) if ran.any() else 0.0
-        record = results.make_record(config, task="autoattack", model=entry.name, metrics=metrics, n=len(idx),
-                                     setting={"family": entry.family, **setting}, start_time=start)
-        if jax.process_index() == 0:
-            results.append_record(workdir, record)
-        records.append(record)
-        rows.append({"model": entry.name, "family": entry.family, **metrics,
-                     "flag": "MASKING?" if metrics["gradient_masking_flag"] else ""})
-        tqdm.write(f"  {entry.name}: robust accuracy {metrics['robust_accuracy']:.1%} (AutoAttack) on {len(idx)} "
-                   f"inputs; PGD-7 success {metrics['pgd_success']:.1%}, AutoAttack {metrics['aa_success']:.1%}")
-    if jax.process_index() == 0:
-        cols = [("model", "model", None), ("family", "family", None), ("clean_accuracy", "clean acc", ".3f"),
-                ("robust_accuracy", "robust acc (AA)", ".3f"), ("pgd_success", "PGD-7 ASR", ".3f"),
-                ("aa_success", "AA ASR", ".3f"), ("masking_gap", "AA - PGD", "+.3f")]
-        cols += [(f"success_{n}", n, ".3f") for n in cfg.attack_names]
-        cols += [("flag", f"gap > {ac.masking_gap_threshold:g}", None)]
-        print(format_table(rows, cols))
-        eps_txt = f"{ac.eps * 255:.0f}/255" if ac.norm == "linf" else f"{ac.eps:g}"
-        norm_txt = "L∞" if ac.norm == "linf" else "L2"
-        fig = figures.autoattack_figure(rows, Path(workdir) / "figures" / "autoattack.png",
-                                        f"AutoAttack vs PGD-7, {norm_txt} ε={eps_txt}, {config.dataset}, "
-                                        f"n = {ac.n_inputs} inputs per model, seed {config.seed}")
-        print(f"figure: {fig}")
-    return records
+def measure(ctx, entry):
+    s = ctx.settings
+    cfg = s.attack_config()
+    correct = ctx.correct(entry)
+    idx = ctx.inputs(correct, s.n_inputs)
+    x, y = ctx.dataset.x_test[idx], ctx.dataset.y_test[idx]
+    aa = run_autoattack(entry, x, y, cfg, jax.random.fold_in(ctx.key, 0), s.batch_size)
+    pgd = run_pgd(entry, x, y, s.pgd_config(), "untargeted", jax.random.fold_in(ctx.key, 1), s.batch_size)
+    metrics = {"clean_accuracy": float(correct.mean()),
+               **masking_metrics(aa.robust, aa.first_attack, cfg.attack_names, pgd.success, s.masking_gap_threshold)}
+    if "square" in cfg.attack_names:
+        ran = aa.queries > 0
+        metrics["mean_square_queries"] = float(aa.queries[ran].mean()) if ran.any() else 0.0
+    return metrics, len(idx)
+
+
+def autoattack_figure(rows: list[dict], path: Path, title: str) -> Path:
+    """Left: PGD-7 vs AutoAttack success per model (NAS first); right: robust accuracy under AutoAttack."""
+    from matplotlib.patches import Patch
+
+    plt = plots.plt
+    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
+    xs = np.arange(len(rows))
+    colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2.5 + 1.1 * len(rows), 3.8), layout="constrained")
+    ax1.bar(xs - 0.2, [100 * r["pgd_success"] for r in rows], 0.4, color=colors, alpha=0.4, hatch="//",
+            edgecolor="black", linewidth=0.5)
+    ax1.bar(xs + 0.2, [100 * r["aa_success"] for r in rows], 0.4, color=colors, edgecolor="black", linewidth=0.5)
+    ax1.set_title("success: PGD-7 (hatched) vs AutoAttack", fontsize=9)
+    ax1.set_ylabel("success (%)")
+    ax2.bar(xs, [100 * r["robust_accuracy"] for r in rows], 0.6, color=colors)
+    ax2.set_title("robust accuracy (AutoAttack)", fontsize=9)
+    ax2.set_ylabel("robust accuracy (%)")
+    for ax in (ax1, ax2):
+        ax.set_ylim(0, 100)
+        ax.set_xticks(xs, [r["model"] for r in rows], rotation=45, ha="right", fontsize=8)
+    handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return plots.save_figure(fig, path)
+
+
+def _title(s: AutoAttackSettings, config) -> str:
+    eps = f"{s.eps * 255:.0f}/255" if s.norm == "linf" else f"{s.eps:g}"
+    return f"AutoAttack vs PGD-7, {'L∞' if s.norm == 'linf' else 'L2'} ε={eps}, {config.dataset}"
+
+
+def _describe(m: dict, n: int) -> str:
+    return (f"robust accuracy {m['robust_accuracy']:.1%} (AutoAttack) on {n} inputs; PGD-7 success "
+            f"{m['pgd_success']:.1%}, AutoAttack {m['aa_success']:.1%}")
+
+
+TASK = VictimTask(
+    name="autoattack", settings=AutoAttackSettings, measure=measure, figure=autoattack_figure, title=_title,
+    describe=_describe, cost_minutes=3.0, in_study=(),
+    columns=lambda s: (("clean_accuracy", "clean acc", ".3f"), ("robust_accuracy", "robust acc (AA)", ".3f"),
+                       ("pgd_success", "PGD-7 ASR", ".3f"), ("aa_success", "AA ASR", ".3f"),
+                       ("masking_gap", "AA - PGD", "+.3f"),
+                       *((f"success_{a}", a, ".3f") for a in s.attack_config().attack_names),
+                       ("gradient_masking_flag", f"masking? (gap > {s.masking_gap_threshold:g})", None)),
+    metrics=(Metric("autoattack_robust", "AutoAttack robust accuracy", reader("autoattack", "robust_accuracy"), -1,
+                    1, inputs_task="autoattack"),))

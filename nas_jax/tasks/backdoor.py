@@ -31,9 +31,11 @@ import numpy as np
 from nas_jax.attacks import backdoor as bd
 from nas_jax.data import to_float
 from nas_jax.report import figures, results
+from nas_jax.report.study import Metric, row_reader
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.runs import cached_training, task_run_dir
+from nas_jax.study.seam import Task
 from nas_jax.train import trainer, zoo
 
 
@@ -163,3 +165,6 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
+TASK = Task("backdoor", run, cost_minutes=2.5,
+            metrics=(Metric("backdoor_asr", "TrojanNN ASR (Fig. 7)", row_reader("backdoor_asr"), +1, 1,
+                            paper_gap=0.02),))

@@ -17,6 +17,7 @@ import jax
 from nas_jax.analysis import cells
 from nas_jax.report import results
 from nas_jax.report.tables import format_table
+from nas_jax.study.seam import Task
 from nas_jax.train.zoo import slug
 
 COLUMNS = [("model", "model", None), ("paper_depth", "T3 depth", None), ("depth", "depth", None),
@@ -56,3 +57,6 @@ def run(config, workdir: str | Path) -> list[dict]:
             cells.draw_genotype(name, Path(workdir) / "figures" / "cells" / f"{slug(name)}.png")
         print(f"figures: {Path(workdir) / 'figures' / 'cells'}/<genotype>.png ({len(names)} files)")
     return records
+
+
+TASK = Task("cells", run, cost_minutes=0.2, joint=True, in_study=("quick", "paper"))

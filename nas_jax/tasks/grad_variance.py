@@ -22,6 +22,7 @@ import numpy as np
 from nas_jax.analysis.grad_variance import gradient_variance
 from nas_jax.data import load_dataset, to_float
 from nas_jax.report import figures, results
+from nas_jax.report.study import Metric, log10, reader
 from nas_jax.report.tables import format_table
 from nas_jax.study.phases import (
     BN_MODES,
@@ -33,6 +34,7 @@ from nas_jax.study.phases import (
     model_variables,
     sample_indices,
 )
+from nas_jax.study.seam import Task
 
 METRICS = ("trace_cov", "sum_std")
 
@@ -107,3 +109,10 @@ def run(config, workdir: str | Path) -> list[dict]:
                                                bn_modes=BN_MODES, phases=PHASES)
             print(f"figure: {fig}")
     return records
+
+
+TASK = Task("grad_variance", run, cost_minutes=1.0, in_study=("quick", "paper"), metrics=(
+    Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
+           reader("grad_variance", "trace_cov", log10, phase="init", bn="raw"), -1, 2, ".2f", None),
+    Metric("grad_var_trained", "log10 gradient variance trained (Fig. 12)",
+           reader("grad_variance", "trace_cov", log10, phase="trained", bn="raw"), -1, 2, ".2f", None)))

@@ -21,8 +21,10 @@ from nas_jax.analysis import landscape
 from nas_jax.data import to_float
 from nas_jax.report import results
 from nas_jax.report.figures import contour_figures
+from nas_jax.report.study import Metric
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
+from nas_jax.study.seam import Task
 from nas_jax.train.zoo import slug
 
 
@@ -101,3 +103,22 @@ def run(config, workdir: str | Path) -> list[dict]:
                                        lc.plot_contour):
                 print(f"figure: {fig}")
     return records
+
+
+def _increase_at_smallest_radius(space: str):
+    """The loss increase at the smallest radius measured in ``space`` (the paper's Figure 11 scale)."""
+    def read(records, _row):
+        own = [r for r in records if r["task"] == "landscape" and r.get("setting", {}).get("space") == space]
+        if not own:
+            return None
+        radius = min(r["setting"]["radius"] for r in own)
+        return float([r for r in own if r["setting"]["radius"] == radius][-1]["metrics"]["increase_at_radius"])
+
+    return read
+
+
+TASK = Task("landscape", run, cost_minutes=0.5, in_study=("quick", "paper"), metrics=(
+    Metric("landscape_input", "input-space loss increase (Fig. 11b)", _increase_at_smallest_radius("input"), -1, 2,
+           ".4f", None),
+    Metric("landscape_param", "parameter-space loss increase (Fig. 11a)", _increase_at_smallest_radius("param"), -1,
+           2, ".4f", None)))

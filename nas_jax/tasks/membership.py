@@ -20,8 +20,10 @@ from nas_jax.attacks.hopskipjump import HSJConfig, LabelOracle, hopskipjump_jit
 from nas_jax.attacks.membership import DISTANCES, baseline_auc, boundary_scores, membership_auc, roc, sample_members
 from nas_jax.data import to_float
 from nas_jax.report import figures, results
+from nas_jax.report.study import Metric, row_reader
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
+from nas_jax.study.seam import Task
 from nas_jax.train.zoo import slug
 
 
@@ -119,3 +121,7 @@ def run(config, workdir: str | Path) -> list[dict]:
                          f"{mc.n_nonmembers} non-members, seed {config.seed}")
         print(f"figure: {fig}")
     return records
+
+
+TASK = Task("membership", run, cost_minutes=3.0,
+            metrics=(Metric("mi_auc", "membership AUC (Fig. 10)", row_reader("mi_auc"), +1, 1, paper_gap=0.04),))

@@ -30,6 +30,7 @@ from nas_jax.study.phases import (
     model_variables,
     sample_indices,
 )
+from nas_jax.study.seam import Task
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -104,3 +105,6 @@ def run(config, workdir: str | Path) -> list[dict]:
                              f"seed {config.seed}")
     print(f"figure: {fig}")
     return records
+
+
+TASK = Task("ntk", run, cost_minutes=0.5)

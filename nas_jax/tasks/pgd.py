@@ -1,31 +1,51 @@
 """Task ``pgd``: targeted white-box PGD against NAS and manual victims (§3.2, Figure 2).
 
-For every victim: clean accuracy, then most-likely (3 iterations) and
-least-likely (7 iterations) L∞ PGD with eps 8/255, step 2/255 and 5 random
-restarts (Table 5) on ``n_inputs`` correctly classified test inputs. Prints a
-table, appends one ``task: "pgd"`` record per model and saves a Figure 2-style
-bar chart to ``{workdir}/figures/pgd_asr.png``.
+For every victim: clean accuracy, then most-likely (3 iterations) and least-likely (7 iterations) L∞ PGD with
+ε 8/255, step 2/255 and 5 random restarts (Table 5) on ``n_inputs`` correctly classified test inputs. A table,
+one ``task: "pgd"`` record per model and a Figure 2-style bar chart ``{workdir}/figures/pgd_asr.png``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+from typing import ClassVar
 
-from nas_jax.study.evasion import run_pgd, targeted_study
+from nas_jax.report.study import Metric, reader
+from nas_jax.study.evasion import (
+    TARGETED_COLUMNS,
+    TargetedSettings,
+    describe_targeted,
+    run_pgd,
+    targeted_figure,
+    targeted_metrics,
+)
+from nas_jax.study.seam import VictimTask
 
 
-def _mean_iterations(out, mode: str) -> dict:
-    return {f"mean_iterations_{mode}": float(out.iterations[out.success].mean()) if out.success.any() else None}
+@dataclasses.dataclass(frozen=True)
+class PGDSettings(TargetedSettings):
+    """Table 5's PGD budget; quick: 100 inputs."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 100, "batch_size": 100}}
 
 
-def run(config, workdir: str | Path) -> list[dict]:
-    pc = config.pgd
-    setting = {"eps": pc.eps, "step_size": pc.step_size, "restarts": pc.restarts, "norm": pc.norm,
-               "confidence": pc.confidence, "iterations_most_likely": pc.iterations_most_likely,
-               "iterations_least_likely": pc.iterations_least_likely}
+def measure(ctx, entry):
+    s = ctx.settings
 
-    def attack(entry, x, y, cfg, mode, key):
-        return run_pgd(entry, x, y, cfg, mode, key, pc.batch_size)
+    def attack(x, y, mode, iterations, key):
+        return run_pgd(entry, x, y, s.budget(iterations), mode, key, s.batch_size)
 
-    return targeted_study(config, workdir, "pgd", pc, attack, _mean_iterations, setting,
-                          title=f"PGD L∞ ε={pc.eps * 255:.0f}/255 on {config.dataset}")
+    def mean_iterations(out, mode):
+        return {f"mean_iterations_{mode}": float(out.iterations[out.success].mean()) if out.success.any() else None}
+
+    return targeted_metrics(ctx, entry, s.n_inputs, s.iterations(), attack, mean_iterations)
+
+
+TASK = VictimTask(
+    name="pgd", settings=PGDSettings, measure=measure, columns=TARGETED_COLUMNS, figure=targeted_figure,
+    in_study=("quick", "paper"), figure_file="pgd_asr.png", describe=describe_targeted, cost_minutes=1.0,
+    title=lambda s, config: f"PGD {'L∞' if s.norm == 'linf' else 'L2'} ε={s.eps * 255:.0f}/255 on {config.dataset}",
+    metrics=(Metric("pgd_m", "PGD ASR most likely (Fig. 2)", reader("pgd", "asr_most_likely"), +1, 1,
+                    paper_gap=0.10, inputs_task="pgd"),
+             Metric("pgd_l", "PGD ASR least likely (Fig. 2)", reader("pgd", "asr_least_likely"), +1, 1,
+                    paper_gap=0.10, inputs_task="pgd")))

@@ -19,6 +19,7 @@ from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.report import plots, results
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
+from nas_jax.study.seam import Task
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -55,3 +56,6 @@ def run(config, workdir: str | Path) -> list[dict]:
                                       title=f"least-likely PGD ε={pc.eps * 255:.0f}/255, {len(idx)} common inputs")
         print(f"figure: {fig}")
     return records
+
+
+TASK = Task("pgd_commonality", run, cost_minutes=2.0, joint=True)

@@ -16,6 +16,7 @@ from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
+from nas_jax.study.seam import Task
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -60,3 +61,6 @@ def run(config, workdir: str | Path) -> list[dict]:
                                         f"per model, seed {config.seed}")
         print(f"figure: {fig}")
     return records
+
+
+TASK = Task("pgd_sweep", run, cost_minutes=1.5)

@@ -22,8 +22,10 @@ from nas_jax.attacks.poisoning import PoisonConfig, clean_accuracy_drop, poison_
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import model_family
 from nas_jax.report import figures, results
+from nas_jax.report.study import DIFFERENCE, Metric, row_reader
 from nas_jax.report.tables import format_table
 from nas_jax.study.runs import cached_training, task_run_dir
+from nas_jax.study.seam import Task
 from nas_jax.train import zoo
 
 
@@ -71,3 +73,6 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
+TASK = Task("poison", run, cost_minutes=9.5, metrics=(
+    Metric("poison_cad", "poisoning CAD, largest p (Fig. 6)", row_reader("poison_cad"), +1, 1, bounds=DIFFERENCE,
+           paper_gap=0.05),))

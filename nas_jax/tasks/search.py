@@ -20,6 +20,7 @@ from nas_jax.models.genotypes import genotype_metrics, get_genotype
 from nas_jax.report import results
 from nas_jax.report.tables import format_table
 from nas_jax.search.pipeline import run_search
+from nas_jax.study.seam import Task
 
 STORED = ("darts", "darts_i", "darts_ii", "darts_iii")  # Table 4's stored cells (§c.2)
 COLUMNS = [("model", "genotype", None), ("depth", "depth", None), ("width_w1", "W1", None),
@@ -71,3 +72,6 @@ def run(config, workdir: str | Path) -> list[dict]:
                  else ""))
     print(f"genotype: {out['genotype_path']}\nfigures: " + ", ".join(str(p) for p in out["figures"]))
     return [record]
+
+
+TASK = Task("search", run, cost_minutes=5.0)

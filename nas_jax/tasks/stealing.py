@@ -27,8 +27,10 @@ from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.report import figures, results
+from nas_jax.report.study import POSITIVE, Metric, row_reader
 from nas_jax.report.tables import format_table
 from nas_jax.study.runs import task_run_dir
+from nas_jax.study.seam import Task
 from nas_jax.train import trainer, zoo
 
 
@@ -156,3 +158,7 @@ def run(config, workdir: str | Path) -> list[dict]:
             fig = figures.stealing_matrix_figure(matrix_models, ace, fig_dir / "stealing_matrix.png", title)
             print(f"figure: {fig}")
     return records
+
+
+TASK = Task("stealing", run, cost_minutes=9.0, metrics=(
+    Metric("ace", "Knockoff ACE, aware (Fig. 9)", row_reader("ace"), -1, 1, bounds=POSITIVE, paper_gap=0.3),))

@@ -10,6 +10,8 @@ record the marker lists; a cell whose config changed, or whose results were dama
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,17 +19,36 @@ import jax
 from tqdm.auto import tqdm
 
 from nas_jax import files
-from nas_jax.config import validate
+from nas_jax.config import load_config_file
 from nas_jax.report import results
+from nas_jax.report.study import collect_records, write_report
 from nas_jax.study import grid
-from nas_jax.tasks import TASKS, get_task
+from nas_jax.study.seam import Task
+from nas_jax.tasks import TASKS, check_config, get_task, study_metrics, task_of
 
+
+def study_tasks(entries) -> tuple[list[str], dict[str, Task], dict[str, str]]:
+    """The study's task names in order, the task of each name (the registry's, plus every task given by the path
+    of its config file, e.g. examples/custom_attack/config.py) and those config files by name."""
+    registry = {name: get_task(name) for name in TASKS}
+    names, config_files = [], {}
+    for entry in entries:
+        if str(entry).endswith(".py"):
+            c = load_config_file(entry)
+            registry[c.task] = task_of(c)
+            config_files[c.task] = str(Path(entry).resolve())
+            names.append(c.task)
+        else:
+            names.append(entry)
+    return names, registry, config_files
 
 
 def shard_cells(config) -> list[grid.Cell]:
     """The cells this process runs: ``study.only`` if given, else the ``study.shard`` part of the grid."""
     s = config.study
-    cells = grid.grid_cells(tuple(s.tasks), tuple(s.models), tuple(s.seeds), TASKS, tuple(s.search_methods))
+    names, registry, config_files = study_tasks(s.tasks)
+    cells = grid.grid_cells(tuple(names), tuple(s.models), tuple(s.seeds), registry, tuple(s.search_methods),
+                            config_files)
     if s.only:
         return grid.only_cells(cells, tuple(s.only))
     i, n = grid.parse_shard(s.shard)
@@ -46,7 +67,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     planned = []
     for cell in mine:
         c = grid.cell_config(config, cell)
-        validate(c)
+        check_config(c)
         planned.append((cell, c, results.config_hash(grid.without_paths(c))))
     todo = [(cell, c, h) for cell, c, h in planned if not _finished(cell.workdir(workdir), h)]
     print(f"study shard {config.study.shard if not config.study.only else 'only'}: {len(mine)} cells, "
@@ -59,18 +80,50 @@ def run(config, workdir: str | Path) -> list[dict]:
         cell_dir = cell.workdir(workdir)
         results.check_workdir(cell_dir)
         t0 = time.perf_counter()
-        out = get_task(cell.task)(c, cell_dir) or []
+        out = task_of(c).run(c, cell_dir) or []
         jax.clear_caches()  # each cell compiles its own programs; kept loaded, a long shard exhausts the
         # process's memory maps (LLVM "Cannot allocate memory" after ~56 quick cells); the disk cache reloads them
         records += out
         if main:
             marker = {"cell": cell.name, "config_hash": digest, "records": len(out),
-                      "record_ids": [r["record_id"] for r in out], "seconds": time.perf_counter() - t0}
+                      "record_ids": [r["record_id"] for r in out], "seconds": time.perf_counter() - t0,
+                      **({"task_config": cell.config_file} if cell.config_file else {})}
             files.write_json(cell_dir / results.MARKER_FILE, marker, indent=2)
     bar.close()
     if config.study.report and main:
-        from nas_jax.report.study import write_report
-
-        path = write_report(workdir, models=tuple(config.study.models))
+        names, registry, _ = study_tasks(config.study.tasks)
+        path = write_report(workdir, study_metrics([registry[n] for n in names]), models=tuple(config.study.models))
         print(f"report: {path}")
     return records
+
+
+def report_tasks(workdir: Path) -> list[Task]:
+    """Every registered task, plus the tasks outside the package whose cells ran under ``workdir`` (their
+    markers name their config files)."""
+    tasks = [get_task(n) for n in TASKS if n != "study"]
+    for path in sorted(Path(workdir).glob(f"cells/**/{results.MARKER_FILE}")):
+        marker = results.read_marker(path.parent) or {}
+        if marker.get("task_config"):
+            tasks.append(task_of(load_config_file(marker["task_config"])))
+    return list({t.name: t for t in tasks}.values())
+
+
+def main(argv=None) -> int:
+    """``python -m nas_jax.tasks.study WORKDIR [--models a,b]``: the study report again from what is there."""
+    p = argparse.ArgumentParser(description="Write the study report of WORKDIR again (report.md, report.json).")
+    p.add_argument("workdir")
+    p.add_argument("--models", default="", help="comma-separated models (default: all with records)")
+    a = p.parse_args(argv)
+    if not collect_records(a.workdir):
+        p.error(f"no records under {a.workdir} (results.jsonl or cells/**/results.jsonl); run the study first.")
+    command = "python -m nas_jax.tasks.study " + " ".join(sys.argv[1:] if argv is None else argv)
+    models = tuple(m for m in a.models.split(",") if m) or None
+    print(write_report(a.workdir, study_metrics(report_tasks(Path(a.workdir))), models, command))
+    return 0
+
+
+TASK = Task("study", run, in_study=())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,9 @@ from pathlib import Path
 import jax
 
 from nas_jax.report import results
+from nas_jax.report.study import Metric
 from nas_jax.report.tables import format_table
+from nas_jax.study.seam import Task
 from nas_jax.train import zoo
 
 
@@ -41,3 +43,13 @@ def _record(config, entry, workdir, start) -> list[dict]:
             ("train_accuracy", "train acc", ".4f"), ("test_accuracy", "test acc", ".4f"),
             ("images_per_s", "images/s", ".0f")]))
     return [record]
+
+
+def _clean_accuracy(records, row):
+    """The trained victim's test accuracy (its ``train`` record), else the clean accuracy an attack measured."""
+    train = [r for r in records if r["task"] == "train"]
+    return train[-1]["metrics"]["test_accuracy"] if train else row.get("clean_accuracy")
+
+
+TASK = Task("train", run, cost_minutes=0.0, in_study=("quick", "paper"),
+            metrics=(Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),))

@@ -17,6 +17,7 @@ from nas_jax.models import genotypes
 from nas_jax.models.registry import build_model, model_family, model_names
 from nas_jax.report import results
 from nas_jax.report.tables import format_table
+from nas_jax.study.seam import Task
 
 
 def count_params(model, image_shape=(32, 32, 3)) -> int:
@@ -66,3 +67,6 @@ def run(config, workdir: str | Path) -> list[dict]:
         for rec in records:
             results.append_record(workdir, rec)
     return records
+
+
+TASK = Task("zoo", run, cost_minutes=0.2, joint=True, in_study=())
