@@ -16,27 +16,13 @@ Paper result: higher AUC on NAS models; on CIFAR-100 the NAS and manual means di
 near 0.5; Table 4: DARTS 0.562 on CIFAR-10.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.membership import MembershipSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("membership", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "snas", "resnet") if quick else paper_zoo()
-    m = c.membership = ml_collections.ConfigDict()
-    m.n_members = 100 if quick else 1000  # random training images, not augmented [paper]
-    m.n_nonmembers = 100 if quick else 1000  # random test images [paper]
-    m.distance = "l2"  # 'l2' [paper] | 'linf' (the artifact's distance of the same point)
-    m.max_iter = 10 if quick else 50  # Table 5; quick: the artifact's budget
-    m.max_eval = 100 if quick else 2500
-    m.init_eval = 25 if quick else 100
-    m.init_size = 50 if quick else 100
-    m.max_halvings = 30  # cap of the geometric step search [project]
-    m.query_budget = 0  # > 0: hard per-input cap on label queries
-    m.final_search = False  # True: a last binary search after the final step (HSJA reference; ART: none)
-    m.batch_size = 100 if quick else 250  # inputs per compiled attack call
-    m.chunk_size = 25 if quick else 20  # gradient samples per input per model call (memory: batch x chunk images)
+    c.models = ("darts", "snas", "resnet") if c.preset == "quick" else paper_zoo()
+    c.membership = MembershipSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/membership.py
     return c

@@ -283,7 +283,7 @@ def check_input_counts(config: ml_collections.ConfigDict, info) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Attack and analysis sections (pgd, nes, adv_train, backdoor, membership, ...)
+# Attack and analysis sections (every section but the shared ones)
 # ----------------------------------------------------------------------------
 
 NORMS = ("linf", "l2")
@@ -313,7 +313,8 @@ _is_radius = _named("eps", "eps_grid_255", suffixes=("_eps",))
 
 
 # (which fields, test of one value, what is allowed). Applied to every field of every section whose name
-# matches, so a new section (e.g. ``autoattack``) is checked by its field names; append rules for new kinds.
+# matches, so a new task's section is checked by its field names; a task's own checks live in its settings
+# class (nas_jax/study/seam.py).
 SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]] = [
     (_is_radius, lambda v: v > 0, "> 0 (a perturbation radius; upper bounds: check_budgets)"),
     (_named("step_size", "sigma", suffixes=("_step_size",)), lambda v: v > 0, "> 0"),
@@ -323,8 +324,6 @@ SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]]
      "an integer >= 0 (0: one run without a random start)"),
     (_named("batch_size", "chunk_size", "n_inputs", "n_members", "n_nonmembers", suffixes=("_batch_size",)),
      lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    (_named("n_queries"), lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0,
-     "an even integer >= 2 (antithetic pairs)", ("nes",)),  # NES only: Square's n_queries is a budget
     (_named("query_budget"), lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: no budget)"),
     (_named("confidence"), lambda v: 0 <= v < 1, "in [0, 1) (0: argmax only)"),
 ]
@@ -334,15 +333,12 @@ def _build_attack_config(name: str, section: ml_collections.ConfigDict) -> None:
     from nas_jax.attacks.adversarial_training import TrainingPGDConfig
     from nas_jax.attacks.backdoor import BackdoorConfig
     from nas_jax.attacks.evasion import EvasionConfig
-    from nas_jax.attacks.hopskipjump import HSJConfig
     from nas_jax.attacks.poisoning import PoisonConfig
     from nas_jax.attacks.stealing import KnockoffConfig
 
     if name == "adv_train":
         TrainingPGDConfig.from_config(section)
         EvasionConfig.from_config(section, prefix="eval_")
-    elif name == "membership":
-        HSJConfig.from_config(section)
     elif name == "poison":
         PoisonConfig.from_config(section)
     elif name == "backdoor":
@@ -365,7 +361,7 @@ def _attack_validator(name: str) -> Callable[[ml_collections.ConfigDict], None]:
 # Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
 SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
     name: _attack_validator(name)
-    for name in ("adv_train", "membership", "stealing", "poison", "backdoor")}
+    for name in ("adv_train", "stealing", "poison", "backdoor")}
 
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:
@@ -376,9 +372,7 @@ def validate_sections(config: ml_collections.ConfigDict) -> None:
             if field == "norm" and value not in NORMS:
                 raise UserError(f"invalid config: {section}.norm={value!r}; valid norms: {NORMS}.")
             values = _values(value)
-            for applies, ok, allowed, *only in SECTION_RULES:  # an optional 4th item: the sections it is for
-                if only and section not in only[0]:
-                    continue
+            for applies, ok, allowed in SECTION_RULES:
                 if applies(field) and not all(_is_number(v) and ok(v) for v in values):
                     raise UserError(f"invalid config: {section}.{field}={value!r} must be {allowed}; "
                                     f"set it with --config.{section}.{field}=VALUE.")

@@ -14,8 +14,10 @@ from nas_jax.attacks.poisoning import PoisonConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 from nas_jax.config import load_config_file
 from nas_jax.tasks.autoattack import AutoAttackSettings
+from nas_jax.tasks.membership import MembershipSettings
 from nas_jax.tasks.nes import NESSettings
 from nas_jax.tasks.pgd import PGDSettings
+from nas_jax.tasks.pgd_sweep import SweepSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +33,8 @@ def test_evasion_config_of_pgd_nes_adv_train_and_autoattack_sections(preset):
         cfg = settings.read(task, s).budget(s.iterations_least_likely)
         assert cfg == EvasionConfig(eps=s.eps, step_size=s.step_size, iterations=s.iterations_least_likely,
                                     restarts=s.restarts, norm=s.norm, confidence=s.confidence)
-    s = _config("pgd_sweep", preset).pgd
-    assert EvasionConfig.from_config(s, eps=3 / 255, step_size=1 / 255) == EvasionConfig(
+    s = _config("pgd_sweep", preset).pgd_sweep
+    assert SweepSettings.read("pgd_sweep", s).budget(3 / 255) == EvasionConfig(
         eps=3 / 255, step_size=1 / 255, iterations=s.iterations, restarts=s.restarts, norm=s.norm,
         confidence=s.confidence)
     a = _config("adv_train", preset).adv_train
@@ -50,13 +52,15 @@ def test_evasion_config_of_pgd_nes_adv_train_and_autoattack_sections(preset):
 def test_a_task_settings_class_is_the_only_source_of_its_config_section(preset):
     """The config section is the settings' defaults with the preset's differences, read back unchanged; the
     record's setting is every field but the run-only ones (input counts and batch sizes)."""
-    for task, settings in (("pgd", PGDSettings), ("nes", NESSettings), ("autoattack", AutoAttackSettings)):
+    for task, settings in (("pgd", PGDSettings), ("nes", NESSettings), ("autoattack", AutoAttackSettings),
+                           ("membership", MembershipSettings)):
         section = _config(task, preset)[task]
         assert section.to_dict() == settings.section(preset).to_dict()
         read = settings.read(task, section)
         assert {f: getattr(read, f) for f in section} == {f: tuple(v) if isinstance(v, list) else v
                                                          for f, v in section.items()}
-        assert "batch_size" not in read.setting() and "n_inputs" not in read.setting() and "eps" in read.setting()
+        assert "batch_size" not in read.setting() and "n_inputs" not in read.setting()
+        assert set(read.setting()) | {"batch_size", "n_inputs", "chunk_size"} >= set(section)  # the rest is kept
     assert _config("pgd", "quick").pgd.n_inputs == 100 and _config("pgd", "paper").pgd.n_inputs == 1000
     assert _config("nes", "quick").nes.restarts == 1 and _config("nes", "paper").nes.restarts == 5
 
@@ -89,12 +93,12 @@ def test_evasion_from_config_defaults_and_checks():
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_hsj_config_of_the_membership_section(preset):
     m = _config("membership", preset).membership
-    assert HSJConfig.from_config(m) == HSJConfig(max_iter=m.max_iter, max_eval=m.max_eval, init_eval=m.init_eval,
+    assert MembershipSettings.read("membership", m).hsj() == HSJConfig(max_iter=m.max_iter, max_eval=m.max_eval, init_eval=m.init_eval,
                                                  init_size=m.init_size, max_halvings=m.max_halvings,
                                                  query_budget=m.query_budget, chunk_size=m.chunk_size,
                                                  final_search=m.final_search)
     with pytest.raises(ValueError, match="init_eval"):
-        HSJConfig.from_config(ml_collections.ConfigDict({"init_eval": 10, "max_eval": 5}))
+        HSJConfig(init_eval=10, max_eval=5)
 
 
 @pytest.mark.parametrize("preset", ["quick", "paper"])

@@ -72,7 +72,7 @@ def test_pgd_asr_follows_eps(pgd_run):
 def test_eps_sweep_and_commonality_tasks(pgd_run, shared_tmp):
     """Figure 3 and Figure 4 commands on the victims trained above (restored, not retrained)."""
     c = _config("pgd_sweep", shared_tmp)
-    c.pgd.n_inputs, c.pgd.batch_size, c.pgd.eps_grid_255, c.pgd.restarts = 20, 20, (0, 64), 1
+    c.pgd_sweep.n_inputs, c.pgd_sweep.batch_size, c.pgd_sweep.eps_grid_255, c.pgd_sweep.restarts = 20, 20, (0, 64), 1
     workdir = shared_tmp / "sweep"
     get_task("pgd_sweep").run(c, workdir)
     recs = results.read_records(workdir, task="pgd_sweep")
@@ -109,3 +109,22 @@ def test_nes_task_counts_queries(pgd_run, shared_tmp):
         assert 2 <= m[f"mean_queries_{mode}"] <= 2 + iters * (20 + 1), m
         assert 0 <= m[f"asr_{mode}"] <= 1
     assert (workdir / "figures" / "nes_asr.png").stat().st_size > 0
+
+
+def test_membership_task_through_the_seam(pgd_run, shared_tmp):
+    """One record per victim with its AUCs over the shared members and non-members, the per-input distances and
+    the ROC figure; run-only fields (batch and chunk sizes) are not part of the record's setting."""
+    c = _config("membership", shared_tmp)
+    m = c.membership
+    m.n_members, m.n_nonmembers, m.max_iter, m.max_eval, m.init_eval, m.init_size = 12, 12, 2, 8, 4, 8
+    m.batch_size, m.chunk_size = 24, 4
+    workdir = shared_tmp / "membership"
+    get_task("membership").run(c, workdir)
+    recs = results.read_records(workdir, task="membership")
+    assert [r["model"] for r in recs] == ["darts", "resnet"] and all(r["n"] == 24 for r in recs)
+    for r in recs:
+        assert 0 <= r["metrics"]["auc"] <= 1 and 0 <= r["metrics"]["baseline_auc"] <= 1
+        assert r["setting"]["n_members"] == 12 and "batch_size" not in r["setting"] and "chunk_size" not in r["setting"]
+        saved = np.load(workdir / "membership" / f"{r['model']}.npz")
+        assert saved["is_member"].sum() == 12 and len(saved["distance_l2"]) == 24
+    assert (workdir / "figures" / "membership_roc.png").stat().st_size > 0

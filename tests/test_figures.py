@@ -104,6 +104,7 @@ def test_every_task_figure_fits(figures, tmp_path):
     from nas_jax.analysis.cells import draw_genotype
     from nas_jax.report import figures as task_figures
     from nas_jax.study.phases import BN_MODES, PHASES
+    from nas_jax.tasks.membership import membership_roc_figure
     from nas_jax.train.zoo import slug
 
     rng = np.random.default_rng(0)
@@ -144,7 +145,7 @@ def test_every_task_figure_fits(figures, tmp_path):
                                           f"Knockoff ACE at 1000 queries, {DATASET}"))
     roc = [{"model": m, "family": f, "fpr": np.linspace(0, 1, 9), "tpr": np.linspace(0, 1, 9) ** 0.8, "auc": 0.55,
             "baseline_auc": 0.52} for m, f in QUICK2]
-    check(figures, task_figures.membership_roc_figure(roc, tmp_path / "mi.png", f"label-only MI (HSJ l2) on {DATASET}"))
+    check(figures, membership_roc_figure(roc, tmp_path / "mi.png", f"label-only MI (HSJ l2) on {DATASET}"))
     check(figures, draw_genotype("darts", tmp_path / "cells.png"))
     grid_dir = tmp_path / "landscape" / slug(DATASET)
     grid_dir.mkdir(parents=True)

@@ -146,7 +146,7 @@ def test_attack_budgets_are_checked_against_the_pixel_range():
     with pytest.raises(UserError, match=r"pgd.eps=1000000000.0: an L∞ radius of 1e\+09 exceeds 1"):
         validate(_pgd(eps=1e9))
     c = grid.task_config("pgd_sweep", "quick")
-    c.pgd.eps_grid_255 = (8, 306)  # units of 1/255
+    c.pgd_sweep.eps_grid_255 = (8, 306)  # units of 1/255
     with pytest.raises(UserError, match=r"eps_grid_255=\(8, 306\): an L∞ radius of 1.2 exceeds 1"):
         validate(c)
     with pytest.raises(UserError, match="L2 radius of 56 exceeds 55.43, the L2 distance .* 32x32x3 image"):

@@ -19,7 +19,7 @@ from nas_jax.data import to_float
 from nas_jax.report import plots
 from nas_jax.report.study import Metric, reader
 from nas_jax.study import victims
-from nas_jax.study.seam import Settings, VictimTask, run_only
+from nas_jax.study.seam import Measurement, Settings, VictimTask, run_only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ def measure(ctx, entry):
     attack = jax.jit(lambda x, y, _key: fgsm_fooled(entry.model.apply, entry.variables, to_float(x), y, s.eps))
     fooled = victims.AttackBatches(s.batch_size).run(attack, ctx.dataset.x_test[idx], ctx.dataset.y_test[idx],
                                                      ctx.key)
-    return {"clean_accuracy": float(correct.mean()), "asr": float(fooled.mean())}, len(idx)
+    return Measurement({"clean_accuracy": float(correct.mean()), "asr": float(fooled.mean())}, len(idx))
 
 
 def figure(rows, path, title):

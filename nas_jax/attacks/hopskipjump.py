@@ -77,11 +77,6 @@ class HSJConfig:
         if not 0 < self.init_tolerance < 1:
             raise ValueError(f"HSJConfig.init_tolerance={self.init_tolerance} must be in (0, 1).")
 
-    @classmethod
-    def from_config(cls, section) -> HSJConfig:
-        """The budget of a ``membership`` config section: its fields named as this class's, the rest default."""
-        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
-
     def n_evals(self) -> tuple[int, ...]:
         """Gradient samples n_t of iterations t = 0..max_iter−1 (ART's float64 rounding)."""
         return tuple(min(int(self.init_eval * np.sqrt(t + 1)), self.max_eval) for t in range(self.max_iter))

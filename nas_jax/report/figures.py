@@ -124,12 +124,6 @@ def adv_train_figure(rows: list[dict], path: Path, title: str = "") -> Path:
     return plots.save_figure(fig, path)
 
 
-
-# ----------------------------------------------------------------------------
-# autoattack
-# ----------------------------------------------------------------------------
-
-
 # ----------------------------------------------------------------------------
 # backdoor
 # ----------------------------------------------------------------------------
@@ -179,7 +173,6 @@ def backdoor_neurons_figure(rows: list[dict], path: Path, title: str = "") -> Pa
     return plots.save_figure(fig, path)
 
 
-
 # ----------------------------------------------------------------------------
 # grad_variance
 # ----------------------------------------------------------------------------
@@ -211,36 +204,9 @@ def grad_variance_figure(rows: list[dict], metric: str, path: Path, title: str, 
     return plots.save_figure(fig, path)
 
 
-
 # ----------------------------------------------------------------------------
 # membership
 # ----------------------------------------------------------------------------
-
-
-def membership_roc_figure(curves: list[dict], path: Path, title: str) -> Path:
-    """Left: ROC curves (members positive), one per model, coloured by family. Right: AUC per model with the
-    correct-vs-incorrect baseline as a black tick (Figure 10 style)."""
-    rows = sorted(curves, key=lambda r: (r["family"] != "nas", r["model"]))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 3.8))
-    for r in rows:
-        ax.plot(r["fpr"], r["tpr"], color=FAMILY_COLORS[r["family"]], alpha=0.8, lw=1.2)
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.set_title("ROC, boundary distance")
-    pos = np.arange(len(rows))
-    bx.bar(pos, [r["auc"] for r in rows], color=[FAMILY_COLORS[r["family"]] for r in rows])
-    bx.scatter(pos, [r["baseline_auc"] for r in rows], marker="_", s=200, color="k", label="correct-vs-incorrect")
-    bx.axhline(0.5, color="k", lw=0.6, ls=":")
-    bx.set_xticks(pos, [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
-    bx.set_ylim(0.3, 1.0)
-    bx.set_ylabel("AUC")
-    bx.set_title("membership AUC")
-    families = [Line2D([], [], color=c, label=f) for f, c in FAMILY_COLORS.items()]
-    legend_outside(bx, handles=families + bx.get_legend_handles_labels()[0], fontsize=7)
-    fig.suptitle(title)
-    return save_figure(fig, path)
-
 
 
 # ----------------------------------------------------------------------------
@@ -290,7 +256,6 @@ def ntk_correlation_figure(rows: list[dict], asr: dict[str, dict], path: Path, t
     return plots.save_figure(fig, path)
 
 
-
 # ----------------------------------------------------------------------------
 # poison
 # ----------------------------------------------------------------------------
@@ -316,7 +281,6 @@ def poison_cad_figure(rows: list[dict], fractions: list[float], path: Path, titl
     if title:
         ax.set_title(title, fontsize=9)
     return plots.save_figure(fig, path)
-
 
 
 # ----------------------------------------------------------------------------

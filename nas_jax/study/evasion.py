@@ -19,7 +19,7 @@ from nas_jax.attacks.pgd import pgd_attack_jit
 from nas_jax.data import to_float
 from nas_jax.report import plots
 from nas_jax.study import victims
-from nas_jax.study.seam import Settings, run_only
+from nas_jax.study.seam import Measurement, Settings, run_only
 
 
 def run_pgd(entry, x_u8: np.ndarray, labels: np.ndarray, cfg: EvasionConfig, mode: str, key, batch_size: int):
@@ -65,12 +65,12 @@ class TargetedSettings(Settings):
         return {"most_likely": self.iterations_most_likely, "least_likely": self.iterations_least_likely}
 
 
-def targeted_metrics(ctx, entry, n_inputs: int, iterations: dict[str, int], attack, extra_metrics) -> tuple[dict, int]:
+def targeted_metrics(ctx, entry, n_inputs: int, iterations: dict[str, int], attack, extra_metrics) -> Measurement:
     """Figure 2's and Figure 5's protocol on one victim, for any attack (PGD, NES): on its first ``n_inputs``
     correctly classified inputs of the shared order, the most-likely (c_2) and least-likely (c_m) targeted
     attacks with ``iterations[mode]`` iterations (Table 5: 3 and 7), each with the key ``fold_in(ctx.key,
     iterations)``. ``attack(x_u8, labels, mode, iterations, key)`` returns per-example results and
-    ``extra_metrics(out, mode)`` the task's own metrics. Returns (metrics, inputs attacked)."""
+    ``extra_metrics(out, mode)`` the task's own metrics."""
     correct = ctx.correct(entry)
     idx = ctx.inputs(correct, n_inputs)
     x, y = ctx.dataset.x_test[idx], ctx.dataset.y_test[idx]
@@ -79,7 +79,7 @@ def targeted_metrics(ctx, entry, n_inputs: int, iterations: dict[str, int], atta
         out = attack(x, y, mode, iterations[mode], jax.random.fold_in(ctx.key, iterations[mode]))
         metrics[f"asr_{mode}"] = float(out.success.mean())
         metrics.update(extra_metrics(out, mode))
-    return metrics, len(idx)
+    return Measurement(metrics, len(idx))
 
 
 TARGETED_COLUMNS = (("clean_accuracy", "clean acc", ".3f"), ("asr_most_likely", "ASR most-likely", ".3f"),

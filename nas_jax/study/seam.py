@@ -86,13 +86,17 @@ class Settings:
 @dataclasses.dataclass
 class Context:
     """What every victim of one run shares: the config, the task's settings, the dataset, the seeded order of
-    test inputs that attack inputs are drawn from (G5) and the run's key."""
+    test inputs that attack inputs are drawn from (G5), the run's key, the workdir (``main``: this process
+    writes files) and what the task's ``setup`` prepared once for all victims (``shared``)."""
 
     config: ml_collections.ConfigDict
     settings: Any
     dataset: Any
     order: np.ndarray
     key: jax.Array
+    workdir: Path
+    main: bool
+    shared: Any = None
 
     def correct(self, entry) -> np.ndarray:
         """Whether ``entry`` classifies each test input correctly (eval mode)."""
@@ -104,6 +108,18 @@ class Context:
 
 
 Column = tuple[str, str, "str | None"]  # (metric key, header, format spec)
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One record's worth of a victim: its ``metrics`` over ``n`` inputs; ``setting``: what tells it apart from
+    the victim's other measurements (e.g. the radius of a sweep), added to the record's setting; ``row``: data
+    for the figure only (e.g. ROC curves), kept out of the record."""
+
+    metrics: dict
+    n: int
+    setting: dict = dataclasses.field(default_factory=dict)
+    row: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +148,9 @@ class Task:
 class VictimTask(Task):
     """A task that measures each victim of ``config.models`` in turn (run by :func:`run_victims`).
 
-    ``measure(ctx, entry) -> (metrics, n)``: the metrics of one victim and the number of inputs they are over.
+    ``measure(ctx, entry) -> Measurement`` (or a list of them, one record each): one victim's metrics and the
+    number of inputs they are over.
+    ``setup(ctx)``: what all victims share, computed once (``ctx.shared``), e.g. a sample of inputs.
     ``columns``: the table's columns after model and family (or a function of the settings that gives them). ``figure(rows, path, title) -> path``: rows are
     one per victim (``model``, ``family``, ``n`` and the metrics). ``title(settings, config)``: what was run,
     e.g. "PGD L∞ ε=8/255 on digits" (the driver adds n and the seed). ``describe(metrics, n)``: the progress
@@ -140,6 +158,7 @@ class VictimTask(Task):
 
     run: Callable = None
     measure: Callable = None
+    setup: Callable | None = None
     columns: tuple[Column, ...] | Callable = ()
     figure: Callable | None = None
     title: Callable = lambda settings, config: ""
@@ -156,21 +175,24 @@ def run_victims(task: VictimTask, config, workdir: str | Path) -> list[dict]:
     ``{workdir}/results.jsonl``, then a table and ``{workdir}/figures/{task}.png``."""
     s = task.settings.read(task.name, config[task.name])
     dataset, entries = victims.load_victims(config)
-    ctx = Context(config, s, dataset, victims.attack_order(len(dataset.y_test), config.seed),
-                  jax.random.key(config.seed))
     main = jax.process_index() == 0
+    ctx = Context(config, s, dataset, victims.attack_order(len(dataset.y_test), config.seed),
+                  jax.random.key(config.seed), Path(workdir), main)
+    if task.setup is not None:
+        ctx.shared = task.setup(ctx)
     records, rows = [], []
     for entry in tqdm(entries, desc=task.name, unit="victim", dynamic_ncols=True, disable=not main):
         start = results.now()
-        metrics, n = task.measure(ctx, entry)
-        record = results.make_record(config, task=task.name, model=entry.name, metrics=metrics, n=n,
-                                     setting={"family": entry.family, **s.setting()}, start_time=start)
-        if main:
-            results.append_record(workdir, record)
-        records.append(record)
-        rows.append({"model": entry.name, "family": entry.family, "n": n, **metrics})
-        if main:
-            tqdm.write(f"  {entry.name}: {task.describe(metrics, n)}")
+        out = task.measure(ctx, entry)
+        for m in out if isinstance(out, list) else [out]:
+            record = results.make_record(config, task=task.name, model=entry.name, metrics=m.metrics, n=m.n,
+                                         setting={"family": entry.family, **s.setting(), **m.setting},
+                                         start_time=start)
+            if main:
+                results.append_record(workdir, record)
+                tqdm.write(f"  {entry.name}: {task.describe(m.metrics, m.n)}")
+            records.append(record)
+            rows.append({"model": entry.name, "family": entry.family, "n": m.n, **m.setting, **m.metrics, **m.row})
     if main and rows:
         columns = task.columns(s) if callable(task.columns) else task.columns
         print(format_table(rows, [("model", "model", None), ("family", "family", None), *columns]))

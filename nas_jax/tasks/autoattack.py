@@ -25,7 +25,7 @@ from nas_jax.report import plots
 from nas_jax.report.study import Metric, reader
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
-from nas_jax.study.seam import Settings, VictimTask, run_only
+from nas_jax.study.seam import Measurement, Settings, VictimTask, run_only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ def measure(ctx, entry):
     if "square" in cfg.attack_names:
         ran = aa.queries > 0
         metrics["mean_square_queries"] = float(aa.queries[ran].mean()) if ran.any() else 0.0
-    return metrics, len(idx)
+    return Measurement(metrics, len(idx))
 
 
 def autoattack_figure(rows: list[dict], path: Path, title: str) -> Path:

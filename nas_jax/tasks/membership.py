@@ -11,20 +11,56 @@ the top-1 label only (Table 5 budget); misclassified ones score 0. Prints a tabl
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
+from matplotlib.lines import Line2D
 
 from nas_jax.attacks.hopskipjump import HSJConfig, LabelOracle, hopskipjump_jit
 from nas_jax.attacks.membership import DISTANCES, baseline_auc, boundary_scores, membership_auc, roc, sample_members
 from nas_jax.data import to_float
-from nas_jax.report import figures, results
+from nas_jax.report import plots
 from nas_jax.report.study import Metric, row_reader
-from nas_jax.report.tables import format_table
 from nas_jax.study import victims
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Measurement, Settings, VictimTask, run_only
 from nas_jax.train.zoo import slug
+
+
+@dataclasses.dataclass(frozen=True)
+class MembershipSettings(Settings):
+    """Table 5's HopSkipJump budget (50 iterations, 2,500 evaluations max, 100 initial evaluations and draws) on
+    1,000 members + 1,000 non-members; quick: the artifact's budget (10 iterations, 100 / 25 evaluations, 50
+    draws) on 100 + 100 inputs. ``distance``: 'l2' [paper] or 'linf' (the artifact's distance of the same point);
+    ``max_halvings`` caps the geometric step search [project]; ``query_budget`` > 0 caps label queries per
+    input; ``final_search``: a last binary search after the final step (HSJA's reference; ART: none)."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n_members": 100, "n_nonmembers": 100, "max_iter": 10, "max_eval": 100,
+                                         "init_eval": 25, "init_size": 50, "batch_size": 100, "chunk_size": 25}}
+    n_members: int = 1000  # random training images, not augmented [paper]
+    n_nonmembers: int = 1000  # random test images [paper]
+    distance: str = "l2"
+    max_iter: int = 50
+    max_eval: int = 2500
+    init_eval: int = 100
+    init_size: int = 100
+    max_halvings: int = 30
+    query_budget: int = 0
+    final_search: bool = False
+    batch_size: int = run_only(250)  # inputs per compiled attack call
+    chunk_size: int = run_only(20)  # gradient samples per input per model call (memory: batch x chunk images)
+
+    def __post_init__(self):
+        if self.distance not in DISTANCES:
+            raise ValueError(f"unknown distance {self.distance!r}; valid: {DISTANCES}.")
+        self.hsj()
+
+    def hsj(self) -> HSJConfig:
+        return HSJConfig(max_iter=self.max_iter, max_eval=self.max_eval, init_eval=self.init_eval,
+                         init_size=self.init_size, max_halvings=self.max_halvings, query_budget=self.query_budget,
+                         chunk_size=self.chunk_size, final_search=self.final_search)
 
 
 def attack_distances(entry, x_u8: np.ndarray, key: jax.Array, cfg: HSJConfig, batch_size: int):
@@ -73,55 +109,63 @@ def model_metrics(sample: dict, out: dict, distance: str) -> dict:
     return metrics
 
 
-def run(config, workdir: str | Path) -> list[dict]:
-    mc, workdir = config.membership, Path(workdir)
-    if mc.distance not in DISTANCES:
-        raise ValueError(f"unknown membership.distance {mc.distance!r}; valid: {DISTANCES}.")
-    cfg = HSJConfig.from_config(mc)
-    dataset, entries = victims.load_victims(config)
-    sample = sample_members(dataset, mc.n_members, mc.n_nonmembers, config.seed)
-    key = jax.random.key(config.seed, impl="rbg")  # rbg: XLA:CPU compiles threefry slowly (hopskipjump docstring)
-    setting = {"distance": mc.distance, "max_iter": mc.max_iter, "max_eval": mc.max_eval, "init_eval": mc.init_eval,
-               "init_size": mc.init_size, "max_halvings": mc.max_halvings, "query_budget": mc.query_budget,
-               "final_search": mc.final_search, "n_members": mc.n_members, "n_nonmembers": mc.n_nonmembers}
-    records, rows, curves = [], [], []
-    for entry in entries:
-        start = results.now()
-        out = score_model(entry, sample, key, cfg, mc.batch_size)
-        metrics = model_metrics(sample, out, mc.distance)
-        record = results.make_record(config, task="membership", model=entry.name, metrics=metrics,
-                                     n=len(sample["labels"]), setting={"family": entry.family, **setting},
-                                     start_time=start)
-        if jax.process_index() == 0:
-            results.append_record(workdir, record)
-            (workdir / "membership").mkdir(parents=True, exist_ok=True)
-            np.savez(workdir / "membership" / f"{slug(entry.name)}.npz", is_member=sample["is_member"],
-                     indices=sample["indices"], **out)
-        records.append(record)
-        rows.append({"model": entry.name, "family": entry.family, **metrics})
-        fpr, tpr = roc(sample["is_member"], boundary_scores(out, out["correct"], mc.distance))
-        curves.append({"model": entry.name, "family": entry.family, "fpr": fpr, "tpr": tpr, "auc": metrics["auc"],
-                       "baseline_auc": metrics["baseline_auc"]})
-        print(f"  {entry.name}: AUC {metrics['auc']:.3f} (baseline {metrics['baseline_auc']:.3f}), "
-              f"{metrics['mean_queries']:.0f} queries per attacked input", flush=True)
-    if jax.process_index() == 0:
-        print(format_table(rows, [("model", "model", None), ("family", "family", None), ("auc", "AUC", ".3f"),
-                                  ("auc_max", "max(AUC,1-AUC)", ".3f"), ("auc_linf" if mc.distance == "l2" else
-                                  "auc_l2", "AUC other norm", ".3f"), ("baseline_auc", "baseline AUC", ".3f"),
-                                  ("member_accuracy", "acc members", ".3f"),
-                                  ("nonmember_accuracy", "acc non-members", ".3f"),
-                                  ("mean_queries", "queries/input", ".0f"),
-                                  ("init_failure_rate", "init failures", ".3f")]))
-        for family in ("nas", "manual"):
-            aucs = [r["auc"] for r in rows if r["family"] == family]
-            if aucs:
-                print(f"  {family} mean AUC {np.mean(aucs):.3f} over {len(aucs)} models")
-        fig = figures.membership_roc_figure(curves, workdir / "figures" / "membership_roc.png",
-                         f"label-only MI (HSJ {mc.distance}) on {config.dataset}, n = {mc.n_members} members + "
-                         f"{mc.n_nonmembers} non-members, seed {config.seed}")
-        print(f"figure: {fig}")
-    return records
+def setup(ctx) -> dict:
+    """The same members and non-members for every victim (G5), and the attack's key."""
+    s = ctx.settings
+    return {"sample": sample_members(ctx.dataset, s.n_members, s.n_nonmembers, ctx.config.seed),
+            "key": jax.random.key(ctx.config.seed, impl="rbg")}  # rbg: XLA:CPU compiles threefry slowly
 
 
-TASK = Task("membership", run, cost_minutes=3.0,
-            metrics=(Metric("mi_auc", "membership AUC (Fig. 10)", row_reader("mi_auc"), +1, 1, paper_gap=0.04),))
+def measure(ctx, entry):
+    """The boundary distance of every input, the AUCs, and (process 0) the per-input distances in
+    ``{workdir}/membership/{model}.npz``."""
+    s, sample = ctx.settings, ctx.shared["sample"]
+    out = score_model(entry, sample, ctx.shared["key"], s.hsj(), s.batch_size)
+    metrics = model_metrics(sample, out, s.distance)
+    if ctx.main:
+        (ctx.workdir / "membership").mkdir(parents=True, exist_ok=True)
+        np.savez(ctx.workdir / "membership" / f"{slug(entry.name)}.npz", is_member=sample["is_member"],
+                 indices=sample["indices"], **out)
+    fpr, tpr = roc(sample["is_member"], boundary_scores(out, out["correct"], s.distance))
+    return Measurement(metrics, len(sample["labels"]), row={"fpr": fpr, "tpr": tpr})
+
+
+def membership_roc_figure(curves: list[dict], path: Path, title: str) -> Path:
+    """Left: ROC curves (members positive), one per model, coloured by family. Right: AUC per model with the
+    correct-vs-incorrect baseline as a black tick (Figure 10 style)."""
+    rows = sorted(curves, key=lambda r: (r["family"] != "nas", r["model"]))
+    fig, (ax, bx) = plots.plt.subplots(1, 2, figsize=(10.5, 3.8))
+    for r in rows:
+        ax.plot(r["fpr"], r["tpr"], color=plots.FAMILY_COLORS[r["family"]], alpha=0.8, lw=1.2)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title("ROC, boundary distance")
+    pos = np.arange(len(rows))
+    bx.bar(pos, [r["auc"] for r in rows], color=[plots.FAMILY_COLORS[r["family"]] for r in rows])
+    bx.scatter(pos, [r["baseline_auc"] for r in rows], marker="_", s=200, color="k", label="correct-vs-incorrect")
+    bx.axhline(0.5, color="k", lw=0.6, ls=":")
+    bx.set_xticks(pos, [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
+    bx.set_ylim(0.3, 1.0)
+    bx.set_ylabel("AUC")
+    bx.set_title("membership AUC")
+    families = [Line2D([], [], color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
+    plots.legend_outside(bx, handles=families + bx.get_legend_handles_labels()[0], fontsize=7)
+    fig.suptitle(title)
+    return plots.save_figure(fig, path)
+
+
+TASK = VictimTask(
+    name="membership", settings=MembershipSettings, setup=setup, measure=measure, figure=membership_roc_figure,
+    figure_file="membership_roc.png", cost_minutes=3.0,
+    n_label="inputs",
+    title=lambda s, config: f"label-only MI (HSJ {s.distance}) on {config.dataset}, {s.n_members} members + "
+                            f"{s.n_nonmembers} non-members",
+    describe=lambda m, n: (f"AUC {m['auc']:.3f} (baseline {m['baseline_auc']:.3f}), {m['mean_queries']:.0f} "
+                           "queries per attacked input"),
+    columns=lambda s: (("auc", "AUC", ".3f"), ("auc_max", "max(AUC,1-AUC)", ".3f"),
+                       ("auc_linf" if s.distance == "l2" else "auc_l2", "AUC other norm", ".3f"),
+                       ("baseline_auc", "baseline AUC", ".3f"), ("member_accuracy", "acc members", ".3f"),
+                       ("nonmember_accuracy", "acc non-members", ".3f"), ("mean_queries", "queries/input", ".0f"),
+                       ("init_failure_rate", "init failures", ".3f")),
+    metrics=(Metric("mi_auc", "membership AUC (Fig. 10)", row_reader("mi_auc"), +1, 1, paper_gap=0.04),))

@@ -1,66 +1,73 @@
-"""Task ``pgd_sweep``: untargeted PGD ASR against eps, step eps/3 (§3.2, Figure 3).
+"""Task ``pgd_sweep``: untargeted PGD ASR against ε, step ε/3 (§3.2, Figure 3).
 
-One ``task: "pgd_sweep"`` record per (model, eps); figure
-``{workdir}/figures/pgd_eps_sweep.png`` with one curve per model, coloured by family.
+One ``task: "pgd_sweep"`` record per (model, ε) on each model's first ``n_inputs`` correctly classified inputs
+of the shared order; figure ``{workdir}/figures/pgd_eps_sweep.png`` with one curve per model, coloured by
+family.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+from typing import ClassVar
 
 import jax
-from tqdm.auto import tqdm
 
 from nas_jax.attacks.evasion import EvasionConfig
-from nas_jax.report import plots, results
-from nas_jax.report.tables import format_table
-from nas_jax.study import victims
+from nas_jax.report import plots
 from nas_jax.study.evasion import run_pgd
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Measurement, Settings, VictimTask, run_only
 
 
-def run(config, workdir: str | Path) -> list[dict]:
-    pc = config.pgd
-    dataset, entries = victims.load_victims(config)
-    order = victims.attack_order(len(dataset.y_test), config.seed)
-    eps_grid = [e / 255 for e in pc.eps_grid_255]
-    key = jax.random.key(config.seed)
-    records, curves, rows = [], {}, []
-    bar = tqdm(total=len(entries) * len(eps_grid), desc="pgd_sweep attacks", unit="attack", dynamic_ncols=True,
-               disable=jax.process_index() != 0)
-    for entry in entries:
-        correct = victims.predictions(entry, dataset.x_test) == dataset.y_test
-        idx = victims.correct_inputs(correct, order, pc.n_inputs)
-        asrs = []
-        for j, eps in enumerate(eps_grid):
-            start = results.now()
-            cfg = EvasionConfig.from_config(pc, eps=eps, step_size=eps / 3)
-            out = run_pgd(entry, dataset.x_test[idx], dataset.y_test[idx], cfg, "untargeted",
-                          jax.random.fold_in(key, j), pc.batch_size)
-            asrs.append(float(out.success.mean()))
-            bar.update(1)
-            bar.set_postfix(model=entry.name, eps=f"{eps * 255:g}/255", asr=f"{asrs[-1]:.2f}")
-            records.append(results.make_record(
-                config, task="pgd_sweep", model=entry.name, n=len(idx), start_time=start,
-                metrics={"asr_untargeted": asrs[-1], "clean_accuracy": float(correct.mean())},
-                setting={"family": entry.family, "eps": eps, "step_size": eps / 3, "iterations": pc.iterations,
-                         "restarts": pc.restarts, "norm": pc.norm}))
-            if jax.process_index() == 0:
-                results.append_record(workdir, records[-1])
-        curves[entry.name] = (entry.family, asrs)
-        rows.append({"model": entry.name, "family": entry.family,
-                     **{f"eps {e:g}/255": a for e, a in zip(pc.eps_grid_255, asrs)}})
-    bar.close()
-    if jax.process_index() == 0:
-        cols = [("model", "model", None), ("family", "family", None)]
-        cols += [(f"eps {e:g}/255", f"{e:g}/255", ".2f") for e in pc.eps_grid_255]
-        print(format_table(rows, cols))
-        fig = plots.family_curves(list(pc.eps_grid_255), curves, Path(workdir) / "figures" / "pgd_eps_sweep.png",
-                                  xlabel="ε (×1/255)", ylabel="untargeted ASR (%)",
-                                  title=f"untargeted PGD, step ε/3, {config.dataset}, n = {pc.n_inputs} inputs "
-                                        f"per model, seed {config.seed}")
-        print(f"figure: {fig}")
-    return records
+@dataclasses.dataclass(frozen=True)
+class SweepSettings(Settings):
+    """Figure 3's grid ε ∈ {1, …, 8}/255 [project] with step ε/3, PGD-7 and 5 restarts (docs/protocol.md §e.1).
+    Each record carries its own ε, so the grid itself is not part of the records' setting."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 200, "batch_size": 200}}
+    n_inputs: int = run_only(1000)
+    eps_grid_255: tuple = run_only((1, 2, 3, 4, 5, 6, 7, 8), "in units of 1/255")
+    iterations: int = 7
+    restarts: int = 5
+    norm: str = "linf"
+    confidence: float = 0.0
+    batch_size: int = run_only(250)
+
+    def __post_init__(self):
+        if not self.eps_grid_255:
+            raise ValueError("eps_grid_255 is empty; give the radii in units of 1/255, e.g. (1, 2, 4, 8).")
+        self.budget(self.eps_grid_255[0] / 255)
+
+    def budget(self, eps: float) -> EvasionConfig:
+        return EvasionConfig(eps=eps, step_size=eps / 3, iterations=self.iterations, restarts=self.restarts,
+                             norm=self.norm, confidence=self.confidence)
 
 
-TASK = Task("pgd_sweep", run, cost_minutes=1.5)
+def measure(ctx, entry) -> list[Measurement]:
+    s = ctx.settings
+    correct = ctx.correct(entry)
+    idx = ctx.inputs(correct, s.n_inputs)
+    out = []
+    for j, eps_255 in enumerate(s.eps_grid_255):
+        cfg = s.budget(eps_255 / 255)
+        fooled = run_pgd(entry, ctx.dataset.x_test[idx], ctx.dataset.y_test[idx], cfg, "untargeted",
+                         jax.random.fold_in(ctx.key, j), s.batch_size).success
+        out.append(Measurement({"asr_untargeted": float(fooled.mean()), "clean_accuracy": float(correct.mean())},
+                               len(idx), setting={"eps": cfg.eps, "step_size": cfg.step_size},
+                               row={"eps_255": eps_255}))
+    return out
+
+
+def sweep_figure(rows: list[dict], path, title: str):
+    """Figure 3: ASR against ε, one line per model coloured by family."""
+    xs = sorted({r["eps_255"] for r in rows})
+    curves = {m: (r0["family"], [next(r["asr_untargeted"] for r in rows if r["model"] == m and r["eps_255"] == x)
+                                 for x in xs])
+              for m, r0 in {r["model"]: r for r in rows}.items()}
+    return plots.family_curves(xs, curves, path, xlabel="ε (×1/255)", ylabel="untargeted ASR (%)", title=title)
+
+
+TASK = VictimTask(
+    name="pgd_sweep", settings=SweepSettings, measure=measure, figure=sweep_figure, figure_file="pgd_eps_sweep.png",
+    cost_minutes=1.5, columns=(("eps_255", "ε (/255)", "g"), ("asr_untargeted", "ASR", ".2f")),
+    title=lambda s, config: f"untargeted PGD, step ε/3, {config.dataset}",
+    describe=lambda m, n: f"ASR {m['asr_untargeted']:.2f} on {n} inputs")
