@@ -83,7 +83,7 @@ def test_eps_sweep_and_commonality_tasks(pgd_run, shared_tmp):
     assert (workdir / "figures" / "pgd_eps_sweep.png").stat().st_size > 0
 
     c = _config("pgd_commonality", shared_tmp)
-    c.pgd.n_inputs, c.pgd.batch_size, c.pgd.restarts = 20, 20, 1
+    c.pgd_commonality.n_inputs, c.pgd_commonality.batch_size, c.pgd_commonality.restarts = 20, 20, 1
     workdir = shared_tmp / "commonality"
     get_task("pgd_commonality").run(c, workdir)
     recs = {r["setting"]["family"]: r for r in results.read_records(workdir, task="pgd_commonality")}

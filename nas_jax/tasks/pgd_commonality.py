@@ -9,7 +9,9 @@ record per family holding the histogram.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -19,18 +21,40 @@ from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.report import plots, results
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task, run_only
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonalitySettings(Settings):
+    """Figure 4's least-likely PGD: ε 4/255, step 1/255, 7 iterations, 5 restarts (docs/protocol.md §e.1)."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 200, "batch_size": 200}}
+    n_inputs: int = run_only(1000)
+    eps: float = 4 / 255
+    step_size: float = 1 / 255
+    iterations: int = 7
+    restarts: int = 5
+    norm: str = "linf"
+    confidence: float = 0.0
+    batch_size: int = run_only(250)
+
+    def __post_init__(self):
+        self.budget()
+
+    def budget(self) -> EvasionConfig:
+        return EvasionConfig(eps=self.eps, step_size=self.step_size, iterations=self.iterations,
+                             restarts=self.restarts, norm=self.norm, confidence=self.confidence)
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    pc = config.pgd
+    pc = CommonalitySettings.read("pgd_commonality", config.pgd_commonality)
     start = results.now()
     dataset, entries = victims.load_victims(config)
     order = victims.attack_order(len(dataset.y_test), config.seed)
     correct_all = np.all([victims.predictions(e, dataset.x_test) == dataset.y_test for e in entries], axis=0)
     idx = victims.correct_inputs(correct_all, order, pc.n_inputs)
     print(f"{len(idx)} common inputs classified correctly by all {len(entries)} models", flush=True)
-    cfg = EvasionConfig.from_config(pc)
+    cfg = pc.budget()
     key = jax.random.key(config.seed)
     fooled = {e.name: run_pgd(e, dataset.x_test[idx], dataset.y_test[idx], cfg, "least_likely", key,
                               pc.batch_size).success
@@ -47,8 +71,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         records.append(results.make_record(
             config, task="pgd_commonality", model=f"{f}_family", n=len(idx), start_time=start,
             metrics={"histogram": hist, "inputs_fooling_all": hist[-1]},
-            setting={"family": f, "models": [e.name for e in entries if e.family == f], "eps": pc.eps,
-                     "step_size": pc.step_size, "iterations": pc.iterations, "restarts": pc.restarts}))
+            setting={"family": f, "models": [e.name for e in entries if e.family == f], **pc.setting()}))
     if jax.process_index() == 0:
         for rec in records:
             results.append_record(workdir, rec)
@@ -58,4 +81,4 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("pgd_commonality", run, cost_minutes=2.0, joint=True)
+TASK = Task("pgd_commonality", run, settings=CommonalitySettings, cost_minutes=2.0, joint=True)
