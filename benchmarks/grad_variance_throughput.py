@@ -305,7 +305,7 @@ def render_section(res: dict) -> str:
         "",
         "Notes. On XLA:CPU a vmapped chunk of per-example convolution gradients lowers to grouped "
         "convolutions that run slower than one example at a time: chunk 1 (a plain lax.scan, no vmap) is the "
-        "fastest CPU setting, and `grad_var.chunk = 0` (the default) picks it on CPU and 32 on GPU/TPU. "
+        "fastest CPU setting, and `grad_variance.chunk = 0` (the default) picks it on CPU and 32 on GPU/TPU. "
         "nas_jax memory is XLA's compiled memory analysis of the whole program (its temp working set "
         "grows with the chunk size, not with n). PyTorch's CPU figure is the growth of the worker's peak RSS "
         "during one run (a fresh process per chunk size), which includes allocator caching: compare how each "

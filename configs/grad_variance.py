@@ -15,24 +15,14 @@ below manual models'; it grows during training for NAS models (the artifact READ
 artifact's metric).
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.grad_variance import GradVarianceSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("grad_variance", preset)
-    quick = c.preset == "quick"
     # The artifact's gradient-variance script leaves out Random (docs/protocol.md §0).
-    c.models = ("darts", "snas", "resnet") if quick else tuple(m for m in paper_zoo() if m != "random")
-    c.grad_var = ml_collections.ConfigDict()
-    c.grad_var.n = 128 if quick else 512  # common random test images (artifact: 512)
-    # per-example gradients held at once (peak-memory bound); 0: 1 on CPU (fastest there), 32 on GPU/TPU
-    c.grad_var.chunk = 0
-    c.grad_var.clip_norm = 5.0  # per-example clipping of the sum_std metric (artifact)
-    c.grad_var.phases = ("init", "trained")
-    c.grad_var.bn = ("raw", "calibrated")
-    c.grad_var.calibration_batches = 4  # training batches (train.batch_size each) for BN re-estimation
-    c.grad_var.input_grads = False  # also the variance of per-example input gradients (input_* metrics)
+    c.models = ("darts", "snas", "resnet") if c.preset == "quick" else tuple(m for m in paper_zoo() if m != "random")
+    c.grad_variance = GradVarianceSettings.section(c.preset)  # defaults: nas_jax/tasks/grad_variance.py
     return c

@@ -128,3 +128,22 @@ def test_membership_task_through_the_seam(pgd_run, shared_tmp):
         saved = np.load(workdir / "membership" / f"{r['model']}.npz")
         assert saved["is_member"].sum() == 12 and len(saved["distance_l2"]) == 24
     assert (workdir / "figures" / "membership_roc.png").stat().st_size > 0
+
+
+def test_grad_variance_task_reads_its_settings(pgd_run, shared_tmp):
+    """One record per (model, phase, bn) with Eqn 14's trace; an unknown phase is refused before any work."""
+    from nas_jax.errors import UserError
+    from nas_jax.tasks import check_config
+
+    c = _config("grad_variance", shared_tmp)
+    c.models = ("darts", "resnet")
+    c.grad_variance.n, c.grad_variance.phases, c.grad_variance.bn = 8, ("trained",), ("raw",)
+    workdir = shared_tmp / "grad_variance"
+    get_task("grad_variance").run(c, workdir)
+    recs = results.read_records(workdir, task="grad_variance")
+    assert [(r["model"], r["setting"]["phase"], r["n"]) for r in recs] == [("darts", "trained", 8),
+                                                                          ("resnet", "trained", 8)]
+    assert all(r["metrics"]["trace_cov"] > 0 for r in recs)
+    c.grad_variance.phases = ("init", "halfway")
+    with pytest.raises(UserError, match=r"grad_variance: invalid phases \('init', 'halfway'\)"):
+        check_config(c)

@@ -14,7 +14,9 @@ paper's "two orders of magnitude" is log10 ratio ≥ 2), and Figure 12-style log
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -34,9 +36,31 @@ from nas_jax.study.phases import (
     model_variables,
     sample_indices,
 )
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task, run_only
 
 METRICS = ("trace_cov", "sum_std")
+
+
+@dataclasses.dataclass(frozen=True)
+class GradVarianceSettings(Settings):
+    """Eqn 14 on ``n`` common random test images (artifact: 512; quick 128), per phase (``init``, ``trained``)
+    and BN state (``raw``; ``calibrated`` on ``calibration_batches`` training batches). ``clip_norm``: the
+    per-example clipping of the sum_std metric (artifact: 5). ``chunk``: per-example gradients held at once
+    (memory bound; 0: 1 on CPU, the fastest there, 32 on GPU/TPU). ``input_grads``: also the variance of
+    per-example input gradients (``input_*`` metrics)."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n": 128}}
+    n: int = 512
+    chunk: int = run_only(0)
+    clip_norm: float = 5.0
+    phases: tuple = ("init", "trained")
+    bn: tuple = ("raw", "calibrated")
+    calibration_batches: int = 4
+    input_grads: bool = False
+
+    def __post_init__(self):
+        check_choices(self.phases, PHASES, "phases")
+        check_choices(self.bn, BN_MODES, "bn")
 
 
 def family_ratios(rows: list[dict]) -> list[dict]:
@@ -55,9 +79,7 @@ def family_ratios(rows: list[dict]) -> list[dict]:
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    gc = config.grad_var
-    check_choices(gc.phases, PHASES, "grad_var.phases")
-    check_choices(gc.bn, BN_MODES, "grad_var.bn")
+    gc = GradVarianceSettings.read("grad_variance", config.grad_variance)
     dataset = load_dataset(config.dataset, config.data_dir or None)
     idx = sample_indices(len(dataset.y_test), gc.n, config.seed, 14)
     x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
@@ -111,7 +133,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("grad_variance", run, cost_minutes=1.0, in_study=("quick", "paper"), metrics=(
+TASK = Task("grad_variance", run, settings=GradVarianceSettings, cost_minutes=1.0, in_study=("quick", "paper"), metrics=(
     Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
            reader("grad_variance", "trace_cov", log10, phase="init", bn="raw"), -1, 2, ".2f", None),
     Metric("grad_var_trained", "log10 gradient variance trained (Fig. 12)",
