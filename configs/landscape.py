@@ -13,24 +13,13 @@ workdir; columns: models). Quick preset: a few minutes on 2 CPU cores once the v
 Paper result: NAS models (DARTS, ENAS) have flatter contours than ResNet and DenseNet in both spaces.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
+from nas_jax.tasks.landscape import LandscapeSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("landscape", preset)
-    quick = c.preset == "quick"
     # Paper (Fig 11): DARTS, ENAS, ResNet, DenseNet. Quick: the pgd quick victims (shared zoo entries).
-    c.models = ("darts", "snas", "resnet") if quick else ("darts", "enas", "resnet", "densenet")
-    c.landscape = ml_collections.ConfigDict()
-    c.landscape.spaces = ("param", "input")
-    c.landscape.directions = "first_conv"  # 'first_conv' (authors') | 'filter_normalized' (Li et al. 2018)
-    c.landscape.param_radius = 0.0  # 0: the scheme's default (first_conv 0.5, filter_normalized 1.0)
-    c.landscape.input_radii = (0.02, 0.2)  # artifact code, artifact README
-    c.landscape.resolution = 21 if quick else 0  # odd; 0: the default (41, filter_normalized 51)
-    c.landscape.n_images = 4 if quick else 20  # contoured separately (artifact: 20)
-    c.landscape.images_per_contour = 1  # > 1: average the loss over groups of images (artifact option 'batch')
-    c.landscape.chunk = 16 if quick else 64  # grid points evaluated per vmapped batch (memory bound)
-    c.landscape.plot_contour = 0  # which contour the Figure 11 panel shows
+    c.models = ("darts", "snas", "resnet") if c.preset == "quick" else ("darts", "enas", "resnet", "densenet")
+    c.landscape = LandscapeSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/landscape.py
     return c

@@ -147,3 +147,24 @@ def test_grad_variance_task_reads_its_settings(pgd_run, shared_tmp):
     c.grad_variance.phases = ("init", "halfway")
     with pytest.raises(UserError, match=r"grad_variance: invalid phases \('init', 'halfway'\)"):
         check_config(c)
+
+
+def test_landscape_task_reads_its_settings(pgd_run, shared_tmp):
+    """One record per (model, space, radius), the grids saved, a panel per grid; an even resolution (no centre)
+    is refused before any work."""
+    from nas_jax.errors import UserError
+    from nas_jax.tasks import check_config
+
+    c = _config("landscape", shared_tmp)
+    c.models = ("darts", "resnet")
+    c.landscape.resolution, c.landscape.n_images, c.landscape.input_radii, c.landscape.chunk = 5, 2, (0.02,), 25
+    workdir = shared_tmp / "landscape"
+    get_task("landscape").run(c, workdir)
+    recs = results.read_records(workdir, task="landscape")
+    assert sorted((r["model"], r["setting"]["space"]) for r in recs) == [
+        ("darts", "input"), ("darts", "param"), ("resnet", "input"), ("resnet", "param")]
+    assert all(r["metrics"]["increase_max"] >= 0 for r in recs)
+    assert (workdir / "figures" / "landscape_input_0.02.png").stat().st_size > 0
+    c.landscape.resolution = 4
+    with pytest.raises(UserError, match="resolution=4 must be odd"):
+        check_config(c)

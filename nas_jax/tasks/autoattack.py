@@ -34,8 +34,8 @@ class AutoAttackSettings(Settings):
     ``ATTACKS``), and the paper's untargeted PGD-7 for the masking check. quick, reduced to CPU minutes: 25
     APGD/FAB iterations, 3 target classes, 500 Square queries, 50 inputs (configs/autoattack.py)."""
 
-    PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 50, "apgd_iterations": 25, "fab_iterations": 25, "n_target_classes": 3,
-                         "n_queries": 500, "batch_size": 50}}
+    PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 50, "apgd_iterations": 25, "fab_iterations": 25,
+                                         "n_target_classes": 3, "n_queries": 500, "batch_size": 50}}
     n_inputs: int = run_only(1000)
     eps: float = 8 / 255
     norm: str = "linf"

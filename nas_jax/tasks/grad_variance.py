@@ -133,7 +133,8 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("grad_variance", run, settings=GradVarianceSettings, cost_minutes=1.0, in_study=("quick", "paper"), metrics=(
+TASK = Task("grad_variance", run, settings=GradVarianceSettings, cost_minutes=1.0, in_study=("quick", "paper"),
+            metrics=(
     Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
            reader("grad_variance", "trace_cov", log10, phase="init", bn="raw"), -1, 2, ".2f", None),
     Metric("grad_var_trained", "log10 gradient variance trained (Fig. 12)",

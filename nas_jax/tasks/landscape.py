@@ -12,7 +12,9 @@ contoured separately, as the artifact plots them).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -24,8 +26,38 @@ from nas_jax.report.figures import contour_figures
 from nas_jax.report.study import Metric
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task, run_only
 from nas_jax.train.zoo import slug
+
+
+@dataclasses.dataclass(frozen=True)
+class LandscapeSettings(Settings):
+    """Figure 11's grids. Parameter space: the first convolution's weights along ±1 orthogonal directions on
+    [−0.5, 0.5]² (``first_conv``, the authors'), or Li et al.'s all-layer ``filter_normalized`` directions on
+    [−1, 1]² (``param_radius`` 0: the scheme's default). Input space: ±1 orthogonal directions per image on
+    ``input_radii`` (artifact code 0.02, README 0.2). ``resolution`` (odd; 0: 41, filter_normalized 51);
+    ``n_images`` contoured separately (artifact: 20), or averaged in groups of ``images_per_contour``;
+    ``chunk`` grid points per vmapped batch (memory bound); ``plot_contour``: the contour the panel shows."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"resolution": 21, "n_images": 4, "chunk": 16}}
+    spaces: tuple = ("param", "input")
+    directions: str = "first_conv"
+    param_radius: float = 0.0
+    input_radii: tuple = (0.02, 0.2)
+    resolution: int = 0
+    n_images: int = 20
+    images_per_contour: int = 1
+    chunk: int = run_only(64)
+    plot_contour: int = run_only(0)
+
+    def __post_init__(self):
+        unknown = [s for s in self.spaces if s not in landscape.SPACES]
+        if unknown or not self.spaces:
+            raise ValueError(f"unknown spaces {list(self.spaces)}; valid: {landscape.SPACES}.")
+        if self.directions not in landscape.DIRECTIONS:
+            raise ValueError(f"unknown directions {self.directions!r}; valid: {landscape.DIRECTIONS}.")
+        if self.resolution and self.resolution % 2 == 0:
+            raise ValueError(f"resolution={self.resolution} must be odd (the grid's centre is the model itself).")
 
 
 def _param_grid_spec(lc) -> tuple[float, int]:
@@ -51,11 +83,8 @@ def _save_grid(workdir: Path, dataset: str, model: str, family: str, contour: la
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    lc = config.landscape
+    lc = LandscapeSettings.read("landscape", config.landscape)
     workdir = Path(workdir)
-    unknown = [s for s in lc.spaces if s not in landscape.SPACES]
-    if unknown:
-        raise ValueError(f"unknown landscape.spaces {unknown}; valid: {landscape.SPACES}.")
     dataset, entries = victims.load_victims(config)
     idx = contour_images(len(dataset.y_test), lc.n_images, config.seed)
     x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
@@ -117,7 +146,7 @@ def _increase_at_smallest_radius(space: str):
     return read
 
 
-TASK = Task("landscape", run, cost_minutes=0.5, in_study=("quick", "paper"), metrics=(
+TASK = Task("landscape", run, settings=LandscapeSettings, cost_minutes=0.5, in_study=("quick", "paper"), metrics=(
     Metric("landscape_input", "input-space loss increase (Fig. 11b)", _increase_at_smallest_radius("input"), -1, 2,
            ".4f", None),
     Metric("landscape_param", "parameter-space loss increase (Fig. 11a)", _increase_at_smallest_radius("param"), -1,
