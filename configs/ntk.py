@@ -14,21 +14,13 @@ ntk_vs_pgd.png. Quick preset: about a minute on 2 CPU cores. Expectation (TE-NAS
 trainable; the paper suggests trainability relates to vulnerability, so NAS models should show lower κ.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.ntk import NTKSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("ntk", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "snas", "resnet", "vgg") if quick else paper_zoo()  # the pgd config's victims
-    c.ntk = ml_collections.ConfigDict()
-    c.ntk.n = 32 if quick else 64  # kernel size n x n (TE-NAS uses batch 64)
-    c.ntk.kernel = "logit_sum"  # 'logit_sum' (TE-NAS) | 'trace' (sum over classes)
-    c.ntk.chunk = 16 if quick else 32  # per-example gradients evaluated per vmapped batch
-    c.ntk.phases = ("init",)  # add 'trained' to also measure the trained zoo victims
-    c.ntk.bn = ("raw", "calibrated")
-    c.ntk.calibration_batches = 4
+    c.models = ("darts", "snas", "resnet", "vgg") if c.preset == "quick" else paper_zoo()  # the pgd config's victims
+    c.ntk = NTKSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/ntk.py
     return c

@@ -168,3 +168,22 @@ def test_landscape_task_reads_its_settings(pgd_run, shared_tmp):
     c.landscape.resolution = 4
     with pytest.raises(UserError, match="resolution=4 must be odd"):
         check_config(c)
+
+
+def test_ntk_task_reads_its_settings(pgd_run, shared_tmp):
+    """One record per (model, phase, bn) with the kernel's condition number; an unknown kernel is refused before
+    any work."""
+    from nas_jax.errors import UserError
+    from nas_jax.tasks import check_config
+
+    c = _config("ntk", shared_tmp)
+    c.models = ("darts", "resnet")
+    c.ntk.n, c.ntk.chunk, c.ntk.bn = 6, 6, ("raw",)
+    workdir = shared_tmp / "ntk"
+    get_task("ntk").run(c, workdir)
+    recs = results.read_records(workdir, task="ntk")
+    assert [(r["model"], r["setting"]["phase"]) for r in recs] == [("darts", "init"), ("resnet", "init")]
+    assert all(r["metrics"]["cond"] >= 1 for r in recs), recs[0]["metrics"]
+    c.ntk.kernel = "full"
+    with pytest.raises(UserError, match="ntk: unknown kernel 'full'"):
+        check_config(c)

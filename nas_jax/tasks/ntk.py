@@ -12,7 +12,9 @@ Pearson/Spearman correlations of log10 κ with the most- and least-likely ASR, a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -30,15 +32,32 @@ from nas_jax.study.phases import (
     model_variables,
     sample_indices,
 )
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task, run_only
+
+
+@dataclasses.dataclass(frozen=True)
+class NTKSettings(Settings):
+    """The empirical NTK of ``n`` common test images (an n x n kernel; TE-NAS uses batch 64): ``logit_sum``
+    (TE-NAS) or ``trace`` (summed over classes); per ``phases`` (add 'trained' for the trained zoo victims) and
+    BN state; ``chunk`` per-example gradients per vmapped batch."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"n": 32, "chunk": 16}}
+    n: int = 64
+    kernel: str = "logit_sum"
+    chunk: int = run_only(32)
+    phases: tuple = ("init",)
+    bn: tuple = ("raw", "calibrated")
+    calibration_batches: int = 4
+
+    def __post_init__(self):
+        check_choices(self.phases, PHASES, "phases")
+        check_choices(self.bn, BN_MODES, "bn")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; valid: {KERNELS}.")
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    nc = config.ntk
-    check_choices(nc.phases, PHASES, "ntk.phases")
-    check_choices(nc.bn, BN_MODES, "ntk.bn")
-    if nc.kernel not in KERNELS:
-        raise ValueError(f"unknown ntk.kernel {nc.kernel!r}; valid: {KERNELS}.")
+    nc = NTKSettings.read("ntk", config.ntk)
     dataset = load_dataset(config.dataset, config.data_dir or None)
     idx = sample_indices(len(dataset.y_test), nc.n, config.seed, 15)
     x = to_float(dataset.x_test[idx])
@@ -107,4 +126,4 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("ntk", run, cost_minutes=0.5)
+TASK = Task("ntk", run, settings=NTKSettings, cost_minutes=0.5)
