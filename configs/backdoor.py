@@ -23,43 +23,13 @@ Paper result (CIFAR-10): ASR close to 100% on most NAS models with CAD < 3%; NAS
 lower CAD than manual ones for every n_neuron.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.backdoor import BackdoorSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("backdoor", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "resnet") if quick else paper_zoo()
-    b = c.backdoor = ml_collections.ConfigDict()
-    b.attacks = ("trojannn", "badnet")
-    b.n_neurons = (2,)  # Figure 8: (1, 2, 3, 4); Figure 7 uses the first entry
-    b.neuron_selection = "strongest_connected"  # [paper, TrojanNN]; 'least_activated' [artifact]
-    b.target = 0
-    # quick: 6x6 — on digits (8x8 images upsampled 4x to 32x32) a 3x3 or 4x4 mark lies within one source pixel,
-    # a scale at which the quick victims never saw structure, and 3 fine-tuning epochs do not teach it: TrojanNN
-    # on darts reached ASR 9.3% (3x3), 9.7% (4x4), 95% (6x6, CAD 0.3 points) on 300 inputs (measured).
-    b.trigger_size = 6 if quick else 3
-    b.trigger_row = 0  # top-left corner [artifact]
-    b.trigger_col = 0
-    b.transparency = 0.7  # TrojanNN: 30% mark, 70% image
-    b.trigger_lr = 0.015
-    b.trigger_iterations = 20
-    b.target_value = 10.0
-    b.threshold = 5.0  # stop the trigger optimisation once the objective is below this
-    b.eps_quirk = False  # True: the artifact's 1/255 cap on each trigger step [artifact quirk]
-    b.poison_rate = 0.1 if quick else 0.01  # stamped copies appended per batch example
-    b.badnet_transparency = 0.0  # opaque
-    b.badnet_poison_rate = 0.1 if quick else 0.02
-    b.epochs = 3 if quick else 20  # fine-tuning of the clean victim [artifact]
-    b.lr = 0.01
-    # constant [artifact]. quick: cosine to 0 — the quick DARTS victim's eval-mode accuracy tracks its BN running
-    # statistics only once the lr is small: at a constant 0.01 its TrojanNN fine-tuning ended at 10% test accuracy
-    # in eval mode (98% with batch statistics or recalibrated ones; measured), i.e. a "CAD" of 89 points.
-    b.lr_schedule = "cosine" if quick else "constant"
-    b.cutout = 0
-    b.grad_clip = 0.0
-    b.n_inputs = 300 if quick else 1000
+    c.models = ("darts", "resnet") if c.preset == "quick" else paper_zoo()
+    c.backdoor = BackdoorSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/backdoor.py
     return c

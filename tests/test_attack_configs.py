@@ -7,13 +7,13 @@ import ml_collections
 import pytest
 
 from nas_jax.attacks.adversarial_training import TrainingPGDConfig, training_pgd_config
-from nas_jax.attacks.backdoor import BackdoorConfig
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
 from nas_jax.attacks.poisoning import PoisonConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 from nas_jax.config import load_config_file
 from nas_jax.tasks.autoattack import AutoAttackSettings
+from nas_jax.tasks.backdoor import BackdoorSettings
 from nas_jax.tasks.membership import MembershipSettings
 from nas_jax.tasks.nes import NESSettings
 from nas_jax.tasks.pgd import PGDSettings
@@ -157,7 +157,7 @@ def test_config_validation_builds_every_attack_config():
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_backdoor_and_poison_configs_of_their_sections(preset):
     b = _config("backdoor", preset).backdoor
-    cfg = BackdoorConfig.from_config(b)
+    cfg = BackdoorSettings.read("backdoor", b)
     for name, value in b.items():  # every field of the section lands in the dataclass unchanged
         assert getattr(cfg, name) == (tuple(value) if isinstance(value, tuple | list) else value), name
     assert [s["name"] for s in cfg.settings()] == [f"trojannn_n{n}" for n in b.n_neurons] + ["badnet"]
@@ -169,10 +169,9 @@ def test_backdoor_and_poison_configs_of_their_sections(preset):
 
 def test_backdoor_and_poison_defaults_are_the_paper_presets():
     """One place for each default: the dataclasses' defaults are the paper preset's values."""
-    assert BackdoorConfig.from_config(ml_collections.ConfigDict()) == BackdoorConfig.from_config(
-        _config("backdoor", "paper").backdoor)
+    assert BackdoorSettings() == BackdoorSettings.read("backdoor", _config("backdoor", "paper").backdoor)
     assert PoisonConfig() == PoisonConfig.from_config(_config("poison", "paper").poison)
-    assert BackdoorConfig(eps_quirk=True).trigger_step == 1 / 255 and BackdoorConfig().trigger_step == 0.015
+    assert BackdoorSettings(eps_quirk=True).trigger_step == 1 / 255 and BackdoorSettings().trigger_step == 0.015
     with pytest.raises(ValueError, match="n_neurons"):
-        BackdoorConfig(n_neurons=())
-    assert BackdoorConfig(attacks=("badnet",), n_neurons=()).settings()[0]["name"] == "badnet"
+        BackdoorSettings(n_neurons=())
+    assert BackdoorSettings(attacks=("badnet",), n_neurons=()).settings()[0]["name"] == "badnet"

@@ -194,15 +194,15 @@ def test_trojannn_on_digits_reaches_high_asr_with_small_cad(victim):
 
 def test_finetune_recipe_follows_the_preset():
     from configs.backdoor import get_config
-    from nas_jax.tasks.backdoor import finetune_config
+    from nas_jax.tasks.backdoor import BackdoorSettings, finetune_config
 
-    quick, paper = (finetune_config(c, bd.BackdoorConfig.from_config(c.backdoor))
+    quick, paper = (finetune_config(c, BackdoorSettings.read("backdoor", c.backdoor))
                     for c in (get_config("quick"), get_config("paper")))
     assert (paper.train.lr_schedule, paper.train.lr, paper.train.epochs) == ("constant", 0.01, 20)  # [artifact]
-    assert (quick.train.lr_schedule, quick.train.epochs) == ("cosine", 3)  # ends at a small lr (configs/backdoor.py)
+    assert (quick.train.lr_schedule, quick.train.epochs) == ("cosine", 3)  # ends at a small lr (BackdoorSettings)
     assert quick.train_overrides.to_dict() == {} and paper.train.cutout == 0 and paper.train.grad_clip == 0.0
     # the trigger: docs/protocol.md §e.4's 3x3 at transparency 0.7 in the paper preset; the quick one covers more than one
-    # source pixel of the 4x-upsampled 8x8 digits (3x3 or 4x4: ~10% ASR on darts, 6x6: 95%; configs/backdoor.py)
+    # source pixel of the 4x-upsampled 8x8 digits (3x3 or 4x4: ~10% ASR on darts, 6x6: 95%; BackdoorSettings)
     q, pp = get_config("quick").backdoor, get_config("paper").backdoor
     assert (pp.trigger_size, pp.transparency, pp.trigger_lr, pp.trigger_iterations) == (3, 0.7, 0.015, 20)
     assert q.trigger_size > 32 // 8 and q.transparency == 0.7

@@ -31,7 +31,6 @@ Pieces, each a pure function:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -45,78 +44,6 @@ from nas_jax.data import to_float
 ATTACKS = ("trojannn", "badnet")
 NEURON_STRATEGIES = ("strongest_connected", "least_activated")
 
-
-@dataclasses.dataclass(frozen=True)
-class BackdoorConfig:
-    """The backdoor attacks' settings (Table 5; docs/protocol.md §e.4), defaults the paper preset's: which ``attacks``,
-    TrojanNN's ``n_neurons`` (one fine-tuning each; Figure 8 sweeps 1–4) picked by ``neuron_selection``, the
-    ``target`` class, the trigger patch (``trigger_size`` at ``trigger_row``/``trigger_col``; TrojanNN blends it
-    at ``transparency``, BadNet at ``badnet_transparency``), the trigger optimisation (``trigger_lr`` per
-    sign step, at most ``trigger_iterations``, towards ``target_value`` until the objective is below
-    ``threshold``; ``eps_quirk``: the artifact's 1/255 cap per step), the poison rates, the fine-tuning recipe
-    of the clean victim (``epochs``, ``lr``, ``lr_schedule``, ``cutout``, ``grad_clip`` [artifact]) and the
-    ``n_inputs`` test inputs the ASR is measured on."""
-
-    attacks: tuple[str, ...] = ATTACKS
-    n_neurons: tuple[int, ...] = (2,)
-    neuron_selection: str = "strongest_connected"
-    target: int = 0
-    trigger_size: int = 3
-    trigger_row: int = 0
-    trigger_col: int = 0
-    transparency: float = 0.7
-    trigger_lr: float = 0.015
-    trigger_iterations: int = 20
-    target_value: float = 10.0
-    threshold: float = 5.0
-    eps_quirk: bool = False
-    poison_rate: float = 0.01
-    badnet_transparency: float = 0.0
-    badnet_poison_rate: float = 0.02
-    epochs: int = 20
-    lr: float = 0.01
-    lr_schedule: str = "constant"
-    cutout: int = 0
-    grad_clip: float = 0.0
-    n_inputs: int = 1000
-
-    def __post_init__(self):
-        object.__setattr__(self, "attacks", tuple(self.attacks))
-        object.__setattr__(self, "n_neurons", tuple(int(n) for n in self.n_neurons))
-        unknown = [a for a in self.attacks if a not in ATTACKS]
-        if unknown or not self.attacks:
-            raise ValueError(f"attacks={self.attacks} must be a non-empty subset of {ATTACKS}.")
-        if self.neuron_selection not in NEURON_STRATEGIES:
-            raise ValueError(f"unknown neuron_selection {self.neuron_selection!r}; valid: {NEURON_STRATEGIES}.")
-        if "trojannn" in self.attacks and (not self.n_neurons or min(self.n_neurons) < 1):
-            raise ValueError(f"n_neurons={self.n_neurons} must hold at least one count >= 1 (e.g. (2,)).")
-        for name in ("transparency", "badnet_transparency", "poison_rate", "badnet_poison_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1].")
-        if self.target < 0 or self.trigger_size < 1:
-            raise ValueError(f"target={self.target} must be >= 0 and trigger_size={self.trigger_size} >= 1.")
-
-    @classmethod
-    def from_config(cls, section) -> BackdoorConfig:
-        """The settings of a ``backdoor`` config section: its fields named as this class's, the rest default."""
-        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
-
-    @property
-    def trigger_step(self) -> float:
-        """The sign-step size of the trigger optimisation (capped at 1/255 with ``eps_quirk``)."""
-        return min(self.trigger_lr, 1 / 255) if self.eps_quirk else self.trigger_lr
-
-    def settings(self) -> list[dict]:
-        """One dict per fine-tuning: attack, n_neuron, transparency, poison rate and a run name."""
-        out = []
-        for attack in self.attacks:
-            if attack == "trojannn":
-                out += [{"attack": attack, "n_neuron": n, "transparency": self.transparency,
-                         "poison_rate": self.poison_rate, "name": f"trojannn_n{n}"} for n in self.n_neurons]
-            else:
-                out.append({"attack": attack, "n_neuron": None, "transparency": self.badnet_transparency,
-                            "poison_rate": self.badnet_poison_rate, "name": "badnet"})
-        return out
 
 # ----------------------------------------------------------------------------
 # Trigger geometry and stamping
