@@ -15,10 +15,9 @@ Paper result (Fig 6): CAD grows with p for every model and is larger for NAS mod
 4 points higher), the gap widening with p.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.poison import PoisonSettings
 
 
 def get_config(preset: str = "quick"):
@@ -28,8 +27,5 @@ def get_config(preset: str = "quick"):
     # poisoning recipe: §d with E = 50 [paper]. quick: 8 epochs (at 4 the test accuracy is still
     # climbing 20 points per epoch and the CADs are noise: measured -13..+21 points, not monotone in p)
     c.train.epochs = 8 if quick else 50
-    c.poison = ml_collections.ConfigDict()
-    # p = 0 is the reference (always trained); paper: five fractions in the paper's 0–40% range (the artifact's
-    # final grid {0, .1, .2, .4} plus 0.05; docs/protocol.md §e.3); quick: the artifact's four (time)
-    c.poison.fractions = (0.0, 0.1, 0.2, 0.4) if quick else (0.0, 0.05, 0.1, 0.2, 0.4)
+    c.poison = PoisonSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/poison.py
     return c

@@ -332,14 +332,11 @@ def _build_attack_config(name: str, section: ml_collections.ConfigDict) -> None:
     """Build the attack config(s) of section ``name`` with the ``from_config`` its task uses (imported lazily)."""
     from nas_jax.attacks.adversarial_training import TrainingPGDConfig
     from nas_jax.attacks.evasion import EvasionConfig
-    from nas_jax.attacks.poisoning import PoisonConfig
     from nas_jax.attacks.stealing import KnockoffConfig
 
     if name == "adv_train":
         TrainingPGDConfig.from_config(section)
         EvasionConfig.from_config(section, prefix="eval_")
-    elif name == "poison":
-        PoisonConfig.from_config(section)
     elif name == "stealing":
         for budget in section.get("budgets", ()):
             KnockoffConfig.from_config(section, budget)
@@ -358,7 +355,7 @@ def _attack_validator(name: str) -> Callable[[ml_collections.ConfigDict], None]:
 # Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
 SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
     name: _attack_validator(name)
-    for name in ("adv_train", "stealing", "poison")}
+    for name in ("adv_train", "stealing")}
 
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:

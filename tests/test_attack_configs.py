@@ -9,7 +9,6 @@ import pytest
 from nas_jax.attacks.adversarial_training import TrainingPGDConfig, training_pgd_config
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
-from nas_jax.attacks.poisoning import PoisonConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 from nas_jax.config import load_config_file
 from nas_jax.tasks.autoattack import AutoAttackSettings
@@ -18,6 +17,7 @@ from nas_jax.tasks.membership import MembershipSettings
 from nas_jax.tasks.nes import NESSettings
 from nas_jax.tasks.pgd import PGDSettings
 from nas_jax.tasks.pgd_sweep import SweepSettings
+from nas_jax.tasks.poison import PoisonSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,14 +163,14 @@ def test_backdoor_and_poison_configs_of_their_sections(preset):
     assert [s["name"] for s in cfg.settings()] == [f"trojannn_n{n}" for n in b.n_neurons] + ["badnet"]
     assert cfg.settings()[-1] == {"attack": "badnet", "n_neuron": None, "transparency": b.badnet_transparency,
                                   "poison_rate": b.badnet_poison_rate, "name": "badnet"}
-    assert PoisonConfig.from_config(_config("poison", preset).poison).fractions == tuple(
+    assert PoisonSettings.read("poison", _config("poison", preset).poison).fractions == tuple(
         sorted({0.0, *_config("poison", preset).poison.fractions}))
 
 
 def test_backdoor_and_poison_defaults_are_the_paper_presets():
     """One place for each default: the dataclasses' defaults are the paper preset's values."""
     assert BackdoorSettings() == BackdoorSettings.read("backdoor", _config("backdoor", "paper").backdoor)
-    assert PoisonConfig() == PoisonConfig.from_config(_config("poison", "paper").poison)
+    assert PoisonSettings() == PoisonSettings.read("poison", _config("poison", "paper").poison)
     assert BackdoorSettings(eps_quirk=True).trigger_step == 1 / 255 and BackdoorSettings().trigger_step == 0.015
     with pytest.raises(ValueError, match="n_neurons"):
         BackdoorSettings(n_neurons=())

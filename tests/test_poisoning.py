@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from nas_jax import parallel
-from nas_jax.attacks.poisoning import PoisonConfig, clean_accuracy_drop, flip_labels, num_flipped, poison_dataset
+from nas_jax.attacks.poisoning import clean_accuracy_drop, flip_labels, num_flipped, poison_dataset
 from nas_jax.config import base_config
 from nas_jax.data import load_dataset
+from nas_jax.tasks.poison import PoisonSettings
 from nas_jax.train import trainer
 
 
@@ -56,9 +57,9 @@ def test_poison_dataset_errors_and_cad():
     assert len(flipped) == round(0.2 * len(ds.y_train)) == np.sum(polluted.y_train != ds.y_train)
     assert polluted.x_train is ds.x_train and polluted.y_test is ds.y_test  # labels replaced, nothing added
     assert clean_accuracy_drop(0.9, 0.75) == pytest.approx(0.15)
-    assert PoisonConfig(fractions=(0.4, 0.1)).fractions == (0.0, 0.1, 0.4)  # p = 0 (the reference) always added
+    assert PoisonSettings(fractions=(0.4, 0.1)).fractions == (0.0, 0.1, 0.4)  # p = 0 (the reference) always added
     with pytest.raises(ValueError, match="lie in"):
-        PoisonConfig(fractions=(0.1, 1.0))
+        PoisonSettings(fractions=(0.1, 1.0))
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="must be in"):
             flip_labels(ds.y_train, bad, 10, 0)

@@ -27,26 +27,6 @@ import numpy as np
 from nas_jax.data import Dataset
 
 
-@dataclasses.dataclass(frozen=True)
-class PoisonConfig:
-    """The poisoning fractions p of Figure 6 (docs/protocol.md §e.3; five within the paper's 0–40%). p = 0, the
-    reference that CAD is measured against, is always added; the fractions are kept sorted and unique."""
-
-    fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)
-
-    def __post_init__(self):
-        fractions = tuple(sorted({0.0, *(float(p) for p in self.fractions)}))
-        bad = [p for p in fractions if not 0.0 <= p < 1.0]
-        if bad:
-            raise ValueError(f"fractions {bad} must lie in [0, 1), e.g. (0.05, 0.1, 0.2, 0.4).")
-        object.__setattr__(self, "fractions", fractions)
-
-    @classmethod
-    def from_config(cls, section) -> PoisonConfig:
-        """The settings of a ``poison`` config section: its fields named as this class's, the rest default."""
-        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
-
-
 def num_flipped(fraction: float, n: int) -> int:
     """round(fraction·n), half-way cases rounded up (0.5 → 1), exact for the fractions of the study."""
     if not 0.0 <= fraction <= 1.0:

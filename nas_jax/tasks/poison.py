@@ -14,23 +14,42 @@ The runs are :func:`nas_jax.study.runs.cached_training` runs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 
-from nas_jax.attacks.poisoning import PoisonConfig, clean_accuracy_drop, poison_dataset
+from nas_jax.attacks.poisoning import clean_accuracy_drop, poison_dataset
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import model_family
 from nas_jax.report import figures, results
 from nas_jax.report.study import DIFFERENCE, Metric, row_reader
 from nas_jax.report.tables import format_table
 from nas_jax.study.runs import cached_training, task_run_dir
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task
 from nas_jax.train import zoo
 
 
+@dataclasses.dataclass(frozen=True)
+class PoisonSettings(Settings):
+    """The poisoning fractions p of Figure 6 (docs/protocol.md §e.3): paper, five within its 0–40% range (the
+    artifact's final grid {0, .1, .2, .4} plus 0.05); quick, the artifact's four (time). p = 0, the reference that
+    CAD is measured against, is always added; the fractions are kept sorted and unique."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"fractions": (0.0, 0.1, 0.2, 0.4)}}
+    fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)
+
+    def __post_init__(self):
+        fractions = tuple(sorted({0.0, *(float(p) for p in self.fractions)}))
+        bad = [p for p in fractions if not 0.0 <= p < 1.0]
+        if bad:
+            raise ValueError(f"fractions {bad} must lie in [0, 1), e.g. (0.05, 0.1, 0.2, 0.4).")
+        object.__setattr__(self, "fractions", fractions)
+
+
 def run(config, workdir: str | Path) -> list[dict]:
-    fractions = PoisonConfig.from_config(config.poison).fractions
+    fractions = PoisonSettings.read("poison", config.poison).fractions
     dataset = load_dataset(config.dataset, config.data_dir or None)
     main = jax.process_index() == 0
     records, rows = [], []
@@ -73,6 +92,6 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("poison", run, cost_minutes=9.5, metrics=(
+TASK = Task("poison", run, settings=PoisonSettings, cost_minutes=9.5, metrics=(
     Metric("poison_cad", "poisoning CAD, largest p (Fig. 6)", row_reader("poison_cad"), +1, 1, bounds=DIFFERENCE,
            paper_gap=0.05),))
