@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from nas_jax.errors import UserError
 
+
 ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # orbax writes step N to "N.orbax-checkpoint-tmp-*", then renames it
 
 
