@@ -21,9 +21,13 @@ e.g. --config.study.overrides.pgd="('pgd.n_inputs=50',)". The search task runs o
 `study.search_methods` (e.g. --config.study.search_methods="('darts','gdas')"; cells search/{method}/seed{s}).
 quick: digits, four NAS (darts, snas, pc_darts, drnas) and four manual models (resnet, vgg, dla, bit) -- the
 fewest for which the permutation test of a family gap can reach p < 0.05 (2 / C(8, 4) = 0.029; with 2 + 2 the
-smallest p is 1/3, docs/statistics.md) -- and the tasks train, pgd, grad_variance, landscape, cells. The
-manual models are the cheapest of the seven to train on this CPU (resnext's grouped convolutions and
-wideresnet's width cost several times more).
+smallest p is 1/3, docs/statistics.md) -- and the tasks train, pgd, grad_variance, landscape, cells (those whose
+``in_study`` names quick). The manual models are the cheapest of the seven to train on this CPU (resnext's
+grouped convolutions and wideresnet's width cost several times more). The quick study measures only what its
+report reads: gradient variance with the raw BN statistics, the landscape at input radius 0.02 (and in
+parameter space); the task configs keep both BN states and both radii.
+A task outside the package joins the grid by its config file:
+--config.study.tasks="('train','pgd','examples/custom_attack/config.py')".
 """
 
 import ml_collections
@@ -51,4 +55,7 @@ def get_config(preset: str = "quick"):
     c.study.only = ()  # cell names 'task/model/seed{s}' to run instead of a shard (the Ray driver)
     c.study.report = True  # write {workdir}/report.md after the cells
     c.study.overrides = ml_collections.ConfigDict({t: () for t in ("all", *sorted(t for t in TASKS if t != "study"))})
+    if quick:  # measure what the report reads: raw BN statistics, the smallest input radius (a third less work)
+        c.study.overrides.grad_variance = ("grad_variance.bn=('raw',)",)
+        c.study.overrides.landscape = ("landscape.input_radii=(0.02,)",)
     return c
