@@ -189,8 +189,8 @@ def _preload_tcmalloc() -> None:
     """Restart this process with TCMalloc preloaded when the machine has it (``apt install libtcmalloc-minimal4``).
 
     Under glibc's malloc, XLA's large per-step buffers on CPU are mapped and page-faulted in again at every
-    step: a quick darts training spent 41 s of its 122 CPU-seconds in the kernel and ran 1.6x slower
-    (BENCHMARKS.md). Results are bit-identical. ``NAS_JAX_MALLOC=system`` turns this off."""
+    step: a quick darts training spent 43 s of its 129 CPU-seconds in the kernel and ran 1.5x slower
+    (BENCHMARKS.md, benchmarks/malloc.py). Results are bit-identical. ``NAS_JAX_MALLOC=system`` turns this off."""
     import ctypes.util
 
     if os.environ.get(MALLOC_ENV, "tcmalloc") != "tcmalloc" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):

@@ -258,3 +258,29 @@ def test_a_float_setting_takes_arithmetic_as_papers_write_it():
     c = grid.task_config("pgd", "quick")
     grid.set_path(c, *grid.parse_override("pgd.eps=4/255"))
     assert c.pgd.eps == 4 / 255
+
+
+def test_the_launcher_restarts_once_with_tcmalloc_when_the_machine_has_it(monkeypatch):
+    """The same command again with TCMalloc preloaded; not when it is already preloaded, when the user keeps the
+    system's malloc (NAS_JAX_MALLOC=system), or when the machine has no TCMalloc."""
+    import ctypes.util
+
+    launcher = _launcher_module()
+    restarts = []
+    monkeypatch.setattr(launcher.os, "execve", lambda path, argv, env: restarts.append((argv, env)))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libtcmalloc_minimal.so.4"
+                        if name == "tcmalloc_minimal" else None)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("NAS_JAX_MALLOC", raising=False)
+    launcher._preload_tcmalloc()
+    (argv, env), = restarts
+    assert argv == sys.orig_argv and env["LD_PRELOAD"] == "libtcmalloc_minimal.so.4"
+    monkeypatch.setenv("LD_PRELOAD", env["LD_PRELOAD"])  # the restarted process
+    launcher._preload_tcmalloc()
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.setenv("NAS_JAX_MALLOC", "system")
+    launcher._preload_tcmalloc()
+    monkeypatch.delenv("NAS_JAX_MALLOC")
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    launcher._preload_tcmalloc()
+    assert len(restarts) == 1
