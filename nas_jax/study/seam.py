@@ -149,12 +149,12 @@ class VictimTask(Task):
     """A task that measures each victim of ``config.models`` in turn (run by :func:`run_victims`).
 
     ``measure(ctx, entry) -> Measurement`` (or a list of them, one record each): one victim's metrics and the
-    number of inputs they are over.
-    ``setup(ctx)``: what all victims share, computed once (``ctx.shared``), e.g. a sample of inputs.
-    ``columns``: the table's columns after model and family (or a function of the settings that gives them). ``figure(rows, path, title) -> path``: rows are
-    one per victim (``model``, ``family``, ``n`` and the metrics). ``title(settings, config)``: what was run,
-    e.g. "PGD L∞ ε=8/255 on digits" (the driver adds n and the seed). ``describe(metrics, n)``: the progress
-    line of one victim. ``n_label``: what ``n`` counts, for the figure's title."""
+    number of inputs they are over. ``setup(ctx)``: what all victims share, computed once (``ctx.shared``),
+    e.g. a sample of inputs. ``columns``: the table's columns after model and family (or a function of the
+    settings that gives them). ``figure(rows, path, title) -> path``: one row per measurement (``model``,
+    ``family``, ``n``, its setting, metrics and row data). ``title(settings, config)``: what was run, e.g.
+    "PGD L∞ ε=8/255 on digits" (the driver adds n and the seed). ``describe(metrics, n)``: the progress line
+    of one measurement. ``n_label``: what ``n`` counts, for the figure's title."""
 
     run: Callable = None
     measure: Callable = None
@@ -171,8 +171,8 @@ class VictimTask(Task):
 
 
 def run_victims(task: VictimTask, config, workdir: str | Path) -> list[dict]:
-    """Measure every victim of ``config.models`` (seed ``config.seed``) with ``task``: one record per victim in
-    ``{workdir}/results.jsonl``, then a table and ``{workdir}/figures/{task}.png``."""
+    """Measure every victim of ``config.models`` (seed ``config.seed``) with ``task``: one record per measurement
+    in ``{workdir}/results.jsonl``, then a table and the figure (``{workdir}/figures/{task}.png`` by default)."""
     s = task.settings.read(task.name, config[task.name])
     dataset, entries = victims.load_victims(config)
     main = jax.process_index() == 0
