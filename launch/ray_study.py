@@ -55,16 +55,14 @@ def main(argv):
     from nas_jax.report.study import write_report
     from nas_jax.study import grid
     from nas_jax.tasks import study_metrics
-    from nas_jax.tasks.study import study_tasks
+    from nas_jax.tasks.study import study_grid
 
     config, workdir = flags.FLAGS.config, str(Path(flags.FLAGS.workdir).resolve())  # cells run from the repo root
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; pass options as --config.key=value.")
     passed = [a for a in sys.argv[1:] if a.startswith("--config")]  # the same config for every cell
     s = config.study
-    names, registry, config_files = study_tasks(s.tasks)
-    cells = grid.grid_cells(tuple(names), tuple(s.models), tuple(s.seeds), registry, tuple(s.search_methods),
-                            config_files)
+    cells, tasks = study_grid(config)
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)
@@ -83,7 +81,7 @@ def main(argv):
         pending.append(ref)
     for name in ray.get(pending):
         print(f"done: {name}", flush=True)
-    print(f"report: {write_report(workdir, study_metrics([registry[n] for n in names]), models=tuple(s.models))}")
+    print(f"report: {write_report(workdir, study_metrics(tasks), models=tuple(s.models))}")
 
 
 if __name__ == "__main__":

@@ -43,12 +43,18 @@ def study_tasks(entries) -> tuple[list[str], dict[str, Task], dict[str, str]]:
     return names, registry, config_files
 
 
-def shard_cells(config) -> list[grid.Cell]:
-    """The cells this process runs: ``study.only`` if given, else the ``study.shard`` part of the grid."""
+def study_grid(config) -> tuple[list[grid.Cell], list[Task]]:
+    """Every cell of the study's grid, and the study's tasks in order (whose metrics its report compares)."""
     s = config.study
     names, registry, config_files = study_tasks(s.tasks)
     cells = grid.grid_cells(tuple(names), tuple(s.models), tuple(s.seeds), registry, tuple(s.search_methods),
                             config_files)
+    return cells, [registry[n] for n in names]
+
+
+def shard_cells(config, cells: list[grid.Cell]) -> list[grid.Cell]:
+    """The cells of ``cells`` this process runs: ``study.only`` if given, else the ``study.shard`` part."""
+    s = config.study
     if s.only:
         return grid.only_cells(cells, tuple(s.only))
     i, n = grid.parse_shard(s.shard)
@@ -62,7 +68,8 @@ def _finished(cell_dir: Path, digest: str) -> bool:
 
 def run(config, workdir: str | Path) -> list[dict]:
     workdir = Path(workdir)
-    mine = shard_cells(config)
+    cells, tasks = study_grid(config)
+    mine = shard_cells(config, cells)
     grid.check_study_fields(config)
     planned = []
     for cell in mine:
@@ -91,8 +98,7 @@ def run(config, workdir: str | Path) -> list[dict]:
             files.write_json(cell_dir / results.MARKER_FILE, marker, indent=2)
     bar.close()
     if config.study.report and main:
-        names, registry, _ = study_tasks(config.study.tasks)
-        path = write_report(workdir, study_metrics([registry[n] for n in names]), models=tuple(config.study.models))
+        path = write_report(workdir, study_metrics(tasks), models=tuple(config.study.models))
         print(f"report: {path}")
     return records
 
