@@ -88,7 +88,6 @@ def train_workload(channels: int, layers: int, batch: int, size: int, reps: int,
     from nas_jax import parallel
     from nas_jax.config import base_config
     from nas_jax.models.registry import build_from_config
-    from nas_jax.train.stacking import stack_state, stacked_runs
     from nas_jax.train.trainer import create_state, make_optimizer, make_train_step
 
     cfg = base_config("train", "paper")
@@ -98,7 +97,6 @@ def train_workload(channels: int, layers: int, batch: int, size: int, reps: int,
     mesh = parallel.data_mesh()
     tx = make_optimizer(cfg.train, 521)
     state = jax.device_put(create_state(model, tx, jax.random.key(0), (size, size, 3)), parallel.replicated(mesh))
-    state = stack_state(state, stacked_runs(model, (size, size, 3)))  # the layout trainer.train steps on
     rng = np.random.default_rng(0)
     batch_arrays = parallel.global_batch(mesh, (rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
                                                 rng.integers(0, NUM_CLASSES, (batch,), dtype=np.int32)))

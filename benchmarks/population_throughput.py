@@ -1,6 +1,6 @@
 """Population training throughput: images/s of P seeds of one model trained together.
 
-One vmapped train step (:func:`nas_jax.train.population.make_population_step`: the single-seed step of
+One vmapped train step (:func:`nas_jax.train.trainer.make_train_step` with a tuple of seeds: the single-seed step of
 ``trainer.keyed_step``, augmentation, forward, backward, clip 5, SGD) over P stacked states and P batches of
 ``--batch`` images; images/s = P · batch · steps / seconds (median of ``--reps``, compilation excluded), and the
 speed-up over P = 1. The goal on a GPU is ≥ 4x the one-seed throughput at 8 seeds; a CPU core has no idle
@@ -39,18 +39,15 @@ def measure(model_name: str, channels: int, layers: int, batch: int, size: int, 
     from nas_jax.config import base_config
     from nas_jax.models.registry import build_from_config
     from nas_jax.train import trainer
-    from nas_jax.train.population import make_population_step, stack
-    from nas_jax.train.stacking import stack_state, stacked_runs
 
     c = base_config("train", "paper")
     c.arch.init_channels, c.arch.layers = channels, layers
     model = build_from_config(model_name, c.arch, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     seeds = tuple(range(population))
     tx = trainer.make_optimizer(c.train, 100)
-    states = stack([trainer.create_state(model, tx, trainer.init_key(s), (size, size, 3)) for s in seeds])
-    states = stack_state(states, stacked_runs(model, (size, size, 3)), 1)  # as train_population steps on them
+    states = trainer.stack([trainer.create_state(model, tx, trainer.init_key(s), (size, size, 3)) for s in seeds])
     mesh = parallel.data_mesh()
-    step = make_population_step(model, tx, c.train, c.arch, 100, seeds, mesh)
+    step = trainer.make_train_step(model, tx, c.train, c.arch, 100, seeds, mesh)  # a tuple of seeds: vmapped
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (population, batch, size, size, 3), dtype=np.uint8))
     y = jnp.asarray(rng.integers(0, 10, (population, batch)))

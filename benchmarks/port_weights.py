@@ -11,6 +11,9 @@ Dense kernels are ``(in, out)`` against Linear's ``(out, in)``. BatchNorm: ``sca
 ``weight``/``bias``, ``mean``/``var`` -> ``running_mean``/``running_var`` (both sides use eps 1e-5
 and the biased batch variance in the forward pass).
 
+A DARTS network's scanned run of cells is one Flax entry with the cells on a leading axis
+(``params/cells_2_to_5/...``); :func:`port` reads it as one array per cell (``cell_2 … cell_5``).
+
 The mapping is explicit (module by module) and complete in both directions: :func:`port` fails
 if a Flax array is left unused, a PyTorch parameter/buffer is left unset (the fixed ``Normalize``
 buffers and ``num_batches_tracked`` aside), or a shape differs.
@@ -148,9 +151,24 @@ def _convert(value: np.ndarray, kind: str) -> np.ndarray:
     return value
 
 
+def per_cell(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Flattened Flax variables with each stacked run ``cells_{a}_to_{b}`` split into ``cell_a … cell_b``."""
+    out = {}
+    for key, value in flat.items():
+        collection, top, rest = key.split("/", 2) if key.count("/") >= 2 else (*key.split("/", 1), "")
+        if top.startswith("cells_") and "_to_" in top:
+            first, last = (int(n) for n in top.removeprefix("cells_").split("_to_"))
+            for k, i in enumerate(range(first, last + 1)):
+                out[f"{collection}/cell_{i}/{rest}"] = value[k]
+        else:
+            out[key] = value
+    return out
+
+
 def port(model: nn.Module, flat: dict[str, np.ndarray]) -> int:
     """Copy the flattened Flax variables ``flat`` into ``model`` in place; return the number of
     arrays copied. Raises ``ValueError`` on any missing, unused or mis-shaped array."""
+    flat = per_cell(flat)
     if isinstance(model, tm.DartsNetwork):
         pairs = darts_pairs(model)
     elif isinstance(model, tm.ResNet18):

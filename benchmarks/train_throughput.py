@@ -86,7 +86,6 @@ def jax_worker(model_name: str, batch: int, warmup: int):
     from nas_jax import parallel
     from nas_jax.config import base_config
     from nas_jax.models.registry import build_model
-    from nas_jax.train.stacking import stack_state, stacked_runs
     from nas_jax.train.trainer import create_state, make_optimizer, make_train_step
 
     cfg = base_config("train", "paper")  # CIFAR-10 recipe: crop 4, flip, cutout 16, SGD, clip 5
@@ -109,7 +108,6 @@ def jax_worker(model_name: str, batch: int, warmup: int):
     parallel.check_batch_size(batch, mesh)
     tx = make_optimizer(tcfg, STEPS_PER_EPOCH)
     state = jax.device_put(create_state(model, tx, jax.random.key(SEED), image_shape), parallel.replicated(mesh))
-    state = stack_state(state, stacked_runs(model, image_shape))  # the layout trainer.train steps on
     step = make_train_step(model, tx, tcfg, arch, STEPS_PER_EPOCH, SEED, mesh)
     rng = np.random.default_rng(SEED)
     images = rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8)

@@ -91,7 +91,6 @@ def jax_worker(model_name: str, mode: str, batch: int, warmup: int, darts_c: int
     from nas_jax.attacks.adversarial_training import adversarial_transform, training_pgd_config
     from nas_jax.config import base_config
     from nas_jax.models.registry import build_model
-    from nas_jax.train.stacking import stack_state, stacked_runs
     from nas_jax.train.trainer import create_state, init_key, make_optimizer, make_train_step
 
     cfg = base_config("train", "paper")
@@ -109,7 +108,6 @@ def jax_worker(model_name: str, mode: str, batch: int, warmup: int, darts_c: int
     mesh = parallel.data_mesh()
     tx = make_optimizer(tcfg, CIFAR10_STEPS)
     state = jax.device_put(create_state(model, tx, init_key(SEED), shape), parallel.replicated(mesh))
-    state = stack_state(state, stacked_runs(model, shape))  # the layout trainer.train steps on
     step = make_train_step(model, tx, tcfg, arch, CIFAR10_STEPS, SEED, mesh, transform)
     images, labels = parallel.global_batch(mesh, _batch(batch, mode))
     box = {"state": state}

@@ -103,6 +103,30 @@ def test_filter_normalized_directions(net):
     assert abs(dot) < 1e-5
 
 
+def test_filter_normalized_directions_count_each_stacked_cells_filters_apart():
+    """A scanned run of DARTS cells is one entry with the cells on a leading axis: every cell's filter gets the
+    norm of that cell's filter, and the stacked BN parameters (2-D only by the cell axis) stay fixed."""
+    import sys
+    from pathlib import Path
+
+    from nas_jax.models.darts import DartsNetwork, is_stacked_run
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_worker import cheap_genotype
+
+    model = DartsNetwork(cheap_genotype(), 10, (0.5,) * 3, (0.25,) * 3, init_channels=2, layers=11, conv_impl="xla")
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    d1, _ = ls.filter_normalized_directions(jax.random.key(2), params)
+    stacked = {p: w for p, w in flatten_dict(params).items() if is_stacked_run(p[0])}
+    assert stacked and all(p in d1 for p, w in stacked.items() if w.ndim >= 3)
+    assert not any(p in d1 for p, w in stacked.items() if w.ndim == 2)  # BN scale and bias of each cell
+    for path, w in stacked.items():
+        if w.ndim >= 3:
+            axes = tuple(range(1, w.ndim - 1))  # per cell, per output filter
+            np.testing.assert_allclose(np.sqrt((np.asarray(d1[path]) ** 2).sum(axes)),
+                                       np.sqrt((np.asarray(w) ** 2).sum(axes)), rtol=1e-5)
+
+
 def test_grids_have_the_protocol_endpoints():
     a = ls.grid(0.5, 41)
     np.testing.assert_allclose([a[0], a[-1], a[20], a[21] - a[20]], [-0.5, 0.5, 0.0, 0.025], atol=1e-15)

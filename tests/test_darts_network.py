@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_jax.models.darts import DartsNetwork, cell_runs
+from nas_jax.models.darts import DartsNetwork, cell_runs, stack_runs
 from nas_jax.models.genotypes import get_genotype
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -102,30 +102,39 @@ def test_scanned_cells_group_the_identical_cells_of_each_stage():
 
 
 def test_scanned_network_equals_unrolled_network():
-    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics. The cell scan
-    is the network's layout, whatever the ops: a cheap genotype (train_worker) keeps its compile short."""
+    """Same variables -> same eval logits, train-mode loss, gradients and BN statistics. The scanned network's
+    variables are the unrolled ones with each run's cells stacked, from init on (same initial values). The cell
+    scan is the network's layout, whatever the ops: a cheap genotype (train_worker) keeps its compile short."""
     kw = {"init_channels": 2, "layers": 11, "dropout": 0.0, "conv_impl": "xla"}
     scanned, unrolled = (DartsNetwork(cheap_genotype(), 10, MEAN, STD, scan_cells=s, **kw) for s in (True, False))
     x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+    runs = scanned.stacked_runs((8, 8))
+    assert runs == ((5, 7), (9, 11)) and unrolled.stacked_runs((8, 8)) == ()
     v = jax.jit(unrolled.init)({"params": jax.random.key(0, impl="rbg")}, x)
-    assert jax.tree_util.tree_structure(jax.eval_shape(scanned.init, jax.random.key(0), x)) == \
-        jax.tree_util.tree_structure(v)  # the checkpoint layout is the unrolled one
+    stack = lambda tree: stack_runs(tree, runs)
+    vs = jax.jit(scanned.init)({"params": jax.random.key(0, impl="rbg")}, x)
+    assert set(vs["params"]) == set(stack(v["params"])) and {"cells_5_to_6", "cells_9_to_10"} <= set(vs["params"])
+    for a, b in zip(jax.tree_util.tree_leaves(vs), jax.tree_util.tree_leaves({k: stack(t) for k, t in v.items()}),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)  # initialised as the unrolled cells, then stacked
 
-    def run(model):
+    def run(model, variables):
         def loss(p):
-            out, mut = model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True,
+            out, mut = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, train=True,
                                    mutable=["batch_stats"])
             return jnp.sum(jnp.sin(out)), mut["batch_stats"]
 
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(v["params"])
-        return model.apply(v, x), value, stats, grads
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        return model.apply(variables, x), value, stats, grads
 
-    ours, ref = fast_jit(lambda: run(scanned))(), fast_jit(lambda: run(unrolled))()
+    ours = fast_jit(lambda: run(scanned, vs))()
+    logits, value, stats, grads = fast_jit(lambda: run(unrolled, v))()
+    ref = (logits, value, stack(stats), stack(grads))
     for part_ours, part_ref in zip(ours, ref, strict=True):  # logits, loss, BN statistics, gradients
         leaves = jax.tree_util.tree_leaves(part_ref)
         scale = max(float(jnp.max(jnp.abs(b))) for b in leaves)  # BN biases before BN have ~0 gradients: noise
         for a, b in zip(jax.tree_util.tree_leaves(part_ours), leaves, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
     moved = [bool(jnp.any(a != b)) for a, b in zip(jax.tree_util.tree_leaves(ours[2]),
-                                                    jax.tree_util.tree_leaves(v["batch_stats"]))]
+                                                    jax.tree_util.tree_leaves(vs["batch_stats"]))]
     assert all(moved)  # every cell's BN statistics were updated, scanned ones included

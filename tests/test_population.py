@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from nas_jax.train import trainer, zoo
-from nas_jax.train.population import train_population
+from nas_jax.train.trainer import train_population
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_worker import tiny_cnn, tiny_config, tiny_dataset  # noqa: E402

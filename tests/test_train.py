@@ -171,6 +171,38 @@ def test_zoo_trains_once_then_restores_and_refuses_mismatch(tmp_path):
         zoo.get_or_train(config, dataset=ds, progress=False)
 
 
+def test_a_zoo_checkpoint_is_a_plain_orbax_pytree_and_older_formats_are_refused(tmp_path):
+    """docs/provenance.md's five lines restore a trained victim with orbax alone; an entry of the earlier packed
+    format is refused by its spec, a packed checkpoint elsewhere with the directory to delete."""
+    import orbax.checkpoint as ocp
+
+    config = tiny_config(zoo_dir=str(tmp_path / "zoo"))
+    config.train.epochs = 1
+    ds = tiny_dataset()
+    entry = zoo.get_or_train(config, dataset=ds, progress=False)
+    manager = ocp.CheckpointManager(entry.run_dir / "checkpoints", item_names=("state",))
+    step = manager.latest_step()
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    np.testing.assert_array_equal(entry.model.apply(variables, ds.x_test[:8] / 255.0),
+                                  entry.model.apply(entry.variables, ds.x_test[:8] / 255.0))
+
+    spec_path = entry.run_dir / "spec.json"
+    old = json.loads(spec_path.read_text())
+    old.pop("checkpoint")
+    spec_path.write_text(json.dumps(old))
+    with pytest.raises(zoo.ZooMismatchError, match="checkpoint: stored None, requested 'orbax pytree"):
+        zoo.get_or_train(config, dataset=ds, progress=False)
+
+    packed = ocp.CheckpointManager(tmp_path / "run" / "checkpoints", item_names=("vectors", "layout", "progress"))
+    packed.save(4, args=ocp.args.Composite(vectors=ocp.args.StandardSave({"float32": np.zeros(3, np.float32)}),
+                                           layout=ocp.args.JsonSave([]), progress=ocp.args.JsonSave({})))
+    packed.wait_until_finished()
+    packed.close()
+    with pytest.raises(CheckpointMismatchError, match="earlier nas_jax"):
+        trainer.train(entry.model, ds, config, tmp_path / "run", progress=False)
+
+
 def _run_worker(out, *args, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.Popen([sys.executable, WORKER, str(out), *args], env=env)

@@ -103,7 +103,7 @@ def main() -> None:
     ds = tiny_dataset()
     model = tiny_cnn()
     if args.seeds:
-        from nas_jax.train.population import train_population
+        from nas_jax.train.trainer import train_population
 
         seeds = tuple(int(v) for v in args.seeds.split(","))
         pop = train_population(model, ds, config, seeds, args.run_dir, progress=False)

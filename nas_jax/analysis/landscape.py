@@ -7,8 +7,9 @@ Parameter space: Γ(α, β) = CE(f_{θ* + α·d1 + β·d2}(x), y), with directio
   for even n (odd n: Gram–Schmidt, rescaled to ‖d2‖ = √n). ‖d1‖ = ‖d2‖ = √n. Default grid [−0.5, 0.5]², 41².
 * ``filter_normalized`` (Li et al. 2018): Gaussian directions over every weight tensor with ≥ 2 dims,
   each output filter (last axis of a Flax kernel) rescaled to the norm of the same filter of θ*; biases and
-  BN parameters do not move. Within every filter d2 is made orthogonal to d1 before rescaling (Li et al.
-  rely on near-orthogonality), so d1·d2 = 0 exactly. Default grid [−1, 1]², 51².
+  BN parameters do not move; a stacked run of DARTS cells counts each cell's filters apart. Within every
+  filter d2 is made orthogonal to d1 before rescaling (Li et al. rely on near-orthogonality), so d1·d2 = 0
+  exactly. Default grid [−1, 1]², 51².
 
 Input space: Γ_x(α, β) = CE(f(clip(x + α·d1 + β·d2, 0, 1)), y) with fresh ±1 orthogonal directions per
 image (the artifact's offset bug is not reproduced, §f.2). Grids [−0.02, 0.02]² (artifact code) or
@@ -32,6 +33,8 @@ import numpy as np
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 from scipy.interpolate import RegularGridInterpolator
+
+from nas_jax.models.darts import is_stacked_run
 
 SPACES = ("param", "input")
 DIRECTIONS = ("first_conv", "filter_normalized")
@@ -112,19 +115,21 @@ def first_conv_directions(key: jax.Array, model: nn.Module, variables: dict,
 @jax.jit
 def filter_normalized_directions(key: jax.Array, params: dict) -> tuple[dict, dict]:
     """Li et al.'s filter-normalised directions over every ≥2-D weight, per-filter orthogonal."""
-    weights = {path: w for path, w in sorted(flatten_dict(params).items()) if w.ndim >= 2}  # no biases, no BN
+    # A stacked run of DARTS cells carries the cells on a leading axis: each cell's filters are its own.
+    lead = {path: int(is_stacked_run(path[0])) for path in flatten_dict(params)}
+    weights = {path: w for path, w in sorted(flatten_dict(params).items()) if w.ndim - lead[path] >= 2}  # no BN
     total = sum(w.size for w in weights.values())
     noise = jax.random.normal(key, (2, total), jnp.float32)  # one draw, split over the weights
     d1, d2, start = {}, {}, 0
     for path, w in weights.items():
         a, b = (noise[k, start : start + w.size].reshape(w.shape).astype(w.dtype) for k in (0, 1))
         start += w.size
-        axes = tuple(range(w.ndim - 1))  # a filter = one slice of the last (output) axis
-        wn = jnp.sqrt((w**2).sum(axes))
-        an = jnp.sqrt((a**2).sum(axes))
-        b = b - (a * b).sum(axes) / an**2 * a
+        axes = tuple(range(lead[path], w.ndim - 1))  # a filter = one slice of the last (output) axis
+        norm = lambda t, axes=axes: jnp.sqrt((t**2).sum(axes, keepdims=True))
+        wn, an = norm(w), norm(a)
+        b = b - (a * b).sum(axes, keepdims=True) / an**2 * a
         d1[path] = a * wn / an
-        d2[path] = b * wn / jnp.sqrt((b**2).sum(axes))
+        d2[path] = b * wn / norm(b)
     return d1, d2
 
 

@@ -9,6 +9,7 @@ auxiliary head at cell ⌊2L/3⌋ with loss weight 0.4 (option).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -105,18 +106,33 @@ def run_name(run: tuple[int, int]) -> str:
     return f"cells_{run[0]}_to_{run[1] - 1}"
 
 
+def is_stacked_run(name: str) -> bool:
+    """Whether a top-level variable name is a stacked run of cells (:func:`run_name`): its leaves carry the cells
+    on a leading axis."""
+    return re.fullmatch(r"cells_\d+_to_\d+", name) is not None
+
+
+def stack_runs(tree: dict, runs) -> dict:
+    """A per-cell variable dict (``cell_0 … cell_{L−1}``) with the cells of each run stacked on a leading axis
+    into one entry :func:`run_name`: the layout :class:`DartsNetwork` reads."""
+    out = dict(tree)
+    for a, b in runs:
+        cells = [out.pop(f"cell_{i}") for i in range(a, b)]
+        out[run_name((a, b))] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *cells)
+    return out
+
+
 class DartsNetwork(nn.Module):
     """NAS evaluation network (§b.3). ``__call__(x, train) -> logits``; with the
     auxiliary head enabled its logits are sown as ``intermediates/aux_logits``.
 
     Compile time: the structurally identical cells of a stage (every cell but the first of the network,
     the reductions and the cell after each reduction) run as one ``lax.scan`` over their stacked variables,
-    so the compiled program holds one copy of such a cell per stage instead of one per cell (
-    ``scan_cells=False`` unrolls them). The variables keep the unrolled layout ``cell_0 … cell_{L−1}``:
-    they are stacked inside the call and the updated BN statistics unstacked, so checkpoints are unchanged.
-    A run's parameters and BN statistics may also come stacked already, as one entry :func:`run_name` (the
-    training loops' layout, :mod:`nas_jax.train.stacking`): then the call scans them as they are, and their
-    gradient and updated statistics leave stacked, with no stacking and slicing in the compiled step.
+    so the compiled program holds one copy of such a cell per stage instead of one per cell
+    (``scan_cells=False`` unrolls them). This is the network's variable layout: a scanned run's parameters and
+    BN statistics are one entry :func:`run_name` with the cells on a leading axis, from :meth:`init` on, and
+    their gradients, optimiser buffers and checkpoints keep it (no per-cell copy exists). ``init`` draws each
+    cell as the unrolled network does and stacks the runs once, so both layouts start from the same values.
     Dropout and drop-path masks of the scanned cells come from per-cell keys split from the module's
     ``dropout`` stream (same distribution as unrolled, different draws).
 
@@ -167,18 +183,25 @@ class DartsNetwork(nn.Module):
         cells = self.cells(tuple(image_hw), 3 * self.init_channels)  # the stem's 3C channels
         return tuple(cell_runs([sig for _, sig in cells], breaks=(2 * self.layers // 3,)))
 
+    def stacked_runs(self, image_hw: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """The runs of two or more cells, whose variables are stacked (:func:`run_name`)."""
+        return tuple((a, b) for a, b in self.scan_runs(image_hw) if b - a > 1)
+
+    @nn.nowrap
+    def init(self, rngs, x, *args, **kwargs):
+        """The network's variables in its layout: the cells initialised one by one (as unrolled), then each
+        scanned run's cells stacked into one entry."""
+        variables = super().init(rngs, x, *args, **kwargs)
+        runs = self.stacked_runs(x.shape[1:3])
+        return {col: stack_runs(tree, runs) if col in ("params", "batch_stats") else tree
+                for col, tree in variables.items()}
+
     def _scanned(self, cell: Cell, run: tuple[int, int], s0, s1, train: bool, drop_path_prob):
         """Cells ``run`` = [start, stop) (structurally identical) as one lax.scan over their stacked variables."""
-        names, stacked_name = [f"cell_{i}" for i in range(*run)], run_name(run)
-        stacked = {}
-        for col in ("params", "batch_stats"):
-            if self.has_variable(col, stacked_name):  # the training loops' layout
-                stacked[col] = self.get_variable(col, stacked_name)
-            elif self.has_variable(col, names[0]):
-                stacked[col] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[self.get_variable(col, n)
-                                                                                   for n in names])
+        name = run_name(run)
+        stacked = {col: self.get_variable(col, name) for col in ("params", "batch_stats") if self.has_variable(col, name)}
         needs_rng = train and (self.dropout > 0 or self.use_drop_path)
-        keys = jax.random.split(self.make_rng("dropout"), len(names)) if needs_rng else None
+        keys = jax.random.split(self.make_rng("dropout"), run[1] - run[0]) if needs_rng else None
         mutable = ["batch_stats"] if train and "batch_stats" in stacked else False
 
         def body(carry, xs):
@@ -190,11 +213,7 @@ class DartsNetwork(nn.Module):
 
         (s0, s1), stats = jax.lax.scan(body, (s0, s1), (stacked, keys))
         if mutable and self.is_mutable_collection("batch_stats"):
-            if self.has_variable("batch_stats", stacked_name):  # stacked in, stacked out
-                self.put_variable("batch_stats", stacked_name, stats)
-            else:
-                for k, n in enumerate(names):
-                    self.put_variable("batch_stats", n, jax.tree_util.tree_map(lambda v, k=k: v[k], stats))
+            self.put_variable("batch_stats", name, stats)
         return s0, s1
 
     @nn.compact

@@ -18,18 +18,16 @@ With ``search.early_stop_factor`` > 0 (DARTS-ES, RobustDARTS §5.1) the search s
 first epoch whose eigenvalue exceeds that factor times the smallest one before it, and the
 genotype is the one derived at the epoch of that minimum.
 
-Batches depend only on the step counter (and the seed), the state and the running
-metric sums are checkpointed together, so a killed search restarted with the same
-command finishes with exactly the state and log of an uninterrupted one.
+Batches depend only on the step counter (and the seed), and the search runs in the one resumable loop
+(:mod:`nas_jax.train.loop`), so a killed search restarted with the same command finishes with exactly the
+state and log of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nas_jax import parallel
@@ -40,7 +38,7 @@ from nas_jax.models.supernet import Supernet, supernet_from_config
 from nas_jax.search import darts, random_search, smoothness
 from nas_jax.search.genotype import derive_genotype, method_mean_weights, save_genotype
 from nas_jax.train import run_dir as rundir
-from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.loop import Loop, run
 from nas_jax.train.sampler import EpochSampler
 
 GENOTYPE_FILE = "genotype.json"
@@ -175,12 +173,7 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     check_spec(sdir, search_spec(config, dataset))
 
     state = darts.create_search_state(model, sc, config.seed, dataset.x_train.shape[1:])
-    carry = jax.device_put({"state": state, "sums": jnp.zeros(6, jnp.float32)}, parallel.replicated(mesh))
-    ckpt = Checkpointer(sdir / "checkpoints")
-    if ckpt.latest_step() is not None:
-        carry = ckpt.restore(carry)
-    state, sums = carry["state"], carry["sums"]
-    step = int(state.step)
+    state = jax.device_put(state, parallel.replicated(mesh))
     step_fn = darts.make_search_step(model, sc, config.seed, mesh)
     schedule = darts.weight_schedule(sc)
     s = config.search
@@ -202,62 +195,44 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         rank_fn = random_search.make_rank_fn(model, mesh)
         rank_batches = batches.hessian_batches(int(s.get("random_eval_batches", 4)))
 
-        def pick():
+        def pick(state):
             acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
             best = random_search.best_candidate(acc, loss)
             return random_search.genotype_of(cands, best, model.ops, model.steps, model.multiplier), acc[best]
 
-    main = parallel.is_main_process()
-    log_path = sdir / "search_log.jsonl"
-    log = rundir.read_log(log_path, step // spe)  # every process: the early-stop rule reads it (shared dir)
-    writer = rundir.tensorboard_writer(tb_dir)
-    bar = rundir.progress_bar(epochs * spe, step, f"search {sc.method} {sc.hypergradient} n_step={sc.n_step} "
-                              f"γ={config.search.skip_gamma}", progress)
+    def end_epoch(state, epoch, step, sums, seconds):
+        best = pick(state) if pick is not None else (None, None)
+        row = epoch_row(epoch, step, sums, state, model, float(schedule((step * batches.real) - 1)), seconds, best[0])
+        if best[1] is not None:
+            row["candidate_val_accuracy"] = float(best[1])
+        if eigen_fn is not None:
+            key = jax.random.fold_in(jax.random.key(config.seed), epoch)
+            row["hessian_eigenvalue"] = float(eigen_fn(state, *eigen_batches, key))
+        return [row]
+
+    def show(rows):
+        row = rows[0]
+        lam = {"λ": f"{row['hessian_eigenvalue']:.3g}"} if "hessian_eigenvalue" in row else {}
+        return {"train": f"{row['train_accuracy']:.3f}", "val": f"{row['val_accuracy']:.3f}",
+                "skip": row["normal_skip_connects"], **lam}
+
+    loop = Loop(sdir, spe, epochs, lambda state, step: step_fn(state, *batches(step)), end_epoch, (6,),
+                ("search_log.jsonl",), f"search {sc.method} {sc.hypergradient} n_step={sc.n_step} "
+                f"γ={config.search.skip_gamma}", show, config.train.checkpoint_every_steps,
+                stop=lambda logs: _early_stop(logs[0], es_factor) is not None, tb_dir=tb_dir, tb_prefix="search",
+                tb_keys=("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "normal_skip_connects",
+                         "hessian_eigenvalue"))
+    done = run(loop, state, max_steps=max_steps, progress=progress)
+    state, step, log = done.state, done.step, done.logs[0]
+    if done.interrupted:
+        return {"state": state, "interrupted": True, "step": step, "model": model}
     stopped = _early_stop(log, es_factor)
-    try:
-        while step < epochs * spe and stopped is None:
-            epoch, t0 = step // spe, time.perf_counter()
-            for _ in range(step % spe, spe):
-                state, m = step_fn(state, *batches(step))
-                sums, step = sums + m, step + 1
-                bar.update(1)
-                every = config.train.checkpoint_every_steps
-                if every and step % every == 0 and step % spe:
-                    ckpt.save(step, {"state": state, "sums": sums})
-                if max_steps is not None and step >= max_steps and step % spe:
-                    return {"state": state, "interrupted": True, "step": step, "model": model}
-            best = pick() if pick is not None else (None, None)
-            row = epoch_row(epoch, step, np.asarray(jax.device_get(sums)), state, model,
-                            float(schedule((step * batches.real) - 1)), time.perf_counter() - t0, best[0])
-            if best[1] is not None:
-                row["candidate_val_accuracy"] = float(best[1])
-            if eigen_fn is not None:
-                key = jax.random.fold_in(jax.random.key(config.seed), epoch)
-                row["hessian_eigenvalue"] = float(eigen_fn(state, *eigen_batches, key))
-            sums = jnp.zeros_like(sums)
-            log.append(row)
-            if main:  # the log first: a kill before the checkpoint replays this epoch and rewrites its row
-                rundir.write_log(log_path, log)
-                bar.set_postfix(train=f"{row['train_accuracy']:.3f}", val=f"{row['val_accuracy']:.3f}",
-                                skip=row["normal_skip_connects"], **({"λ": f"{row['hessian_eigenvalue']:.3g}"}
-                                                                     if "hessian_eigenvalue" in row else {}))
-                rundir.write_scalars(writer, "search", row, epoch, ("train_loss", "train_accuracy", "val_loss",
-                                                                   "val_accuracy", "lr", "normal_skip_connects",
-                                                                   "hessian_eigenvalue"))
-            ckpt.save(step, {"state": state, "sums": sums})
-            stopped = _early_stop(log, es_factor)
-            if max_steps is not None and step >= max_steps and step < epochs * spe and stopped is None:
-                return {"state": state, "interrupted": True, "step": step, "model": model}
-    finally:
-        bar.close()
-        ckpt.close()
-        if writer is not None:
-            writer.close()
+    main = parallel.is_main_process()
     if stopped is not None:  # DARTS-ES: the genotype of the epoch with the smallest eigenvalue before the stop
         best = smoothness.minimum_epoch(_eigenvalues(log), stopped)
         genotype = genotype_from_dict(log[best]["genotype"], f"search log epoch {best}")
     elif pick is not None:
-        genotype = pick()[0]
+        genotype = pick(state)[0]
     else:
         genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
                                    model.multiplier, model.method)

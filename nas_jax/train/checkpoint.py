@@ -1,16 +1,13 @@
-"""Orbax checkpoints of the training state; the only module that imports orbax.
+"""Orbax checkpoints of a run's state; the only module that imports orbax.
 
-The state is stored as one flat vector per dtype plus a JSON layout (every
-leaf's path, shape and dtype): orbax pays a few milliseconds per array, and a
-DARTS state has hundreds of small ones, so this makes an epoch-end save cost
-milliseconds instead of seconds. Writes are atomic (orbax writes to a
-temporary directory and renames it), so a run killed at any moment leaves the
-previous checkpoint intact. Restoring compares the stored layout with the
-requested one first and refuses any difference: a checkpoint is never loaded
-partially (docs/provenance.md). A checkpoint that cannot be read (truncated, overwritten, half
-deleted) raises :class:`CheckpointCorruptError`; the trainer then falls back to the previous one.
-Each checkpoint may carry a small JSON ``progress`` item (the running sums of a
-checkpointed epoch); checkpoints written without it still restore.
+A checkpoint is a plain orbax pytree (item ``state``: the step, the model's variables in its own layout and
+the optimiser state) that orbax alone restores (docs/provenance.md shows the five lines), plus two small JSON
+items: ``layout`` (every leaf's path, shape and dtype) and ``progress`` (the running sums of a mid-epoch
+checkpoint). Writes are atomic (orbax writes to a temporary directory and renames it), so a run killed at any
+moment leaves the previous checkpoint intact. Restoring compares the stored layout with the requested one
+first and refuses any difference: a checkpoint is never loaded partially. A checkpoint that cannot be read
+(truncated, overwritten, half deleted) raises :class:`CheckpointCorruptError`; the loop then falls back to
+the previous one. Checkpoints of the earlier packed format (one vector per dtype) are refused with the fix.
 """
 
 from __future__ import annotations
@@ -24,10 +21,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nas_jax import parallel
 from nas_jax.errors import UserError
 
-
 ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # orbax writes step N to "N.orbax-checkpoint-tmp-*", then renames it
+PACKED_ITEM = "vectors"  # the item of the earlier packed format
 
 
 class CheckpointMismatchError(UserError):
@@ -48,28 +46,10 @@ def layout(tree) -> list[list]:
     return [[jax.tree_util.keystr(p), list(np.shape(x)), str(np.dtype(x.dtype))] for p, x in flat]
 
 
-def _pack(tree) -> dict[str, np.ndarray]:
-    """One contiguous vector per dtype, leaves in flattening order."""
-    groups: dict[str, list[np.ndarray]] = {}
-    for leaf in jax.tree_util.tree_leaves(tree):
-        # Replicated state: this process's first shard is the whole value (multi-host safe).
-        leaf = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
-        groups.setdefault(str(leaf.dtype), []).append(leaf.reshape(-1))
-    return {dtype: np.concatenate(parts) for dtype, parts in groups.items()}
-
-
-def _unpack(vectors: dict[str, np.ndarray], template):
-    offsets = dict.fromkeys(vectors, 0)
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    out = []
-    for leaf in leaves:
-        dtype, size = str(np.dtype(leaf.dtype)), int(np.prod(np.shape(leaf)))
-        start = offsets[dtype]
-        out.append(np.asarray(vectors[dtype][start : start + size]).reshape(np.shape(leaf)))
-        offsets[dtype] = start + size
-    restored = jax.tree_util.tree_unflatten(treedef, out)
-    shardings = jax.tree_util.tree_map(lambda x: getattr(x, "sharding", None), template)
-    return jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s) if s is not None else x, restored, shardings)
+def host_copy(tree):
+    """The tree as host numpy arrays: orbax writes those in half the time of device arrays. Replicated state:
+    this process's first shard is the whole value (multi-host safe)."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
 
 
 def _describe_mismatch(stored: list, wanted: list) -> str:
@@ -109,7 +89,7 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=writer,
                                                  enable_async_checkpointing=False),
-            item_names=("vectors", "layout", "progress"),
+            item_names=("state", "layout", "progress"),
         )
 
     def latest_step(self) -> int | None:
@@ -121,7 +101,7 @@ class Checkpointer:
 
     def save(self, step: int, state, progress: dict | None = None) -> None:
         """Save ``state`` at ``step``, with an optional JSON-able ``progress`` dict (see :meth:`restore_progress`)."""
-        args = ocp.args.Composite(vectors=ocp.args.StandardSave(_pack(state)),
+        args = ocp.args.Composite(state=ocp.args.StandardSave(host_copy(state)),
                                   layout=ocp.args.JsonSave(layout(state)),
                                   progress=ocp.args.JsonSave(progress or {}))
         try:
@@ -162,6 +142,11 @@ class Checkpointer:
         if step not in self._manager.all_steps():
             raise CheckpointCorruptError(f"checkpoint {self.directory}/{step} does not exist (stored steps: "
                                          f"{self.all_steps()}).")
+        if (self.directory / str(step) / PACKED_ITEM).exists():
+            raise CheckpointMismatchError(
+                f"checkpoint {self.directory}/{step} was written by an earlier nas_jax (one packed vector per "
+                "dtype, DARTS cells stored one by one); this version stores plain orbax pytrees with each scanned "
+                f"run of cells stacked. Delete {self.directory.parent} to retrain it.")
         stored = self._read(step, layout=ocp.args.JsonRestore())["layout"]
         wanted = layout(template)
         if stored != wanted:
@@ -170,11 +155,9 @@ class Checkpointer:
                 f"{_describe_mismatch(stored, wanted)}. It was written for another architecture or config; "
                 "use another zoo directory/preset, or delete it to retrain."
             )
-        vectors = self._read(step, vectors=ocp.args.StandardRestore())["vectors"]
-        try:
-            return _unpack(vectors, template)
-        except (KeyError, ValueError, TypeError) as e:  # vectors shorter than the layout says
-            raise CheckpointCorruptError(f"checkpoint {self.directory}/{step} is incomplete ({e}); delete it.") from e
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+        replicated = parallel.replicated(parallel.data_mesh())  # for a template without shardings (eval_shape)
+        return self._read(step, state=ocp.args.StandardRestore(abstract, fallback_sharding=replicated))["state"]
 
     def restore_progress(self, step: int) -> dict:
         """The ``progress`` dict saved with ``step``; {} for checkpoints written without one."""

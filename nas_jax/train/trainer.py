@@ -1,19 +1,18 @@
-"""Training: state, compiled step, evaluation and the resumable loop.
+"""Training: state, compiled step, evaluation, and training a population of seeds (one by default).
 
 The paper's recipe (§3.1, Table 5; docs/protocol.md §d): SGD momentum 0.9, lr 0.025
 with per-epoch cosine annealing, coupled weight decay, global-norm clipping at
 5.0, batch 96, crop/flip/cutout augmentation. The train step is one ``jit``
 over a ``'data'`` mesh (batch sharded, state replicated); augmentation, the
 drop-path ramp and per-step randomness are computed on the device from the
-step counter, so resuming from any checkpoint replays the same computation.
+step counter, so resuming from any checkpoint replays the same computation
+(the resumable loop itself is :mod:`nas_jax.train.loop`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch, to_float
-from nas_jax.train import run_dir as rundir
-from nas_jax.train import stacking
-from nas_jax.train.checkpoint import CheckpointCorruptError, Checkpointer
+from nas_jax.train.loop import Loop, run
 from nas_jax.train.sampler import EpochSampler
 
 # ----------------------------------------------------------------------------
@@ -39,19 +37,17 @@ from nas_jax.train.sampler import EpochSampler
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """``params``, ``batch_stats`` and ``opt_state`` are per cell, or with ``cell_runs`` set stacked per scanned
-    run (:mod:`nas_jax.train.stacking`, the training loops' layout); ``variables`` are always per cell."""
+    """The step, the model's variables in its own layout (a DARTS network's scanned cells stacked) and the
+    optimiser state over them."""
 
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
-    cell_runs: tuple = flax.struct.field(pytree_node=False, default=())
 
     @property
     def variables(self) -> dict:
-        return {"params": stacking.unstack_cells(self.params, self.cell_runs),
-                "batch_stats": stacking.unstack_cells(self.batch_stats, self.cell_runs)}
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 def cosine_per_epoch(lr: float, epochs: int, steps_per_epoch: int, final_lr: float = 0.0):
@@ -126,31 +122,32 @@ def hard_labels(labels):
     return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
 
 
-def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int, mesh,
+def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int | tuple[int, ...], mesh,
                     batch_transform=None):
-    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``. ``state`` may be per
-    cell or stacked (:func:`nas_jax.train.stacking.stack_state`: what :func:`train` passes; it compiles faster).
+    """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``: the :func:`keyed_step`
+    of one seed, or with a tuple of seeds vmapped over a population's stacked states and (P, B, ...) batches.
 
     ``batch_transform(key, variables, images, labels) -> (images, labels)``, if
     given, rewrites each augmented float batch inside the compiled step before the
     loss (trigger stamping for backdoors, PGD examples for adversarial training);
     ``variables`` are the current eval-mode variables.
     """
+    keyed = keyed_step(model, tx, tcfg, arch, steps_per_epoch, batch_transform)
+    raw = lambda state, images_u8, labels, key_data: keyed(state, images_u8, labels, jax.random.wrap_key_data(key_data))
+    seeds = seed if isinstance(seed, tuple) else (seed,)
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    step = keyed_step(model, tx, tcfg, arch, steps_per_epoch, batch_transform)
-
-    def raw_keyed(state, images_u8, labels, key_data):
-        return step(state, images_u8, labels, jax.random.wrap_key_data(key_data))
-
-    keyed = jax.jit(raw_keyed, in_shardings=(rep, data, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
-    # The seed's key is an argument, not a constant of the program: every seed of a model runs (and the persistent
-    # cache keeps) one compiled step. Passed as its raw uint32 data, which every process can place.
-    return SeededStep(keyed, jax.device_put(jax.random.key_data(jax.random.key(seed)), rep))
+    if isinstance(seed, tuple):
+        raw, data = jax.vmap(raw), NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+    jitted = jax.jit(raw, in_shardings=(rep, data, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+    # The seeds' keys are an argument, not constants of the program: every seed of a model runs (and the
+    # persistent cache keeps) one compiled step. Passed as their raw uint32 data, which every process can place.
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
+    return SeededStep(jitted, jax.device_put(keys if isinstance(seed, tuple) else keys[0], rep))
 
 
 @dataclasses.dataclass(frozen=True)
 class SeededStep:
-    """``step(state, images_u8, labels)``: the jitted ``keyed(state, images_u8, labels, key)`` with its seed's
+    """``step(state, images_u8, labels)``: the jitted ``keyed(state, images_u8, labels, key)`` with its seeds'
     ``key`` bound (lower or compile ``keyed`` with ``key`` for ahead-of-time use)."""
 
     keyed: Callable
@@ -162,8 +159,8 @@ class SeededStep:
 
 def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_transform=None):
     """The uncompiled train step ``(state, images_u8, labels, base_key) -> (state, metrics)``: augmentation and
-    dropout keys are ``fold_in(base_key, state.step)``. :func:`make_train_step` jits it for one seed,
-    :mod:`nas_jax.train.population` vmaps it over a population of seeds."""
+    dropout keys are ``fold_in(base_key, state.step)``. :func:`make_train_step` jits it for one seed or
+    vmaps it over a population of seeds."""
     use_drop_path = getattr(model, "use_drop_path", False)
     aux_weight = arch.aux_weight if getattr(model, "auxiliary", False) else 0.0
 
@@ -180,7 +177,7 @@ def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_tra
 
         def loss_fn(params):
             logits, mutated = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True,  # read stacked (DartsNetwork)
+                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
                 rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"], **kwargs)
             loss = cross_entropy(logits, labels)
             if aux_weight:
@@ -250,113 +247,121 @@ def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh
 
 
 # ----------------------------------------------------------------------------
-# The loop
+# Training: a population of seeds, one of them by default
 # ----------------------------------------------------------------------------
 
 
-def resume(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
-    """(state, progress) of the newest readable checkpoint, or (``state``, {}) when there is none. An unreadable
-    checkpoint (a run killed while the disk filled, a damaged copy) is moved aside with a warning and the
-    previous one is used; a checkpoint of another architecture is refused (CheckpointMismatchError)."""
-    while (step := ckpt.latest_step()) is not None:
-        try:
-            restored = ckpt.restore(state, step)
-        except CheckpointCorruptError as e:
-            moved = ckpt.quarantine(step)
-            warnings.warn(f"{e} Resuming from the previous checkpoint instead (the damaged one was moved to "
-                          f"{moved}).", stacklevel=2)
-            continue
-        return restored, ckpt.restore_progress(step)
-    return state, {}
+def stack(trees: list):
+    """Trees of equal structure stacked on a new leading (member) axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member(tree, i: int):
+    """The ``i``-th member of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _member_variables(states, i: int) -> dict:
+    """Member ``i``'s eval variables (params and batch_stats only, not its optimiser state)."""
+    return member(states, i).variables
 
 
 def train(model: nn.Module, dataset, config, run_dir: str | Path, *, max_steps: int | None = None,
           tb_dir: str | Path | None = None, progress: bool = True, name: str | None = None,
           batch_transform=None, initial_variables: dict | None = None) -> dict:
-    """Train ``model`` on ``dataset`` with ``config.train``; resumable from ``run_dir``.
+    """Train ``model`` on ``dataset`` with ``config.train`` and ``config.seed``; resumable from ``run_dir``: the
+    population of one seed (:func:`train_population`). Returns ``{'state', 'test_accuracy', 'log', 'step',
+    'interrupted'}``."""
+    out = train_population(model, dataset, config, (int(config.seed),), run_dir, max_steps=max_steps,
+                           tb_dir=tb_dir, progress=progress, name=name, batch_transform=batch_transform,
+                           initial_variables=initial_variables)
+    if out["interrupted"]:
+        return {"state": out["states"], "interrupted": True, "step": out["step"]}
+    return {"state": out["states"][0], "interrupted": False, "step": out["step"],
+            "test_accuracy": out["test_accuracy"][0], "log": out["logs"][0]}
 
-    Checkpoints go to ``run_dir/checkpoints`` at every epoch end (and every
-    ``checkpoint_every_steps``); the per-epoch log to ``run_dir/train_log.jsonl``.
-    Restarting with the same arguments resumes from the last checkpoint and
-    reaches the same parameters as an uninterrupted run. ``max_steps`` stops
-    early (as an interruption would). Returns the final state and metrics.
-    ``batch_transform`` rewrites each batch in the step (see :func:`make_train_step`);
-    ``initial_variables`` ({'params', 'batch_stats'}) start fine-tuning from a
-    trained model (fresh optimiser state) instead of a new initialisation.
+
+def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], run_dir: str | Path, *,
+                     max_steps: int | None = None, tb_dir: str | Path | None = None, progress: bool = True,
+                     name: str | None = None, batch_transform=None, initial_variables: dict | None = None) -> dict:
+    """Train one model per seed of ``seeds`` in one compiled program; resumable from ``run_dir``.
+
+    Each member is exactly the run of its seed alone: its own initialisation (``init_key(seed)``), data order
+    (``EpochSampler(seed)``), augmentation and dropout keys (``fold_in(key(seed), step)``). Several members step
+    as the :func:`keyed_step` vmapped over their stacked states, (P, B, ...) batches and keys (on an accelerator
+    many small models fill the device that one alone leaves idle); one member steps unbatched. Checkpoints go to
+    ``run_dir/checkpoints`` at every epoch end (and every ``checkpoint_every_steps``); each member's per-epoch
+    log to ``run_dir/train_log.jsonl`` (one seed) or ``train_log_seed{s}.jsonl``. ``max_steps`` stops early (as
+    an interruption would). ``batch_transform`` rewrites each batch in the step (see :func:`make_train_step`);
+    ``initial_variables`` ({'params', 'batch_stats'}) start fine-tuning from a trained model (fresh optimiser
+    state) instead of a new initialisation. Returns ``{'states': [TrainState per seed], 'test_accuracy',
+    'logs': [[rows] per seed], 'step', 'interrupted'}``.
     """
-    tcfg, arch = config.train, config.arch
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    seeds = tuple(int(s) for s in seeds)
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"train.seeds must list distinct seeds, got {seeds}.")
+    one, tcfg = len(seeds) == 1, config.train
     mesh = parallel.data_mesh()
     parallel.check_batch_size(tcfg.batch_size, mesh)
-    sampler = EpochSampler(len(dataset.y_train), tcfg.batch_size, tcfg.data_slices or jax.process_count(),
-                           config.seed)
-    name = name or config.model
-    x_local, y_local = sampler.local_data(dataset.x_train, dataset.y_train)
-    spe, epochs = sampler.steps_per_epoch, tcfg.epochs
-
+    slices = tcfg.data_slices or jax.process_count()
+    samplers = [EpochSampler(len(dataset.y_train), tcfg.batch_size, slices, s) for s in seeds]
+    local = [sm.local_data(dataset.x_train, dataset.y_train) for sm in samplers]
+    spe = samplers[0].steps_per_epoch
     tx, schedule = make_optimizer(tcfg, spe), make_schedule(tcfg, spe)
-    state = create_state(model, tx, init_key(config.seed), dataset.x_train.shape[1:])
-    if initial_variables is not None:  # copied: the train step donates its state, the caller keeps its arrays
-        start = jax.tree_util.tree_map(jnp.copy, {"params": initial_variables["params"],
+
+    def initial(seed):
+        state = create_state(model, tx, init_key(seed), dataset.x_train.shape[1:])
+        if initial_variables is None:
+            return state
+        start = jax.tree_util.tree_map(jnp.copy, {"params": initial_variables["params"],  # the step donates
                                                   "batch_stats": initial_variables.get("batch_stats", {})})
-        state = state.replace(params=start["params"], batch_stats=start["batch_stats"],
-                              opt_state=tx.init(start["params"]))
-    state = jax.device_put(state, parallel.replicated(mesh))
-    ckpt = Checkpointer(run_dir / "checkpoints")
-    state, progress_info = resume(ckpt, state)
-    state = stacking.stack_state(state, stacking.stacked_runs(model, dataset.x_train.shape[1:]))
-    start = int(state.step)
-    train_step = make_train_step(model, tx, tcfg, arch, spe, config.seed, mesh, batch_transform)
+        return state.replace(params=start["params"], batch_stats=start["batch_stats"],
+                             opt_state=tx.init(start["params"]))
+
+    states = initial(seeds[0]) if one else stack([initial(s) for s in seeds])
+    states = jax.device_put(states, parallel.replicated(mesh))
+    train_step = make_train_step(model, tx, tcfg, config.arch, spe, seeds[0] if one else seeds, mesh,
+                                 batch_transform)
+    batch_sharding = parallel.batch_sharded(mesh) if one else NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
     predict = make_predict(model, mesh)
+    variables = (lambda st, i: st.variables) if one else _member_variables
+    accs = [None] * len(seeds)
 
-    main = parallel.is_main_process()
-    log_path = run_dir / "train_log.jsonl"
-    log = rundir.read_log(log_path, start // spe) if main else []
-    writer = rundir.tensorboard_writer(tb_dir)
-    bar = rundir.progress_bar(epochs * spe, start, f"train {name}", progress)
-    step, test_acc = start, None
-    # A resume inside an epoch continues that epoch's running sums (saved with mid-epoch checkpoints).
-    carry = progress_info if start % spe and progress_info.get("epoch") == start // spe else {}
-    try:
-        while step < epochs * spe:
-            epoch = step // spe
-            sums = jnp.asarray(carry.get("epoch_sums", np.zeros(3)), jnp.float32)
-            seconds_before, carry = float(carry.get("epoch_seconds", 0.0)), {}
-            t0 = time.perf_counter()
-            for s in range(step % spe, spe):
-                images, labels = sampler.local_batch(x_local, y_local, epoch, s)
-                state, m = train_step(state, *parallel.global_batch(mesh, (images, labels)))
-                sums = sums + m
-                step += 1
-                bar.update(1)
-                if tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0 and step % spe:
-                    ckpt.save(step, stacking.unstack_state(state),
-                              {"epoch": epoch, "epoch_sums": np.asarray(jax.device_get(sums)).tolist(),
-                               "epoch_seconds": seconds_before + time.perf_counter() - t0})
-                if max_steps is not None and step >= max_steps:
-                    return {"state": stacking.unstack_state(state), "interrupted": True, "step": step}
-            loss_sum, correct, count = np.asarray(jax.device_get(sums))
-            seconds = seconds_before + time.perf_counter() - t0
-            row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / count),
-                   "train_accuracy": float(correct / count), "images_per_s": float(count / seconds),
-                   "lr": float(schedule(step - 1))}
-            if (epoch + 1) % tcfg.eval_every_epochs == 0 or epoch + 1 == epochs:
-                row["test_accuracy"] = test_acc = evaluate(predict, state.variables, dataset.x_test,
-                                                           dataset.y_test, mesh, tcfg.eval_batch_size)
-            ckpt.save(step, stacking.unstack_state(state))
-            if main:
-                log.append(row)
-                rundir.write_log(log_path, log)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
-                rundir.write_scalars(writer, name, row, epoch)
-    finally:
-        bar.close()
-        ckpt.close()
-        if writer is not None:
-            writer.close()
-    state = stacking.unstack_state(state)
-    if test_acc is None:  # a finished run restarted: nothing was trained or evaluated above
-        test_acc = evaluate(predict, state.variables, dataset.x_test, dataset.y_test, mesh, tcfg.eval_batch_size)
-    return {"state": state, "interrupted": False, "step": step, "test_accuracy": test_acc, "log": log}
+    def step(states, global_step):
+        epoch, s = divmod(global_step, spe)
+        rows = [sm.local_batch(x, y, epoch, s) for sm, (x, y) in zip(samplers, local, strict=True)]
+        batch = rows[0] if one else tuple(np.stack([r[j] for r in rows]) for j in (0, 1))
+        return train_step(states, *(jax.make_array_from_process_local_data(batch_sharding, a) for a in batch))
 
+    def end_epoch(states, epoch, global_step, totals, seconds):
+        evaluate_now = (epoch + 1) % tcfg.eval_every_epochs == 0 or epoch + 1 == tcfg.epochs
+        rows = []
+        for i, (loss_sum, correct, count) in enumerate(np.reshape(totals, (len(seeds), 3))):
+            row = {"epoch": epoch, "step": global_step, "train_loss": float(loss_sum / count),
+                   "train_accuracy": float(correct / count), "images_per_s": float(count * len(seeds) / seconds),
+                   "lr": float(schedule(global_step - 1))}
+            if evaluate_now:
+                row["test_accuracy"] = accs[i] = evaluate(predict, variables(states, i), dataset.x_test,
+                                                          dataset.y_test, mesh, tcfg.eval_batch_size)
+            rows.append(row)
+        return rows
+
+    def show(rows):
+        if one:
+            return {"loss": f"{rows[0]['train_loss']:.3f}", "acc": f"{rows[0].get('test_accuracy', float('nan')):.3f}"}
+        return {"acc": " ".join(f"{a:.3f}" for a in accs if a is not None)}
+
+    loop = Loop(Path(run_dir), spe, tcfg.epochs, step, end_epoch, (3,) if one else (len(seeds), 3),
+                ("train_log.jsonl",) if one else tuple(f"train_log_seed{s}.jsonl" for s in seeds),
+                f"train {name or config.model}" + ("" if one else f" x{len(seeds)} seeds"), show,
+                tcfg.checkpoint_every_steps, tb_dir=tb_dir, tb_prefix=name or config.model)
+    out = run(loop, states, max_steps=max_steps, progress=progress)
+    if out.interrupted:
+        return {"states": out.state, "interrupted": True, "step": out.step}
+    members = [out.state] if one else [member(out.state, i) for i in range(len(seeds))]
+    for i, a in enumerate(accs):
+        if a is None:  # a finished run restarted: evaluate each member once
+            accs[i] = evaluate(predict, members[i].variables, dataset.x_test, dataset.y_test, mesh,
+                               tcfg.eval_batch_size)
+    return {"states": members, "interrupted": False, "step": out.step, "test_accuracy": accs, "logs": out.logs}

@@ -44,6 +44,9 @@ from nas_jax.train.checkpoint import Checkpointer
 # What the models' BatchNorm does, part of every spec: entries trained before BN took PyTorch's unbiased
 # running variance hold other eval-mode statistics and are refused, not mixed with new ones.
 BATCH_NORM = "pytorch: unbiased running variance, momentum 0.1, eps 1e-5"
+# The checkpoint format, part of every spec: entries of the earlier packed format with DARTS cells stored one by
+# one are refused by their spec (the differing key says so), never read.
+CHECKPOINT = "orbax pytree, scanned DARTS cells stacked (format 2)"
 
 
 class ZooMismatchError(UserError):
@@ -131,7 +134,7 @@ def training_spec(config, model_name: str) -> dict:
         train.pop(key)
     train.pop("seeds", None)  # which seeds train together does not change any one seed's weights
     spec = {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train,
-            "batch_norm": BATCH_NORM}
+            "batch_norm": BATCH_NORM, "checkpoint": CHECKPOINT}
     if config.dataset.startswith("npz:"):
         spec["dataset_sha256"] = dataset_sha256(config.dataset)
     if model_name.startswith("genotype:"):
@@ -291,11 +294,9 @@ def with_seed(config, seed: int):
 def get_or_train_population(config, model_name: str | None = None, seeds=None, dataset: Dataset | None = None,
                             progress: bool = True) -> list[ZooEntry]:
     """The zoo entries of ``model_name`` for every seed of ``seeds`` (default ``config.train.seeds``): the
-    missing ones are trained together in one compiled program (:mod:`nas_jax.train.population`, resumable in
+    missing ones are trained together in one compiled program (:func:`trainer.train_population`, resumable in
     ``{preset}_population_{seeds}``) and then stored as ordinary single-seed entries, which every task restores
     as if each had been trained alone."""
-    from nas_jax.train.population import train_population
-
     model_name = model_name or config.model
     seeds = tuple(int(s) for s in (seeds if seeds is not None else config.train.seeds))
     config = model_config(config, model_name)
@@ -312,7 +313,7 @@ def get_or_train_population(config, model_name: str | None = None, seeds=None, d
             model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
             todo = tuple(seeds[i] for i in missing)
             pop_dir = dirs[0].parent / f"{leaf_prefix(config)}_population_{'-'.join(map(str, todo))}"
-            out = train_population(model, dataset, config, todo, pop_dir, progress=progress, name=model_name)
+            out = trainer.train_population(model, dataset, config, todo, pop_dir, progress=progress, name=model_name)
             for i, state, acc, log in zip(missing, out["states"], out["test_accuracy"], out["logs"], strict=True):
                 store_entry(dirs[i], state, out["step"], acc, log, how_trained(seeds))
     return [get_or_train(c, model_name, dataset, progress=progress) for c in configs]
