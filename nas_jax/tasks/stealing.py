@@ -22,13 +22,14 @@ from typing import ClassVar
 import jax
 import ml_collections
 import numpy as np
+from matplotlib.lines import Line2D
 
 from nas_jax.attacks.nes import BlackBox
 from nas_jax.attacks.stealing import KnockoffConfig, knockoff, make_pool, stealing_metrics
 from nas_jax.attacks.stealing import victim_probabilities as probabilities
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
-from nas_jax.report import figures, results
+from nas_jax.report import plots, results
 from nas_jax.report.study import POSITIVE, Metric, row_reader
 from nas_jax.report.tables import format_table
 from nas_jax.study.runs import task_run_dir
@@ -202,14 +203,49 @@ def run(config, workdir: str | Path) -> list[dict]:
         if aware:
             title = (f"Knockoff ({sc.sampling}, {sc.labels} labels), architecture-aware, {config.dataset}, ACE over "
                      f"n = {len(dataset.y_test)} test inputs, seed {config.seed}")
-            print(f"figure: {figures.stealing_ace_budget_figure(aware, fig_dir / 'stealing_ace_budget.png', title)}")
+            print(f"figure: {stealing_ace_budget_figure(aware, fig_dir / 'stealing_ace_budget.png', title)}")
         if matrix_models:
             ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
             title = (f"Knockoff ACE at {sc.matrix_budget} queries, {config.dataset}, n = {len(dataset.y_test)} test "
                      f"inputs, seed {config.seed}")
-            fig = figures.stealing_matrix_figure(matrix_models, ace, fig_dir / "stealing_matrix.png", title)
+            fig = stealing_matrix_figure(matrix_models, ace, fig_dir / "stealing_matrix.png", title)
             print(f"figure: {fig}")
     return records
+
+
+def stealing_ace_budget_figure(rows: list[dict], path: Path, title: str) -> Path:
+    """Figure 9 style: ACE against the query budget, one line per victim coloured by family (floors dotted)."""
+    fig, ax = plots.plt.subplots(figsize=(7.0, 3.8))
+    for victim in sorted({r["model"] for r in rows}):
+        pts = sorted((r["budget"], r["ace"], r["victim_entropy"], r["family"]) for r in rows if r["model"] == victim)
+        color = plots.FAMILY_COLORS[pts[0][3]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, alpha=0.85)
+        ax.annotate(victim, (pts[-1][0], pts[-1][1]), fontsize=6, xytext=(3, 0), textcoords="offset points")
+        ax.axhline(pts[0][2], color=color, lw=0.6, ls=":", alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("query budget")
+    ax.set_ylabel("ACE (victim vs replica)")
+    plots.legend_outside(ax, handles=[Line2D([], [], color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
+                   + [Line2D([], [], color="gray", ls=":", label="floor (victim entropy)")], fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return plots.save_figure(fig, path)
+
+
+def stealing_matrix_figure(models: list[str], ace: dict, path: Path, title: str) -> Path:
+    """Table 2 as a heatmap: victims (rows) x replicas (columns), ACE in each cell."""
+    grid = np.array([[ace.get((v, r), np.nan) for r in models] for v in models])
+    fig, ax = plots.plt.subplots(figsize=(1.6 + 0.9 * len(models), 1.2 + 0.8 * len(models)))
+    im = ax.imshow(grid, cmap="viridis")
+    for i in range(len(models)):
+        for j in range(len(models)):
+            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(len(models)), models, rotation=45, ha="right")
+    ax.set_yticks(range(len(models)), models)
+    ax.set_xlabel("replica")
+    ax.set_ylabel("victim")
+    fig.colorbar(im, ax=ax, label="ACE")
+    ax.set_title(title, fontsize=9)
+    return plots.save_figure(fig, path)
 
 
 TASK = Task("stealing", run, settings=StealingSettings, cost_minutes=9.0, metrics=(
