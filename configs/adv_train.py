@@ -22,30 +22,13 @@ Paper result (CIFAR-10): some NAS models (e.g. DARTS) reach accuracy and robustn
 models after AT; others (e.g. DrNAS) are worse on both.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.adv_train import AdvTrainSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("adv_train", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "resnet") if quick else paper_zoo()
-    a = c.adv_train = ml_collections.ConfigDict()
-    a.init = "finetune" if quick else "scratch"  # 'finetune': adversarial fine-tuning of the zoo victim
-    a.epochs = 2 if quick else 100
-    a.lr = 0.01 if quick else 0.0  # 0: config.train.lr
-    a.eps = 8 / 255
-    a.step_size = 2 / 255
-    a.iterations = 7
-    a.random_start = False  # start from x [artifact; docs/protocol.md §e.7]; True: U(-eps, eps) start [library: Madry/ART]
-    a.early_stop = False  # True: freeze each example at its first misclassified iterate
-    a.craft_mode = "train"  # BN batch statistics while crafting [artifact]; 'eval': running statistics
-    a.eval_eps = 8 / 255
-    a.eval_step_size = 2 / 255
-    a.eval_iterations = 7
-    a.eval_restarts = 5
-    a.n_inputs = 200 if quick else 1000
-    a.batch_size = 200 if quick else 250
+    c.models = ("darts", "resnet") if c.preset == "quick" else paper_zoo()
+    c.adv_train = AdvTrainSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/adv_train.py
     return c

@@ -20,37 +20,13 @@ Paper result: lower ACE with lower variance on NAS victims (Figure 9); Table 2 (
 fixed, NAS victims give lower ACE, e.g. ResNet replica: ResNet 1.286, DenseNet 1.288, DARTS 1.272, ENAS 1.259.
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
 from nas_jax.models.registry import paper_zoo
+from nas_jax.tasks.stealing import StealingSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("stealing", preset)
-    quick = c.preset == "quick"
-    c.models = ("darts", "resnet") if quick else paper_zoo()
-    s = c.stealing = ml_collections.ConfigDict()
-    s.budgets = (250, 500, 1000) if quick else (1000, 2000, 4000, 8000, 16000)  # quick pool: 1,437 images
-    s.matrix_models = ("darts", "resnet") if quick else ("resnet", "densenet", "darts", "enas")
-    s.matrix_budget = 1000 if quick else 8000  # 0 disables the architecture-agnostic matrix
-    s.sampling = "adaptive"  # 'adaptive' [paper] | 'random' (without replacement) [artifact]
-    s.reward = "all"  # 'all' [paper, Table 5] | 'cert' | 'div' | 'loss'
-    s.labels = "soft"  # 'soft' (victim probabilities) [paper] | 'hard' (argmax)
-    s.pool_dataset = ""  # '' -> the victim's training images; or another dataset name of the same image shape
-    s.pool_augment = True  # crop/flip the pool once, then freeze it [artifact]
-    s.query_batch_size = 96  # victim queries per call (random sampling) [artifact]
-    s.scan_chunk = 250  # adaptive rounds per compiled scan call
-    s.thief_seed_offset = 1  # replica init seed = seed + offset (never the victim's own initialisation)
-    t = s.thief = ml_collections.ConfigDict()  # the replica's train section (docs/protocol.md §d "Knockoff thief")
-    t.epochs = 10 if quick else 50
-    t.lr = 0.025
-    t.lr_schedule = "constant"
-    t.momentum = 0.9
-    t.weight_decay = 5e-4
-    t.grad_clip = 0.0
-    t.batch_size = 96
-    t.crop_padding = 0
-    t.flip = False
-    t.cutout = 0
+    c.models = ("darts", "resnet") if c.preset == "quick" else paper_zoo()
+    c.stealing = StealingSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/stealing.py
     return c

@@ -59,4 +59,4 @@ for task in $TASKS; do
   $PY launch/main.py --config=configs/"$task".py:"$PRESET" --config.models="(${list%,})" "${extra[@]}" \
       ${EXTRA_FLAGS:-} --workdir="$WORKDIR"
 done
-$PY -m nas_jax.report.summary "$WORKDIR" --out "$WORKDIR/table4.md"
+$PY launch/table4.py "$WORKDIR" --out "$WORKDIR/table4.md"

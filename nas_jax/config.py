@@ -328,39 +328,10 @@ SECTION_RULES: list[tuple[Callable[[str], bool], Callable[[object], bool], str]]
     (_named("confidence"), lambda v: 0 <= v < 1, "in [0, 1) (0: argmax only)"),
 ]
 
-def _build_attack_config(name: str, section: ml_collections.ConfigDict) -> None:
-    """Build the attack config(s) of section ``name`` with the ``from_config`` its task uses (imported lazily)."""
-    from nas_jax.attacks.adversarial_training import TrainingPGDConfig
-    from nas_jax.attacks.evasion import EvasionConfig
-    from nas_jax.attacks.stealing import KnockoffConfig
-
-    if name == "adv_train":
-        TrainingPGDConfig.from_config(section)
-        EvasionConfig.from_config(section, prefix="eval_")
-    elif name == "stealing":
-        for budget in section.get("budgets", ()):
-            KnockoffConfig.from_config(section, budget)
-
-
-def _attack_validator(name: str) -> Callable[[ml_collections.ConfigDict], None]:
-    def check(section: ml_collections.ConfigDict) -> None:
-        try:
-            _build_attack_config(name, section)
-        except ValueError as e:
-            raise UserError(f"invalid config: {name}: {e} Set it with --config.{name}.FIELD=VALUE.") from e
-
-    return check
-
-
-# Per-section checks beyond the field rules: SECTION_VALIDATORS[name](section) raises UserError.
-SECTION_VALIDATORS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
-    name: _attack_validator(name)
-    for name in ("adv_train", "stealing")}
-
 
 def validate_sections(config: ml_collections.ConfigDict) -> None:
-    """Check every attack/analysis section by its field names (:data:`SECTION_RULES`), a known ``norm``,
-    then the section's own validator, if any: e.g. ``pgd.eps=-1`` fails here, before victims load."""
+    """Check every attack/analysis section by its field names (:data:`SECTION_RULES`) and a known ``norm``
+    (the task's settings class checks the rest): e.g. ``pgd.eps=-1`` fails here, before victims load."""
     for section, body in _sections(config):
         for field, value in body.items():
             if field == "norm" and value not in NORMS:
@@ -370,8 +341,6 @@ def validate_sections(config: ml_collections.ConfigDict) -> None:
                 if applies(field) and not all(_is_number(v) and ok(v) for v in values):
                     raise UserError(f"invalid config: {section}.{field}={value!r} must be {allowed}; "
                                     f"set it with --config.{section}.{field}=VALUE.")
-        if section in SECTION_VALIDATORS:
-            SECTION_VALIDATORS[section](body)
 
 
 def check_override_keys(config: ml_collections.ConfigDict, keys: list[str]) -> None:

@@ -1,5 +1,5 @@
-"""Each attack config is built from its config section by one ``from_config``: checked field by field against
-the config files (the hand-written mapping the tasks used before), and defaults taken from the dataclass."""
+"""Each task's settings class builds its config section and reads it back: the attack configs it gives are checked
+field by field against the config files, and its defaults are the paper preset's."""
 
 from pathlib import Path
 
@@ -11,6 +11,8 @@ from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
 from nas_jax.attacks.stealing import KnockoffConfig
 from nas_jax.config import load_config_file
+from nas_jax.errors import UserError
+from nas_jax.tasks.adv_train import AdvTrainSettings
 from nas_jax.tasks.autoattack import AutoAttackSettings
 from nas_jax.tasks.backdoor import BackdoorSettings
 from nas_jax.tasks.membership import MembershipSettings
@@ -18,6 +20,7 @@ from nas_jax.tasks.nes import NESSettings
 from nas_jax.tasks.pgd import PGDSettings
 from nas_jax.tasks.pgd_sweep import SweepSettings
 from nas_jax.tasks.poison import PoisonSettings
+from nas_jax.tasks.stealing import StealingSettings, ThiefSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +41,7 @@ def test_evasion_config_of_pgd_nes_adv_train_and_autoattack_sections(preset):
         eps=3 / 255, step_size=1 / 255, iterations=s.iterations, restarts=s.restarts, norm=s.norm,
         confidence=s.confidence)
     a = _config("adv_train", preset).adv_train
-    assert EvasionConfig.from_config(a, prefix="eval_") == EvasionConfig(
+    assert AdvTrainSettings.read("adv_train", a).evaluation() == EvasionConfig(
         eps=a.eval_eps, step_size=a.eval_step_size, iterations=a.eval_iterations, restarts=a.eval_restarts)
     aa = _config("autoattack", preset).autoattack
     settings = AutoAttackSettings.read("autoattack", aa)
@@ -53,14 +56,17 @@ def test_a_task_settings_class_is_the_only_source_of_its_config_section(preset):
     """The config section is the settings' defaults with the preset's differences, read back unchanged; the
     record's setting is every field but the run-only ones (input counts and batch sizes)."""
     for task, settings in (("pgd", PGDSettings), ("nes", NESSettings), ("autoattack", AutoAttackSettings),
-                           ("membership", MembershipSettings)):
+                           ("membership", MembershipSettings), ("adv_train", AdvTrainSettings),
+                           ("stealing", StealingSettings)):
         section = _config(task, preset)[task]
         assert section.to_dict() == settings.section(preset).to_dict()
         read = settings.read(task, section)
-        assert {f: getattr(read, f) for f in section} == {f: tuple(v) if isinstance(v, list) else v
-                                                         for f, v in section.items()}
+        assert {f: getattr(read, f) for f in section} == {
+            f: tuple(v) if isinstance(v, list) else ThiefSettings(**v) if f == "thief" else v
+            for f, v in section.items()}
         assert "batch_size" not in read.setting() and "n_inputs" not in read.setting()
-        assert set(read.setting()) | {"batch_size", "n_inputs", "chunk_size"} >= set(section)  # the rest is kept
+        assert set(read.setting()) | {"batch_size", "n_inputs", "chunk_size", "query_batch_size",
+                                      "scan_chunk"} >= set(section)  # the rest is kept
     assert _config("pgd", "quick").pgd.n_inputs == 100 and _config("pgd", "paper").pgd.n_inputs == 1000
     assert _config("nes", "quick").nes.restarts == 1 and _config("nes", "paper").nes.restarts == 5
 
@@ -104,18 +110,24 @@ def test_hsj_config_of_the_membership_section(preset):
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_knockoff_config_of_the_stealing_section(preset):
     s = _config("stealing", preset).stealing
+    settings = StealingSettings.read("stealing", s)
     for budget in s.budgets:
-        assert KnockoffConfig.from_config(s, budget) == KnockoffConfig(
+        assert settings.knockoff(budget) == KnockoffConfig(
             budget=budget, sampling=s.sampling, reward=s.reward, labels=s.labels,
             query_batch_size=s.query_batch_size, scan_chunk=s.scan_chunk)
+    assert settings.thief == ThiefSettings(**s.thief) and settings.setting()["thief"]["epochs"] == s.thief.epochs
     with pytest.raises(ValueError, match="sampling"):
-        KnockoffConfig.from_config(ml_collections.ConfigDict({"sampling": "greedy"}), 10)
+        StealingSettings(sampling="greedy")
+    bad = s.copy_and_resolve_references()
+    bad.thief.epoch = 3
+    with pytest.raises(UserError, match=r"stealing\.thief has unknown fields \['epoch'\]"):
+        StealingSettings.read("stealing", bad)
 
 
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_training_pgd_config_of_the_adv_train_section(preset):
     a = _config("adv_train", preset).adv_train
-    t = TrainingPGDConfig.from_config(a)
+    t = AdvTrainSettings.read("adv_train", a).training()
     assert t == TrainingPGDConfig(eps=a.eps, step_size=a.step_size, iterations=a.iterations,
                                   random_start=a.random_start, early_stop=a.early_stop, craft_mode=a.craft_mode)
     assert t.evasion_config() == training_pgd_config(a.eps, a.step_size, a.iterations, a.random_start,
@@ -123,24 +135,25 @@ def test_training_pgd_config_of_the_adv_train_section(preset):
     assert t.evasion_config() == EvasionConfig(eps=a.eps, step_size=a.step_size, iterations=a.iterations,
                                                restarts=int(a.random_start), norm="linf",
                                                confidence=0.0 if a.early_stop else 2.0)
-    start = a.copy_and_resolve_references()
-    start.random_start, start.early_stop = True, True
-    cfg = TrainingPGDConfig.from_config(start).evasion_config()
+    cfg = AdvTrainSettings(random_start=True, early_stop=True).training().evasion_config()
     assert (cfg.restarts, cfg.confidence) == (1, 0.0)
     with pytest.raises(ValueError, match="craft_mode"):
-        TrainingPGDConfig.from_config(ml_collections.ConfigDict({"craft_mode": "frozen"}))
+        AdvTrainSettings(craft_mode="frozen")
     with pytest.raises(ValueError, match="must be >= 0"):
-        TrainingPGDConfig.from_config(ml_collections.ConfigDict({"eps": -1.0}))
+        AdvTrainSettings(eps=-1.0)
+    with pytest.raises(ValueError, match="init"):
+        AdvTrainSettings(init="warm")
 
 
 def test_config_validation_builds_every_attack_config():
-    from nas_jax.errors import UserError
     from nas_jax.tasks import check_config as validate
 
     for task, section, field, bad in (("membership", "membership", "init_eval", 10**6),
                                       ("stealing", "stealing", "sampling", "greedy"),
+                                      ("stealing", "stealing", "budgets", (0,)),
                                       ("adv_train", "adv_train", "eval_restarts", -1),
                                       ("adv_train", "adv_train", "craft_mode", "frozen"),
+                                      ("adv_train", "adv_train", "init", "warm"),
                                       ("poison", "poison", "fractions", (0.1, 1.0)),
                                       ("backdoor", "backdoor", "attacks", ("trojannn", "blend")),
                                       ("backdoor", "backdoor", "neuron_selection", "random"),
@@ -167,10 +180,11 @@ def test_backdoor_and_poison_configs_of_their_sections(preset):
         sorted({0.0, *_config("poison", preset).poison.fractions}))
 
 
-def test_backdoor_and_poison_defaults_are_the_paper_presets():
+def test_settings_defaults_are_the_paper_presets():
     """One place for each default: the dataclasses' defaults are the paper preset's values."""
-    assert BackdoorSettings() == BackdoorSettings.read("backdoor", _config("backdoor", "paper").backdoor)
-    assert PoisonSettings() == PoisonSettings.read("poison", _config("poison", "paper").poison)
+    for task, settings in (("backdoor", BackdoorSettings), ("poison", PoisonSettings),
+                           ("adv_train", AdvTrainSettings), ("stealing", StealingSettings)):
+        assert settings() == settings.read(task, _config(task, "paper")[task])
     assert BackdoorSettings(eps_quirk=True).trigger_step == 1 / 255 and BackdoorSettings().trigger_step == 0.015
     with pytest.raises(ValueError, match="n_neurons"):
         BackdoorSettings(n_neurons=())

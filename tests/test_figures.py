@@ -102,9 +102,15 @@ def test_long_title_is_wrapped_inside_the_figure(figures, tmp_path):
 
 def test_every_task_figure_fits(figures, tmp_path):
     from nas_jax.analysis.cells import draw_genotype
-    from nas_jax.report import figures as task_figures
     from nas_jax.study.phases import BN_MODES, PHASES
+    from nas_jax.tasks.adv_train import adv_train_figure
+    from nas_jax.tasks.backdoor import backdoor_asr_cad_figure, backdoor_neurons_figure
+    from nas_jax.tasks.grad_variance import grad_variance_figure
+    from nas_jax.tasks.landscape import contour_figures
     from nas_jax.tasks.membership import membership_roc_figure
+    from nas_jax.tasks.ntk import ntk_condition_figure, ntk_correlation_figure
+    from nas_jax.tasks.poison import poison_cad_figure
+    from nas_jax.tasks.stealing import stealing_ace_budget_figure, stealing_matrix_figure
     from nas_jax.train.zoo import slug
 
     rng = np.random.default_rng(0)
@@ -117,31 +123,31 @@ def test_every_task_figure_fits(figures, tmp_path):
     check(figures, plots.family_histograms({"nas": [0, 1, 2, 2], "manual": [0, 0, 1, 2]}, {"nas": 2, "manual": 2},
                                            tmp_path / "common.png", title="least-likely PGD ε=8/255, 4 common inputs"))
     bd_rows = [{"model": m, "family": f, "asr": 0.95, "cad": 0.02, "n_neuron": n} for m, f in QUICK2 for n in (1, 2)]
-    check(figures, task_figures.backdoor_asr_cad_figure(bd_rows[::2], tmp_path / "bd.png", title=f"trojannn_n2 on {DATASET}"))
-    check(figures, task_figures.backdoor_neurons_figure(bd_rows, tmp_path / "bdn.png", title=f"TrojanNN vs n_neuron on {DATASET}"))
+    check(figures, backdoor_asr_cad_figure(bd_rows[::2], tmp_path / "bd.png", title=f"trojannn_n2 on {DATASET}"))
+    check(figures, backdoor_neurons_figure(bd_rows, tmp_path / "bdn.png", title=f"TrojanNN vs n_neuron on {DATASET}"))
     at_rows = [{"model": m, "family": f, "accuracy_drop": 0.02, "accuracy_drop_zoo": 0.03, "asr": 0.2,
                 "asr_standard": 1.0} for m, f in QUICK2]
-    check(figures, task_figures.adv_train_figure(at_rows, tmp_path / "at.png", title=f"adversarial training on {DATASET}"))
+    check(figures, adv_train_figure(at_rows, tmp_path / "at.png", title=f"adversarial training on {DATASET}"))
     fr = [0.0, 0.1, 0.2, 0.4]
     p_rows = [{"model": m, "family": f, **{f"cad_{p:g}": p / 5 for p in fr}} for m, f in QUICK2]
-    check(figures, task_figures.poison_cad_figure(p_rows, fr, tmp_path / "poison.png",
+    check(figures, poison_cad_figure(p_rows, fr, tmp_path / "poison.png",
                                    title=f"label-flip poisoning on {DATASET}, 8 epochs"))
     gv = [{"model": m, "family": f, "bn": bn, "phase": ph, "trace_cov": 1e-3 + rng.random()}
           for m, f in QUICK2 for bn in BN_MODES for ph in PHASES]
-    check(figures, task_figures.grad_variance_figure(gv, "trace_cov", tmp_path / "gv.png",
+    check(figures, grad_variance_figure(gv, "trace_cov", tmp_path / "gv.png",
                                                  f"gradient variance (trace_cov) on {DATASET}, n=64",
                                                       bn_modes=BN_MODES, phases=PHASES))
     nt = [{"model": m, "family": f, "bn": "calibrated", "phase": ph, "log10_cond": 3 + rng.random()}
           for m, f in QUICK2 for ph in ("init", "trained")]
-    check(figures, task_figures.ntk_condition_figure(nt, tmp_path / "ntk.png", f"NTK condition number on {DATASET}"))
+    check(figures, ntk_condition_figure(nt, tmp_path / "ntk.png", f"NTK condition number on {DATASET}"))
     asr = {m: {"asr_most_likely": 0.5, "asr_least_likely": 0.2} for m, _ in QUICK2}
-    check(figures, task_figures.ntk_correlation_figure(nt, asr, tmp_path / "ntkc.png", f"NTK κ vs PGD ASR, {DATASET}"))
+    check(figures, ntk_correlation_figure(nt, asr, tmp_path / "ntkc.png", f"NTK κ vs PGD ASR, {DATASET}"))
     st = [{"model": m, "family": f, "budget": b, "ace": 1.0 / b ** 0.2, "victim_entropy": 0.1}
           for m, f in QUICK2 for b in (250, 500, 1000)]
-    check(figures, task_figures.stealing_ace_budget_figure(st, tmp_path / "st.png", f"Knockoff (random, soft labels), "
+    check(figures, stealing_ace_budget_figure(st, tmp_path / "st.png", f"Knockoff (random, soft labels), "
                                               f"architecture-aware, {DATASET}"))
     models = [m for m, _ in QUICK2]
-    check(figures, task_figures.stealing_matrix_figure(models, {(v, r): 0.5 for v in models for r in models}, tmp_path / "stm.png",
+    check(figures, stealing_matrix_figure(models, {(v, r): 0.5 for v in models for r in models}, tmp_path / "stm.png",
                                           f"Knockoff ACE at 1000 queries, {DATASET}"))
     roc = [{"model": m, "family": f, "fpr": np.linspace(0, 1, 9), "tpr": np.linspace(0, 1, 9) ** 0.8, "auc": 0.55,
             "baseline_auc": 0.52} for m, f in QUICK2]
@@ -153,7 +159,7 @@ def test_every_task_figure_fits(figures, tmp_path):
         a = np.linspace(-1, 1, 5)
         np.savez(grid_dir / f"{m}_weights_1.npz", alphas=a, betas=a, family=f,
                  losses=(a[:, None, None] ** 2 + a[None, :, None] ** 2) * np.arange(1, 4))
-    paths = task_figures.contour_figures(tmp_path, "weights_1", DATASET, models)
+    paths = contour_figures(tmp_path, "weights_1", DATASET, models)
     assert len(paths) == 2 and all(p.exists() for p in paths)
     for fig in figures[-2:]:
         assert layout_problems(fig) == []

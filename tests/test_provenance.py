@@ -21,6 +21,8 @@ from nas_jax.train import zoo
 sys.path.insert(0, str(Path(__file__).parent))
 from train_worker import cheap_genotype, tiny_config, tiny_dataset  # noqa: E402
 
+TABLE = summary.summaries(study_metrics())
+
 
 def _pgd_config(zoo_dir, n_inputs: int):
     c = base_config("pgd")
@@ -43,14 +45,14 @@ def test_a_then_b_then_a_shows_a_and_names_the_setting_that_differs(tmp_path):
     assert len(stored) == 3  # none dropped
     first, _, third = stored
     assert first["identity_sha256"] == third["identity_sha256"] != stored[1]["identity_sha256"]
-    (row,) = summary.summarize(stored)  # one victim: the newest measurement of it
+    (row,) = summary.summarize(stored, TABLE)  # one victim: the newest measurement of it
     assert row["pgd_m"] == 0.7 and row["settings"] is None
     # two settings of one model side by side (another victim's rows): each names its n_inputs
     results.append_record(tmp_path, _pgd_record(b10, "resnet", 0.1))
-    rows = summary.summarize(results.read_records(tmp_path))
+    rows = summary.summarize(results.read_records(tmp_path), TABLE)
     assert [(r["model"], r["pgd_m"], r["settings"]) for r in rows] == [
         ("darts", 0.7, "pgd.n_inputs=20"), ("resnet", 0.1, "pgd.n_inputs=10")]
-    assert "pgd.n_inputs=20" in summary.render(rows)
+    assert "pgd.n_inputs=20" in summary.render(rows, TABLE)
 
 
 def test_records_name_the_victim_its_training_and_the_versions(tmp_path):
@@ -66,7 +68,7 @@ def test_records_name_the_victim_its_training_and_the_versions(tmp_path):
     bf16.arch.dtype = "bfloat16"
     other = _pgd_record(bf16, "darts", 0.9)
     assert other["identity_sha256"] != rec["identity_sha256"]
-    rows = summary.summarize([rec, other])
+    rows = summary.summarize([rec, other], TABLE)
     assert [(r["pgd_m"], r["settings"]) for r in rows] == [(0.5, "arch.dtype=float32"), (0.9, "arch.dtype=bfloat16")]
     # how the victim was trained comes from the entry's final.json
     directory = zoo.run_dir(c, "darts")
@@ -106,7 +108,7 @@ def test_an_edited_genotype_file_is_a_new_entry_and_its_label_is_the_stem(tmp_pa
     rec = results.make_record(c, task="train", model=name, n=1, start_time=results.now(), metrics={"a": 1.0})
     path.write_text(json.dumps(g.to_json()))
     old = results.make_record(c, task="train", model=name, n=1, start_time=results.now(), metrics={"a": 1.0})
-    rows = summary.summarize([old, rec])  # two cells under one name: two rows, each named by its content hash
+    rows = summary.summarize([old, rec], TABLE)  # two cells under one name: two rows, each named by its content hash
     assert [(r["label"], r["settings"]) for r in rows] == [
         ("mycell", f"genotype={genotypes.genotype_sha256(g)[:12]}"),
         ("mycell", f"genotype={genotypes.genotype_sha256(genotypes.genotype_from_dict(edited))[:12]}")]
@@ -208,7 +210,7 @@ def test_readers_skip_count_and_name_partial_records(tmp_path, capsys):
     (tmp_path / results.RESULTS_FILE).write_text("\n".join(lines) + "\n")
     with pytest.warns(UserWarning, match=r"skipped 3 unreadable line\(s\).*without task / model / metrics.*"
                                          r"\[2, 3, 4\]"):
-        assert summary.main([str(tmp_path)]) == 0
+        assert summary.main([str(tmp_path)], TABLE) == 0
     out = capsys.readouterr().out
     assert "darts" in out and "resnet" in out
     with pytest.warns(UserWarning, match="skipped 3"):

@@ -5,6 +5,9 @@ import json
 import pytest
 
 from nas_jax.report import summary
+from nas_jax.tasks import study_metrics
+
+TABLE = summary.summaries(study_metrics())
 
 
 def rec(task, model, metrics, **setting):
@@ -32,13 +35,13 @@ RECORDS = [
 
 
 def test_each_cell_takes_the_right_record():
-    darts, darts_i, resnet = summary.summarize(RECORDS)
+    darts, darts_i, resnet = summary.summarize(RECORDS, TABLE)
     assert resnet["backdoor_asr"] == 0.55  # the old record's target-inclusive ASR, the column's definition
     assert darts == {"model": "darts", "label": "darts", "settings": None, "family": "nas", "searched": None, "clean_accuracy": 0.95, "pgd_m": 0.8, "pgd_l": 0.4,
                      "backdoor_asr": 0.7, "backdoor_cad": 0.01, "mi_auc": 0.56, "ace": 1.1, "ace_budget": 8000,
                      "poison_cad": 0.07, "poison_fraction": 0.4}
     assert darts_i == {"model": "darts_i", "label": "darts_i", "settings": None, "family": "nas", "searched": None, "backdoor_asr": 0.6, "backdoor_cad": 0.03}
-    text = summary.render([darts, darts_i])
+    text = summary.render([darts, darts_i], TABLE)
     assert "search (method" not in text  # no searched cell: no search column
     assert "80.0%" in text and "+7.0%" in text and "at 8000 queries" in text and "p = 0.4" in text
     assert text.splitlines()[3].split()[2] == "-"  # darts_i has no clean accuracy
@@ -48,14 +51,14 @@ def test_each_cell_takes_the_right_record():
 def test_cli_writes_the_table_and_refuses_unknown_models(tmp_path, capsys):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     out = tmp_path / "t.md"
-    assert summary.main([str(tmp_path), "--models", "darts_i,darts", "--out", str(out)]) == 0
+    assert summary.main([str(tmp_path), "--models", "darts_i,darts", "--out", str(out)], TABLE) == 0
     lines = out.read_text().splitlines()
     assert lines[2].startswith("darts_i") and lines[3].startswith("darts ")
     with pytest.raises(SystemExit):
-        summary.main([str(tmp_path), "--models", "enas"])
+        summary.main([str(tmp_path), "--models", "enas"], TABLE)
     assert "models with records: darts, darts_i, resnet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        summary.main([str(tmp_path / "empty")])
+        summary.main([str(tmp_path / "empty")], TABLE)
 
 
 def test_searched_cells_get_a_row_per_method_and_mitigation(tmp_path):
@@ -69,8 +72,8 @@ def test_searched_cells_get_a_row_per_method_and_mitigation(tmp_path):
         (sdir / "results.jsonl").write_text(json.dumps(search) + "\n")
         rows.append(rec("pgd", f"genotype:{sdir}/genotype.json",
                         {"clean_accuracy": 0.9, "asr_most_likely": 0.7, "asr_least_likely": 0.3}))
-    gdas, plain, stored = summary.summarize([*rows, *RECORDS[:1]])
+    gdas, plain, stored = summary.summarize([*rows, *RECORDS[:1]], TABLE)
     assert (gdas["searched"], plain["searched"], stored["searched"]) == ("gdas / darts_i", "darts / darts", None)
-    text = summary.render([gdas, plain, stored])
+    text = summary.render([gdas, plain, stored], TABLE)
     assert "search (method / mitigation)" in text and "gdas / darts_i" in text.splitlines()[2]
     assert summary.search_label(f"genotype:{tmp_path}/elsewhere/genotype.json") is None  # no search record there

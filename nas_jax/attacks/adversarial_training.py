@@ -50,9 +50,9 @@ NEVER_SUCCEEDS = 2.0  # a confidence above 1: no example counts as successful, s
 
 @dataclasses.dataclass(frozen=True)
 class TrainingPGDConfig:
-    """The inner attack of adversarial training (Table 5; docs/protocol.md §e.7) as an ``adv_train`` section sets it:
-    L∞ budget, start point (``random_start``), per-example freezing (``early_stop``) and the BN mode while
-    crafting (``craft_mode``, see the module docstring). :meth:`evasion_config` is the PGD budget it runs."""
+    """The inner attack of adversarial training (Table 5; docs/protocol.md §e.7): L∞ budget, start point
+    (``random_start``), per-example freezing (``early_stop``) and the BN mode while crafting (``craft_mode``, see
+    the module docstring). :meth:`evasion_config` is the PGD budget it runs."""
 
     eps: float = 8 / 255
     step_size: float = 2 / 255
@@ -67,12 +67,6 @@ class TrainingPGDConfig:
                              f"be >= 0.")
         if self.craft_mode not in CRAFT_MODES:
             raise ValueError(f"unknown craft_mode {self.craft_mode!r}; valid: {CRAFT_MODES}.")
-
-    @classmethod
-    def from_config(cls, section) -> TrainingPGDConfig:
-        """The training attack of an ``adv_train`` section: its fields named as this class's, the rest default
-        (the ``eval_*`` fields are the robustness PGD, ``EvasionConfig.from_config(section, prefix="eval_")``)."""
-        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
 
     def evasion_config(self) -> EvasionConfig:
         """The inner attack's budget as an :class:`EvasionConfig`: one run from x [artifact], or from a random

@@ -64,12 +64,6 @@ class KnockoffConfig:
             raise ValueError(f"budget={self.budget}, query_batch_size={self.query_batch_size} and "
                              f"scan_chunk={self.scan_chunk} must be >= 1.")
 
-    @classmethod
-    def from_config(cls, section, budget: int) -> KnockoffConfig:
-        """One run of a ``stealing`` config section at ``budget`` queries (the section lists several budgets)."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "budget"]
-        return cls(budget=int(budget), **{name: section[name] for name in names if name in section})
-
 
 class QueryCounter:
     """Counts victim queries and refuses any that would exceed ``budget``."""

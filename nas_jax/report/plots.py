@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import matplotlib.text
 import matplotlib.ticker
+import numpy as np
 from matplotlib.patches import Patch
 
 from nas_jax.report.tables import short_name
@@ -83,21 +84,46 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     return path
 
 
+def nas_first(rows: list[dict]) -> list[dict]:
+    """``rows`` with the NAS models first, each family by model name (the figures' order)."""
+    return sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
+
+
+def family_patches(suffix: str = "") -> list[Patch]:
+    """Legend handles: one patch per family in its colour."""
+    return [Patch(color=color, label=f"{family}{suffix}") for family, color in FAMILY_COLORS.items()]
+
+
+def model_bars(ax, rows: list[dict], values: list[float], ylabel: str):
+    """One bar per row's model, coloured by its family, the models named below the axis; returns the bars."""
+    bars = ax.bar(range(len(rows)), values, color=[FAMILY_COLORS[r["family"]] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    return bars
+
+
+def family_means(ax, xs: list[float], curves: dict[str, list[list[float]]]) -> None:
+    """Per family (``curves``: family -> the ys of each of its models): each model faint, the mean thick."""
+    for family, color in FAMILY_COLORS.items():
+        for ys in curves.get(family, []):
+            ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
+        if n := len(curves.get(family, [])):
+            ax.plot(xs, np.mean(curves[family], axis=0), color=color, marker="o", lw=2,
+                    label=f"{family} mean ({n} model{'s' * (n != 1)})")
+
+
 def bar_panels(rows: list[dict], panels: list[tuple[str, str]], path: str | Path, ylabel: str,
                title: str = "") -> Path:
     """One bar chart per (metric key, panel title); bars per model, coloured by family,
     NAS models first (Figure 2 style)."""
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
+    rows = nas_first(rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(1.9 + 0.45 * len(rows) * len(panels), 3.4), squeeze=False)
     for ax, (key, panel_title) in zip(axes[0], panels):
-        values = [100 * r[key] for r in rows]
-        bars = ax.bar(range(len(rows)), values, color=[FAMILY_COLORS[r["family"]] for r in rows])
+        bars = model_bars(ax, rows, [100 * r[key] for r in rows], ylabel)
         ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)  # a 0% bar stays visible as its label
-        ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=60, ha="right", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_title(panel_title)
-        ax.set_ylabel(ylabel)
-    legend_outside(axes[0][-1], handles=[Patch(color=color, label=fam) for fam, color in FAMILY_COLORS.items()])
+    legend_outside(axes[0][-1], handles=family_patches())
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)

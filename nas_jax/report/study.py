@@ -40,7 +40,7 @@ from nas_jax.report.statistics import (
     variance_components,
     verdict,
 )
-from nas_jax.report.summary import PAPER_TABLE4, summarize
+from nas_jax.report.summary import PAPER_TABLE4, Summary, summaries, summarize
 from nas_jax.report.tables import format_table
 
 # Table 1 (CIFAR-10 column) of the paper.
@@ -69,6 +69,7 @@ class Metric:
     bounds: tuple[float, float | None] | None = PROPORTION
     paper_gap: float | None = None
     inputs_task: str | None = None  # a proportion over inputs: the task whose records' ``n`` counts them
+    summary: Summary | None = None  # the task's Table 4 cells, in the row ``read`` is given (row_reader)
 
 
 def _newest(records: list[dict], task: str, **setting) -> dict | None:
@@ -88,7 +89,8 @@ def reader(task: str, key: str, transform=None, **setting):
 
 
 def row_reader(key: str):
-    """A :attr:`Metric.read` that takes column ``key`` of the model's Table 4 row (:mod:`nas_jax.report.summary`)."""
+    """A :attr:`Metric.read` that takes column ``key`` of the model's Table 4 row (the metrics' summaries,
+    :mod:`nas_jax.report.summary`)."""
     return lambda _records, row: row.get(key)
 
 
@@ -128,7 +130,7 @@ def per_seed_values(records: list[dict], models: list[str], metrics: list[Metric
     seeds = sorted({int(r.get("seed", 0)) for r in records})
     for seed in seeds:
         own = [r for r in records if int(r.get("seed", 0)) == seed]
-        for row in summarize(own, models):
+        for row in summarize(own, summaries(metrics), models):
             mine = [r for r in own if r["model"] == row["model"]]
             for metric in metrics:
                 v = metric.read(mine, row)

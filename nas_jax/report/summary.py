@@ -1,16 +1,14 @@
 """One row per model across attacks, in the layout of the paper's Table 4 (§5.2; docs/protocol.md §f.4, §h.4).
 
-  python -m nas_jax.report.summary workdir/table4 [--models darts,darts_i] [--out table4.md]
+  python launch/table4.py workdir/table4 [--models darts,darts_i] [--out table4.md]
 
 Reads ``{workdir}/results.jsonl`` (every task writes there when run with the same ``--workdir``). A row is one
 victim (a model and the content hash of its training spec: a bf16 and a float32 victim of one model are two
 rows), and each cell the newest record of that victim's measurement (docs/provenance.md); a ``settings`` column
 names the settings that differ between rows where any do (the victim's recipe between rows of one model, a
-task's settings between any rows). The measurements: clean accuracy and PGD ASR most/least likely (``pgd``), TrojanNN
-ASR (all stamped inputs, docs/protocol.md §e.4) and CAD at n_neuron = 2 (``backdoor``; another n_neuron when only that one
-was run), membership AUC (``membership``), the architecture-aware Knockoff ACE at the largest budget (``stealing``)
-and the poisoning CAD at the largest fraction (``poison``). A cell is '-' where the task was not run for that
-model. A searched cell (``genotype:PATH``, the way ``launch/table4.sh`` names it) is labelled with the searcher and
+task's settings between any rows). The measurements are the tasks' own (:class:`Summary`, carried by their study
+metrics): clean accuracy and PGD ASR most/least likely, TrojanNN ASR and CAD, membership AUC, Knockoff ACE and
+the poisoning CAD. A cell is '-' where the task was not run for that model. A searched cell (``genotype:PATH``, the way ``launch/table4.sh`` names it) is labelled with the searcher and
 mitigation of the ``search`` record next to its genotype.json (``method / variant``, e.g. ``gdas / darts_ii``), so
 the table has a row per (method, mitigation). The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed
 below the table for the stored DARTS
@@ -20,7 +18,8 @@ variants it shows.
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from nas_jax.files import json_sha256
@@ -35,23 +34,53 @@ PAPER_TABLE4 = {  # docs/protocol.md §h.4: PGD ASR (M), (L), backdoor ASR, CAD,
     "darts_iii": (0.820, 0.656, 0.842, 0.046, 0.527),
 }
 
-COLUMNS = [
-    ("label", "model", None),
-    ("settings", "settings", None),
-    ("family", "family", None),
-    ("searched", "search (method / mitigation)", None),
-    ("clean_accuracy", "clean acc", ".1%"),
-    ("pgd_m", "PGD ASR (M)", ".1%"),
-    ("pgd_l", "PGD ASR (L)", ".1%"),
-    ("backdoor_asr", "backdoor ASR", ".1%"),
-    ("backdoor_cad", "backdoor CAD", "+.1%"),
-    ("mi_auc", "MI AUC", ".3f"),
-    ("ace", "Knockoff ACE", ".3f"),
-    ("poison_cad", "poison CAD", "+.1%"),
-]
+COLUMNS = [("label", "model", None), ("settings", "settings", None), ("family", "family", None),
+           ("searched", "search (method / mitigation)", None)]
 
 
-def _newest(records: list[dict], keep) -> dict | None:
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """A task's cells of Table 4: ``columns`` (row key, header, format); ``pick(records)``: from one victim's
+    records of every task (oldest first) the record its cells come from and their values (extra keys, e.g. a
+    budget for ``note``, stay in the row), None where none fits; ``note(rows)``: a line under the table or None;
+    ``place``: where its columns go (the paper's Table 4 order)."""
+
+    columns: tuple[tuple[str, str, str | None], ...]
+    pick: Callable[[list[dict]], tuple[dict, dict] | None]
+    place: int
+    note: Callable[[list[dict]], str | None] = lambda rows: None
+
+
+def summaries(metrics) -> list[Summary]:
+    """The Table 4 summaries that ``metrics`` (study metrics, :class:`~nas_jax.report.study.Metric`) read, in
+    their places."""
+    return sorted(dict.fromkeys(m.summary for m in metrics if m.summary), key=lambda s: s.place)
+
+
+def newest_cells(task: str, columns: dict[str, str]) -> Callable:
+    """A :attr:`Summary.pick`: the victim's newest ``task`` record, its ``metrics[columns[c]]`` as column c."""
+    def pick(records):
+        own = [r for r in records if r["task"] == task]
+        return (own[-1], {c: own[-1]["metrics"].get(k) for c, k in columns.items()}) if own else None
+
+    return pick
+
+
+def at_largest(task: str, key: str, column: str, metric: str, at: str, keep=lambda setting: True) -> Callable:
+    """A :attr:`Summary.pick`: the newest ``task`` record at the largest ``setting[key]`` among those ``keep``
+    accepts; its ``metrics[metric]`` as ``column`` and that largest value as ``at``."""
+    def pick(records):
+        own = [r for r in records if r["task"] == task and r["setting"].get(key) is not None and keep(r["setting"])]
+        if not own:
+            return None
+        top = max(r["setting"][key] for r in own)
+        chosen = newest_of(own, lambda r: r["setting"][key] == top)
+        return chosen, {column: chosen["metrics"].get(metric), at: top}
+
+    return pick
+
+
+def newest_of(records: list[dict], keep) -> dict | None:
     """The newest record for which ``keep(record)`` holds (``records`` in the order of :func:`newest`)."""
     chosen = [r for r in records if keep(r)]
     return chosen[-1] if chosen else None
@@ -105,21 +134,12 @@ def settings_column(rows: list[dict]) -> None:
         r["settings"] = ", ".join(f"{k}={merged[k]}" for k in keys) or None
 
 
-def backdoor_asr(metrics: dict) -> float:
-    """The ASR over all stamped inputs, target class included (docs/protocol.md §e.4's default, the paper's Table 4).
-
-    Records written before that became the headline ``asr`` hold it as ``asr_including_target`` (their ``asr``
-    left the target class out).
-    """
-    return metrics.get("asr_including_target", metrics.get("asr"))
-
-
 def search_label(model: str) -> str | None:
     """``method / variant`` of the search that wrote ``model``'s genotype (``genotype:PATH``, its search workdir
     being PATH's folder), or None for a stored model or a genotype without a search record."""
     if not model.startswith("genotype:"):
         return None
-    search = _newest(newest(read_records(Path(model.removeprefix("genotype:")).parent)),
+    search = newest_of(newest(read_records(Path(model.removeprefix("genotype:")).parent)),
                      lambda r: r["task"] == "search")
     if not search:
         return None
@@ -127,69 +147,43 @@ def search_label(model: str) -> str | None:
     return f"{setting.get('method', 'darts')} / {setting.get('variant', '?')}"
 
 
-def summarize(records: list[dict], models: list[str] | None = None) -> list[dict]:
-    """Rows of :data:`COLUMNS`, one per victim of ``models`` (default: every model with a record, first-seen
-    order; a model's victims oldest first), each cell the victim's newest record of that measurement."""
+def summarize(records: list[dict], table: list[Summary], models: list[str] | None = None) -> list[dict]:
+    """Rows of :data:`COLUMNS` and the ``table``'s columns, one per victim of ``models`` (default: every model with
+    a record, first-seen order; a model's victims oldest first), each cell from the victim's newest record of
+    that measurement."""
     records = newest(records)
     models = models or list(dict.fromkeys(r["model"] for r in records))
     rows = []
     for name in models:
         mine = [r for r in records if r["model"] == name]
         for victim in dict.fromkeys(victim_key(r) for r in mine):
-            rows.append(_victim_row(name, [r for r in mine if victim_key(r) == victim]))
+            rows.append(_victim_row(name, [r for r in mine if victim_key(r) == victim], table))
     settings_column(rows)
     for r in rows:
         del r["_victim_settings"], r["_task_settings"]
     return rows
 
 
-def _victim_row(name: str, own: list[dict]) -> dict:
+def _victim_row(name: str, own: list[dict], table: list[Summary]) -> dict:
     row = {"model": name, "label": display_name(name),
            "family": next((r["setting"].get("family") for r in own if r["setting"].get("family")), None),
            "searched": search_label(name)}
     used = []
-    pgd = _newest(own, lambda r: r["task"] == "pgd")
-    if pgd:
-        m = pgd["metrics"]
-        row.update(clean_accuracy=m.get("clean_accuracy"), pgd_m=m.get("asr_most_likely"),
-                   pgd_l=m.get("asr_least_likely"))
-        used.append(pgd)
-    trojan = [r for r in own if r["task"] == "backdoor" and r["setting"].get("attack") == "trojannn"]
-    bd = _newest(trojan, lambda r: r["setting"].get("n_neuron") == 2) or _newest(trojan, lambda r: True)
-    if bd:
-        row.update(backdoor_asr=backdoor_asr(bd["metrics"]), backdoor_cad=bd["metrics"].get("cad"))
-        used.append(bd)
-    mi = _newest(own, lambda r: r["task"] == "membership")
-    if mi:
-        row["mi_auc"] = mi["metrics"].get("auc")
-        used.append(mi)
-    aware = [r for r in own if r["task"] == "stealing" and r["setting"].get("aware") and "budget" in r["setting"]]
-    if aware:
-        top = max(r["setting"]["budget"] for r in aware)
-        chosen = _newest(aware, lambda r: r["setting"]["budget"] == top)
-        row["ace"], row["ace_budget"] = chosen["metrics"].get("ace"), top
-        used.append(chosen)
-    poison = [r for r in own if r["task"] == "poison" and (r["setting"].get("fraction") or 0) > 0]
-    if poison:
-        top = max(r["setting"]["fraction"] for r in poison)
-        chosen = _newest(poison, lambda r: r["setting"]["fraction"] == top)
-        row["poison_cad"], row["poison_fraction"] = chosen["metrics"].get("cad"), top
-        used.append(chosen)
+    for summary in table:
+        picked = summary.pick(own)
+        if picked:
+            used.append(picked[0])
+            row.update(picked[1])
     row["_victim_settings"] = _victim_settings(own[-1])
     row["_task_settings"] = {k: v for r in used for k, v in _task_settings(r).items()}
     return row
 
 
-def render(rows: list[dict]) -> str:
-    """The table, with the ACE budget and the poisoning fraction used named below it."""
+def render(rows: list[dict], table: list[Summary]) -> str:
+    """The table, with the tasks' notes (e.g. the budget a column is at) below it."""
     columns = [c for c in COLUMNS if c[0] not in ("searched", "settings") or any(r.get(c[0]) for r in rows)]
-    lines = [format_table(rows, columns)]
-    budgets = sorted({r["ace_budget"] for r in rows if "ace_budget" in r})
-    fractions = sorted({r["poison_fraction"] for r in rows if "poison_fraction" in r})
-    if budgets:
-        lines.append(f"Knockoff ACE: architecture-aware, at {', '.join(map(str, budgets))} queries.")
-    if fractions:
-        lines.append(f"poison CAD: at p = {', '.join(f'{p:g}' for p in fractions)}.")
+    lines = [format_table(rows, columns + [c for s in table for c in s.columns])]
+    lines += [note for s in table if (note := s.note(rows))]
     paper = [f"{r['model']} {m:.1%}/{lo:.1%}, {asr:.1%}/{cad:.1%}, {auc:.3f}" for r in rows
              if r["model"] in PAPER_TABLE4 for m, lo, asr, cad, auc in [PAPER_TABLE4[r["model"]]]]
     if paper:
@@ -197,7 +191,8 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv, table: list[Summary]) -> int:
+    """The command line of launch/table4.py, with the registered tasks' ``table``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("workdir", help="a directory holding results.jsonl")
     p.add_argument("--models", default="", help="comma-separated model names (default: all, in order of appearance)")
@@ -211,12 +206,9 @@ def main(argv=None) -> int:
     missing = [m for m in models or [] if m not in known]
     if missing:
         p.error(f"no records for {missing} in {a.workdir}; models with records: {', '.join(known)}.")
-    text = render(summarize(records, models))
+    text = render(summarize(records, table, models), table)
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

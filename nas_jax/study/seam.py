@@ -47,7 +47,8 @@ def run_only(default, doc: str = ""):
 class Settings:
     """Base of a task's settings: subclass it as a frozen dataclass with every field's paper default, and give
     the presets' differences in :attr:`PRESETS` (e.g. ``{"quick": {"n_inputs": 100}}``). Check values in
-    ``__post_init__`` by raising ``ValueError`` with what is allowed."""
+    ``__post_init__`` by raising ``ValueError`` with what is allowed. A field may itself be settings (a nested
+    section, given in a preset as an instance)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -56,7 +57,8 @@ class Settings:
         """The config section of ``preset``: the defaults with that preset's differences."""
         values = {f.name: f.default for f in dataclasses.fields(cls)}
         values.update(cls.PRESETS.get(preset, {}))
-        return ml_collections.ConfigDict(values)
+        return ml_collections.ConfigDict({k: dataclasses.asdict(v) if isinstance(v, Settings) else v
+                                          for k, v in values.items()})
 
     @classmethod
     def read(cls, name: str, section) -> Settings:
@@ -72,6 +74,8 @@ class Settings:
                 value = float(value)
             if isinstance(value, list):
                 value = tuple(value)
+            if isinstance(hints.get(key), type) and issubclass(hints[key], Settings) and not isinstance(value, Settings):
+                value = hints[key].read(f"{name}.{key}", value)  # a nested section, e.g. stealing.thief
             values[key] = value
         try:
             return cls(**values)
@@ -80,7 +84,8 @@ class Settings:
 
     def setting(self) -> dict:
         """What the measurement depends on, for the record (every field but the :func:`run_only` ones)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("run_only")}
+        return {f.name: v.setting() if isinstance(v := getattr(self, f.name), Settings) else v
+                for f in dataclasses.fields(self) if not f.metadata.get("run_only")}
 
 
 @dataclasses.dataclass

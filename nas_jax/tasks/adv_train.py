@@ -24,30 +24,71 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import ml_collections
 import numpy as np
+from matplotlib.lines import Line2D
 
 from nas_jax.attacks.adversarial_training import TrainingPGDConfig, adversarial_transform
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.data import load_dataset
 from nas_jax.models.registry import build_from_config, model_family
-from nas_jax.report import figures, results
+from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.evasion import run_pgd
 from nas_jax.study.runs import cached_training, task_run_dir
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task, run_only
 from nas_jax.train import zoo
 from nas_jax.train.zoo import ZooEntry
 
 INITS = ("scratch", "finetune")
 
 
-def at_config(config) -> ml_collections.ConfigDict:
-    """``config`` with the adversarial-training epochs (and lr, when ``adv_train.lr > 0``)."""
-    ac = config.adv_train
+@dataclasses.dataclass(frozen=True)
+class AdvTrainSettings(Settings):
+    """Adversarial training (§5.2, Table 5; docs/protocol.md §e.7), defaults the paper preset's: ``init``,
+    ``epochs``, ``lr`` (0: ``config.train.lr``), the inner PGD (see the module docstring), the robustness PGD
+    (``eval_*``) on ``n_inputs`` inputs. quick: 2 epochs of fine-tuning at lr 0.01, 200 inputs."""
+
+    PRESETS: ClassVar[dict] = {"quick": {"init": "finetune", "epochs": 2, "lr": 0.01, "n_inputs": 200,
+                                         "batch_size": 200}}
+    init: str = "scratch"
+    epochs: int = 100
+    lr: float = 0.0
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    iterations: int = 7
+    random_start: bool = False
+    early_stop: bool = False
+    craft_mode: str = "train"
+    eval_eps: float = 8 / 255
+    eval_step_size: float = 2 / 255
+    eval_iterations: int = 7
+    eval_restarts: int = 5
+    n_inputs: int = run_only(1000)
+    batch_size: int = run_only(250)
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid: {INITS}.")
+        self.training(), self.evaluation()  # their own checks
+
+    def training(self) -> TrainingPGDConfig:
+        """The inner attack of the training steps."""
+        return TrainingPGDConfig(self.eps, self.step_size, self.iterations, self.random_start, self.early_stop,
+                                 self.craft_mode)
+
+    def evaluation(self) -> EvasionConfig:
+        """The robustness PGD after training (eval mode)."""
+        return EvasionConfig(eps=self.eval_eps, step_size=self.eval_step_size, iterations=self.eval_iterations,
+                             restarts=self.eval_restarts)
+
+
+def at_config(config, ac: AdvTrainSettings) -> ml_collections.ConfigDict:
+    """``config`` with the adversarial-training epochs (and lr, when ``ac.lr > 0``)."""
     out = ml_collections.ConfigDict(config.to_dict())
     out.train.epochs = ac.epochs
     out.train_overrides = {}  # adv_train.epochs holds for every model
@@ -60,9 +101,9 @@ def _entry(run, family: str, dataset) -> ZooEntry:
     return ZooEntry(run.name, family, run.model, run.variables, dataset, run.test_accuracy, run.run_dir, [])
 
 
-def standard_model(config, atc, name: str, dataset, workdir) -> tuple[ZooEntry, str]:
+def standard_model(config, ac: AdvTrainSettings, atc, name: str, dataset, workdir) -> tuple[ZooEntry, str]:
     """The standardly trained reference and where it comes from ('zoo' or 'same_recipe')."""
-    if config.adv_train.init == "finetune" or zoo.training_spec(atc, name) == zoo.training_spec(config, name):
+    if ac.init == "finetune" or zoo.training_spec(atc, name) == zoo.training_spec(config, name):
         return zoo.get_or_train(config, name, dataset), "zoo"
     run = cached_training(atc, name, dataset, task_run_dir(workdir, "adv_train", config, name, "standard"),
                           {"adv_train": {"standard": True}}, label=f"{name} standard")
@@ -85,14 +126,12 @@ def robustness(entry: ZooEntry, cfg: EvasionConfig, order: np.ndarray, n: int, k
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    ac = config.adv_train
-    if ac.init not in INITS:
-        raise ValueError(f"unknown adv_train.init {ac.init!r}; valid: {INITS}.")
+    ac = AdvTrainSettings.read("adv_train", config.adv_train)
     dataset = load_dataset(config.dataset, config.data_dir or None)
-    atc = at_config(config)
-    train_attack = TrainingPGDConfig.from_config(ac)
+    atc = at_config(config, ac)
+    train_attack = ac.training()
     train_pgd = train_attack.evasion_config()
-    eval_pgd = EvasionConfig.from_config(ac, prefix="eval_")
+    eval_pgd = ac.evaluation()
     order = victims.attack_order(len(dataset.y_test), config.seed)
     key = jax.random.key(config.seed)
     main = jax.process_index() == 0
@@ -101,7 +140,7 @@ def run(config, workdir: str | Path) -> list[dict]:
         start = results.now()
         family = model_family(name)
         print(f"[{i + 1}/{len(config.models)}] {name}", flush=True)
-        standard, reference = standard_model(config, atc, name, dataset, workdir)
+        standard, reference = standard_model(config, ac, atc, name, dataset, workdir)
         model = build_from_config(name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
         spec = {"adv_train": {**dataclasses.asdict(train_attack), "init": ac.init,
                               "init_from": zoo.training_spec(config, name) if ac.init == "finetune" else None}}
@@ -135,11 +174,33 @@ def run(config, workdir: str | Path) -> list[dict]:
                                   ("accuracy_drop", "acc drop", "+.3f"), ("clean_accuracy_zoo", "acc zoo", ".3f"),
                                   ("accuracy_drop_zoo", "drop vs zoo", "+.3f"), ("asr_standard", "ASR std", ".3f"),
                                   ("asr", "ASR AT", ".3f")]))
-        fig = figures.adv_train_figure(rows, Path(workdir) / "figures" / "adv_train.png",
+        fig = adv_train_figure(rows, Path(workdir) / "figures" / "adv_train.png",
                                        title=f"PGD adversarial training on {config.dataset}, n = {n} inputs per "
                                              f"model, seed {config.seed}")
         print(f"figure: {fig}")
     return records
 
 
-TASK = Task("adv_train", run, cost_minutes=6.0)
+def adv_train_figure(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Figure 14: accuracy drop (bars: against the standard model of the AT recipe; grey ticks: against the zoo
+    victim, where that differs) and untargeted PGD ASR after AT per model (black ticks: ASR before AT)."""
+    rows, xs = plots.nas_first(rows), range(len(rows))
+    fig, axes = plots.plt.subplots(1, 2, figsize=(2.8 + 0.9 * len(rows), 3.4))
+    plots.model_bars(axes[0], rows, [100 * r["accuracy_drop"] for r in rows], "clean accuracy drop (points)")
+    axes[0].axhline(0, color="grey", lw=0.5)
+    extra = []
+    if any(r.get("accuracy_drop_zoo", r["accuracy_drop"]) != r["accuracy_drop"] for r in rows):
+        axes[0].scatter(xs, [100 * r["accuracy_drop_zoo"] for r in rows], marker="_", s=300, color="0.4")
+        extra = [Line2D([], [], color="0.4", marker="_", ls="", ms=12, label="drop vs zoo victim")]
+    plots.model_bars(axes[1], rows, [100 * r["asr"] for r in rows], "untargeted PGD ASR (%)")
+    axes[1].scatter(xs, [100 * r["asr_standard"] for r in rows], marker="_", s=300, color="black",
+                    label="standard training")
+    axes[1].set_ylim(0, 105)
+    handles = plots.family_patches(" (AT)") + axes[1].get_legend_handles_labels()[0] + extra
+    plots.legend_outside(axes[1], handles=handles, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return plots.save_figure(fig, path)
+
+
+TASK = Task("adv_train", run, settings=AdvTrainSettings, cost_minutes=6.0)

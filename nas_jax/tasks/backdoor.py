@@ -32,8 +32,9 @@ import numpy as np
 
 from nas_jax.attacks import backdoor as bd
 from nas_jax.data import to_float
-from nas_jax.report import figures, results
+from nas_jax.report import plots, results
 from nas_jax.report.study import Metric, row_reader
+from nas_jax.report.summary import Summary, newest_of
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 from nas_jax.study.runs import cached_training, task_run_dir
@@ -232,12 +233,12 @@ def run(config, workdir: str | Path) -> list[dict]:
             attack = "trojannn" if name.startswith("trojannn") else name
             shown = [r for r in rows if r["setting"] == name]
             label = f"TrojanNN, {bc.n_neurons[0]} target neuron(s)" if attack == "trojannn" else "BadNet"
-            fig = figures.backdoor_asr_cad_figure(shown, fig_dir / f"backdoor_{attack}.png",
+            fig = backdoor_asr_cad_figure(shown, fig_dir / f"backdoor_{attack}.png",
                                                   title=f"{label} on {config.dataset}, n = {len(idx)} inputs, "
                                                         f"seed {config.seed}")
             print(f"figure: {fig}")
         if len(bc.n_neurons) > 1 and "trojannn" in bc.attacks:
-            fig = figures.backdoor_neurons_figure([r for r in rows if r["attack"] == "trojannn"],
+            fig = backdoor_neurons_figure([r for r in rows if r["attack"] == "trojannn"],
                                                   fig_dir / "backdoor_neurons.png",
                                                   title=f"TrojanNN against n_neuron on {config.dataset}, "
                                                         f"n = {len(idx)} inputs, seed {config.seed}")
@@ -245,6 +246,55 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
+def backdoor_asr_cad_figure(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Figure 7: ASR and CAD bars per model, NAS first, coloured by family."""
+    rows = plots.nas_first(rows)
+    fig, axes = plots.plt.subplots(1, 2, figsize=(2.4 + 0.9 * len(rows), 3.4))
+    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (percentage points)")):
+        plots.model_bars(ax, rows, [100 * r[key] for r in rows], label)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0].set_ylim(0, 105)
+    plots.legend_outside(axes[1], handles=plots.family_patches())
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return plots.save_figure(fig, path)
+
+
+def backdoor_neurons_figure(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Figure 8: ASR and CAD against n_neuron; family means thick, models faint."""
+    ns = sorted({r["n_neuron"] for r in rows})
+    fig, axes = plots.plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, label in ((axes[0], "asr", "ASR (%)"), (axes[1], "cad", "CAD (percentage points)")):
+        value = {(r["model"], r["n_neuron"]): 100 * r[key] for r in rows}
+        plots.family_means(ax, ns, {f: [[value[m, n] for n in ns] for m in sorted({r["model"] for r in rows
+                                                                                  if r["family"] == f})]
+                                    for f in plots.FAMILY_COLORS})
+        ax.set_xticks(ns)
+        ax.set_xlabel("number of target neurons")
+        ax.set_ylabel(label)
+    plots.legend_outside(axes[1])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return plots.save_figure(fig, path)
+
+
+def table4_asr(metrics: dict) -> float:
+    """The ASR over all stamped inputs, target class included (docs/protocol.md §e.4's default, the paper's Table 4).
+    Records written before that became the headline ``asr`` hold it as ``asr_including_target``."""
+    return metrics.get("asr_including_target", metrics.get("asr"))
+
+
+def _table4(records: list[dict]) -> tuple[dict, dict] | None:
+    """Table 4's TrojanNN ASR and CAD at n_neuron = 2 (another n_neuron when only that one was run)."""
+    trojan = [r for r in records if r["task"] == "backdoor" and r["setting"].get("attack") == "trojannn"]
+    bd = newest_of(trojan, lambda r: r["setting"].get("n_neuron") == 2) or newest_of(trojan, lambda r: True)
+    return bd and (bd, {"backdoor_asr": table4_asr(bd["metrics"]), "backdoor_cad": bd["metrics"].get("cad")})
+
+
+TABLE4 = Summary((("backdoor_asr", "backdoor ASR", ".1%"), ("backdoor_cad", "backdoor CAD", "+.1%")), _table4,
+                 place=2)
+
+
 TASK = Task("backdoor", run, settings=BackdoorSettings, cost_minutes=2.5,
             metrics=(Metric("backdoor_asr", "TrojanNN ASR (Fig. 7)", row_reader("backdoor_asr"), +1, 1,
-                            paper_gap=0.02),))
+                            paper_gap=0.02, summary=TABLE4),))

@@ -20,10 +20,11 @@ from typing import ClassVar
 
 import jax
 import numpy as np
+from matplotlib.patches import Patch
 
 from nas_jax.analysis.grad_variance import gradient_variance
 from nas_jax.data import load_dataset, to_float
-from nas_jax.report import figures, results
+from nas_jax.report import plots, results
 from nas_jax.report.study import Metric, log10, reader
 from nas_jax.report.tables import format_table
 from nas_jax.study.phases import (
@@ -125,12 +126,36 @@ def run(config, workdir: str | Path) -> list[dict]:
                 metrics={"ratio": r["ratio"], "log10_ratio": r["log10_ratio"]},
                 setting={"phase": r["phase"], "bn": r["bn"], "metric": r["metric"]}))
         for metric in METRICS:
-            fig = figures.grad_variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
+            fig = grad_variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
                                                f"gradient variance ({metric}) on {config.dataset}, n = {len(idx)} "
                                                f"inputs, seed {config.seed}",
                                                bn_modes=BN_MODES, phases=PHASES)
             print(f"figure: {fig}")
     return records
+
+
+def grad_variance_figure(rows: list[dict], metric: str, path: Path, title: str, bn_modes: tuple[str, ...],
+                         phases: tuple[str, ...]) -> Path:
+    """Figure 12: one log-scale panel per BN state (in ``bn_modes`` order); per model a bar per phase (the
+    first, init, light)."""
+    bns = [b for b in bn_modes if any(r["bn"] == b for r in rows)]
+    models = sorted({(r["family"] != "nas", r["model"]) for r in rows})
+    fig, axes = plots.plt.subplots(1, len(bns), figsize=(2.2 + 0.6 * len(models) * len(bns), 3.6), squeeze=False)
+    for ax, bn in zip(axes[0], bns):
+        for i, (_, model) in enumerate(models):
+            for j, phase in enumerate(phases):
+                hit = [r for r in rows if r["model"] == model and r["bn"] == bn and r["phase"] == phase]
+                if hit:
+                    ax.bar(i + (j - 0.5) * 0.4, hit[0][metric], width=0.4, color=plots.FAMILY_COLORS[hit[0]["family"]],
+                           alpha=0.45 if phase == "init" else 1.0, edgecolor="k", lw=0.4)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(models)), [m for _, m in models], rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"BN {bn}")
+        ax.set_ylabel(metric)
+    handles = plots.family_patches() + [Patch(facecolor="0.5", alpha=0.45, label="init"), Patch(facecolor="0.5", label="trained")]
+    plots.legend_outside(axes[0][-1], handles=handles, fontsize=7)
+    fig.suptitle(title)
+    return plots.save_figure(fig, path)
 
 
 TASK = Task("grad_variance", run, settings=GradVarianceSettings, cost_minutes=1.0, in_study=("quick", "paper"),

@@ -21,8 +21,7 @@ import numpy as np
 
 from nas_jax.analysis import landscape
 from nas_jax.data import to_float
-from nas_jax.report import results
-from nas_jax.report.figures import contour_figures
+from nas_jax.report import plots, results
 from nas_jax.report.study import Metric
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
@@ -144,6 +143,72 @@ def _increase_at_smallest_radius(space: str):
         return float([r for r in own if r["setting"]["radius"] == radius][-1]["metrics"]["increase_at_radius"])
 
     return read
+
+
+def _levels(losses: np.ndarray, n: int = 14) -> np.ndarray:
+    values = losses.ravel()
+    lo, hi = np.percentile(values, 0.5), np.percentile(values, 97)
+    return np.linspace(lo, hi if hi > lo else lo + 1e-6, n)
+
+
+def _panel(ax, alphas, betas, losses, title: str, family: str, space: str):
+    """One contour panel with its own levels (the models' loss scales differ by orders of magnitude: shared
+    levels leave some panels empty) and its own colour bar."""
+    cs = ax.contour(alphas, betas, losses.T, levels=_levels(losses), cmap="viridis", linewidths=0.8)
+    ax.plot(0, 0, marker="+", color="k", ms=6)
+    ax.set_title(title, fontsize=8, color=plots.FAMILY_COLORS.get(family, "k"))
+    ax.set_xlabel(f"α ({space} direction 1)", fontsize=6)
+    ax.set_ylabel(f"β ({space} direction 2)", fontsize=6)
+    ax.tick_params(labelsize=6)
+    bar = ax.figure.colorbar(cs, ax=ax, shrink=0.85, pad=0.02)
+    bar.set_label("CE loss", fontsize=6)
+    bar.ax.tick_params(labelsize=5)
+    return cs
+
+
+def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], plot_contour: int = 0,
+                    n_images_panel: int = 5) -> list[Path]:
+    """The Figure 11 panel (datasets × models from every saved grid of ``tag``) and the per-image panel of
+    ``dataset``; every panel has its own contour levels and colour bar, and grid cells without data are left
+    out rather than drawn empty."""
+    root = workdir / "landscape"
+    grids = {}
+    for f in sorted(root.glob(f"*/*_{tag}.npz")):
+        with np.load(f) as z:
+            grids[(f.parent.name, f.name.removesuffix(f"_{tag}.npz"))] = {k: z[k] for k in z.files}
+    if not grids:
+        return []
+    space = "weight" if tag.startswith(("param", "weights")) else "input"
+    datasets = sorted({d for d, _ in grids})
+    cols = [slug(m) for m in models if any((d, slug(m)) in grids for d in datasets)]  # grids are keyed by file name
+    cols += sorted({m for _, m in grids} - set(cols))
+    fig, axes = plots.plt.subplots(len(datasets), len(cols), figsize=(1.2 + 3.0 * len(cols), 0.6 + 2.6 * len(datasets)),
+                             squeeze=False, layout="constrained")
+    for i, d in enumerate(datasets):
+        for j, m in enumerate(cols):
+            ax = axes[i][j]
+            if (d, m) not in grids:
+                ax.remove()
+                continue
+            g = grids[(d, m)]
+            c = min(plot_contour, g["losses"].shape[-1] - 1)
+            _panel(ax, g["alphas"], g["betas"], g["losses"][..., c], f"{m} ({d})", str(g["family"]), space)
+    n_images = sorted({g["losses"].shape[-1] for g in grids.values()})
+    fig.suptitle(f"loss contours, {tag.replace('_', ' ±')}: image #{plot_contour} of n = "
+                 f"{'/'.join(map(str, n_images))} per model (levels per panel)", fontsize=9)
+    out = [plots.save_figure(fig, workdir / "figures" / f"landscape_{tag}.png", dpi=130)]
+
+    ds = slug(dataset)
+    mine = [(m, grids[(ds, m)]) for m in cols if (ds, m) in grids]
+    k = min(n_images_panel, min(g["losses"].shape[-1] for _, g in mine))
+    fig, axes = plots.plt.subplots(len(mine), k, figsize=(2.6 * k, 2.2 * len(mine)), squeeze=False, layout="constrained")
+    for i, (m, g) in enumerate(mine):
+        for c in range(k):
+            _panel(axes[i][c], g["alphas"], g["betas"], g["losses"][..., c], f"{m} #{c}", str(g["family"]), space)
+    fig.suptitle(f"loss contours per input image, {tag.replace('_', ' ±')}: {k} images per model (levels per "
+                 "panel)", fontsize=9)
+    out.append(plots.save_figure(fig, workdir / "figures" / f"landscape_{tag}_{ds}_images.png", dpi=130))
+    return out
 
 
 TASK = Task("landscape", run, settings=LandscapeSettings, cost_minutes=0.5, in_study=("quick", "paper"), metrics=(

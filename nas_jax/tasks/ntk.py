@@ -21,7 +21,7 @@ import numpy as np
 
 from nas_jax.analysis.ntk import KERNELS, asr_correlation, condition_number, ntk_matrix
 from nas_jax.data import load_dataset, to_float
-from nas_jax.report import figures, results
+from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
 from nas_jax.study.phases import (
     BN_MODES,
@@ -90,7 +90,7 @@ def run(config, workdir: str | Path) -> list[dict]:
                               ("bn", "bn", None), ("cond", "κ", ".4g"), ("log10_cond", "log10 κ", ".2f"),
                               ("lambda_max", "λ_max", ".4g"), ("lambda_min", "λ_min", ".4g")]))
     fig_dir = Path(workdir) / "figures"
-    fig = figures.ntk_condition_figure(rows, fig_dir / "ntk_condition.png",
+    fig = ntk_condition_figure(rows, fig_dir / "ntk_condition.png",
                                        f"NTK condition number on {config.dataset}, n = {nc.n} inputs, "
                                        f"seed {config.seed}")
     print(f"figure: {fig}")
@@ -119,11 +119,47 @@ def run(config, workdir: str | Path) -> list[dict]:
                                    ("spearman_most_likely", "Spearman (most)", ".3f"),
                                    ("pearson_least_likely", "Pearson (least)", ".3f"),
                                    ("spearman_least_likely", "Spearman (least)", ".3f")]))
-    fig = figures.ntk_correlation_figure(rows, asr, fig_dir / "ntk_vs_pgd.png",
+    fig = ntk_correlation_figure(rows, asr, fig_dir / "ntk_vs_pgd.png",
                              f"NTK condition number vs PGD ASR, {config.dataset}, kernel over n = {nc.n} inputs, "
                              f"seed {config.seed}")
     print(f"figure: {fig}")
     return records
+
+
+def ntk_condition_figure(rows: list[dict], path: Path, title: str) -> Path:
+    """log10 κ per model (bars coloured by family), one panel per (phase, bn)."""
+    groups = sorted({(r["phase"], r["bn"]) for r in rows})
+    per_panel = max(len(rows) // max(len(groups), 1), 1)
+    fig, axes = plots.plt.subplots(1, len(groups), figsize=(1.2 + 0.5 * per_panel * len(groups), 3.4), squeeze=False)
+    for ax, (phase, bn) in zip(axes[0], groups):
+        sel = plots.nas_first([r for r in rows if (r["phase"], r["bn"]) == (phase, bn)])
+        plots.model_bars(ax, sel, [r["log10_cond"] for r in sel], "log10 κ(NTK)")
+        ax.set_title(f"{phase}, BN {bn}", fontsize=9)
+    fig.suptitle(title)
+    return plots.save_figure(fig, path)
+
+
+def ntk_correlation_figure(rows: list[dict], asr: dict[str, dict], path: Path, title: str) -> Path:
+    """Scatter of log10 κ against the most-/least-likely PGD ASR, one row per (phase, bn)."""
+    groups = sorted({(r["phase"], r["bn"]) for r in rows})
+    modes = ("most_likely", "least_likely")
+    fig, axes = plots.plt.subplots(len(groups), 2, figsize=(7.5, 3.0 * len(groups)), squeeze=False)
+    for gi, (phase, bn) in enumerate(groups):
+        sel = [r for r in rows if (r["phase"], r["bn"]) == (phase, bn) and r["model"] in asr
+               and np.isfinite(r["log10_cond"])]
+        for ax, mode in zip(axes[gi], modes):
+            for r in sel:
+                y = asr[r["model"]].get(f"asr_{mode}")
+                if y is None:
+                    continue
+                ax.scatter(r["log10_cond"], 100 * y, color=plots.FAMILY_COLORS[r["family"]])
+                ax.annotate(r["model"], (r["log10_cond"], 100 * y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            ax.set_xlabel("log10 κ(NTK)")
+            ax.set_ylabel(f"PGD ASR {mode.replace('_', ' ')} (%)")
+            ax.set_title(f"{phase}, BN {bn}", fontsize=9)
+    fig.suptitle(title)
+    return plots.save_figure(fig, path)
 
 
 TASK = Task("ntk", run, settings=NTKSettings, cost_minutes=0.5)

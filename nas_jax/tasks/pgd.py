@@ -11,6 +11,7 @@ import dataclasses
 from typing import ClassVar
 
 from nas_jax.report.study import Metric, reader
+from nas_jax.report.summary import Summary, newest_cells
 from nas_jax.study.evasion import (
     TARGETED_COLUMNS,
     TargetedSettings,
@@ -41,11 +42,17 @@ def measure(ctx, entry):
     return targeted_metrics(ctx, entry, s.n_inputs, s.iterations(), attack, mean_iterations)
 
 
+TABLE4 = Summary((("clean_accuracy", "clean acc", ".1%"), ("pgd_m", "PGD ASR (M)", ".1%"),
+                  ("pgd_l", "PGD ASR (L)", ".1%")), newest_cells("pgd", {
+                      "clean_accuracy": "clean_accuracy", "pgd_m": "asr_most_likely", "pgd_l": "asr_least_likely"}),
+                 place=1)
+
+
 TASK = VictimTask(
     name="pgd", settings=PGDSettings, measure=measure, columns=TARGETED_COLUMNS, figure=targeted_figure,
     in_study=("quick", "paper"), figure_file="pgd_asr.png", describe=describe_targeted, cost_minutes=1.0,
     title=lambda s, config: f"PGD {'L∞' if s.norm == 'linf' else 'L2'} ε={s.eps * 255:.0f}/255 on {config.dataset}",
     metrics=(Metric("pgd_m", "PGD ASR most likely (Fig. 2)", reader("pgd", "asr_most_likely"), +1, 1,
-                    paper_gap=0.10, inputs_task="pgd"),
+                    paper_gap=0.10, inputs_task="pgd", summary=TABLE4),
              Metric("pgd_l", "PGD ASR least likely (Fig. 2)", reader("pgd", "asr_least_likely"), +1, 1,
-                    paper_gap=0.10, inputs_task="pgd")))
+                    paper_gap=0.10, inputs_task="pgd", summary=TABLE4)))
