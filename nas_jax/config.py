@@ -92,20 +92,21 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     return c
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict, victims: tuple[str, ...] = ()) -> None:
     """Fail early (before any data, victim or training), with the valid choices, on names and values that
     cannot work; every failure is a :class:`~nas_jax.errors.UserError`. Cheap: genotype files are parsed and an npz
     dataset's array headers read, nothing else is loaded. Values that work but look wrong (an attack radius far
-    above usual budgets, more inputs than the test set) are warned about."""
+    above usual budgets, more inputs than the test set) are warned about. ``victims``: more model names the
+    task's settings name (checked as the ``models`` are)."""
     try:
-        _validate(config)
+        _validate(config, victims)
     except UserError:
         raise
     except ValueError as e:  # registries' unknown-name errors
         raise UserError(str(e)) from e
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
+def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...]) -> None:
     from nas_jax.data import DATASETS
     from nas_jax.models.common import compute_dtype
     from nas_jax.models.ops import CONV_IMPLS
@@ -115,7 +116,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown preset {config.preset!r}; valid: {PRESETS}.")
     if config.dataset not in DATASETS and not config.dataset.startswith("npz:"):
         raise ValueError(f"unknown dataset {config.dataset!r}; valid: {list(DATASETS)} or npz:PATH.")
-    check_models(config)
+    check_models(config, victims)
     models = list(config.get("models", None) or [])
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:
@@ -161,7 +162,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------
 
 # Config fields that hold model names (a name or a tuple of names).
-MODEL_FIELDS = ("model", "models", "stealing.matrix_models", "study.models", "zoo.models")
+MODEL_FIELDS = ("model", "models", "study.models", "zoo.models")
 # Tasks that train no victim from ``arch``/``train``: cells and zoo read genotypes and shapes; study validates
 # each cell's own config before it runs.
 NO_VICTIMS = ("cells", "zoo", "study")
@@ -177,14 +178,13 @@ def _get(config: ml_collections.ConfigDict, path: str):
     return node
 
 
-def check_models(config: ml_collections.ConfigDict) -> None:
-    """Every name of :data:`MODEL_FIELDS` and ``cells.genotypes`` is known and every ``genotype:PATH`` file parses
+def check_models(config: ml_collections.ConfigDict, victims: tuple[str, ...] = ()) -> None:
+    """Every name of :data:`MODEL_FIELDS`, ``victims`` and ``cells.genotypes`` is known and every ``genotype:PATH`` file parses
     (a broken file among several victims fails before the first is trained); NAS networks have >= 3 cells."""
     from nas_jax.models.genotypes import get_genotype
     from nas_jax.models.registry import model_family, model_names
 
-    for path in MODEL_FIELDS:
-        value = _get(config, path)
+    for value in [*(_get(config, path) for path in MODEL_FIELDS), victims]:
         for name in [value] if isinstance(value, str) else value or ():
             if model_family(name) == "nas" and name.startswith("genotype:"):
                 get_genotype(name)
@@ -195,7 +195,7 @@ def check_models(config: ml_collections.ConfigDict) -> None:
     elif config.task in NO_VICTIMS:
         return
     else:
-        names = [*(config.get("models", None) or [config.model]), *(_get(config, "stealing.matrix_models") or ())]
+        names = [*(config.get("models", None) or [config.model]), *victims]
         field = "arch.layers"
     nas = [n for n in names if model_family(n) == "nas"]
     layers = _get(config, field)

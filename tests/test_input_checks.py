@@ -110,6 +110,24 @@ def test_nas_victims_need_three_layers():
         validate(c)
 
 
+def test_model_names_in_a_tasks_settings_are_checked_with_the_models(tmp_path):
+    """A settings field made with seam.model_names (stealing's Table 2 matrix) is checked as ``models`` is: an
+    unknown name, a broken genotype file or too few cells fail before any work."""
+    c = grid.task_config("stealing", "quick")
+    validate(c)
+    c.stealing.matrix_models = ("darts", "nosuch")
+    with pytest.raises(UserError, match="unknown model 'nosuch'"):
+        validate(c)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    c.stealing.matrix_models = ("darts", f"genotype:{broken}")
+    with pytest.raises(UserError, match="broken.json"):
+        validate(c)
+    c.stealing.matrix_models, c.models, c.arch.layers = ("darts",), ("resnet",), 2
+    with pytest.raises(UserError, match=r"arch.layers=2, but the NAS network \['darts'\]"):
+        validate(c)
+
+
 def test_batch_size_must_fit_the_training_set_and_the_devices(monkeypatch):
     c = grid.task_config("train", "quick")
     c.train.batch_size = 1440  # digits: 1,437 training images

@@ -43,6 +43,11 @@ def run_only(default, doc: str = ""):
     return dataclasses.field(default=default, metadata={"run_only": True, "doc": doc})
 
 
+def model_names(default: tuple[str, ...]):
+    """A settings field that holds model names (victims beyond the config's ``models``): checked as they are."""
+    return dataclasses.field(default=default, metadata={"models": True})
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Base of a task's settings: subclass it as a frozen dataclass with every field's paper default, and give
@@ -133,7 +138,8 @@ class Task:
     report compares across families. ``cost_minutes``: a study cell's minutes at the quick preset on 2 CPU cores,
     victim training excluded (docs/measurements.md; only the ratios matter, for balancing shards). ``joint``:
     one study cell per seed over all the study's models (it compares models inside one call). ``in_study``: the
-    presets whose default study grid includes it."""
+    presets whose default study grid includes it; ``study_overrides``: per preset, the ``key=value`` overrides its
+    default study cells run with (to measure only what the report reads)."""
 
     name: str
     run: Callable[[ml_collections.ConfigDict, str | Path], list[dict]]
@@ -142,6 +148,15 @@ class Task:
     cost_minutes: float = 1.0
     joint: bool = False
     in_study: tuple[str, ...] = ("paper",)
+    study_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def victims(self, config) -> tuple[str, ...]:
+        """The model names the task's settings hold (fields made with :func:`model_names`), checked with the
+        config's ``models`` before any work."""
+        if self.settings is None:
+            return ()
+        settings = self.settings.read(self.name, config[self.name])
+        return tuple(n for f in dataclasses.fields(settings) if f.metadata.get("models") for n in getattr(settings, f.name))
 
     def check(self, config) -> None:
         """Refuse bad settings before any work (the config's own section, read through :attr:`settings`)."""

@@ -79,8 +79,9 @@ def check_config(config) -> None:
     """Refuse a config that cannot work, before any work: the shared checks, then the task's own settings."""
     from nas_jax.config import validate
 
-    validate(config)
-    task_of(config).check(config)
+    task = task_of(config)
+    validate(config, task.victims(config))
+    task.check(config)
 
 
 def study_metrics(tasks: list[Task] | None = None) -> list:

@@ -159,6 +159,7 @@ def grad_variance_figure(rows: list[dict], metric: str, path: Path, title: str, 
 
 
 TASK = Task("grad_variance", run, settings=GradVarianceSettings, cost_minutes=1.0, in_study=("quick", "paper"),
+            study_overrides={"quick": ("grad_variance.bn=('raw',)",)},  # the report reads the raw BN statistics
             metrics=(
     Metric("grad_var_init", "log10 gradient variance at init (Fig. 12)",
            reader("grad_variance", "trace_cov", log10, phase="init", bn="raw"), -1, 2, ".2f", None),

@@ -211,7 +211,9 @@ def contour_figures(workdir: Path, tag: str, dataset: str, models: list[str], pl
     return out
 
 
-TASK = Task("landscape", run, settings=LandscapeSettings, cost_minutes=0.5, in_study=("quick", "paper"), metrics=(
+TASK = Task("landscape", run, settings=LandscapeSettings, cost_minutes=0.5, in_study=("quick", "paper"),
+            study_overrides={"quick": ("landscape.input_radii=(0.02,)",)},  # the report reads the smallest radius
+            metrics=(
     Metric("landscape_input", "input-space loss increase (Fig. 11b)", _increase_at_smallest_radius("input"), -1, 2,
            ".4f", None),
     Metric("landscape_param", "parameter-space loss increase (Fig. 11a)", _increase_at_smallest_radius("param"), -1,

@@ -34,7 +34,7 @@ from nas_jax.report.study import POSITIVE, Metric, row_reader
 from nas_jax.report.summary import Summary, at_largest
 from nas_jax.report.tables import format_table
 from nas_jax.study.runs import task_run_dir
-from nas_jax.study.seam import Settings, Task, run_only
+from nas_jax.study.seam import Settings, Task, model_names, run_only
 from nas_jax.train import trainer, zoo
 
 
@@ -66,7 +66,7 @@ class StealingSettings(Settings):
     PRESETS: ClassVar[dict] = {"quick": {"budgets": (250, 500, 1000), "matrix_models": ("darts", "resnet"),
                                          "matrix_budget": 1000, "thief": ThiefSettings(epochs=10)}}
     budgets: tuple[int, ...] = (1000, 2000, 4000, 8000, 16000)
-    matrix_models: tuple[str, ...] = ("resnet", "densenet", "darts", "enas")
+    matrix_models: tuple[str, ...] = model_names(("resnet", "densenet", "darts", "enas"))
     matrix_budget: int = 8000
     sampling: str = "adaptive"
     reward: str = "all"
