@@ -167,11 +167,21 @@ def test_a_checkpoint_that_cannot_be_written_is_one_paragraph_and_leaves_no_temp
     with pytest.raises(UserError, match="could not write checkpoint .*/2 .*No space left.*resumes from its last"):
         ckpt.save(2, {"w": np.ones(3)})
     monkeypatch.undo()
+
     ckpt.close()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
     (tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-7").mkdir()  # a save killed mid-way: the next run removes it
     Checkpointer(tmp_path / "checkpoints").close()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+    def background_write_fails():
+        raise OSError(28, "No space left on device")
+
+    ckpt = Checkpointer(tmp_path / "checkpoints")  # a write that fails in the background: reported when waited for
+    ckpt.save(4, {"w": np.ones(3)})
+    monkeypatch.setattr(ckpt._manager, "wait_until_finished", background_write_fails)
+    with pytest.raises(UserError, match="could not write checkpoint .*/4 .*No space left"):
+        ckpt.close()
 
 
 def _cell(tmp_path, n: int = 2):

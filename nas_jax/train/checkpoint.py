@@ -4,7 +4,9 @@ A checkpoint is a plain orbax pytree (item ``state``: the step, the model's vari
 the optimiser state) that orbax alone restores (docs/provenance.md shows the five lines), plus two small JSON
 items: ``layout`` (every leaf's path, shape and dtype) and ``progress`` (the running sums of a mid-epoch
 checkpoint). Writes are atomic (orbax writes to a temporary directory and renames it), so a run killed at any
-moment leaves the previous checkpoint intact. Restoring compares the stored layout with the requested one
+moment leaves the previous checkpoint intact. Writes run in the background (the state is copied to host memory
+first): a save returns at once, and a failed write is reported at the next save or at :meth:`Checkpointer.close`,
+which a finished run calls before it records anything that relies on the checkpoint. Restoring compares the stored layout with the requested one
 first and refuses any difference: a checkpoint is never loaded partially. A checkpoint that cannot be read
 (truncated, overwritten, half deleted) raises :class:`CheckpointCorruptError`; the loop then falls back to
 the previous one. Checkpoints of the earlier packed format (one vector per dtype) are refused with the fix.
@@ -47,9 +49,10 @@ def layout(tree) -> list[list]:
 
 
 def host_copy(tree):
-    """The tree as host numpy arrays: orbax writes those in half the time of device arrays. Replicated state:
-    this process's first shard is the whole value (multi-host safe)."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
+    """The tree as host numpy copies, which a background write may read while training goes on (a view of a
+    device buffer could be donated and overwritten). Replicated state: this process's first shard is the whole
+    value (multi-host safe)."""
+    return jax.tree_util.tree_map(lambda x: np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
 
 
 def _describe_mismatch(stored: list, wanted: list) -> str:
@@ -82,13 +85,14 @@ class Checkpointer:
             for tmp in self.directory.glob(f"*{ORBAX_TEMPORARY}*"):  # saves cut short by a kill or a full disk
                 shutil.rmtree(tmp, ignore_errors=True)
         self._manager = self._open()
+        self._writing: int | None = None  # the step whose background write has not been waited for
 
     def _open(self) -> ocp.CheckpointManager:
         writer = not self.read_only
         return ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=writer,
-                                                 enable_async_checkpointing=False),
+                                                 enable_async_checkpointing=writer),
             item_names=("state", "layout", "progress"),
         )
 
@@ -100,15 +104,30 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, progress: dict | None = None) -> None:
-        """Save ``state`` at ``step``, with an optional JSON-able ``progress`` dict (see :meth:`restore_progress`)."""
+        """Start saving ``state`` at ``step``, with an optional JSON-able ``progress`` dict (see
+        :meth:`restore_progress`); the previous save is finished (and its failure reported) first."""
+        self.wait()
         args = ocp.args.Composite(state=ocp.args.StandardSave(host_copy(state)),
                                   layout=ocp.args.JsonSave(layout(state)),
                                   progress=ocp.args.JsonSave(progress or {}))
+        self._writing = step
+        with self._reporting_failure():
+            self._manager.save(step, args=args, force=True)
+
+    def wait(self) -> None:
+        """Block until the background write (if any) is on disk; CheckpointWriteError if it failed."""
+        if self._writing is not None:
+            with self._reporting_failure():
+                self._manager.wait_until_finished()
+            self._writing = None
+
+    @contextlib.contextmanager
+    def _reporting_failure(self):
         try:
             with _quiet_orbax():  # its own traceback log of a failed write: the error below says it in one paragraph
-                self._manager.save(step, args=args, force=True)
-                self._manager.wait_until_finished()
+                yield
         except Exception as e:  # orbax/tensorstore wrap OSErrors (a full disk) in many types
+            step, self._writing = self._writing, None
             self._remove_temporary(step)
             raise CheckpointWriteError(
                 f"could not write checkpoint {self.directory}/{step} ({type(e).__name__}: {str(e)[:200]}). The "
@@ -180,5 +199,11 @@ class Checkpointer:
         return target
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        """Finish the background write (CheckpointWriteError if it failed) and release the directory."""
+        try:
+            self.wait()
+        except CheckpointWriteError:
+            with contextlib.suppress(Exception):  # the failure is already being reported
+                self._manager.close()
+            raise
         self._manager.close()
