@@ -22,7 +22,7 @@ from common import ROOT, SECTIONS_ENV, cpu_model, loadavg, markers, update_bench
 from search_step import measure
 
 sys.path.insert(0, str(ROOT))
-from nas_jax.models.search_space import METHODS
+from nas_jax.models.searchers import SEARCHERS
 from nas_jax.models.supernet import Supernet
 from nas_jax.search import darts
 
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=8)
     p.add_argument("--ops", default="none,max_pool_3x3,skip_connect,sep_conv_3x3", help="comma-separated primitives, or 'all' (the 8 of §g)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    p.add_argument("--methods", default=",".join(SEARCHERS), help="comma-separated subset of " + ", ".join(SEARCHERS))
     p.add_argument("--hypergradient", default="first_order", choices=darts.HYPERGRADIENTS)
     p.add_argument("--partial-k", type=int, default=4)
     p.add_argument("--conv-impl", default="auto", help="the ops' convolution implementation (nas_jax.models.ops)")
@@ -44,9 +44,9 @@ def main(argv=None) -> None:
     p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     a = p.parse_args(argv)
     methods = a.methods.split(",")
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(SEARCHERS)
     if unknown:
-        p.error(f"unknown --methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        p.error(f"unknown --methods {sorted(unknown)}; choose from {', '.join(SEARCHERS)}")
     c, layers, batch, size, ops, k = a.channels, a.layers, a.batch, a.size, "" if a.ops == "all" else a.ops, a.partial_k
     if a.tiny:
         c, layers, batch, size, ops, k = 2, 1, 8, 8, "none,skip_connect,avg_pool_3x3", 2
@@ -54,11 +54,12 @@ def main(argv=None) -> None:
     rows += [(m, m, a.hypergradient) for m in methods if (m, a.hypergradient) != ("darts", "first_order")]
     results = []
     for label, method, hg in rows:
+        searcher = SEARCHERS[method]
         model = Supernet(10, (0.5,) * 3, (0.25,) * 3, init_channels=c, layers=layers,
-                         op_names=tuple(o for o in ops.split(",") if o), method=method, partial_k=k,
+                         op_names=tuple(o for o in ops.split(",") if o), searcher=searcher, partial_k=k,
                          conv_impl=a.conv_impl)
-        sc = darts.StepConfig(hypergradient=hg, epochs=50, steps_per_epoch=390, method=method,
-                              **({"tau_max": 1.0, "tau_min": 0.03} if method == "snas" else {}))
+        sc = darts.StepConfig(hypergradient=hg, epochs=50, steps_per_epoch=390, searcher=searcher,
+                              settings=tuple(sorted(searcher.defaults("paper").items())))
         results.append({"label": label, "hypergradient": hg, **measure(model, sc, batch, size, a.reps)})
         print(results[-1], flush=True)
         text = section(a.section, results, len(rows), batch, size, c, layers, ops, k, model.conv_impl)

@@ -25,6 +25,7 @@ deepens the cell (the paper's DARTS-i/ii claims).
 import ml_collections
 
 from nas_jax.config import base_config
+from nas_jax.models.searchers import SEARCHERS
 
 
 def get_config(preset: str = "quick"):
@@ -44,14 +45,12 @@ def get_config(preset: str = "quick"):
     c.train.cutout = 0  # §g: no cutout during search
 
     c.search = ml_collections.ConfigDict()
-    # darts | pc_darts | gdas | snas | drnas | random (docs/search.md)
+    # darts | pc_darts | gdas | snas | drnas | random (docs/search.md); each searcher's own settings, with
+    # its defaults, are the section search.<method> (e.g. --config.search.gdas.tau_max=5)
     c.search.method = "darts"
-    c.search.partial_k = 4  # pc_darts: 1/K of the channels through the mixed op
-    c.search.tau_max = 0.0  # gdas/snas temperature from tau_max to tau_min (0: the paper's, gdas 10 -> 0.1, snas 1 -> 0.03)
-    c.search.tau_min = 0.0
-    c.search.drnas_reg = 1e-3  # drnas: weight of KL(Dir(β) || Dir(1))
-    c.search.random_candidates = 8 if quick else 100  # random: genotypes ranked by weight-sharing val accuracy
-    c.search.random_eval_batches = 4 if quick else 10  # random: α-half batches each candidate is ranked on
+    for searcher in SEARCHERS.values():
+        if searcher.defaults(c.preset):
+            c.search[searcher.name] = searcher.defaults(c.preset)
     c.search.hypergradient = "exact"  # 'first_order' | 'finite_difference' (DARTS) | 'exact' (autodiff)
     c.search.n_step = 1  # mitigation (i): unrolled inner steps (paper example: 5)
     c.search.skip_gamma = 1.0  # mitigation (ii): skip weight × γ in Eqn 3 (default for DARTS-ii: 0.5)

@@ -18,8 +18,8 @@ from jax.flatten_util import ravel_pytree
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.models.genotypes import get_genotype, primitives
 from nas_jax.models.ops import ReLUConvBN
-from nas_jax.models.search_space import method_weights
-from nas_jax.models.supernet import ARCH, SearchCell, Supernet
+from nas_jax.models.searchers import SEARCHERS
+from nas_jax.models.supernet import ARCH, SearchCell, Supernet, skip_scaled
 from nas_jax.search import darts
 from nas_jax.search.genotype import derive_cell, derive_genotype, save_genotype
 from nas_jax.search.pipeline import SearchSpecMismatchError, run_search
@@ -78,9 +78,9 @@ def test_search_cell_is_eqn3_with_skip_suppression():
     cell = SearchCell(2, reduction=False, reduction_prev=False, ops=OPS, steps=1, multiplier=1, conv_impl="xla")
     x0, x1 = jax.random.normal(jax.random.key(0), (2, 4, 8, 8, 3))
     alpha = jax.random.normal(jax.random.key(1), (2, 3))
-    weights = method_weights("darts", alpha, None, skip_gamma=0.3, ops=OPS)
+    weights = skip_scaled(SEARCHERS["darts"].weights(alpha), 0.3, OPS)
     np.testing.assert_allclose(weights[:, 1], 0.3 * jax.nn.softmax(alpha, -1)[:, 1], rtol=1e-6)
-    capture = lambda mdl, _: isinstance(mdl, ReLUConvBN)  # noqa: E731
+    capture = lambda mdl, _: isinstance(mdl, ReLUConvBN)
 
     @jax.jit
     def run(x0, x1, weights):
@@ -253,8 +253,8 @@ def test_gamma_lowers_skip_share_and_skip_count():
     alpha = 0.1 * rng.standard_normal((14, 8))
     alpha[:, ops.index("skip_connect")] = 1.0
     alpha[:, ops.index("sep_conv_3x3")] = 0.8
-    share = lambda w: float(w[:, 3].sum() / w.sum())  # noqa: E731
-    shares = [share(np.asarray(method_weights("darts", alpha, None, skip_gamma=g, ops=ops))) for g in (1.0, 0.75, 0.5, 0.25)]
+    share = lambda w: float(w[:, 3].sum() / w.sum())
+    shares = [share(np.asarray(skip_scaled(SEARCHERS["darts"].weights(alpha), g, ops))) for g in (1.0, 0.75, 0.5, 0.25)]
     assert shares == sorted(shares, reverse=True) and shares[-1] < 0.5 * shares[0]
     counts = [sum(op == "skip_connect" for op, _ in derive_genotype({"normal": alpha, "reduce": alpha}, g).normal)
               for g in (1.0, 0.5)]
@@ -302,7 +302,7 @@ def test_search_resumes_exactly_after_a_kill(tmp_path, small_digits):
     resumed = run_search(c, tmp_path / "resumed", dataset=small_digits, progress=False)
     for a, b in zip(jax.tree_util.tree_leaves(full["state"]), jax.tree_util.tree_leaves(resumed["state"]), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
     assert strip(full["log"]) == strip(resumed["log"]) and len(full["log"]) == 2
     assert full["genotype"] == resumed["genotype"] == get_genotype(f"genotype:{tmp_path / 'full' / 'genotype.json'}")
     assert all(Path(p).stat().st_size > 0 for p in full["figures"]) and len(full["figures"]) == 4  # α x2, λ_max, cells
@@ -366,7 +366,7 @@ def test_scanned_edges_equal_vmapped_edges(method):
     methods differ only in the edge weights, an input of the scan."""
     steps = 2  # two nodes: the second reads the first from the scan's node buffer
     ops = ("none", "skip_connect", "max_pool_3x3", "dil_conv_3x3")
-    kw = {"init_channels": 4, "layers": 3, "steps": steps, "multiplier": steps, "op_names": ops, "method": method,
+    kw = {"init_channels": 4, "layers": 3, "steps": steps, "multiplier": steps, "op_names": ops, "searcher": SEARCHERS[method],
           "partial_k": 2}  # conv_impl auto: 'shifted' (its custom VJP inside the rematerialised scan) on CPU
     scanned, vmapped = Supernet(4, MEAN, STD, **kw), Supernet(4, MEAN, STD, scan_edges=False, **kw)
     v = random_variables(scanned, (8, 8, 3), dtype=np.float32)

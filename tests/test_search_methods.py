@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -15,7 +16,8 @@ from nas_jax.config import load_config_file
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
 from nas_jax.models.genotypes import genotype_from_dict
-from nas_jax.models.search_space import edge_normalisation, method_weights, num_edges
+from nas_jax.models.search_space import edge_normalisation, num_edges
+from nas_jax.models.searchers import SEARCHERS, dirichlet_kl, resolve
 from nas_jax.models.supernet import MixedOp, PartialMixedOp, Supernet, channel_shuffle
 from nas_jax.search import darts
 from nas_jax.search.genotype import derive_genotype
@@ -54,7 +56,7 @@ def test_pc_darts_with_k1_is_the_darts_mixed_op_and_shuffle_is_a_transpose():
 
 def _net(method, **kw):
     return Supernet(4, MEAN, STD, init_channels=2, layers=1, steps=2, multiplier=2, op_names=OPS, conv_impl="xla",
-                    method=method, **kw)
+                    searcher=SEARCHERS[method], **kw)
 
 
 def test_gdas_runs_one_op_per_edge_and_its_gradient_is_straight_through():
@@ -75,7 +77,7 @@ def test_gdas_runs_one_op_per_edge_and_its_gradient_is_straight_through():
     key, tau = jax.random.key(9), 2.0
 
     def sampled(a):
-        return {k: method_weights("gdas", a[k], jax.random.fold_in(key, i), tau, 1.0, OPS, 2)
+        return {k: SEARCHERS["gdas"].weights(a[k], jax.random.fold_in(key, i), tau, 2, OPS)
                 for i, k in enumerate(("normal", "reduce"))}
 
     got = jax.jit(jax.grad(lambda a: loss_of_weights(sampled(a))))(alpha)
@@ -101,7 +103,7 @@ def test_drnas_reparameterised_gradient_matches_the_dirichlet_mean():
     keys = jax.random.split(jax.random.key(0), 40_000)
 
     def mc(a):
-        w = jax.vmap(lambda k: method_weights("drnas", a[None], k, ops=OPS, steps=1)[0])(keys)
+        w = jax.vmap(lambda k: SEARCHERS["drnas"].weights(a[None], k, 1.0, 1, OPS)[0])(keys)
         return jnp.mean(w @ v)
 
     def exact(a):
@@ -112,36 +114,43 @@ def test_drnas_reparameterised_gradient_matches_the_dirichlet_mean():
     np.testing.assert_allclose(jax.grad(mc)(alpha), jax.grad(exact)(alpha), atol=0.03)
     # the regulariser KL(Dir(β) || Dir(1)): zero at β = 1 (α = 0), its gradient by central differences
     arch = {"normal": jnp.zeros((2, 4)), "reduce": jnp.zeros((2, 4))}
-    assert abs(float(darts.drnas_regulariser(arch))) < 1e-5
+    assert abs(float(dirichlet_kl(arch))) < 1e-5
     a = {"normal": jnp.array([[0.3, -0.2, 0.5, 0.1], [0.0, 0.4, -0.3, 0.2]], jnp.float32), "reduce": arch["reduce"]}
-    g = jax.grad(darts.drnas_regulariser)(a)["normal"][0, 0]
+    g = jax.grad(dirichlet_kl)(a)["normal"][0, 0]
     eps = 1e-2
     plus = {**a, "normal": a["normal"].at[0, 0].add(eps)}
     minus = {**a, "normal": a["normal"].at[0, 0].add(-eps)}
-    fd = (darts.drnas_regulariser(plus) - darts.drnas_regulariser(minus)) / (2 * eps)
+    fd = (dirichlet_kl(plus) - dirichlet_kl(minus)) / (2 * eps)
     np.testing.assert_allclose(g, fd, rtol=1e-2)
 
 
 def test_snas_is_a_relaxed_gumbel_softmax_and_gdas_tau_anneals():
     a, key = jnp.array([[0.1, 0.5, -0.3, 0.2]]), jax.random.key(4)
     g = jax.random.gumbel(key, a.shape)
-    np.testing.assert_allclose(method_weights("snas", a, key, 0.5, ops=OPS, steps=1),
+    np.testing.assert_allclose(SEARCHERS["snas"].weights(a, key, 0.5, 1, OPS),
                                jax.nn.softmax((a + g) / 0.5), rtol=1e-6)
-    sc = darts.StepConfig(method="gdas", epochs=5, steps_per_epoch=10, tau_max=10.0, tau_min=0.1)
+    gdas, settings = resolve(ml_collections.ConfigDict({"method": "gdas"}))  # the record's defaults: 10 -> 0.1
+    sc = darts.StepConfig(searcher=gdas, epochs=5, steps_per_epoch=10, settings=tuple(settings.items()))
     assert [float(sc.tau(e * 10)) for e in range(5)] == pytest.approx([10, 7.525, 5.05, 2.575, 0.1], rel=1e-5)
+    snas = darts.StepConfig(searcher=SEARCHERS["snas"], epochs=3, steps_per_epoch=10,
+                            settings=(("tau_max", 1.0), ("tau_min", 0.01)))
+    assert [float(snas.tau(e * 10)) for e in range(3)] == pytest.approx([1, 0.1, 0.01], rel=1e-5)  # geometric
+    assert float(darts.StepConfig().tau(15)) == 1.0  # DARTS has no temperature
     with pytest.raises(UserError, match="valid"):
-        darts.StepConfig(method="enas")
+        resolve(ml_collections.ConfigDict({"method": "enas"}))
+    with pytest.raises(UserError, match="tau_min"):
+        resolve(ml_collections.ConfigDict({"method": "snas", "snas": {"tau_max": 0.1, "tau_min": 1.0}}))
     with pytest.raises(UserError, match="n_step"):
-        darts.StepConfig(method="random", n_step=2)
+        darts.StepConfig(searcher=SEARCHERS["random"], n_step=2)
 
 
 def _search_config(method):
     c = load_config_file(ROOT / "configs" / "search.py", "quick")
     c.arch.init_channels, c.arch.layers, c.arch.conv_impl = 2, 1, "xla"
     c.search.steps, c.search.primitives, c.search.method = 2, SEARCH_OPS, method
-    c.search.hypergradient, c.search.partial_k = "first_order", 2
+    c.search.hypergradient, c.search.pc_darts.k = "first_order", 2
     c.search.hessian_iterations, c.search.hessian_batches = 1, 1
-    c.search.random_candidates, c.search.random_eval_batches = 4, 1
+    c.search.random.candidates, c.search.random.eval_batches = 4, 1
     c.train.epochs, c.train.batch_size = 1, 16
     return c
 
@@ -168,7 +177,8 @@ def test_every_method_searches_a_valid_genotype_reproducibly(tmp_path, small_dig
     if method == "random":
         assert out["log"][-1]["candidate_val_accuracy"] >= 0
     else:
-        assert out["genotype"] == derive_genotype(jax.device_get(out["state"].arch), 1.0, SEARCH_OPS, 2, 2, method)
+        assert out["genotype"] == derive_genotype(jax.device_get(out["state"].arch), 1.0, SEARCH_OPS, 2, 2,
+                                                   SEARCHERS[method])
     other = _search_config("darts")  # the method is part of the spec: resuming with another one is refused
     with pytest.raises(SearchSpecMismatchError, match="method"):
         run_search(other, tmp_path / "a", dataset=small_digits, progress=False)
@@ -183,6 +193,6 @@ def test_method_and_mitigation_errors(tmp_path, small_digits):
     with pytest.raises(UserError, match="skip_gamma"):
         run_search(c, tmp_path / "y", dataset=small_digits, progress=False)
     c = _search_config("pc_darts")
-    c.search.partial_k = 3
-    with pytest.raises(UserError, match="partial_k"):
+    c.search.pc_darts.k = 3
+    with pytest.raises(UserError, match="pc_darts.k"):
         run_search(c, tmp_path / "z", dataset=small_digits, progress=False)

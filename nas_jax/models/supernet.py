@@ -15,15 +15,16 @@ Linear. Every op and preprocessing BN is ``affine=False``; pooling ops are follo
 BN(affine=False). The ops are the evaluation ops of :mod:`nas_jax.models.ops` (and
 their CPU/GPU ``conv_impl`` choice).
 
-How each searcher turns α into the mixing weights (DARTS' softmax, skip suppression γ, Gumbel and
-Dirichlet samples, random paths) is :mod:`nas_jax.models.search_space` (:func:`method_weights`,
-:data:`METHODS`). Two searchers (``method``) also change the edge:
+How each searcher turns α into the mixing weights (DARTS' softmax, Gumbel and Dirichlet samples, random
+paths) is its record (:mod:`nas_jax.models.searchers`); skip suppression γ scales the skip column for every
+searcher. The record's ``edge`` also changes the edge:
 
-- ``pc_darts`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4): only 1/K of the
+- ``partial`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4): only 1/K of the
   channels go through the mixed op, the rest bypass it (max-pooled on stride-2 edges), then a
   channel shuffle (:class:`PartialMixedOp`); each node weights its input edges by the softmax of
   the edge parameters β (``arch['beta_normal'|'beta_reduce']``).
-- ``gdas`` and ``random``: one op per edge, only the sampled op runs (:class:`SingleOpEdge`, ``nn.switch``).
+- ``single_path`` (GDAS, random search): one op per edge, only the sampled op runs (:class:`SingleOpEdge`,
+  ``nn.switch``).
 
 The ``none`` op contributes exactly 0·x to the sum, and its weight's gradient
 ⟨∂L/∂out, 0⟩ = 0, so it is not evaluated; its α still enters the softmax.
@@ -52,7 +53,8 @@ from nas_jax.models.common import (
 )
 from nas_jax.models.genotypes import primitives
 from nas_jax.models.ops import FactorizedReduce, ReLUConvBN, conv, make_op
-from nas_jax.models.search_space import METHODS, SINGLE_PATH, edge_index, edge_normalisation, method_weights, num_edges
+from nas_jax.models.search_space import edge_index, edge_normalisation, num_edges
+from nas_jax.models.searchers import EDGES, SEARCHERS, Searcher
 
 ARCH = "arch"  # the variable collection of the architecture parameters
 def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
@@ -159,7 +161,7 @@ class SearchCell(nn.Module):
     steps: int = 4
     multiplier: int = 4
     conv_impl: str = "auto"
-    method: str = "darts"
+    edge: str = "mixed"  # searchers.EDGES
     partial_k: int = 4  # PC-DARTS K
     scan_edges: bool = True
 
@@ -170,7 +172,7 @@ class SearchCell(nn.Module):
         pre0 = FactorizedReduce(c, affine=False, impl=impl) if self.reduction_prev else ReLUConvBN(c, False, impl)
         states = [pre0(s0, train), ReLUConvBN(c, False, impl)(s1, train)]
         nodes = range(2, self.steps + 2)
-        if self.method in SINGLE_PATH:  # per-edge modules: a vmapped switch would run every branch
+        if self.edge == "single_path":  # per-edge modules: a vmapped switch would run every branch
             for j in nodes:
                 node = 0.0
                 for i in range(j):
@@ -202,7 +204,7 @@ class SearchCell(nn.Module):
     def _edge(self, stride: int, train: bool):
         """One edge as an unbound module (its variables are passed to ``apply``): a MixedOp (PC-DARTS: a
         PartialMixedOp)."""
-        if self.method == "pc_darts":
+        if self.edge == "partial":
             return PartialMixedOp(self.features, stride, self.ops, train, self.conv_impl, k=self.partial_k, parent=None)
         return MixedOp(self.features, stride, self.ops, train, self.conv_impl, parent=None)
 
@@ -211,8 +213,8 @@ class SearchCell(nn.Module):
         variables, stacked per group, that :meth:`_scan` runs over."""
         def run(name: str, edges, stride: int, xs):
             rows = jnp.array([edge_index(j, i) for j, i in edges])
-            group = PartialEdgeGroup if self.method == "pc_darts" else EdgeGroup
-            kw = {"k": self.partial_k} if self.method == "pc_darts" else {}
+            group = PartialEdgeGroup if self.edge == "partial" else EdgeGroup
+            kw = {"k": self.partial_k} if self.edge == "partial" else {}
             out = group(self.features, stride, self.ops, train, self.conv_impl, **kw, name=name)(xs, weights[rows])
             return out if edge_scale is None else out * edge_scale[rows][:, None, None, None, None]
 
@@ -291,7 +293,7 @@ class Supernet(nn.Module):
     skip_gamma: float = 1.0
     conv_impl: str = "auto"
     op_names: tuple[str, ...] = ()  # () -> the 8 DARTS primitives; a subset (with 'skip_connect') for tests
-    method: str = "darts"  # METHODS
+    searcher: Searcher = SEARCHERS["darts"]
     partial_k: int = 4  # PC-DARTS: 1/K of the channels through the mixed op
     scan_edges: bool = True
     family = "supernet"
@@ -312,14 +314,14 @@ class Supernet(nn.Module):
         alphas = {kind: self.variable(ARCH, kind, lambda: init_alpha(self.make_rng("params"), (k, len(ops)))).value
                   for kind in ("normal", "reduce")}
         scale = {kind: None for kind in alphas}
-        if self.method == "pc_darts":
+        if self.searcher.edge == "partial":
             scale = {kind: edge_normalisation(self.variable(ARCH, f"beta_{kind}", lambda: init_alpha(
                 self.make_rng("params"), (k,))).value, self.steps) for kind in alphas}
         if weights is None:
-            sampling = self.method not in ("darts", "pc_darts") and self.has_rng("sample")
+            sampling = self.searcher.sample is not None and self.has_rng("sample")
             keys = dict(zip(alphas, jax.random.split(self.make_rng("sample"), 2))) if sampling else {}
-            weights = {kind: method_weights(self.method, a, keys.get(kind), tau, self.skip_gamma, ops, self.steps)
-                       for kind, a in alphas.items()}
+            weights = {kind: skip_scaled(self.searcher.weights(a, keys.get(kind), tau, self.steps, ops),
+                                         self.skip_gamma, ops) for kind, a in alphas.items()}
 
         x = Normalize(self.mean, self.std)(x)
         c_cur = self.stem_multiplier * self.init_channels
@@ -330,7 +332,7 @@ class Supernet(nn.Module):
             if reduction:
                 c_cur *= 2
             cell = SearchCell(c_cur, reduction, reduction_prev, ops, self.steps, self.multiplier, self.conv_impl,
-                              self.method, self.partial_k, self.scan_edges, name=f"cell_{i}")
+                              self.searcher.edge, self.partial_k, self.scan_edges, name=f"cell_{i}")
             kind = "reduce" if reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights[kind], train, scale[kind])
             reduction_prev = reduction
@@ -339,22 +341,28 @@ class Supernet(nn.Module):
                         bias_init=torch_default_bias_init(feats.shape[-1]), name="classifier")(feats)
 
 
+def skip_scaled(weights: jax.Array, skip_gamma: float, ops: tuple[str, ...]) -> jax.Array:
+    """Mitigation (ii), paper §5.2: the skip column × γ (docs/protocol.md §f.4 reading (a)), not renormalised."""
+    return weights if skip_gamma == 1.0 else weights.at[..., ops.index("skip_connect")].multiply(skip_gamma)
+
+
 def supernet_from_config(arch, num_classes: int, mean, std, skip_gamma: float = 1.0, steps: int = 4,
-                         ops: tuple[str, ...] = (), method: str = "darts", partial_k: int = 4) -> Supernet:
+                         ops: tuple[str, ...] = (), searcher: Searcher = SEARCHERS["darts"],
+                         partial_k: int = 4) -> Supernet:
     """A supernet with ``arch.init_channels``, ``arch.layers``, ``arch.conv_impl``, ``steps`` nodes per cell
-    (output = concat of all of them) and the op subset ``ops`` (() -> the 8 DARTS primitives)."""
+    (output = concat of all of them), the op subset ``ops`` (() -> the 8 DARTS primitives) and ``searcher``."""
     if arch.layers < 1 or arch.init_channels < 1 or steps < 1:
         raise ValueError(f"the supernet needs arch.layers >= 1, arch.init_channels >= 1 and steps >= 1, got "
                          f"{arch.layers}, {arch.init_channels} and {steps}; e.g. --config.arch.layers=5.")
     if not 0.0 < skip_gamma <= 1.0:
         raise ValueError(f"skip_gamma must be in (0, 1], got {skip_gamma} (1 disables skip suppression).")
-    if method not in METHODS:
-        raise UserError(f"unknown search.method {method!r}; valid: {METHODS}.")
-    if method == "pc_darts" and (partial_k < 1 or arch.init_channels % partial_k):
-        raise UserError(f"search.partial_k must be >= 1 and divide arch.init_channels ({arch.init_channels}), "
-                        f"got {partial_k}; e.g. --config.search.partial_k=4 with C=16.")
+    if searcher.edge not in EDGES:
+        raise ValueError(f"searcher {searcher.name!r} has edge {searcher.edge!r}; valid: {EDGES}.")
+    if searcher.edge == "partial" and (partial_k < 1 or arch.init_channels % partial_k):
+        raise UserError(f"search.{searcher.name}.k must be >= 1 and divide arch.init_channels "
+                        f"({arch.init_channels}), got {partial_k}; e.g. --config.search.{searcher.name}.k=4 with C=16.")
     model = Supernet(num_classes, tuple(mean), tuple(std), init_channels=arch.init_channels, layers=arch.layers,
                      steps=int(steps), multiplier=int(steps), skip_gamma=float(skip_gamma),
-                     conv_impl=arch.conv_impl, op_names=tuple(ops), method=method, partial_k=int(partial_k))
+                     conv_impl=arch.conv_impl, op_names=tuple(ops), searcher=searcher, partial_k=int(partial_k))
     model.ops  # noqa: B018 - validate the op names now, with the list of valid ones
     return model

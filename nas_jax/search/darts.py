@@ -25,14 +25,12 @@ running statistics come from the real weight update only (virtual and
 finite-difference passes are discarded). The whole step is one ``jit``, batch-sharded
 over the ``'data'`` mesh like training (:mod:`nas_jax.parallel`).
 
-Other searchers (``method``, :data:`~nas_jax.models.search_space.METHODS`; the supernet defines how
-each samples its mixing weights) use the same step. The sampling methods draw one key per
-pass from the step counter (train passes and the val pass apart), so the same seed gives the
-same search. τ (gdas, snas) is annealed per epoch from ``tau_max`` to ``tau_min``: linearly
-for GDAS (§4.1 of its paper: 10 → 0.1), geometrically for SNAS. DrNAS adds its regulariser
-``drnas_reg`` · KL(Dir(β) ‖ Dir(1)) (mean over edges, DrNAS §3.1) to the α objective.
-``random`` (random search with weight sharing) has no α update: each step is one weight
-update on a random path, plus a forward val pass for the log.
+Other searchers (``search.method``, :mod:`nas_jax.models.searchers`; the supernet samples their mixing
+weights) use the same step, reading only their record. The sampling ones draw one key per pass from the
+step counter (train passes and the val pass apart), so the same seed gives the same search; τ is the
+record's schedule over the epochs; a record's regulariser (DrNAS) is added to the α objective. A searcher
+that does not train α (random search) makes each step one weight update on a sampled path, plus a forward
+val pass for the log.
 """
 
 from __future__ import annotations
@@ -46,13 +44,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.scipy.special import digamma, gammaln
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nas_jax import parallel
 from nas_jax.data.augment import augment_batch
 from nas_jax.errors import UserError
-from nas_jax.models.search_space import METHODS, dirichlet_concentration
+from nas_jax.models.searchers import SEARCHERS, Searcher, resolve
 from nas_jax.models.supernet import ARCH
 from nas_jax.train.trainer import cosine_per_epoch, cross_entropy, init_key
 
@@ -79,20 +76,13 @@ class StepConfig:
     fd_epsilon: float = 0.01
     crop_padding: int = 4
     flip: bool = True
-    method: str = "darts"
-    tau_max: float = 10.0
-    tau_min: float = 0.1
-    drnas_reg: float = 1e-3
+    searcher: Searcher = SEARCHERS["darts"]
+    settings: tuple = ()  # the searcher's settings as sorted (name, value) pairs (hashable)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise UserError(f"unknown search.method {self.method!r}; valid: {METHODS}.")
-        if self.method == "random" and self.n_step != 1:
-            raise UserError("search.method='random' has no hypergradient and no α update: search.n_step "
-                            "(mitigation i) does not apply; leave it at 1.")
-        if self.method in ("gdas", "snas") and not 0 < self.tau_min <= self.tau_max:
-            raise UserError(f"search.tau_min and tau_max need 0 < tau_min <= tau_max, got {self.tau_min}, "
-                            f"{self.tau_max}.")
+        if not self.searcher.trains_alpha and self.n_step != 1:
+            raise UserError(f"search.method={self.searcher.name!r} has no hypergradient and no α update: "
+                            "search.n_step (mitigation i) does not apply; leave it at 1.")
         if self.hypergradient not in HYPERGRADIENTS:
             raise ValueError(f"unknown search.hypergradient {self.hypergradient!r}; valid: {HYPERGRADIENTS}.")
         if self.n_step < 1:
@@ -108,33 +98,23 @@ class StepConfig:
         return self.n_step if self.hypergradient == "first_order" else 1
 
     def tau(self, count):
-        """Temperature at weight-update ``count``: per epoch from tau_max to tau_min (linear for gdas,
-        geometric otherwise); 1 for the methods that do not sample with one."""
-        if self.method not in ("gdas", "snas"):
+        """Temperature at weight-update ``count``: the searcher's schedule over the epochs done (1 without one)."""
+        if self.searcher.temperature is None:
             return jnp.float32(1.0)
-        frac = jnp.minimum(count // self.steps_per_epoch, self.epochs - 1) / max(self.epochs - 1, 1)
-        if self.method == "gdas":
-            return self.tau_max - (self.tau_max - self.tau_min) * frac
-        return self.tau_max * (self.tau_min / self.tau_max) ** frac
+        done = jnp.minimum(count // self.steps_per_epoch, self.epochs - 1) / max(self.epochs - 1, 1)
+        return self.searcher.temperature(done, dict(self.settings))
 
 
 def step_config(config, steps_per_epoch: int) -> StepConfig:
     """The :class:`StepConfig` of a search config (``config.train`` and ``config.search``)."""
     t, s = config.train, config.search
+    searcher, settings = resolve(s)
     return StepConfig(
         hypergradient=s.hypergradient, n_step=int(s.n_step), epochs=int(t.epochs), steps_per_epoch=steps_per_epoch,
         lr=float(t.lr), lr_min=float(t.lr_min), momentum=float(t.momentum), weight_decay=float(t.weight_decay),
         grad_clip=float(t.grad_clip), arch_lr=float(s.arch_lr), arch_b1=float(s.arch_b1), arch_b2=float(s.arch_b2),
         arch_weight_decay=float(s.arch_weight_decay), fd_epsilon=float(s.fd_epsilon),
-        crop_padding=int(t.crop_padding), flip=bool(t.flip), **method_fields(s))
-
-
-def method_fields(s) -> dict:
-    """The StepConfig fields of ``config.search.method`` (defaults where the config predates them)."""
-    method = s.get("method", "darts")
-    default_tau = (10.0, 0.1) if method == "gdas" else (1.0, 0.03)
-    return {"method": method, "tau_max": float(s.get("tau_max", 0) or default_tau[0]),
-            "tau_min": float(s.get("tau_min", 0) or default_tau[1]), "drnas_reg": float(s.get("drnas_reg", 1e-3))}
+        crop_padding=int(t.crop_padding), flip=bool(t.flip), searcher=searcher, settings=tuple(sorted(settings.items())))
 
 
 # ----------------------------------------------------------------------------
@@ -215,19 +195,6 @@ def batch_loss(model: nn.Module, params, batch_stats, arch, x, y, key=None, tau=
     return cross_entropy(logits, y), (logits, mutated["batch_stats"])
 
 
-def drnas_regulariser(arch) -> jax.Array:
-    """DrNAS §3.1: mean over edges of KL(Dir(β) ‖ Dir(1)), β = elu(α) + 1, summed over the cell types."""
-    total = 0.0
-    for kind in ("normal", "reduce"):
-        c = dirichlet_concentration(arch[kind])
-        c0 = c.sum(-1)
-        n = c.shape[-1]
-        kl = (gammaln(c0) - gammaln(c).sum(-1) - gammaln(float(n))
-              + jnp.sum((c - 1.0) * (digamma(c) - digamma(c0)[..., None]), -1))
-        total = total + kl.mean()
-    return total
-
-
 def virtual_step(model: nn.Module, sc: StepConfig, params, momentum, batch_stats, arch, lr, x, y, key=None,
                  tau=1.0):
     """One virtual SGD step w' = w − ξ(μm + ∇_w L_train(w, α) + λw), m' = μm + ∇ + λw (no clipping)."""
@@ -255,12 +222,13 @@ def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stat
     ``train_batches = (xs, ys)`` with a leading axis of ``n_step`` batches (float
     images); ``val_batch = (x, y)``. The val loss is the outer objective: at w for
     first order, at the virtual weights otherwise. ``keys = (train keys (n_step,), val key)``
-    for the sampling methods (None: deterministic); DrNAS adds its regulariser's gradient.
+    for the sampling methods (None: deterministic); a searcher's regulariser (DrNAS) adds its gradient.
     """
     g, loss, logits = _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch,
                                      keys, tau)
-    if sc.method == "drnas" and sc.drnas_reg:
-        g = jax.tree_util.tree_map(lambda a, b: a + sc.drnas_reg * b, g, jax.grad(drnas_regulariser)(arch))
+    if sc.searcher.regulariser is not None:
+        extra = jax.grad(lambda a: sc.searcher.regulariser(a, dict(sc.settings)))(arch)
+        g = jax.tree_util.tree_map(jnp.add, g, extra)
     return g, loss, logits
 
 
@@ -319,7 +287,7 @@ def search_update(model: nn.Module, sc: StepConfig, state: SearchState, train_ba
     else:
         k_virtual, k_real, val_key = jax.random.split(key, 3)
         virtual_keys, real_keys = jax.random.split(k_virtual, n), jax.random.split(k_real, n)
-    if sc.method == "random":  # no α update; the val pass is for the log only
+    if not sc.searcher.trains_alpha:  # no α update; the val pass is for the log only
         val_loss, (val_logits, _) = batch_loss(model, state.params, state.batch_stats, state.arch, *val_batch,
                                                val_key, tau)
         arch, a_opt_state = state.arch, state.a_opt_state
@@ -370,7 +338,7 @@ def make_search_step(model: nn.Module, sc: StepConfig, seed: int, mesh):
         t_key, v_key = jax.random.split(jax.random.fold_in(base_key, state.step))
         aug = functools.partial(augment_batch, crop_padding=sc.crop_padding, flip=sc.flip, cutout=0)
         xs = jax.vmap(aug)(jax.random.split(t_key, train_x.shape[0]), train_x)
-        s_key = None if sc.method in ("darts", "pc_darts") else jax.random.fold_in(
+        s_key = None if sc.searcher.sample is None else jax.random.fold_in(
             jax.random.fold_in(base_key, 2**30), state.step)
         return search_update(model, sc, state, (xs, train_y), (aug(v_key, val_x), val_y), s_key)
 

@@ -7,11 +7,11 @@ primitive). Concat = all intermediate nodes. The mixing weights are the supernet
 softmax(α) with the skip column scaled by γ (mitigation ii, §f.4 reading (a)), so the
 derivation sees the same skip suppression as the search.
 
-Other searchers (``method``): the mixing weights are the method's deterministic ones
-(:func:`method_mean_weights`): softmax(α) for darts/pc_darts/gdas/snas, the Dirichlet mean
-β/Σβ (β = elu(α) + 1) for drnas; PC-DARTS ranks the edges by softmax(α)·β̃ with β̃ the edge
-normalisation (PC-DARTS §3.3: "multiply the edge weights by β"). Random search derives its
-genotype from its candidates instead (:mod:`nas_jax.search.random_search`).
+Other searchers (:mod:`nas_jax.models.searchers`): the mixing weights are the searcher's deterministic
+relaxation (:func:`mean_weights`): softmax(α), or the Dirichlet mean β/Σβ (β = elu(α) + 1) for drnas; with
+edge weights β (PC-DARTS) the edges are ranked by softmax(α)·β̃, β̃ the edge normalisation (PC-DARTS §3.3:
+"multiply the edge weights by β"). Random search derives its genotype from its candidates instead
+(:mod:`nas_jax.search.random_search`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import numpy as np
 
 from nas_jax import files
 from nas_jax.models.genotypes import Genotype, genotype_from_dict, primitives
-from nas_jax.models.search_space import edge_normalisation, method_weights
+from nas_jax.models.search_space import edge_normalisation
+from nas_jax.models.searchers import SEARCHERS, Searcher
+from nas_jax.models.supernet import skip_scaled
 
 
 def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: int = 4) -> tuple[tuple[str, int], ...]:
@@ -46,21 +48,21 @@ def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: 
     return tuple(gene)
 
 
-def method_mean_weights(arch: dict, kind: str, method: str = "darts", skip_gamma: float = 1.0,
-                        ops: tuple[str, ...] | None = None, steps: int = 4) -> np.ndarray:
+def mean_weights(arch: dict, kind: str, searcher: Searcher = SEARCHERS["darts"], skip_gamma: float = 1.0,
+                 ops: tuple[str, ...] | None = None, steps: int = 4) -> np.ndarray:
     """The (edges, ops) weights the genotype is derived from (module docstring), skip × γ."""
     ops = tuple(ops or primitives())
-    w = np.asarray(method_weights(method, np.asarray(arch[kind]), None, 1.0, skip_gamma, ops, steps))
-    if method == "pc_darts":
+    w = np.asarray(skip_scaled(searcher.relaxation(np.asarray(arch[kind])), skip_gamma, ops))
+    if f"beta_{kind}" in arch:  # edge weights (PC-DARTS)
         w = w * np.asarray(edge_normalisation(np.asarray(arch[f"beta_{kind}"]), steps))[:, None]
     return w
 
 
 def derive_genotype(arch: dict, skip_gamma: float = 1.0, ops: tuple[str, ...] | None = None, steps: int = 4,
-                    multiplier: int = 4, method: str = "darts") -> Genotype:
+                    multiplier: int = 4, searcher: Searcher = SEARCHERS["darts"]) -> Genotype:
     """The discrete genotype of α = ``{'normal': (14, 8), 'reduce': (14, 8)}`` (columns in ``ops`` order)."""
     ops = tuple(ops or primitives())
-    cells = {kind: derive_cell(method_mean_weights(arch, kind, method, skip_gamma, ops, steps), ops, steps)
+    cells = {kind: derive_cell(mean_weights(arch, kind, searcher, skip_gamma, ops, steps), ops, steps)
              for kind in ("normal", "reduce")}
     concat = tuple(range(2 + steps - multiplier, steps + 2))
     return Genotype(cells["normal"], concat, cells["reduce"], concat)

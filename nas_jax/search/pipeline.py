@@ -34,17 +34,15 @@ from nas_jax import parallel
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
 from nas_jax.models.genotypes import Genotype, genotype_from_dict
+from nas_jax.models.searchers import SEARCHERS, resolve
 from nas_jax.models.supernet import Supernet, supernet_from_config
 from nas_jax.search import darts, random_search, smoothness
-from nas_jax.search.genotype import derive_genotype, method_mean_weights, save_genotype
+from nas_jax.search.genotype import derive_genotype, mean_weights, save_genotype
 from nas_jax.train import run_dir as rundir
 from nas_jax.train.loop import Loop, run
 from nas_jax.train.sampler import EpochSampler
 
 GENOTYPE_FILE = "genotype.json"
-# search fields read by some methods only
-METHOD_FIELDS = {"partial_k": ("pc_darts",), "tau_max": ("gdas", "snas"), "tau_min": ("gdas", "snas"),
-                 "drnas_reg": ("drnas",), "random_candidates": ("random",), "random_eval_batches": ("random",)}
 
 
 class SearchSpecMismatchError(UserError):
@@ -66,9 +64,10 @@ def split_halves(x: np.ndarray, y: np.ndarray):
 def build_supernet(config, dataset: Dataset) -> Supernet:
     """The §b.5 supernet of ``config.arch`` with ``search.skip_gamma``, ``search.steps`` and ``search.primitives``."""
     s = config.search
+    searcher, settings = resolve(s)
     return supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
-                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())),
-                                method=s.get("method", "darts"), partial_k=int(s.get("partial_k", 4)))
+                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())), searcher=searcher,
+                                **({"partial_k": int(settings["k"])} if "k" in settings else {}))
 
 
 def search_spec(config, dataset: Dataset) -> dict:
@@ -83,9 +82,9 @@ def search_spec(config, dataset: Dataset) -> dict:
     if not search.get("early_stop_factor"):
         search.pop("early_stop_factor", None)
     method = search.get("method", "darts")
-    for key, methods in METHOD_FIELDS.items():  # another method's knobs do not change this search
-        if method not in methods:
-            search.pop(key, None)
+    for name in SEARCHERS:  # another searcher's settings do not change this search
+        if name != method or not search.get(name):
+            search.pop(name, None)
     if method == "darts":  # specs written before search.method existed stay resumable
         search.pop("method", None)
     return {"dataset": config.dataset, "image_shape": list(dataset.x_train.shape[1:]),
@@ -145,8 +144,9 @@ def epoch_row(epoch: int, step: int, sums: np.ndarray, state: darts.SearchState,
     search's best candidate instead)."""
     tl, tc, tn, vl, vc, vn = (float(v) for v in sums)
     arch = jax.device_get(state.arch)
-    g = genotype if genotype is not None else derive_genotype(arch, model.skip_gamma, model.ops, model.steps, model.multiplier, model.method)
-    weights = {kind: method_mean_weights(arch, kind, model.method, model.skip_gamma, model.ops, model.steps)
+    g = genotype if genotype is not None else derive_genotype(arch, model.skip_gamma, model.ops, model.steps,
+                                                              model.multiplier, model.searcher)
+    weights = {kind: mean_weights(arch, kind, model.searcher, model.skip_gamma, model.ops, model.steps)
                for kind in ("normal", "reduce")}
     return {"epoch": epoch, "step": step, "train_loss": tl / tn, "train_accuracy": tc / tn, "val_loss": vl / vn,
             "val_accuracy": vc / vn, "lr": lr, "seconds": seconds,
@@ -163,6 +163,7 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     """
     workdir = Path(workdir)
     sdir = workdir / "search"
+    resolve(config.search)  # an unknown searcher or bad settings: refused before the data is loaded
     dataset = dataset or load_search_data(config)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
@@ -184,16 +185,18 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     eigen_fn = smoothness.make_eigenvalue_fn(model, iterations, mesh) if iterations else None
     eigen_batches = batches.hessian_batches(int(s.get("hessian_batches", 2))) if iterations else None
     pick = None
-    if model.method == "random":  # random search with weight sharing: rank fixed candidates every epoch
+    if not model.searcher.trains_alpha:  # no α to derive from: rank fixed random candidates every epoch
+        name = model.searcher.name
         if es_factor > 0:
-            raise UserError("search.early_stop_factor (DARTS-ES) watches the α-Hessian; search.method='random' "
+            raise UserError(f"search.early_stop_factor (DARTS-ES) watches the α-Hessian; search.method={name!r} "
                             "has no α to search: set it to 0.")
         if model.skip_gamma != 1.0:
-            raise UserError("search.skip_gamma (mitigation ii) scales the skip op's mixing weight; "
-                            "search.method='random' samples paths uniformly and has none: set it to 1.")
-        cands = random_search.candidates(config.seed, int(s.get("random_candidates", 8)), model.steps, model.ops)
+            raise UserError(f"search.skip_gamma (mitigation ii) scales the skip op's mixing weight; "
+                            f"search.method={name!r} samples paths uniformly and has none: set it to 1.")
+        settings = dict(sc.settings)
+        cands = random_search.candidates(config.seed, int(settings["candidates"]), model.steps, model.ops)
         rank_fn = random_search.make_rank_fn(model, mesh)
-        rank_batches = batches.hessian_batches(int(s.get("random_eval_batches", 4)))
+        rank_batches = batches.hessian_batches(int(settings["eval_batches"]))
 
         def pick(state):
             acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
@@ -217,7 +220,7 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
                 "skip": row["normal_skip_connects"], **lam}
 
     loop = Loop(sdir, spe, epochs, lambda state, step: step_fn(state, *batches(step)), end_epoch, (6,),
-                ("search_log.jsonl",), f"search {sc.method} {sc.hypergradient} n_step={sc.n_step} "
+                ("search_log.jsonl",), f"search {sc.searcher.name} {sc.hypergradient} n_step={sc.n_step} "
                 f"γ={config.search.skip_gamma}", show, config.train.checkpoint_every_steps,
                 stop=lambda logs: _early_stop(logs[0], es_factor) is not None, tb_dir=tb_dir, tb_prefix="search",
                 tb_keys=("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "normal_skip_connects",
@@ -235,7 +238,7 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         genotype = pick(state)[0]
     else:
         genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
-                                   model.multiplier, model.method)
+                                   model.multiplier, model.searcher)
     out = {"state": state, "interrupted": False, "step": step, "log": log, "genotype": genotype,
            "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": [], "early_stopped_epoch": stopped}
     if main:

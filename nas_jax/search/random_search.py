@@ -1,8 +1,8 @@
 """Random search with weight sharing (Li & Talwalkar, UAI 2019, §4.2, "RSWS").
 
 Training: every step trains the shared supernet weights on one uniformly random
-genotype-shaped path (:func:`nas_jax.models.search_space.random_path`; the search step with
-``method='random'``), with the DARTS step budget and schedules. Selection: ``n`` random
+genotype-shaped path (:func:`nas_jax.models.searchers.random_path`; the search step with
+``search.method='random'``), with the DARTS step budget and schedules. Selection: ``n`` random
 genotypes, drawn from the search seed alone, are ranked by their weight-sharing validation
 accuracy (the shared weights evaluated on that genotype's path, train-mode BN as in every
 search pass) on a fixed set of α-half batches; the best one is the search's result (ties: the
@@ -20,7 +20,7 @@ import numpy as np
 from nas_jax import parallel
 from nas_jax.data.augment import to_float
 from nas_jax.models.genotypes import Genotype
-from nas_jax.models.search_space import random_path
+from nas_jax.models.searchers import random_path
 from nas_jax.models.supernet import ARCH
 from nas_jax.search.darts import SearchState, stacked_sharding
 from nas_jax.search.genotype import derive_cell
@@ -30,7 +30,7 @@ from nas_jax.train.trainer import cross_entropy
 def candidates(seed: int, n: int, steps: int, ops: tuple[str, ...]) -> dict:
     """``n`` random genotypes as one-hot path weights ``{'normal': (n, E, O), 'reduce': (n, E, O)}``."""
     if n < 1:
-        raise ValueError(f"search.random_candidates must be >= 1, got {n}.")
+        raise ValueError(f"search.random.candidates must be >= 1, got {n}.")
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7919), 2 * n).reshape(2, n)
     return {kind: np.asarray(jax.vmap(lambda k: random_path(k, steps, ops))(keys[i]), np.float32)
             for i, kind in enumerate(("normal", "reduce"))}

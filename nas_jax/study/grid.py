@@ -76,12 +76,12 @@ def grid_cells(tasks, models, seeds, registry: dict, search_methods=("darts",), 
     if not models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
     if SEARCH_TASK in tasks:
-        from nas_jax.models.search_space import METHODS
+        from nas_jax.models.searchers import SEARCHERS
 
-        bad = [m for m in search_methods if m not in METHODS]
+        bad = [m for m in search_methods if m not in SEARCHERS]
         if bad or not search_methods:
             raise UserError(f"study.search_methods {tuple(search_methods)}: unknown {bad or 'none given'}; "
-                            f"valid: {METHODS}.")
+                            f"valid: {tuple(SEARCHERS)}.")
     order = sorted(tasks, key=lambda t: (t != "train", list(tasks).index(t)))
     cells = []
     for seed in seeds:
