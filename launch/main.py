@@ -17,11 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/train.py:quick.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory (default: workdir/<task>).")
-flags.mark_flags_as_required(["config"])
+CONFIG = []  # the loaded config (nas_jax.config.load of --config and its --config.KEY=VALUE overrides)
 
 
 def main(argv):
@@ -52,7 +50,7 @@ def _run():
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the progress bar
-    config = flags.FLAGS.config
+    config = CONFIG[0]
     d = config.distributed
     parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     parallel.enable_compilation_cache(config.jit_cache_dir)
@@ -95,91 +93,43 @@ def _fail(message: str) -> None:
 HELP_FLAGS = ("--help", "-h", "-help", "--helpshort", "-?")
 
 
-def _usage(argv) -> str:
+def _usage(spec: str | None) -> str:
     """What --help prints: how to run, the tasks and presets, and the keys of the config given (if any)."""
-    from nas_jax.config import PRESETS
+    from nas_jax.config import PRESETS, load
     from nas_jax.tasks import TASKS
 
     text = [__doc__.strip(), "", "tasks (configs/<task>.py): " + ", ".join(sorted(TASKS)),
             "presets (--config=configs/<task>.py:PRESET): " + ", ".join(PRESETS) + " (default quick)",
             "flags: --config=FILE[:preset] (required), --workdir=DIR (default workdir/<task>), "
             "--config.KEY=VALUE (any key below), --verbosity=1 (full tracebacks)"]
-    config = _given_config(argv)
-    if config is not None:
-        text += ["", f"keys of {_config_arg(argv)} (set with --config.KEY=VALUE):", str(config)]
+    if spec is not None:
+        text += ["", f"keys of {spec} (set with --config.KEY=VALUE):", str(load(spec))]
     else:
         text += ["", "The keys of a config: python launch/main.py --config=configs/pgd.py --help"]
     return "\n".join(text)
 
 
-def _config_arg(argv) -> str | None:
-    return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-
-
-def _given_config(argv):
-    """The config that ``--config=PATH[:preset]`` names, loaded as absl will load it (None without one)."""
-    from nas_jax.config import load_config_file
-
-    spec_arg = _config_arg(argv)
-    if spec_arg is None:
-        return None
-    path, _, preset = spec_arg.partition(":")
-    return load_config_file(path, preset)
-
-
-def _evaluate_numbers(argv) -> list[str]:
-    """``--config.KEY=4/255`` for a float KEY becomes its value (absl would refuse it); anything else as given."""
-    from nas_jax.config import float_key, numeric_expression
-
-    overrides = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a]
-    if not overrides:
-        return argv
-    try:
-        config = _given_config(argv)
-    except Exception:  # absl loads it again and reports what is wrong
-        return argv
-    if config is None:
-        return argv
-    out = list(argv)
-    for i in overrides:
-        key, value = argv[i][len("--config."):].split("=", 1)
-        number = numeric_expression(value)
-        if number is not None and float_key(config, key):
-            out[i] = f"--config.{key}={number!r}"
-    return out
-
-
 def _parse_flags(argv):
-    """absl's flag parsing; an override of a key the config lacks (``--config.pgd.epz=3``, which
-    ml_collections reports as ``AttributeError: 'epz'``) is named with the valid keys instead. ``--help``
-    prints :func:`_usage` and exits 0."""
-    if any(a in HELP_FLAGS for a in argv[1:]):
-        try:
-            print(_usage(argv))
-        except Exception as e:  # a config that does not load: say so, still exit 0 with the general help
-            print(_usage([argv[0]]) + f"\n\n(could not load {_config_arg(argv)}: {e})")
-        sys.exit(0)
-    argv = _evaluate_numbers(argv)
-    try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as e:
-        _fail(_override_error(argv) or f"could not apply a --config override: {e}.")
-
-
-def _override_error(argv) -> str | None:
-    """The message for the first unknown ``--config.KEY`` of ``argv`` (None if none is found)."""
-    from nas_jax.config import check_override_keys
+    """``--config=FILE[:preset]`` and its ``--config.KEY=VALUE`` overrides go to the one config loader
+    (:func:`nas_jax.config.load`), the other flags to absl. ``--help`` prints :func:`_usage` and exits 0."""
+    from nas_jax.config import load, split_argv
     from nas_jax.errors import UserError
 
-    config = _given_config(argv)
-    if config is None:
-        return None
-    keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    spec, overrides, rest = split_argv(argv[1:])
+    if any(a in HELP_FLAGS for a in rest):
+        try:
+            print(_usage(spec))
+        except Exception as e:  # a config that does not load: say so, still exit 0 with the general help
+            print(_usage(None) + f"\n\n(could not load {spec}: {e})")
+        sys.exit(0)
+    rest = app.parse_flags_with_usage([argv[0], *rest])
+    if spec is None:
+        _fail("--config=FILE[:preset] is required, e.g. --config=configs/pgd.py (python launch/main.py --help).")
     try:
-        check_override_keys(config, keys)
+        CONFIG.append(load(spec, overrides))
     except UserError as e:
-        return str(e)
-    return None
+        _fail(str(e))
+    return rest
 
 
 MALLOC_ENV = "NAS_JAX_MALLOC"  # 'system' keeps the C library's malloc

@@ -23,15 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from absl import app, flags
-from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "the study config, e.g. configs/study.py:paper.", lock_config=True)
+from nas_jax.config import load, split_argv
+
 flags.DEFINE_string("workdir", None, "the study's output directory (shared by all nodes).")
 flags.DEFINE_float("gpus_per_cell", 0.0, "GPUs each cell's Ray task asks for.")
 flags.DEFINE_float("cpus_per_cell", 1.0, "CPUs each cell's Ray task asks for.")
 flags.DEFINE_string("address", "", "a running Ray cluster's address ('auto' to find it); '' starts a local one.")
 flags.DEFINE_integer("num_cpus", 0, "CPUs of the local Ray instance started when --address is '' (0: all).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def cell_argv(config_flags_text: list[str], workdir: str, cell_name: str) -> list[str]:
@@ -57,10 +57,14 @@ def main(argv):
     from nas_jax.tasks import study_metrics
     from nas_jax.tasks.study import study_grid
 
-    config, workdir = flags.FLAGS.config, str(Path(flags.FLAGS.workdir).resolve())  # cells run from the repo root
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; pass options as --config.key=value.")
-    passed = [a for a in sys.argv[1:] if a.startswith("--config")]  # the same config for every cell
+    spec, overrides, _ = split_argv(sys.argv[1:])
+    if spec is None:
+        raise app.UsageError("--config=FILE[:preset] is required, e.g. --config=configs/study.py:paper.")
+    config = load(spec, overrides)  # the launcher's loader: what every cell will load
+    workdir = str(Path(flags.FLAGS.workdir).resolve())  # cells run from the repo root
+    passed = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
     s = config.study
     cells, tasks = study_grid(config)
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
@@ -85,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=[sys.argv[0], *split_argv(sys.argv[1:])[2]])

@@ -343,20 +343,6 @@ def validate_sections(config: ml_collections.ConfigDict) -> None:
                                     f"set it with --config.{section}.{field}=VALUE.")
 
 
-def check_override_keys(config: ml_collections.ConfigDict, keys: list[str]) -> None:
-    """Refuse command-line overrides (``--config.a.b=...``, given as 'a.b') of keys the config does not
-    have, naming the key and the valid ones at that level."""
-    for key in keys:
-        node, path = config, []
-        for part in key.split("."):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                where = ".".join(path)
-                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                raise UserError(f"unknown config key {key!r}: {where + '.' if where else ''}{part} does not exist. "
-                                f"Valid keys{' under ' + repr(where) if where else ''}: {valid}.")
-            node, path = node[part], [*path, part]
-
-
 def load_config_file(path: str | Path, preset: str = "") -> ml_collections.ConfigDict:
     """``get_config(preset)`` of the config file at ``path`` (``get_config()`` without a preset), loaded as the
     launcher's ``--config=PATH[:preset]`` flag loads it."""
@@ -393,11 +379,77 @@ def numeric_expression(text: str) -> float | None:
         return None
 
 
-def float_key(config: ml_collections.ConfigDict, key: str) -> bool:
-    """Whether ``config``'s dotted ``key`` exists and holds a float (where ``4/255`` means a number)."""
-    node = config
-    for part in key.split("."):
+def load(spec: str | Path, overrides=()) -> ml_collections.ConfigDict:
+    """The one config loader (the launcher, the study grid's cells and the Ray driver): ``get_config(preset)``
+    of ``PATH[:preset]``, then each ``key=value`` override in order (:func:`override`), locked (no new keys)."""
+    path, _, preset = str(spec).partition(":")
+    config = load_config_file(path, preset)
+    for text in overrides:
+        override(config, text)
+    config.lock()
+    return config
+
+
+def split_argv(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """(``PATH[:preset]`` of ``--config=``, the ``key=value`` of each ``--config.key=value``, the other arguments)."""
+    spec, overrides, rest = None, [], []
+    for arg in argv:
+        if arg.startswith("--config="):
+            spec = arg[len("--config="):]
+        elif arg.startswith("--config.") and "=" in arg:
+            overrides.append(arg[len("--config."):])
+        else:
+            rest.append(arg)
+    return spec, overrides, rest
+
+
+def override(config: ml_collections.ConfigDict, text: str) -> None:
+    """Apply ``"a.b=value"``, the value read by the type the key holds: a float takes arithmetic as papers write
+    it (``pgd.eps=4/255``), an int an integer, a bool true/false, a tuple a Python literal, a string its text.
+    An unknown key or a value of the wrong type is refused with the fix."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"a config override must be key=value (e.g. train.epochs=4), got {text!r}.")
+    *parents, leaf = key.split(".")
+    node, path = config, []
+    for part in parents + [leaf]:
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            return False
-        node = node[part]
-    return isinstance(node, float)
+            where = ".".join(path)
+            valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            raise UserError(f"unknown config key {key!r}: {where + '.' if where else ''}{part} does not exist. "
+                            f"Valid keys{' under ' + repr(where) if where else ''}: {valid}.")
+        parent, node, path = node, node[part], [*path, part]
+    parent[leaf] = _typed(key, node, value)
+
+
+def _typed(key: str, current, text: str):
+    """``text`` as a value of ``current``'s type (module docstring of :func:`override`)."""
+    fail = lambda kind, example: UserError(  # noqa: E731
+        f"--config.{key}={text!r}: {key} holds {kind}; e.g. --config.{key}={example}.")
+    if isinstance(current, ml_collections.ConfigDict):
+        raise UserError(f"--config.{key} is a section: set its keys, e.g. --config.{key}.{next(iter(current), 'x')}=...")
+    if isinstance(current, bool):
+        if text.strip().lower() not in ("true", "false", "1", "0"):
+            raise fail("true or false", "True")
+        return text.strip().lower() in ("true", "1")
+    if isinstance(current, str):
+        return text
+    if isinstance(current, float):
+        number = numeric_expression(text)
+        if number is None:
+            raise fail("a number", "4/255")
+        return number
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer", current)
+        return value
+    if isinstance(current, tuple | list):
+        if not isinstance(value, tuple | list):
+            raise fail("a tuple", "\"('a','b')\"")
+        return tuple(value)
+    return value

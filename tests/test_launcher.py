@@ -240,24 +240,27 @@ def _launcher_module():
     return sys.modules["nas_jax_launcher"]
 
 
-def test_a_float_setting_takes_arithmetic_as_papers_write_it():
-    """--config.pgd.eps=4/255 is 4/255 (absl alone refuses it); a string key keeps its text ('1/4' shards);
-    anything that is not arithmetic on numbers is never evaluated."""
-    from nas_jax.config import numeric_expression
-    from nas_jax.study import grid
+def test_one_loader_reads_each_override_by_the_type_its_key_holds():
+    """--config.pgd.eps=4/255 is 4/255 (absl alone refuses it); a string key keeps its text ('1/4' shards); a
+    tuple takes a literal, a bool true/false; anything that is not arithmetic on numbers is never evaluated; a
+    wrong type or an unknown key is refused with the fix. The launcher, the grid and the Ray driver share it."""
+    from nas_jax.config import load, numeric_expression, split_argv
+    from nas_jax.errors import UserError
 
-    launcher = _launcher_module()
-
-    argv = ["main.py", f"--config={ROOT / 'configs' / 'study.py'}", "--config.study.shard=1/4",
-            "--config.study.overrides.pgd=('pgd.eps=4/255',)"]
-    assert launcher._evaluate_numbers(argv) == argv  # a string and a tuple: as given
-    argv = ["main.py", f"--config={ROOT / 'configs' / 'pgd.py'}", "--config.pgd.eps=4/255", "--config.seed=3"]
-    assert launcher._evaluate_numbers(argv)[2:] == [f"--config.pgd.eps={4 / 255!r}", "--config.seed=3"]
+    spec, overrides, rest = split_argv([f"--config={ROOT / 'configs' / 'study.py'}:quick", "--config.study.shard=1/4",
+                                        "--config.study.overrides.pgd=('pgd.eps=4/255',)", "--workdir=w"])
+    assert rest == ["--workdir=w"] and spec.endswith("study.py:quick")
+    c = load(spec, overrides)
+    assert c.study.shard == "1/4" and c.study.overrides.pgd == ("pgd.eps=4/255",)
+    c = load(ROOT / "configs" / "pgd.py", ["pgd.eps=4/255", "seed=3", "models=('darts',)", "train.flip=false"])
+    assert (c.pgd.eps, c.seed, c.models, c.train.flip) == (4 / 255, 3, ("darts",), False)
     assert numeric_expression("2*8/255") == 16 / 255 and numeric_expression("-1e-3") == -0.001
     assert numeric_expression("__import__('os')") is None and numeric_expression("1/0") is None
-    c = grid.task_config("pgd", "quick")
-    grid.set_path(c, *grid.parse_override("pgd.eps=4/255"))
-    assert c.pgd.eps == 4 / 255
+    for bad, message in [("pgd.eps=four", "holds a number"), ("pgd.n_inputs=1.5", "holds an integer"),
+                         ("models=darts", "holds a tuple"), ("pgd.epz=1", "Valid keys under 'pgd'"),
+                         ("pgd=1", "is a section")]:
+        with pytest.raises(UserError, match=message):
+            load(ROOT / "configs" / "pgd.py", [bad])
 
 
 def test_the_launcher_restarts_once_with_tcmalloc_when_the_machine_has_it(monkeypatch):

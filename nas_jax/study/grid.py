@@ -18,11 +18,10 @@ it is given (:func:`nas_jax.tasks.get_task`; this layer does not import the task
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from pathlib import Path
 
-from nas_jax.config import load_config_file, numeric_expression
+from nas_jax.config import load_config_file, override
 from nas_jax.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -113,44 +112,12 @@ def assign_shards(cells: list[Cell], n: int) -> list[list[Cell]]:
     return [sorted(p, key=position.__getitem__) for p in parts]
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """``"a.b=value"`` -> ("a.b", value), the value read as a Python literal where it is one (as the launcher's
-    ``--config.a.b=value`` flags are)."""
-    key, sep, value = str(text).partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"a study override must be 'key=value' (e.g. 'train.epochs=4'), got {text!r}.")
-    try:
-        return key.strip(), ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key.strip(), value
-
-
 def task_config(task: str, preset: str, config_file: str = ""):
     """``get_config(preset)`` of ``config_file`` (default ``configs/{task}.py``), as the launcher loads it."""
     path = Path(config_file) if config_file else CONFIG_DIR / f"{task}.py"
     if not path.exists():
         raise UserError(f"no config file {path} for task {task!r}.")
     return load_config_file(path, preset)
-
-
-def set_path(config, key: str, value) -> None:
-    """``config.a.b = value``, refusing an unknown key with the valid ones at that level."""
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-        if p not in node:
-            raise UserError(f"unknown config key {key!r}: no section {p!r}; valid: {sorted(node.keys())}.")
-        node = node[p]
-    if leaf not in node:
-        raise UserError(f"unknown config key {key!r}; valid keys of that section: {sorted(node.keys())}.")
-    current = node[leaf]
-    if isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(current, float) and isinstance(value, str) and numeric_expression(value) is not None:
-        value = numeric_expression(value)  # e.g. pgd.eps=4/255
-    node[leaf] = value
 
 
 SHARED_FIELDS = ("dataset", "data_dir", "zoo_dir", "jit_cache_dir")  # the study's fields every cell takes
@@ -204,7 +171,7 @@ def cell_config(study, cell: Cell):
         c.cells.genotypes = tuple(m for m in models if _is_nas(m))
     overrides = study.study.get("overrides", {})
     for text in (*overrides.get("all", ()), *overrides.get(cell.task, ())):
-        set_path(c, *parse_override(text))
+        override(c, text)
     return c
 
 
