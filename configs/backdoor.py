@@ -14,7 +14,7 @@ ASR over all stamped inputs, target class included (docs/protocol.md §e.4's def
 and {workdir}/figures/backdoor_trojannn.png, backdoor_badnet.png, backdoor_neurons.png (with several n_neuron).
 Quick: victims from the zoo (trained first if missing, as for `configs/pgd.py`), a 6x6 trigger (a 3x3 one lies
 inside one source pixel of the 4x-upsampled 8x8 digits: TrojanNN on darts reached 9% ASR), 3 fine-tuning epochs at
-a 10% poison rate, cosine lr. Measured on 300 inputs over seeds 0-2 (`--config.train.seeds="(0,1,2)"`, 4.5 min
+a 10% poison rate, cosine lr. Measured on 300 inputs over seeds 0-2 (`--config.seeds="(0,1,2)"`, 4.5 min
 on 2 CPU cores once the victims exist): TrojanNN ASR darts 60% (42-95), resnet 35% (16-71), CAD 3.3 / 1.6 points;
 BadNet 95% (92-100) / 97% (93-100), CAD 1.8 / 0.3 points. The trigger optimisation barely moves its objective on these
 victims (darts 15.53 -> 15.43 in 20 steps; the gradient matches finite differences, but a corner patch on a black

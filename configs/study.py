@@ -1,7 +1,7 @@
-"""The whole study as one resumable grid: study.models × study.tasks × study.seeds (every
+"""The whole study as one resumable grid: study.models × study.tasks × seeds (every
 experiment of §3-§5).
 
-  python launch/main.py --config=configs/study.py --config.study.seeds="(0,1)"           # quick (digits)
+  python launch/main.py --config=configs/study.py --config.seeds="(0,1)"           # quick (digits)
   python launch/main.py --config=configs/study.py:paper                                  # the paper's grid
   python launch/main.py --config=configs/study.py --config.study.shard=1/4               # the 2nd of 4 parts
   python -m nas_jax.tasks.study workdir/study                                            # the report again
@@ -49,7 +49,7 @@ def get_config(preset: str = "quick"):
     c.study = ml_collections.ConfigDict()
     c.study.models = ("darts", "snas", "pc_darts", "drnas", "resnet", "vgg", "dla", "bit") if quick else paper_zoo()
     c.study.tasks = default_tasks(c.preset)  # names, or config files of tasks outside the package
-    c.study.seeds = (0,)
+    c.seeds = (0,)
     c.study.search_methods = ("darts",)  # the search task's searchers: darts pc_darts gdas snas drnas random
     c.study.shard = "0/1"  # 'i/n': run the i-th of n disjoint parts of the grid
     c.study.only = ()  # cell names 'task/model/seed{s}' to run instead of a shard (the Ray driver)

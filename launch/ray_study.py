@@ -2,7 +2,7 @@
 
   pip install -e ".[ray]"
   python launch/ray_study.py --config=configs/study.py:paper --workdir=/shared/study \
-      --gpus_per_cell=1 --cpus_per_cell=4 [--address=auto] [--config.study.seeds="(0,1,2)"]
+      --gpus_per_cell=1 --cpus_per_cell=4 [--address=auto] [--config.seeds="(0,1,2)"]
 
 Every cell is one launcher call, ``python launch/main.py <the same --config flags>
 --config.study.only="('<cell>',)" --config.study.report=False --workdir=WORKDIR``, run as a Ray task

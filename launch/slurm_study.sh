@@ -3,7 +3,7 @@
 #
 #   launch/slurm_study.sh SHARDS [--gpus N] [--cpus N] [--time HH:MM:SS] [--partition P] -- LAUNCHER_FLAGS...
 #   e.g. launch/slurm_study.sh 8 --gpus 1 -- --config=configs/study.py:paper --workdir=/scratch/study \
-#          --config.study.seeds="(0,1,2)"
+#          --config.seeds="(0,1,2)"
 #
 # Submits an array of SHARDS tasks (each runs `python launch/main.py LAUNCHER_FLAGS
 # --config.study.shard=$SLURM_ARRAY_TASK_ID/SHARDS --config.study.report=False`) and a job that runs after

@@ -39,6 +39,9 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.task = task
     c.preset = preset
     c.seed = 0
+    # The seeds a measurement is repeated over: the task runs once per seed (its records per seed, then
+    # each model's mean and interval over them); the study grid's seeds. () -> the single seed ``seed``.
+    c.seeds = ()
     c.dataset = "digits" if quick else "cifar10"
     c.data_dir = ""  # '' -> the dataset's default directory ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     c.model = "darts"
@@ -76,10 +79,10 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # 0: checkpoint at epoch ends only
     c.train.data_slices = 0  # 0: one slice per process
-    # Population training: e.g. (0, 1, 2, 3) trains these seeds of a model together (vmap over
-    # the model axis), each stored as its own zoo entry; attack/analysis tasks then run once per seed.
-    # () -> the single seed ``seed``.
-    c.train.seeds = ()
+    # An execution switch: the victims of several seeds (``seeds``) train together in one compiled program
+    # (vmap over the seed axis), each stored as its own zoo entry; False trains them one after another. The
+    # weights are the same either way (tests/test_population.py).
+    c.train.population = True
     # Per-model overrides of train fields, applied when a victim is trained into the zoo (and part
     # of its spec). quick: VGG's N(0, 0.01) classifier needs 12 epochs to leave its saddle
     # (docs/sharp_edges.md). Edit in a config file, e.g. c.train_overrides.densenet = {"epochs": 20}.
@@ -425,7 +428,7 @@ def override(config: ml_collections.ConfigDict, text: str) -> None:
 
 def _typed(key: str, current, text: str):
     """``text`` as a value of ``current``'s type (module docstring of :func:`override`)."""
-    fail = lambda kind, example: UserError(  # noqa: E731
+    fail = lambda kind, example: UserError(
         f"--config.{key}={text!r}: {key} holds {kind}; e.g. --config.{key}={example}.")
     if isinstance(current, ml_collections.ConfigDict):
         raise UserError(f"--config.{key} is a section: set its keys, e.g. --config.{key}.{next(iter(current), 'x')}=...")

@@ -50,7 +50,7 @@ def test_the_example_task_runs_from_the_launcher_and_as_a_study_cell(tmp_path):
 
     study = grid.task_config("study", "quick")
     study.dataset, study.zoo_dir, study.jit_cache_dir = data, zoo_dir, ""
-    study.study.models, study.study.seeds = ("darts", "resnet"), (0,)
+    study.study.models, study.seeds = ("darts", "resnet"), (0,)
     study.study.tasks = ("train", str(EXAMPLE))
     study.study.overrides.all = SMALL
     study.study.overrides.fgsm = ("fgsm.n_inputs=24", "fgsm.eps=16/255")

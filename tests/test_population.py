@@ -83,6 +83,14 @@ def test_each_seed_of_a_population_is_its_own_zoo_entry(tmp_path, monkeypatch):
         for a, b in zip(jax.tree_util.tree_leaves(e.variables["params"]), jax.tree_util.tree_leaves(st.params),
                         strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    one_by_one = c.copy_and_resolve_references()  # the execution switch off: the same entries, seed after seed
+    one_by_one.train.population, one_by_one.zoo_dir = False, str(tmp_path / "zoo_one_by_one")
+    singles = zoo.get_or_train_population(one_by_one, "darts", seeds=(0, 1), dataset=ds, progress=False)
+    assert [e.run_dir.name for e in singles] == ["quick", "quick_seed1"]
+    assert [json.loads((e.run_dir / "final.json").read_text())["trained"]["how"] for e in singles] == ["alone"] * 2
+    assert [json.loads((e.run_dir / "spec.json").read_text()) for e in singles] == [
+        json.loads((d / "spec.json").read_text()) for d in dirs]  # the switch is not part of what was trained
+    np.testing.assert_allclose([e.test_accuracy for e in singles], [e.test_accuracy for e in entries], atol=0.05)
     monkeypatch.setattr(trainer, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     alone = zoo.get_or_train(zoo.with_seed(c, 1), "darts", ds, progress=False)
     assert alone.test_accuracy == entries[1].test_accuracy and len(alone.log) == c.train.epochs

@@ -289,7 +289,7 @@ def test_a_task_over_two_seeds_keeps_every_record_and_figure_and_writes_one_aggr
 
     monkeypatch.setattr(tasks, "task_of", lambda config: Task("pgd", fake_pgd))
     config = _pgd_config(tmp_path / "zoo", 10)
-    config.train.seeds = (0, 1)
+    config.seeds = (0, 1)
     records = tasks.run_task(config, tmp_path)
     assert len(records) == 4 and len(results.read_records(tmp_path)) == 4  # every per-seed record kept
     figures = sorted(str(p.relative_to(tmp_path / "figures")) for p in (tmp_path / "figures").rglob("*.png"))

@@ -24,7 +24,7 @@ def _study_config(tmp_path):
     spec = grid.task_config("study", "quick")
     spec.dataset = f"npz:{_tiny_npz(tmp_path)}"
     spec.zoo_dir, spec.jit_cache_dir = str(tmp_path / "zoo"), ""
-    spec.study.models, spec.study.tasks, spec.study.seeds = ("darts", "resnet"), ("train", "cells"), (1,)
+    spec.study.models, spec.study.tasks, spec.seeds = ("darts", "resnet"), ("train", "cells"), (1,)
     spec.study.overrides.all = TINY
     spec.study.overrides.cells = ("cells.draw=False",)
     return spec
@@ -120,7 +120,7 @@ def test_two_shards_in_two_processes_equal_one_process_and_a_rerun_skips_finishe
 
     flags = [f"--config.dataset={study.dataset}", f"--config.zoo_dir={tmp_path / 'zoo2'}", "--config.jit_cache_dir=",
              "--config.study.models=('darts','resnet')", "--config.study.tasks=('train','cells')",
-             "--config.study.seeds=(1,)", f"--config.study.overrides.all={TINY!r}",
+             "--config.seeds=(1,)", f"--config.study.overrides.all={TINY!r}",
              "--config.study.overrides.cells=('cells.draw=False',)"]
     procs = [subprocess.Popen([sys.executable, "launch/main.py", "--config=configs/study.py",
                                f"--workdir={tmp_path / 'two'}", f"--config.study.shard={i}/2", *flags], cwd=ROOT,
@@ -136,7 +136,7 @@ def test_two_shards_in_two_processes_equal_one_process_and_a_rerun_skips_finishe
 
 
 CELLS_ONLY = ["--config.study.tasks=('cells',)", "--config.study.models=('darts','snas','resnet')",
-              "--config.study.seeds=(0,1)", "--config.study.overrides.cells=('cells.draw=False',)",
+              "--config.seeds=(0,1)", "--config.study.overrides.cells=('cells.draw=False',)",
               "--config.jit_cache_dir="]
 
 

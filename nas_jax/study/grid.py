@@ -73,7 +73,7 @@ def grid_cells(tasks, models, seeds, registry: dict, search_methods=("darts",), 
         raise UserError(f"unknown study tasks {unknown}; valid: {valid} or the path of a task's config file "
                         "(e.g. examples/custom_attack/config.py).")
     if not models or not seeds:
-        raise UserError("the study needs at least one model and one seed (study.models, study.seeds).")
+        raise UserError("the study needs at least one model and one seed (study.models, seeds).")
     if SEARCH_TASK in tasks:
         from nas_jax.models.searchers import SEARCHERS
 
@@ -136,7 +136,7 @@ def check_study_fields(study) -> None:
     if changed:
         raise UserError(f"the study's cells do not take {changed} from the study config; set them for every cell "
                         "with --config.study.overrides.all=\"('train.epochs=4',)\" (or .<task> for one task), and "
-                        "the seeds with --config.study.seeds.")
+                        "the seeds with --config.seeds.")
 
 
 def without_paths(config):

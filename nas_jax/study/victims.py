@@ -23,10 +23,10 @@ from nas_jax.train.zoo import ZooEntry
 
 
 def load_victims(config, progress: bool = True) -> tuple[Dataset, list[ZooEntry]]:
-    """Every model of ``config.models`` (seed ``config.seed``) from the zoo, trained first where missing; with
-    ``config.train.seeds`` the missing seeds of a model are trained together (population training)."""
+    """Every model of ``config.models`` (seed ``config.seed``) from the zoo, trained first where missing; a run
+    over ``config.seeds`` trains the missing victims of all its seeds at once (together with ``train.population``)."""
     dataset = load_dataset(config.dataset, config.data_dir or None)
-    together = tuple(int(s) for s in config.train.get("seeds", ()))
+    together = tuple(int(s) for s in config.get("seeds", ()))
     seeds = together if int(config.seed) in together else (int(config.seed),)
     missing = [f"{name}{'' if len(seeds) == 1 else f' seed {s}'}" for name in config.models for s in seeds
                if not zoo.is_trained(zoo.with_seed(config, s), name)]
@@ -35,11 +35,8 @@ def load_victims(config, progress: bool = True) -> tuple[Dataset, list[ZooEntry]
     entries = []
     for i, name in enumerate(config.models):
         print(f"[{i + 1}/{len(config.models)}] victim {name}", flush=True)
-        if seeds == together:  # all seeds trained (together) or restored; this seed's entry
-            entries.append(zoo.get_or_train_population(config, name, seeds, dataset, progress)[seeds.index(
-                int(config.seed))])
-        else:
-            entries.append(zoo.get_or_train(config, name, dataset, progress=progress))
+        entries.append(zoo.get_or_train_population(config, name, seeds, dataset, progress)[seeds.index(
+            int(config.seed))])  # all seeds trained or restored; this seed's entry
         print(f"    {name}: test accuracy {entries[-1].test_accuracy:.3f} ({entries[-1].run_dir})", flush=True)
     return dataset, entries
 

@@ -93,14 +93,14 @@ def study_metrics(tasks: list[Task] | None = None) -> list:
 
 
 def run_task(config, workdir):
-    """Run ``config``'s task; with ``config.train.seeds`` an attack or analysis task runs once per seed (its
-    victims of all seeds trained together first, :func:`nas_jax.study.victims.load_victims`), the ``train``
-    task trains them together, and the study grid takes its seeds from ``study.seeds``. Over several seeds
+    """Run ``config``'s task; with ``config.seeds`` an attack or analysis task runs once per seed (the victims
+    of all seeds trained first, :func:`nas_jax.study.victims.load_victims`), the ``train`` task trains them
+    all, and the study grid runs its cells for each. Over several seeds
     every per-seed record is kept, each seed's figures move to ``figures/seed{s}/`` (none overwrites
     another), and one table and one figure (``figures/{task}_seeds.png``) give each model's mean and
     interval over the seeds (:mod:`nas_jax.report.seeds`)."""
     run = task_of(config).run
-    seeds = tuple(config.train.get("seeds", ())) if "train" in config else ()
+    seeds = tuple(config.get("seeds", ()))
     if not seeds or config.task == "study":
         return run(config, workdir)
     if config.task == "train":

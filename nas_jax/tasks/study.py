@@ -47,7 +47,7 @@ def study_grid(config) -> tuple[list[grid.Cell], list[Task]]:
     """Every cell of the study's grid, and the study's tasks in order (whose metrics its report compares)."""
     s = config.study
     names, registry, config_files = study_tasks(s.tasks)
-    cells = grid.grid_cells(tuple(names), tuple(s.models), tuple(s.seeds), registry, tuple(s.search_methods),
+    cells = grid.grid_cells(tuple(names), tuple(s.models), tuple(config.seeds) or (config.seed,), registry, tuple(s.search_methods),
                             config_files)
     return cells, [registry[n] for n in names]
 

@@ -14,11 +14,12 @@ from nas_jax.train import zoo
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    """Train ``config.model`` at ``config.seed``, or every seed of ``config.train.seeds`` together."""
+    """Train ``config.model`` at ``config.seed``, or at every seed of ``config.seeds`` (together with
+    ``train.population``)."""
     start = results.now()
-    if config.train.get("seeds"):
-        seeds = tuple(config.train.seeds)
-        entries = zoo.get_or_train_population(config, seeds=seeds)
+    if config.seeds:
+        seeds = tuple(config.seeds)
+        entries = zoo.get_or_train_population(config, config.model, seeds)
         return [rec for seed, entry in zip(seeds, entries, strict=True)
                 for rec in _record(zoo.with_seed(config, seed), entry, workdir, start)]
     return _record(config, zoo.get_or_train(config, tb_dir=Path(workdir) / "tb"), workdir, start)

@@ -132,7 +132,7 @@ def training_spec(config, model_name: str) -> dict:
     train = config.train.to_dict()
     for key in ("eval_batch_size", "eval_every_epochs", "checkpoint_every_steps"):
         train.pop(key)
-    train.pop("seeds", None)  # which seeds train together does not change any one seed's weights
+    train.pop("population", None)  # how the seeds are trained (together or not) does not change the weights
     spec = {"model": model_name, "dataset": config.dataset, "seed": config.seed, "arch": arch, "train": train,
             "batch_norm": BATCH_NORM, "checkpoint": CHECKPOINT}
     if config.dataset.startswith("npz:"):
@@ -291,14 +291,16 @@ def with_seed(config, seed: int):
     return out
 
 
-def get_or_train_population(config, model_name: str | None = None, seeds=None, dataset: Dataset | None = None,
+def get_or_train_population(config, model_name: str | None, seeds, dataset: Dataset | None = None,
                             progress: bool = True) -> list[ZooEntry]:
-    """The zoo entries of ``model_name`` for every seed of ``seeds`` (default ``config.train.seeds``): the
+    """The zoo entries of ``model_name`` for every seed of ``seeds``: with ``train.population`` the
     missing ones are trained together in one compiled program (:func:`trainer.train_population`, resumable in
     ``{preset}_population_{seeds}``) and then stored as ordinary single-seed entries, which every task restores
     as if each had been trained alone."""
     model_name = model_name or config.model
-    seeds = tuple(int(s) for s in (seeds if seeds is not None else config.train.seeds))
+    seeds = tuple(int(s) for s in seeds)
+    if len(seeds) == 1 or not config.train.get("population", True):
+        return [get_or_train(with_seed(config, s), model_name, dataset, progress=progress) for s in seeds]
     config = model_config(config, model_name)
     dataset = dataset or load_dataset(config.dataset, config.data_dir or None)
     configs = [with_seed(config, s) for s in seeds]
