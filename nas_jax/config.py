@@ -408,7 +408,8 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
 
 def override(config: ml_collections.ConfigDict, text: str) -> None:
     """Apply ``"a.b=value"``, the value read by the type the key holds: a float takes arithmetic as papers write
-    it (``pgd.eps=4/255``), an int an integer, a bool true/false, a tuple a Python literal, a string its text.
+    it (``pgd.eps=4/255``), an int an integer, a bool true/false, a tuple a Python literal (one value: a tuple
+    of one), a string its text.
     An unknown key or a value of the wrong type is refused with the fix."""
     key, sep, value = str(text).partition("=")
     key = key.strip()
@@ -451,8 +452,6 @@ def _typed(key: str, current, text: str):
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail("an integer", current)
         return value
-    if isinstance(current, tuple | list):
-        if not isinstance(value, tuple | list):
-            raise fail("a tuple", "\"('a','b')\"")
-        return tuple(value)
+    if isinstance(current, tuple | list):  # one value is a tuple of one: models=darts, models="('darts')"
+        return tuple(value) if isinstance(value, tuple | list) else (value,)
     return value

@@ -252,12 +252,14 @@ def test_one_loader_reads_each_override_by_the_type_its_key_holds():
     assert rest == ["--workdir=w"] and spec.endswith("study.py:quick")
     c = load(spec, overrides)
     assert c.study.shard == "1/4" and c.study.overrides.pgd == ("pgd.eps=4/255",)
-    c = load(ROOT / "configs" / "pgd.py", ["pgd.eps=4/255", "seed=3", "models=('darts',)", "train.flip=false"])
-    assert (c.pgd.eps, c.seed, c.models, c.train.flip) == (4 / 255, 3, ("darts",), False)
+    c = load(ROOT / "configs" / "pgd.py", ["pgd.eps=4/255", "seed=3", "models=('darts','vgg')", "train.flip=false"])
+    assert (c.pgd.eps, c.seed, c.models, c.train.flip) == (4 / 255, 3, ("darts", "vgg"), False)
+    assert load(ROOT / "configs" / "pgd.py", ["models=darts"]).models == load(ROOT / "configs" / "pgd.py",
+                                                                             ["models=('darts')"]).models == ("darts",)
     assert numeric_expression("2*8/255") == 16 / 255 and numeric_expression("-1e-3") == -0.001
     assert numeric_expression("__import__('os')") is None and numeric_expression("1/0") is None
     for bad, message in [("pgd.eps=four", "holds a number"), ("pgd.n_inputs=1.5", "holds an integer"),
-                         ("models=darts", "holds a tuple"), ("pgd.epz=1", "Valid keys under 'pgd'"),
+                         ("pgd.epz=1", "Valid keys under 'pgd'"),
                          ("pgd=1", "is a section")]:
         with pytest.raises(UserError, match=message):
             load(ROOT / "configs" / "pgd.py", [bad])
