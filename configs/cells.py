@@ -10,14 +10,11 @@ text: depth 2.8, width 3.3c; the table itself gives 26/9 = 2.89). Output: `task:
 width reading matches; #skip differs for DARTS (2 vs 3) and NASNet (2 vs 1).
 """
 
-import ml_collections
-
 from nas_jax.config import base_config
+from nas_jax.tasks.cells import CellsSettings
 
 
 def get_config(preset: str = "quick"):
     c = base_config("cells", preset)
-    c.cells = ml_collections.ConfigDict()
-    c.cells.genotypes = ()  # () -> every stored genotype; or zoo names and genotype:PATH files
-    c.cells.draw = True  # one PNG per genotype (normal + reduction cell)
+    c.cells = CellsSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/cells.py
     return c

@@ -71,12 +71,12 @@ def main(argv):
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)
     grid.check_study_fields(config)
-    victims, pending = {}, []
+    victims, pending, by_name = {}, [], {t.name: t for t in tasks}
     for cell in cells:  # grid order: a seed's train cells come before the cells that use their victims
-        if cell.model == grid.ALL_MODELS:  # a joint cell waits for every victim of its seed
-            after = [ref for (_, seed), ref in victims.items() if seed == cell.seed]
-        elif cell.task == grid.SEARCH_TASK:  # a search needs no victim
+        if not by_name[cell.task].needs_victims:  # e.g. a search
             after = []
+        elif cell.model == grid.ALL_MODELS:  # a joint cell waits for every victim of its seed
+            after = [ref for (_, seed), ref in victims.items() if seed == cell.seed]
         else:
             after = [victims[(cell.model, cell.seed)]] if (cell.model, cell.seed) in victims else []
         ref = remote.remote(cell.name, cell_argv(passed, workdir, cell.name), *after)

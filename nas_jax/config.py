@@ -95,21 +95,25 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     return c
 
 
-def validate(config: ml_collections.ConfigDict, victims: tuple[str, ...] = ()) -> None:
+def validate(config: ml_collections.ConfigDict, victims: tuple[str, ...] = (), needs_victims: bool = True,
+             trains: bool = True) -> None:
     """Fail early (before any data, victim or training), with the valid choices, on names and values that
     cannot work; every failure is a :class:`~nas_jax.errors.UserError`. Cheap: genotype files are parsed and an npz
     dataset's array headers read, nothing else is loaded. Values that work but look wrong (an attack radius far
     above usual budgets, more inputs than the test set) are warned about. ``victims``: more model names the
-    task's settings name (checked as the ``models`` are)."""
+    task's settings name (checked as the ``models`` are); ``needs_victims``: False for a task that uses no
+    victim (their depth is not checked); ``trains``: False for a task that trains nothing (no batch size,
+    budget or input-count checks against the dataset)."""
     try:
-        _validate(config, victims)
+        _validate(config, victims, needs_victims, trains)
     except UserError:
         raise
     except ValueError as e:  # registries' unknown-name errors
         raise UserError(str(e)) from e
 
 
-def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...]) -> None:
+def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...], needs_victims: bool,
+              trains: bool) -> None:
     from nas_jax.data import DATASETS
     from nas_jax.models.common import compute_dtype
     from nas_jax.models.ops import CONV_IMPLS
@@ -119,7 +123,7 @@ def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...]) -> No
         raise ValueError(f"unknown preset {config.preset!r}; valid: {PRESETS}.")
     if config.dataset not in DATASETS and not config.dataset.startswith("npz:"):
         raise ValueError(f"unknown dataset {config.dataset!r}; valid: {list(DATASETS)} or npz:PATH.")
-    check_models(config, victims)
+    check_models(config, victims, needs_victims)
     models = list(config.get("models", None) or [])
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:
@@ -150,7 +154,7 @@ def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...]) -> No
         unknown = sorted(set(fields) - set(t))
         if unknown:
             raise UserError(f"train_overrides.{name}: unknown train fields {unknown}; valid: {sorted(t)}.")
-    if config.task in NO_VICTIMS:
+    if not trains:
         return
     from nas_jax.data import dataset_info
 
@@ -166,9 +170,6 @@ def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...]) -> No
 
 # Config fields that hold model names (a name or a tuple of names).
 MODEL_FIELDS = ("model", "models", "study.models", "zoo.models")
-# Tasks that train no victim from ``arch``/``train``: cells and zoo read genotypes and shapes; study validates
-# each cell's own config before it runs.
-NO_VICTIMS = ("cells", "zoo", "study")
 
 
 def _get(config: ml_collections.ConfigDict, path: str):
@@ -181,27 +182,27 @@ def _get(config: ml_collections.ConfigDict, path: str):
     return node
 
 
-def check_models(config: ml_collections.ConfigDict, victims: tuple[str, ...] = ()) -> None:
-    """Every name of :data:`MODEL_FIELDS`, ``victims`` and ``cells.genotypes`` is known and every ``genotype:PATH`` file parses
-    (a broken file among several victims fails before the first is trained); NAS networks have >= 3 cells."""
+def check_models(config: ml_collections.ConfigDict, victims: tuple[str, ...] = (), needs_victims: bool = True) -> None:
+    """Every name of :data:`MODEL_FIELDS` and ``victims`` is known and every ``genotype:PATH`` file parses (a
+    broken file among several victims fails before the first is trained); the victims' NAS networks have >= 3
+    cells."""
     from nas_jax.models.genotypes import get_genotype
-    from nas_jax.models.registry import model_family, model_names
+    from nas_jax.models.registry import model_family
 
     for value in [*(_get(config, path) for path in MODEL_FIELDS), victims]:
         for name in [value] if isinstance(value, str) else value or ():
             if model_family(name) == "nas" and name.startswith("genotype:"):
                 get_genotype(name)
-    for name in _get(config, "cells.genotypes") or ():
-        get_genotype(name)
-    if config.task == "zoo" and "zoo" in config:  # the zoo table builds zoo.models at zoo.layers
-        names, field = config.zoo.models or model_names(), "zoo.layers"
-    elif config.task in NO_VICTIMS:
-        return
-    else:
-        names = [*(config.get("models", None) or [config.model]), *victims]
-        field = "arch.layers"
+    if needs_victims:
+        check_nas_depth([*(config.get("models", None) or [config.model]), *victims], config.arch.layers,
+                        "arch.layers")
+
+
+def check_nas_depth(names, layers: int, field: str) -> None:
+    """A NAS network of ``layers`` cells needs >= 3 (its reduction cells sit at 1/3 and 2/3 of the depth)."""
+    from nas_jax.models.registry import model_family
+
     nas = [n for n in names if model_family(n) == "nas"]
-    layers = _get(config, field)
     if nas and layers < 3:
         raise UserError(f"invalid config: {field}={layers}, but the NAS network{'s' * (len(nas) > 1)} {nas} need at "
                         "least 3 cells (the cells at 1/3 and 2/3 of the depth are the reduction cells); set "

@@ -45,8 +45,14 @@ def _tiny_npz(tmp_path) -> Path:
     return path
 
 
+def _study(models, search_methods=("darts",)):
+    study = grid.task_config("study", "quick")
+    study.study.models, study.study.search_methods = models, search_methods
+    return study
+
+
 def test_grid_cells_and_balanced_deterministic_shards():
-    cells = grid.grid_cells(("pgd", "train", "cells"), ("darts", "resnet", "vgg"), (0, 1), REGISTRY)
+    cells = grid.grid_cells(("pgd", "train", "cells"), (0, 1), REGISTRY, _study(("darts", "resnet", "vgg")))
     assert [c.task for c in cells[:3]] == ["train"] * 3  # victims first
     assert sum(c.model == grid.ALL_MODELS for c in cells) == 2  # cells: one joint cell per seed
     assert len(cells) == 2 * (3 + 3 + 1)
@@ -66,36 +72,36 @@ def test_grid_cells_and_balanced_deterministic_shards():
         with pytest.raises(UserError, match="study.shard"):
             grid.parse_shard(bad)
     with pytest.raises(UserError, match="unknown study tasks"):
-        grid.grid_cells(("pgd", "pgdd"), ("darts",), (0,), REGISTRY)
+        grid.grid_cells(("pgd", "pgdd"), (0,), REGISTRY, _study(("darts",)))
 
 
 def test_search_cells_one_per_method_and_seed(tmp_path):
     """The search task's method dimension: a cell per (method, seed), no victim, the method set
     in the cell's config; an unknown method lists the valid ones."""
-    cells = grid.grid_cells(("train", "search"), ("darts", "resnet"), (0, 1), REGISTRY, ("darts", "gdas"))
+    cells = grid.grid_cells(("train", "search"), (0, 1), REGISTRY, _study(("darts", "resnet"), ("darts", "gdas")))
     search = [c for c in cells if c.task == "search"]
     assert [c.name for c in search] == ["search/darts/seed0", "search/gdas/seed0", "search/darts/seed1",
                                         "search/gdas/seed1"]
     parts = grid.assign_shards(cells, 2)
     assert sorted(c for p in parts for c in p) == sorted(cells)
     study = _study_config(tmp_path)
-    c = grid.cell_config(study, grid.Cell("search", "gdas", 1))
+    c = grid.cell_config(study, grid.Cell("search", "gdas", 1), REGISTRY["search"])
     assert (c.search.method, c.seed) == ("gdas", 1)
     with pytest.raises(UserError, match="valid: .*pc_darts"):
-        grid.grid_cells(("search",), ("darts",), (0,), REGISTRY, ("gdas", "enas"))
+        grid.grid_cells(("search",), (0,), REGISTRY, _study(("darts",), ("gdas", "enas")))
 
 
 def test_cell_config_sets_models_seed_and_overrides(tmp_path):
     study = _study_config(tmp_path)
     study.study.overrides.pgd = ("pgd.n_inputs=7", "pgd.eps=0.01")
-    c = grid.cell_config(study, grid.Cell("pgd", "darts", 1))
+    c = grid.cell_config(study, grid.Cell("pgd", "darts", 1), REGISTRY["pgd"])
     assert (c.models, c.seed, c.pgd.n_inputs, c.pgd.eps, c.train.epochs) == (("darts",), 1, 7, 0.01, 1)
     assert c.zoo_dir == study.zoo_dir and c.dataset == study.dataset
-    cells = grid.cell_config(study, grid.Cell("cells", grid.ALL_MODELS, 0))
+    cells = grid.cell_config(study, grid.Cell("cells", grid.ALL_MODELS, 0), REGISTRY["cells"])
     assert tuple(cells.cells.genotypes) == ("darts",)  # the NAS models only
     study.study.overrides.pgd = ("pgd.epz=1",)
     with pytest.raises(UserError, match="unknown config key 'pgd.epz'"):
-        grid.cell_config(study, grid.Cell("pgd", "darts", 0))
+        grid.cell_config(study, grid.Cell("pgd", "darts", 0), REGISTRY["pgd"])
 
 
 def _records(workdir: Path) -> list[tuple]:

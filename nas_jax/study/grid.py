@@ -4,10 +4,10 @@ Every cell runs the task's launcher config (``configs/{task}.py`` at the study's
 cell's models and seed, :func:`cell_config`) in its own workdir ``{workdir}/cells/{task}/{model}/seed{s}``,
 so each writes its own ``results.jsonl`` (no two processes append to one file), and a cell is the
 same computation whether a whole shard runs in one process (``study.shard``, the SLURM array) or
-one launcher call runs it alone (``study.only``, the Ray driver). Tasks that compare models inside one
-call (``pgd_commonality``, ``cells``, ``zoo``) are one cell per seed over all the study's models;
-``search`` takes no model and is one cell per seed and searcher of ``study.search_methods`` (the cell's
-``model`` field holds the method, e.g. ``search/gdas/seed0``).
+one launcher call runs it alone (``study.only``, the Ray driver). Each task says what its cells are
+(:meth:`~nas_jax.study.seam.Task.cell_targets`): one per model; one per seed over all the study's models for a
+task that compares models inside one call (``joint``); or its own targets (the search: one cell per searcher,
+whose ``model`` field holds the method, e.g. ``search/gdas/seed0``).
 
 Sharding (``study.shard = "i/n"``): the cells of one (model, seed) stay together, so the victim
 they share is trained once, in one shard; the groups are assigned to shards by longest
@@ -23,21 +23,20 @@ from pathlib import Path
 
 from nas_jax.config import load_config_file, override
 from nas_jax.errors import UserError
+from nas_jax.study.seam import ALL_MODELS, Task
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-ALL_MODELS = "*"  # the model of a cell that takes all the study's models at once
-
-SEARCH_TASK = "search"  # one cell per seed and search method (no victim)
 TRAIN_MINUTES = 3.0  # a victim's quick training, counted once per (model, seed) group (its train cell: 0 above)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Cell:
     task: str
-    model: str  # a zoo name, ALL_MODELS for a joint task, or the search method of a search cell
+    model: str  # the cell's target: a zoo name, ALL_MODELS for a joint task, or the task's own (a search method)
     seed: int
     cost: float = dataclasses.field(default=1.0, compare=False)  # the task's estimated minutes
     config_file: str = dataclasses.field(default="", compare=False)  # the task's config ('': configs/{task}.py)
+    victim: bool = dataclasses.field(default=True, compare=False)  # it needs the victim of (model, seed)
 
     @property
     def name(self) -> str:
@@ -62,34 +61,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def grid_cells(tasks, models, seeds, registry: dict, search_methods=("darts",), config_files=None) -> list[Cell]:
-    """Every (task, model, seed) of the grid in a stable order (train first: the victims). ``registry``: the
-    task of each name (:class:`~nas_jax.study.seam.Task`: ``joint``, ``cost_minutes``); ``search_methods``: the
-    searchers of the ``search`` task's cells (``search.method``); ``config_files``: the config of a task that
-    is not ``configs/{task}.py`` (a task outside the package)."""
+def grid_cells(tasks, seeds, registry: dict[str, Task], study, config_files=None) -> list[Cell]:
+    """Every (task, target, seed) of the grid in a stable order (train first: the victims). ``registry``: the
+    task of each name; ``study``: the study config (``study.models`` and what a task's own targets read);
+    ``config_files``: the config of a task that is not ``configs/{task}.py`` (a task outside the package)."""
     valid = sorted(t for t in registry if t != "study")
     unknown = [t for t in tasks if t not in valid]
     if unknown:
         raise UserError(f"unknown study tasks {unknown}; valid: {valid} or the path of a task's config file "
                         "(e.g. examples/custom_attack/config.py).")
-    if not models or not seeds:
+    if not study.study.models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, seeds).")
-    if SEARCH_TASK in tasks:
-        from nas_jax.models.searchers import SEARCHERS
-
-        bad = [m for m in search_methods if m not in SEARCHERS]
-        if bad or not search_methods:
-            raise UserError(f"study.search_methods {tuple(search_methods)}: unknown {bad or 'none given'}; "
-                            f"valid: {tuple(SEARCHERS)}.")
     order = sorted(tasks, key=lambda t: (t != "train", list(tasks).index(t)))
-    cells = []
-    for seed in seeds:
-        for task in order:
-            targets = ([ALL_MODELS] if registry[task].joint else list(search_methods) if task == SEARCH_TASK
-                       else list(models))
-            cells += [Cell(task, m, int(seed), registry[task].cost_minutes, (config_files or {}).get(task, ""))
-                      for m in targets]
-    return cells
+    targets = {t: registry[t].cell_targets(study) for t in order}
+    return [Cell(t, target, int(seed), registry[t].cost_minutes, (config_files or {}).get(t, ""),
+                 registry[t].needs_victims and target != ALL_MODELS) for seed in seeds for t in order
+            for target in targets[t]]
 
 
 def assign_shards(cells: list[Cell], n: int) -> list[list[Cell]]:
@@ -100,7 +87,7 @@ def assign_shards(cells: list[Cell], n: int) -> list[list[Cell]]:
         groups.setdefault((c.model, c.seed), []).append(c)
 
     def cost(group: list[Cell]) -> float:
-        victim = TRAIN_MINUTES if any(c.model != ALL_MODELS and c.task != SEARCH_TASK for c in group) else 0.0
+        victim = TRAIN_MINUTES if any(c.victim for c in group) else 0.0
         return victim + sum(c.cost for c in group)
 
     loads, parts = [0.0] * n, [[] for _ in range(n)]
@@ -153,22 +140,14 @@ def without_paths(config):
     return out
 
 
-def cell_config(study, cell: Cell):
+def cell_config(study, cell: Cell, task: Task):
     """The launcher config of ``cell``: the task's config at the study's preset, the study's shared fields, the
-    cell's model(s) and seed, then ``study.overrides['all']`` and ``study.overrides[task]``."""
+    cell's target, models and seed, then ``study.overrides['all']`` and ``study.overrides[task]``."""
     c = task_config(cell.task, study.preset, cell.config_file)
     for key in SHARED_FIELDS:
         c[key] = study[key]
     c.seed = cell.seed
-    if cell.task == SEARCH_TASK:
-        c.search.method = cell.model
-    models = tuple(study.study.models) if cell.model == ALL_MODELS else (cell.model,)
-    if "models" in c:
-        c.models = models
-    elif cell.task == "train":
-        c.model = models[0]
-    elif cell.task == "cells":
-        c.cells.genotypes = tuple(m for m in models if _is_nas(m))
+    task.set_cell(c, cell.model, tuple(study.study.models) if cell.model == ALL_MODELS else (cell.model,))
     overrides = study.study.get("overrides", {})
     for text in (*overrides.get("all", ()), *overrides.get(cell.task, ())):
         override(c, text)
@@ -183,9 +162,3 @@ def only_cells(cells: list[Cell], names) -> list[Cell]:
     if unknown:
         raise UserError(f"study.only names cells not in the grid: {unknown}; e.g. {list(by_name)[:3]}.")
     return [by_name[n] for n in names]
-
-
-def _is_nas(name: str) -> bool:
-    from nas_jax.models.registry import model_family
-
-    return model_family(name) == "nas"

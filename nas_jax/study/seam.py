@@ -36,6 +36,8 @@ from nas_jax.report import results
 from nas_jax.report.tables import format_table
 from nas_jax.study import victims
 
+ALL_MODELS = "*"  # the target of a study cell that takes all the study's models at once (a joint task)
+
 
 def run_only(default, doc: str = ""):
     """A settings field that changes how a measurement runs, not what it measures (batch sizes), or that is
@@ -139,7 +141,11 @@ class Task:
     victim training excluded (docs/measurements.md; only the ratios matter, for balancing shards). ``joint``:
     one study cell per seed over all the study's models (it compares models inside one call). ``in_study``: the
     presets whose default study grid includes it; ``study_overrides``: per preset, the ``key=value`` overrides its
-    default study cells run with (to measure only what the report reads)."""
+    default study cells run with (to measure only what the report reads). ``needs_victims``: False for a task that
+    uses no trained victim (its study cells wait for no training); ``trains``: False for a task that trains
+    nothing on the dataset (its training recipe is not checked against the dataset). ``study_targets(study_config)``: its study cells' targets per seed (default: each model, or all of
+    them at once when ``joint``); ``take_target(config, target, models)``: a cell's target and models into the
+    task's config (default: ``config.models``)."""
 
     name: str
     run: Callable[[ml_collections.ConfigDict, str | Path], list[dict]]
@@ -149,6 +155,23 @@ class Task:
     joint: bool = False
     in_study: tuple[str, ...] = ("paper",)
     study_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    needs_victims: bool = True
+    trains: bool = True
+    study_targets: Callable | None = None
+    take_target: Callable | None = None
+
+    def cell_targets(self, study) -> list[str]:
+        """The targets of this task's study cells for one seed (module docstring of the grid)."""
+        if self.study_targets is not None:
+            return list(self.study_targets(study))
+        return [ALL_MODELS] if self.joint else list(study.study.models)
+
+    def set_cell(self, config, target: str, models: tuple[str, ...]) -> None:
+        """Put a study cell's target and models into the task's ``config``."""
+        if self.take_target is not None:
+            self.take_target(config, target, models)
+        elif "models" in config:
+            config.models = models
 
     def victims(self, config) -> tuple[str, ...]:
         """The model names the task's settings hold (fields made with :func:`model_names`), checked with the

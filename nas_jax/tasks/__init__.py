@@ -80,7 +80,7 @@ def check_config(config) -> None:
     from nas_jax.config import validate
 
     task = task_of(config)
-    validate(config, task.victims(config))
+    validate(config, task.victims(config), task.needs_victims, task.trains)
     task.check(config)
 
 

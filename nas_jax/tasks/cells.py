@@ -10,20 +10,33 @@ reduction cell side by side).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 
 from nas_jax.analysis import cells
+from nas_jax.models.genotypes import get_genotype
+from nas_jax.models.registry import model_family
 from nas_jax.report import results
 from nas_jax.report.tables import format_table
-from nas_jax.study.seam import Task
+from nas_jax.study.seam import Settings, Task, model_names
 from nas_jax.train.zoo import slug
 
 COLUMNS = [("model", "model", None), ("paper_depth", "T3 depth", None), ("depth", "depth", None),
            ("paper_width", "T3 width (c)", None), ("width_w1", "W1", None), ("width_w2", "W2", ".1f"),
            ("width_w3", "W3", None), ("paper_skip", "T3 #skip", None), ("skip_connects", "#skip", None),
            ("reduce_skip_connects", "#skip (R)", None), ("reduce_depth", "depth (R)", None)]
+
+
+@dataclasses.dataclass(frozen=True)
+class CellsSettings(Settings):
+    genotypes: tuple[str, ...] = model_names(())  # () -> every stored genotype; or zoo names and genotype:PATH files
+    draw: bool = True  # one PNG per genotype (normal + reduction cell)
+
+    def __post_init__(self):
+        for name in self.genotypes:  # a ValueError naming the valid genotypes
+            get_genotype(name)
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -59,4 +72,10 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("cells", run, cost_minutes=0.2, joint=True, in_study=("quick", "paper"))
+def _take_target(config, target: str, models) -> None:
+    """A study cell draws the study's NAS models."""
+    config.cells.genotypes = tuple(m for m in models if model_family(m) == "nas")
+
+
+TASK = Task("cells", run, settings=CellsSettings, cost_minutes=0.2, joint=True, in_study=("quick", "paper"),
+            needs_victims=False, trains=False, take_target=_take_target)

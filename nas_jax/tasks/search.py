@@ -16,7 +16,9 @@ from pathlib import Path
 
 import jax
 
+from nas_jax.errors import UserError
 from nas_jax.models.genotypes import genotype_metrics, get_genotype
+from nas_jax.models.searchers import SEARCHERS
 from nas_jax.report import results
 from nas_jax.report.tables import format_table
 from nas_jax.search.pipeline import run_search
@@ -74,4 +76,18 @@ def run(config, workdir: str | Path) -> list[dict]:
     return [record]
 
 
-TASK = Task("search", run, cost_minutes=5.0)
+def _searchers(study) -> tuple[str, ...]:
+    """A study's search cells: one per searcher of ``study.search_methods`` (and seed)."""
+    methods = tuple(study.study.search_methods)
+    bad = [m for m in methods if m not in SEARCHERS]
+    if bad or not methods:
+        raise UserError(f"study.search_methods {methods}: unknown {bad or 'none given'}; valid: {tuple(SEARCHERS)}.")
+    return methods
+
+
+def _take_target(config, method: str, models) -> None:
+    config.search.method = method
+
+
+TASK = Task("search", run, cost_minutes=5.0, needs_victims=False, study_targets=_searchers,
+            take_target=_take_target)

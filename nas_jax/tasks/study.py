@@ -47,8 +47,7 @@ def study_grid(config) -> tuple[list[grid.Cell], list[Task]]:
     """Every cell of the study's grid, and the study's tasks in order (whose metrics its report compares)."""
     s = config.study
     names, registry, config_files = study_tasks(s.tasks)
-    cells = grid.grid_cells(tuple(names), tuple(s.models), tuple(config.seeds) or (config.seed,), registry, tuple(s.search_methods),
-                            config_files)
+    cells = grid.grid_cells(tuple(names), tuple(config.seeds) or (config.seed,), registry, config, config_files)
     return cells, [registry[n] for n in names]
 
 
@@ -69,11 +68,12 @@ def _finished(cell_dir: Path, digest: str) -> bool:
 def run(config, workdir: str | Path) -> list[dict]:
     workdir = Path(workdir)
     cells, tasks = study_grid(config)
+    by_name = {t.name: t for t in tasks}
     mine = shard_cells(config, cells)
     grid.check_study_fields(config)
     planned = []
     for cell in mine:
-        c = grid.cell_config(config, cell)
+        c = grid.cell_config(config, cell, by_name[cell.task])
         check_config(c)
         planned.append((cell, c, results.config_hash(grid.without_paths(c))))
     todo = [(cell, c, h) for cell, c, h in planned if not _finished(cell.workdir(workdir), h)]
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     return 0
 
 
-TASK = Task("study", run, in_study=())
+TASK = Task("study", run, in_study=(), needs_victims=False, trains=False)
 
 
 if __name__ == "__main__":

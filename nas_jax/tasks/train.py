@@ -52,5 +52,9 @@ def _clean_accuracy(records, row):
     return train[-1]["metrics"]["test_accuracy"] if train else row.get("clean_accuracy")
 
 
-TASK = Task("train", run, cost_minutes=0.0, in_study=("quick", "paper"),
+def _take_target(config, model: str, models) -> None:
+    config.model = model
+
+
+TASK = Task("train", run, cost_minutes=0.0, in_study=("quick", "paper"), take_target=_take_target,
             metrics=(Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),))

@@ -7,12 +7,14 @@ computed with ``jax.eval_shape`` (no FLOPs, no memory), so the full-size zoo
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from nas_jax import files
+from nas_jax.config import check_nas_depth
 from nas_jax.models import genotypes
 from nas_jax.models.registry import build_model, model_family, model_names
 from nas_jax.report import results
@@ -69,4 +71,11 @@ def run(config, workdir: str | Path) -> list[dict]:
     return records
 
 
-TASK = Task("zoo", run, cost_minutes=0.2, joint=True, in_study=())
+@dataclasses.dataclass(frozen=True)
+class ZooTable(Task):
+    def check(self, config) -> None:
+        """The table's NAS networks are built at ``zoo.layers`` cells."""
+        check_nas_depth(config.zoo.models or model_names(), config.zoo.layers, "zoo.layers")
+
+
+TASK = ZooTable("zoo", run, cost_minutes=0.2, joint=True, in_study=(), needs_victims=False, trains=False)
