@@ -54,7 +54,7 @@ def main(argv):
 
     from nas_jax.report.study import write_report
     from nas_jax.study import grid
-    from nas_jax.tasks import study_metrics
+    from nas_jax.tasks import study_metrics, study_sections
     from nas_jax.tasks.study import study_grid
 
     if len(argv) > 1:
@@ -85,7 +85,7 @@ def main(argv):
         pending.append(ref)
     for name in ray.get(pending):
         print(f"done: {name}", flush=True)
-    print(f"report: {write_report(workdir, study_metrics(tasks), models=tuple(s.models))}")
+    print(f"report: {write_report(workdir, study_metrics(tasks), models=tuple(s.models), sections=study_sections(tasks))}")
 
 
 if __name__ == "__main__":

@@ -96,14 +96,14 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict, victims: tuple[str, ...] = (), needs_victims: bool = True,
-             trains: bool = True) -> None:
+             trains: float = 1.0) -> None:
     """Fail early (before any data, victim or training), with the valid choices, on names and values that
     cannot work; every failure is a :class:`~nas_jax.errors.UserError`. Cheap: genotype files are parsed and an npz
     dataset's array headers read, nothing else is loaded. Values that work but look wrong (an attack radius far
     above usual budgets, more inputs than the test set) are warned about. ``victims``: more model names the
     task's settings name (checked as the ``models`` are); ``needs_victims``: False for a task that uses no
-    victim (their depth is not checked); ``trains``: False for a task that trains nothing (no batch size,
-    budget or input-count checks against the dataset)."""
+    victim (their depth is not checked); ``trains``: the share of the training set the task trains on (its
+    batch sizes are checked against it; 0: no batch size, budget or input-count checks against the dataset)."""
     try:
         _validate(config, victims, needs_victims, trains)
     except UserError:
@@ -113,7 +113,7 @@ def validate(config: ml_collections.ConfigDict, victims: tuple[str, ...] = (), n
 
 
 def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...], needs_victims: bool,
-              trains: bool) -> None:
+              trains: float) -> None:
     from nas_jax.data import DATASETS
     from nas_jax.models.common import compute_dtype
     from nas_jax.models.ops import CONV_IMPLS
@@ -159,7 +159,7 @@ def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...], needs
     from nas_jax.data import dataset_info
 
     info = dataset_info(config.dataset)  # fixed sizes, or an npz file's array headers
-    check_batch_sizes(config, info)
+    check_batch_sizes(config, info, trains)
     check_budgets(config, info)
     check_input_counts(config, info)
 
@@ -209,9 +209,9 @@ def check_nas_depth(names, layers: int, field: str) -> None:
                         f"--config.{field}=3 or more (presets: quick 5, small 8, paper 20).")
 
 
-def check_batch_sizes(config: ml_collections.ConfigDict, info) -> None:
-    """``train.batch_size`` and every ``train_overrides.<model>.batch_size`` fit the training set (its weight half
-    for search) and split evenly over the devices and the data slices (``parallel.check_batch_size``,
+def check_batch_sizes(config: ml_collections.ConfigDict, info, share: float = 1.0) -> None:
+    """``train.batch_size`` and every ``train_overrides.<model>.batch_size`` fit the ``share`` of the training set the
+    task trains on (the search: its weight half) and split evenly over the devices and the data slices (``parallel.check_batch_size``,
     ``EpochSampler``)."""
     import jax
 
@@ -220,9 +220,8 @@ def check_batch_sizes(config: ml_collections.ConfigDict, info) -> None:
     if slices < 0 or slices % n_proc:
         raise UserError(f"invalid config: train.data_slices={slices} must be a multiple of the {n_proc} processes "
                         f"(0: one slice per process); set --config.train.data_slices={n_proc}.")
-    search = config.task == "search"  # weights train on one half, α on the other
-    n_train = info.n_train // 2 if search else info.n_train
-    where = f"the {n_train} training images of {config.dataset}{' (the weight half)' if search else ''}"
+    n_train = int(info.n_train * share)
+    where = f"the {n_train} training images of {config.dataset}{f' ({share:.0%} of them, the part the task trains on)' * (share < 1)}"
     step = math.lcm(n_dev, slices)
     sizes = {"train.batch_size": config.train.batch_size}
     sizes.update({f"train_overrides.{m}.batch_size": f["batch_size"] for m, f in config.train_overrides.items()

@@ -139,7 +139,7 @@ def test_batch_size_must_fit_the_training_set_and_the_devices(monkeypatch):
         validate(c)
     c = grid.task_config("search", "quick")
     c.train.batch_size = 720  # the weight half: 718
-    with pytest.raises(UserError, match="718 training images of digits \\(the weight half\\)"):
+    with pytest.raises(UserError, match="718 training images of digits \\(50% of them, the part the task trains on\\)"):
         validate(c)
     c = grid.task_config("pgd", "paper")  # fixed CIFAR-10 sizes: no data needed
     c.train.batch_size = 50_008

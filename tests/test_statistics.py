@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nas_jax.report.statistics import accuracy_adjusted_gap, family_gap, mean_ci
-from nas_jax.tasks import study_metrics
+from nas_jax.tasks import study_metrics, study_sections
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -146,7 +146,7 @@ def _synthetic_study(tmp_path, n_nas: int, n_manual: int, gap: float, seeds=(0, 
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     from nas_jax.report.study import write_report
 
-    write_report(tmp_path, study_metrics(), command="test")
+    write_report(tmp_path, study_metrics(), command="test", sections=study_sections())
     return json.loads((tmp_path / "report.json").read_text())
 
 

@@ -72,6 +72,16 @@ class Metric:
     summary: Summary | None = None  # the task's Table 4 cells, in the row ``read`` is given (row_reader)
 
 
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A task's own part of the study report: ``remarks(records)``, lines under "Paper remarks at this scale"
+    (the task's remark or "not measured"); ``body(records)``, a fixed-width table under ``title``."""
+
+    title: str
+    body: Callable[[list[dict]], str]
+    remarks: Callable[[list[dict]], list[str]] = lambda records: []
+
+
 def _newest(records: list[dict], task: str, **setting) -> dict | None:
     chosen = [r for r in records if r["task"] == task and all(r["setting"].get(k) == v for k, v in setting.items())]
     return chosen[-1]["metrics"] if chosen else None
@@ -100,7 +110,6 @@ def log10(v: float) -> float | None:
 
 REMARKS = {1: "Remark 1: NAS-generated models are more vulnerable to various attacks",
            2: "Remark 2: NAS models have higher loss smoothness and lower gradient variance",
-           4: "Remark 4: NAS cells are wide and shallow and overuse skip connects",
            5: "Remark 5: deeper cells / fewer skips only partially mitigate (DARTS-i/ii/iii)"}
 
 
@@ -125,7 +134,7 @@ def collect_records(workdir: str | Path) -> list[dict]:
 
 
 def per_seed_values(records: list[dict], models: list[str], metrics: list[Metric]) -> dict[str, dict[str, dict[int, float]]]:
-    """{metric: {model: {seed: value}}} (cells records use dataset '-' and are handled by the cells table)."""
+    """{metric: {model: {seed: value}}} (records of no dataset, '-', are tables of cells or shapes, read by no metric)."""
     out = {m.key: {} for m in metrics}
     seeds = sorted({int(r.get("seed", 0)) for r in records})
     for seed in seeds:
@@ -293,32 +302,6 @@ def remark_verdict(entries: list[dict]) -> str:
     return "mixed: of " + f"{len(verdicts)} metrics, " + ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
 
-MIN_CELLS_REMARK4 = 4  # cells for Remark 4's descriptive criterion to be read as a verdict
-
-
-def _cells(records: list[dict]) -> tuple[str, str | None]:
-    """Table 3 (our cells beside the paper's) and the Remark 4 line, from the ``cells`` task's records."""
-    rows = [r for r in records if r["task"] == "cells" and r["model"] != "table3_mean"]
-    if not rows:
-        return "(cells task not run)", None
-    latest = {r["model"]: r["metrics"] for r in rows}
-    table = format_table([{"model": m, **v} for m, v in latest.items()], [
-        ("model", "cell", None), ("depth", "depth", None), ("paper_depth", "paper", None),
-        ("width_w3", "width (W3)", None), ("paper_width", "paper", None), ("skip_connects", "#skip", None),
-        ("paper_skip", "paper", None)])
-    mean = [r["metrics"] for r in records if r["task"] == "cells" and r["model"] == "table3_mean"]
-    if not mean:
-        return table, None
-    m = mean[-1]
-    if m["n_models"] < MIN_CELLS_REMARK4:
-        found = f"insufficient cells (n = {m['n_models']} < {MIN_CELLS_REMARK4})"
-    else:
-        found = "holds" if m["depth"] <= 3.0 and m["skip_connects"] >= 1.0 else "does not hold"
-    return table, (f"- {REMARKS[4]}: **{found}** (descriptive criterion: mean depth ≤ 3 and mean #skip ≥ 1): mean "
-                   f"depth {m['depth']:.2f} (paper {m['paper_depth_text']}), mean #skip {m['skip_connects']:.2f}, "
-                   f"n = {m['n_models']} cells.")
-
-
 def _remark5_line(pgd_l: dict[str, float]) -> str:
     variants = [v for v in ("darts_i", "darts_ii", "darts_iii") if v in pgd_l]
     if "darts" not in pgd_l or not variants:
@@ -345,7 +328,7 @@ def context(records: list[dict], analysis: dict, command: str | None) -> dict:
     fams = analysis["families"]
     inputs = {}
     for r in records:
-        if r["task"] not in ("train", "cells", "zoo") and isinstance(r.get("n"), int):
+        if r["task"] != "train" and r.get("dataset") != "-" and isinstance(r.get("n"), int):  # "-": a table
             inputs.setdefault(r["task"], set()).add(r["n"])
     return {
         "datasets": sorted({r.get("dataset") for r in records if r.get("dataset") not in (None, "-")}),
@@ -359,7 +342,8 @@ def context(records: list[dict], analysis: dict, command: str | None) -> dict:
     }
 
 
-def render(analysis: dict, records: list[dict], figures: list[Path], header: dict) -> str:
+def render(analysis: dict, records: list[dict], figures: list[Path], header: dict,
+           sections: tuple[Section, ...] = ()) -> str:
     fams = analysis["families"]
     alpha = analysis["alpha"]
     models = header["models"]
@@ -403,12 +387,12 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
             lines.append(f"  - {e['metric'].label}: {e['verdict']} (gap {e['gap'].format(e['metric'].fmt)}, "
                          f"p = {_p(e['gap'].p_value)}, Holm p = {_p(e['p_adjusted'])})")
     lines += _power_lines(analysis)
-    cells_table, remark4 = _cells(records)
-    lines += [remark4] if remark4 else [f"- {REMARKS[4]}: not measured (add the cells task)."]
+    lines += [line for s in sections for line in s.remarks(records)]
     pgd_l = next((e["per_model"] for e in analysis["metrics"] if e["metric"].key == "pgd_l"), {})
     lines += [_remark5_line({m: ci.value for m, ci in pgd_l.items()}), ""]
-    lines += ["## Table 3: cells", "", _block(cells_table), "",
-              "## Table 4 (paper, CIFAR-10): PGD ASR M/L, backdoor ASR/CAD, MI AUC", ""]
+    for s in sections:
+        lines += [f"## {s.title}", "", _block(s.body(records)), ""]
+    lines += ["## Table 4 (paper, CIFAR-10): PGD ASR M/L, backdoor ASR/CAD, MI AUC", ""]
     lines += [f"- {m}: {a:.1%}/{b:.1%}, {c:.1%}/{d:.1%}, {e:.3f}" for m, (a, b, c, d, e) in PAPER_TABLE4.items()]
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p})" for p in figures]
     return "\n".join(lines) + "\n"
@@ -576,9 +560,9 @@ def metric_figure(analysis: dict, path: Path) -> Path | None:
 
 
 def write_report(workdir: str | Path, metrics: list[Metric], models: tuple[str, ...] | None = None,
-                 command: str | None = None) -> Path:
-    """Analyse every record under ``workdir`` on ``metrics``; write ``report.md``, ``report.json`` and the
-    figures there."""
+                 command: str | None = None, sections: tuple[Section, ...] = ()) -> Path:
+    """Analyse every record under ``workdir`` on ``metrics``; write ``report.md`` (with the tasks' own
+    ``sections``), ``report.json`` and the figures there."""
     workdir = Path(workdir)
     records = collect_records(workdir)
     analysis = analyse(records, metrics, list(models) if models else None)
@@ -588,6 +572,6 @@ def write_report(workdir: str | Path, metrics: list[Metric], models: tuple[str, 
     cell_figures = len(list((workdir / "cells").glob("**/figures/**/*.png")))
     files.write_json(workdir / "report.json", report_json(analysis, header), indent=2)
     path = workdir / "report.md"
-    files.write_text(path, render(analysis, records, [p.relative_to(workdir) for p in figures], header)
+    files.write_text(path, render(analysis, records, [p.relative_to(workdir) for p in figures], header, sections)
                      + f"\nEach cell's own figures ({cell_figures} files): `cells/<task>/<model>/seed<s>/figures/`.\n")
     return path

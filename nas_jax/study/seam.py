@@ -142,9 +142,10 @@ class Task:
     one study cell per seed over all the study's models (it compares models inside one call). ``in_study``: the
     presets whose default study grid includes it; ``study_overrides``: per preset, the ``key=value`` overrides its
     default study cells run with (to measure only what the report reads). ``needs_victims``: False for a task that
-    uses no trained victim (its study cells wait for no training); ``trains``: False for a task that trains
-    nothing on the dataset (its training recipe is not checked against the dataset). ``study_targets(study_config)``: its study cells' targets per seed (default: each model, or all of
-    them at once when ``joint``); ``take_target(config, target, models)``: a cell's target and models into the
+    uses no trained victim (its study cells wait for no training); ``trains``: the share of the training set
+    its networks train on, which its batch sizes are checked against (the search: its weight half, 0.5; 0: it
+    trains nothing). ``study_targets(study_config)``: its study cells' targets per seed (default: each model, or
+    all of them at once when ``joint``); ``take_target(config, target, models)``: a cell's target and models into the
     task's config (default: ``config.models``)."""
 
     name: str
@@ -156,7 +157,8 @@ class Task:
     in_study: tuple[str, ...] = ("paper",)
     study_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     needs_victims: bool = True
-    trains: bool = True
+    trains: float = 1.0
+    report_sections: tuple = ()  # its own parts of the study report (nas_jax.report.study.Section)
     study_targets: Callable | None = None
     take_target: Callable | None = None
 

@@ -92,6 +92,14 @@ def study_metrics(tasks: list[Task] | None = None) -> list:
     return first + [m for t in tasks if t.name != "train" for m in t.metrics]
 
 
+def study_sections(tasks: list[Task] = ()) -> tuple:
+    """The tasks' own parts of the study report: every registered task's (a remark a study did not measure
+    says so), then those of ``tasks`` outside the package."""
+    registered = [get_task(n) for n in TASKS]
+    extra = [t for t in tasks if t.name not in TASKS]
+    return tuple(s for t in registered + extra for s in t.report_sections)
+
+
 def run_task(config, workdir):
     """Run ``config``'s task; with ``config.seeds`` an attack or analysis task runs once per seed (the victims
     of all seeds trained first, :func:`nas_jax.study.victims.load_victims`), the ``train`` task trains them

@@ -19,6 +19,7 @@ from nas_jax.analysis import cells
 from nas_jax.models.genotypes import get_genotype
 from nas_jax.models.registry import model_family
 from nas_jax.report import results
+from nas_jax.report.study import Section
 from nas_jax.report.tables import format_table
 from nas_jax.study.seam import Settings, Task, model_names
 from nas_jax.train.zoo import slug
@@ -37,6 +38,37 @@ class CellsSettings(Settings):
     def __post_init__(self):
         for name in self.genotypes:  # a ValueError naming the valid genotypes
             get_genotype(name)
+
+
+MIN_CELLS_REMARK4 = 4  # cells for Remark 4's descriptive criterion to be read as a verdict
+REMARK4 = "Remark 4: NAS cells are wide and shallow and overuse skip connects"
+
+
+def table3(records: list[dict]) -> str:
+    """Table 3 of the study report: our cells beside the paper's (the newest record of each)."""
+    rows = {r["model"]: r["metrics"] for r in records if r["task"] == "cells" and r["model"] != "table3_mean"}
+    if not rows:
+        return "(cells task not run)"
+    return format_table([{"model": m, **v} for m, v in rows.items()], [
+        ("model", "cell", None), ("depth", "depth", None), ("paper_depth", "paper", None),
+        ("width_w3", "width (W3)", None), ("paper_width", "paper", None), ("skip_connects", "#skip", None),
+        ("paper_skip", "paper", None)])
+
+
+def remark4(records: list[dict]) -> list[str]:
+    """Remark 4 at this scale, on the descriptive criterion mean depth ≤ 3 and mean #skip ≥ 1."""
+    mean = [r["metrics"] for r in records if r["task"] == "cells" and r["model"] == "table3_mean"]
+    if not mean:
+        return [f"- {REMARK4}: not measured (add the cells task)."]
+    m = mean[-1]
+    if m["n_models"] < MIN_CELLS_REMARK4:
+        found = f"insufficient cells (n = {m['n_models']} < {MIN_CELLS_REMARK4})"
+    else:
+        found = "holds" if m["depth"] <= 3.0 and m["skip_connects"] >= 1.0 else "does not hold"
+    line = (f"- {REMARK4}: **{found}** (descriptive criterion: mean depth ≤ 3 and mean #skip ≥ 1): mean depth "
+            f"{m['depth']:.2f} (paper {m['paper_depth_text']}), mean #skip {m['skip_connects']:.2f}, n = "
+            f"{m['n_models']} cells.")
+    return [line]
 
 
 def run(config, workdir: str | Path) -> list[dict]:
@@ -78,4 +110,5 @@ def _take_target(config, target: str, models) -> None:
 
 
 TASK = Task("cells", run, settings=CellsSettings, cost_minutes=0.2, joint=True, in_study=("quick", "paper"),
-            needs_victims=False, trains=False, take_target=_take_target)
+            needs_victims=False, trains=0.0, take_target=_take_target,
+            report_sections=(Section("Table 3: cells", table3, remark4),))

@@ -89,5 +89,5 @@ def _take_target(config, method: str, models) -> None:
     config.search.method = method
 
 
-TASK = Task("search", run, cost_minutes=5.0, needs_victims=False, study_targets=_searchers,
-            take_target=_take_target)
+TASK = Task("search", run, cost_minutes=5.0, needs_victims=False, trains=0.5, study_targets=_searchers,
+            take_target=_take_target)  # trains: the weights on one half of the training set, α on the other

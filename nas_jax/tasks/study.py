@@ -24,7 +24,7 @@ from nas_jax.report import results
 from nas_jax.report.study import collect_records, write_report
 from nas_jax.study import grid
 from nas_jax.study.seam import Task
-from nas_jax.tasks import TASKS, check_config, get_task, study_metrics, task_of
+from nas_jax.tasks import TASKS, check_config, get_task, study_metrics, study_sections, task_of
 
 
 def study_tasks(entries) -> tuple[list[str], dict[str, Task], dict[str, str]]:
@@ -98,7 +98,8 @@ def run(config, workdir: str | Path) -> list[dict]:
             files.write_json(cell_dir / results.MARKER_FILE, marker, indent=2)
     bar.close()
     if config.study.report and main:
-        path = write_report(workdir, study_metrics(tasks), models=tuple(config.study.models))
+        path = write_report(workdir, study_metrics(tasks), models=tuple(config.study.models),
+                            sections=study_sections(tasks))
         print(f"report: {path}")
     return records
 
@@ -124,11 +125,12 @@ def main(argv=None) -> int:
         p.error(f"no records under {a.workdir} (results.jsonl or cells/**/results.jsonl); run the study first.")
     command = "python -m nas_jax.tasks.study " + " ".join(sys.argv[1:] if argv is None else argv)
     models = tuple(m for m in a.models.split(",") if m) or None
-    print(write_report(a.workdir, study_metrics(report_tasks(Path(a.workdir))), models, command))
+    tasks = report_tasks(Path(a.workdir))
+    print(write_report(a.workdir, study_metrics(tasks), models, command, study_sections(tasks)))
     return 0
 
 
-TASK = Task("study", run, in_study=(), needs_victims=False, trains=False)
+TASK = Task("study", run, in_study=(), needs_victims=False, trains=0.0)
 
 
 if __name__ == "__main__":

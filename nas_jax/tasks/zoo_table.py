@@ -78,4 +78,4 @@ class ZooTable(Task):
         check_nas_depth(config.zoo.models or model_names(), config.zoo.layers, "zoo.layers")
 
 
-TASK = ZooTable("zoo", run, cost_minutes=0.2, joint=True, in_study=(), needs_victims=False, trains=False)
+TASK = ZooTable("zoo", run, cost_minutes=0.2, joint=True, in_study=(), needs_victims=False, trains=0.0)
