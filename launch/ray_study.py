@@ -54,7 +54,7 @@ def main(argv):
 
     from nas_jax.report.study import write_report
     from nas_jax.study import grid
-    from nas_jax.tasks import study_metrics, study_sections
+    from nas_jax.tasks import check_config, study_metrics, study_sections
     from nas_jax.tasks.study import study_grid
 
     if len(argv) > 1:
@@ -70,7 +70,7 @@ def main(argv):
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)
-    grid.check_study_fields(config)
+    check_config(config)  # the study config's own checks, before Ray starts
     victims, pending, by_name = {}, [], {t.name: t for t in tasks}
     for cell in cells:  # grid order: a seed's train cells come before the cells that use their victims
         if not by_name[cell.task].needs_victims:  # e.g. a search

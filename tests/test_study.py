@@ -194,3 +194,15 @@ def test_every_task_config_loads_at_every_preset_and_small_is_the_reduced_cifar_
     assert small.arch.width_multiplier == 0.25 and small.train.cutout == 0 and small.train.flip
     t = small.train
     assert (t.epochs, t.lr, t.lr_schedule, t.weight_decay, t.grad_clip, t.batch_size) == (4, 0.025, "cosine", 3e-4, 5.0, 96)
+
+
+def test_study_level_recipe_settings_are_refused_before_any_work():
+    """A --config.train.* or --config.seed given to the study would reach no cell: the launcher's check refuses it
+    with the override that does reach every cell."""
+    from nas_jax.tasks import check_config
+
+    study = grid.task_config("study", "quick")
+    check_config(study)
+    study.train.epochs, study.seed = 4, 3
+    with pytest.raises(UserError, match=r"do not take \['train.epochs', 'seed'\].*study.overrides.all"):
+        check_config(study)

@@ -68,8 +68,10 @@ def test_searched_cells_get_a_row_per_method_and_mitigation(tmp_path):
     for method, variant, n_step in (("gdas", "darts_i", 5), ("darts", "darts", 1)):
         sdir = tmp_path / "search" / f"{method}_{variant}"
         sdir.mkdir(parents=True)
-        search = rec("search", f"genotype:{sdir}/genotype.json", {}, method=method, variant=variant, n_step=n_step)
-        (sdir / "results.jsonl").write_text(json.dumps(search) + "\n")
+        search = rec("search", f"genotype:{sdir}/genotype.json", {}, method=method, variant=variant, n_step=n_step,
+                     genotype_path=f"{sdir}/genotype.json")
+        attack = rec("pgd", f"genotype:{sdir}/genotype.json", {}, method="not the search")  # run beside it
+        (sdir / "results.jsonl").write_text(json.dumps(search) + "\n" + json.dumps(attack) + "\n")
         rows.append(rec("pgd", f"genotype:{sdir}/genotype.json",
                         {"clean_accuracy": 0.9, "asr_most_likely": 0.7, "asr_least_likely": 0.3}))
     gdas, plain, stored = summary.summarize([*rows, *RECORDS[:1]], TABLE)

@@ -135,12 +135,13 @@ def settings_column(rows: list[dict]) -> None:
 
 
 def search_label(model: str) -> str | None:
-    """``method / variant`` of the search that wrote ``model``'s genotype (``genotype:PATH``, its search workdir
-    being PATH's folder), or None for a stored model or a genotype without a search record."""
+    """``method / variant`` of the search that wrote ``model``'s genotype (``genotype:PATH``: the record in PATH's
+    folder whose ``genotype_path`` is that file), or None for a stored model or a genotype no record wrote."""
     if not model.startswith("genotype:"):
         return None
-    search = newest_of(newest(read_records(Path(model.removeprefix("genotype:")).parent)),
-                     lambda r: r["task"] == "search")
+    path = Path(model.removeprefix("genotype:"))
+    search = newest_of(newest(read_records(path.parent)),
+                       lambda r: Path(r.get("setting", {}).get("genotype_path", "")).name == path.name)
     if not search:
         return None
     setting = search["setting"]

@@ -65,7 +65,7 @@ def grid_cells(tasks, seeds, registry: dict[str, Task], study, config_files=None
     """Every (task, target, seed) of the grid in a stable order (train first: the victims). ``registry``: the
     task of each name; ``study``: the study config (``study.models`` and what a task's own targets read);
     ``config_files``: the config of a task that is not ``configs/{task}.py`` (a task outside the package)."""
-    valid = sorted(t for t in registry if t != "study")
+    valid = sorted(registry)
     unknown = [t for t in tasks if t not in valid]
     if unknown:
         raise UserError(f"unknown study tasks {unknown}; valid: {valid} or the path of a task's config file "
@@ -109,21 +109,6 @@ def task_config(task: str, preset: str, config_file: str = ""):
 
 SHARED_FIELDS = ("dataset", "data_dir", "zoo_dir", "jit_cache_dir")  # the study's fields every cell takes
 PATH_FIELDS = ("data_dir", "zoo_dir", "jit_cache_dir")  # where things live, not what is measured
-
-
-def check_study_fields(study) -> None:
-    """Refuse study-level settings that no cell would see: cells take their recipes from their own task configs
-    (plus ``study.overrides``), so a ``--config.train.*``, ``--config.arch.*`` or ``--config.seed`` given to the
-    study would be silently ignored."""
-    from nas_jax.config import base_config
-
-    default = base_config("study", study.preset)
-    changed = [f"{s}.{k}" for s in ("train", "arch") for k in study[s] if study[s][k] != default[s][k]]
-    changed += ["seed"] if study.seed != default.seed else []
-    if changed:
-        raise UserError(f"the study's cells do not take {changed} from the study config; set them for every cell "
-                        "with --config.study.overrides.all=\"('train.epochs=4',)\" (or .<task> for one task), and "
-                        "the seeds with --config.seeds.")
 
 
 def without_paths(config):

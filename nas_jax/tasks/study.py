@@ -11,6 +11,7 @@ record the marker lists; a cell whose config changed, or whose results were dama
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ import jax
 from tqdm.auto import tqdm
 
 from nas_jax import files
-from nas_jax.config import load_config_file
+from nas_jax.config import base_config, load_config_file
+from nas_jax.errors import UserError
 from nas_jax.report import results
 from nas_jax.report.study import collect_records, write_report
 from nas_jax.study import grid
@@ -30,7 +32,7 @@ from nas_jax.tasks import TASKS, check_config, get_task, study_metrics, study_se
 def study_tasks(entries) -> tuple[list[str], dict[str, Task], dict[str, str]]:
     """The study's task names in order, the task of each name (the registry's, plus every task given by the path
     of its config file, e.g. examples/custom_attack/config.py) and those config files by name."""
-    registry = {name: get_task(name) for name in TASKS}
+    registry = {name: get_task(name) for name in TASKS if name != "study"}  # a study holds no study
     names, config_files = [], {}
     for entry in entries:
         if str(entry).endswith(".py"):
@@ -70,7 +72,6 @@ def run(config, workdir: str | Path) -> list[dict]:
     cells, tasks = study_grid(config)
     by_name = {t.name: t for t in tasks}
     mine = shard_cells(config, cells)
-    grid.check_study_fields(config)
     planned = []
     for cell in mine:
         c = grid.cell_config(config, cell, by_name[cell.task])
@@ -130,7 +131,22 @@ def main(argv=None) -> int:
     return 0
 
 
-TASK = Task("study", run, in_study=(), needs_victims=False, trains=0.0)
+@dataclasses.dataclass(frozen=True)
+class Study(Task):
+    def check(self, config) -> None:
+        """Refuse study-level settings that no cell would see: cells take their recipes from their own task
+        configs (plus ``study.overrides``), so a ``--config.train.*``, ``--config.arch.*`` or ``--config.seed``
+        given to the study would be silently ignored."""
+        default = base_config("study", config.preset)
+        changed = [f"{s}.{k}" for s in ("train", "arch") for k in config[s] if config[s][k] != default[s][k]]
+        changed += ["seed"] if config.seed != default.seed else []
+        if changed:
+            raise UserError(f"the study's cells do not take {changed} from the study config; set them for every "
+                            "cell with --config.study.overrides.all=\"('train.epochs=4',)\" (or .<task> for one "
+                            "task), and the seeds with --config.seeds.")
+
+
+TASK = Study("study", run, in_study=(), needs_victims=False, trains=0.0)
 
 
 if __name__ == "__main__":
