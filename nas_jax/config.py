@@ -406,6 +406,15 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     return spec, overrides, rest
 
 
+# Keys of earlier versions, with the key that holds the setting now.
+MOVED = {"train.seeds": "seeds (and train.population: several seeds trained in one program)",
+         "study.seeds": "seeds", "search.partial_k": "search.pc_darts.k",
+         "search.tau_max": "search.gdas.tau_max or search.snas.tau_max",
+         "search.tau_min": "search.gdas.tau_min or search.snas.tau_min", "search.drnas_reg": "search.drnas.reg",
+         "search.random_candidates": "search.random.candidates",
+         "search.random_eval_batches": "search.random.eval_batches"}
+
+
 def override(config: ml_collections.ConfigDict, text: str) -> None:
     """Apply ``"a.b=value"``, the value read by the type the key holds: a float takes arithmetic as papers write
     it (``pgd.eps=4/255``), an int an integer, a bool true/false, a tuple a Python literal (one value: a tuple
@@ -419,6 +428,8 @@ def override(config: ml_collections.ConfigDict, text: str) -> None:
     node, path = config, []
     for part in parents + [leaf]:
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            if key in MOVED:
+                raise UserError(f"--config.{key} has moved: set --config.{MOVED[key]} instead.")
             where = ".".join(path)
             valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
             raise UserError(f"unknown config key {key!r}: {where + '.' if where else ''}{part} does not exist. "

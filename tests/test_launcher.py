@@ -260,7 +260,7 @@ def test_one_loader_reads_each_override_by_the_type_its_key_holds():
     assert numeric_expression("__import__('os')") is None and numeric_expression("1/0") is None
     for bad, message in [("pgd.eps=four", "holds a number"), ("pgd.n_inputs=1.5", "holds an integer"),
                          ("pgd.epz=1", "Valid keys under 'pgd'"),
-                         ("pgd=1", "is a section")]:
+                         ("pgd=1", "is a section"), ("train.seeds=(0,1)", "moved: set --config.seeds")]:
         with pytest.raises(UserError, match=message):
             load(ROOT / "configs" / "pgd.py", [bad])
 
