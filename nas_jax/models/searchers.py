@@ -47,7 +47,8 @@ class Searcher:
     relaxation: Callable = lambda alpha: jax.nn.softmax(alpha, axis=-1)  # α -> weights without a key
     sample: Callable | None = None  # (key, α, τ, steps, ops) -> sampled weights; None: never samples
     edge: str = "mixed"  # EDGES: every op / PC-DARTS partial channels with edge weights β / the sampled op only
-    trains_alpha: bool = True  # False: no α update, no hypergradient, no Hessian (random search)
+    trains_alpha: bool = True  # False: no α update; the result is the best of ``candidates`` random genotypes
+    # ranked on ``eval_batches`` α-half batches (its settings hold both; random search)
     temperature: Callable | None = None  # (fraction of the search done, settings) -> τ; None: no τ
     regulariser: Callable | None = None  # (α of both cell types, settings) -> a term added to the α objective
     defaults: Callable[[str], dict] = _no_settings  # preset -> the method's settings, config.search.<name>
