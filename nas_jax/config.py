@@ -124,6 +124,10 @@ def _validate(config: ml_collections.ConfigDict, victims: tuple[str, ...], needs
     if config.dataset not in DATASETS and not config.dataset.startswith("npz:"):
         raise ValueError(f"unknown dataset {config.dataset!r}; valid: {list(DATASETS)} or npz:PATH.")
     check_models(config, victims, needs_victims)
+    seeds = list(config.get("seeds", ()))
+    if len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UserError(f"seeds={tuple(seeds)} must list distinct integers (each repeats the measurement once), "
+                        "e.g. --config.seeds=\"(0,1,2)\".")
     models = list(config.get("models", None) or [])
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:

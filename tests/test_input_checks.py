@@ -110,6 +110,16 @@ def test_nas_victims_need_three_layers():
         validate(c)
 
 
+def test_seeds_are_distinct_integers():
+    c = grid.task_config("pgd", "quick")
+    c.seeds = (0, 1, 2)
+    validate(c)
+    for bad in ((0, 0), (0, "1")):
+        c.seeds = bad
+        with pytest.raises(UserError, match="must list distinct integers"):
+            validate(c)
+
+
 def test_model_names_in_a_tasks_settings_are_checked_with_the_models(tmp_path):
     """A settings field made with seam.model_names (stealing's Table 2 matrix) is checked as ``models`` is: an
     unknown name, a broken genotype file or too few cells fail before any work."""

@@ -300,7 +300,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
     """
     seeds = tuple(int(s) for s in seeds)
     if len(set(seeds)) != len(seeds) or not seeds:
-        raise ValueError(f"train.seeds must list distinct seeds, got {seeds}.")
+        raise ValueError(f"seeds must list distinct seeds, got {seeds}.")
     one, tcfg = len(seeds) == 1, config.train
     mesh = parallel.data_mesh()
     parallel.check_batch_size(tcfg.batch_size, mesh)
