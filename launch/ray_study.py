@@ -80,7 +80,7 @@ def main(argv):
         else:
             after = [victims[(cell.model, cell.seed)]] if (cell.model, cell.seed) in victims else []
         ref = remote.remote(cell.name, cell_argv(passed, workdir, cell.name), *after)
-        if cell.task == "train":
+        if by_name[cell.task].makes_victims:
             victims[(cell.model, cell.seed)] = ref
         pending.append(ref)
     for name in ray.get(pending):

@@ -62,7 +62,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def grid_cells(tasks, seeds, registry: dict[str, Task], study, config_files=None) -> list[Cell]:
-    """Every (task, target, seed) of the grid in a stable order (train first: the victims). ``registry``: the
+    """Every (task, target, seed) of the grid in a stable order (the cells that make the victims first). ``registry``: the
     task of each name; ``study``: the study config (``study.models`` and what a task's own targets read);
     ``config_files``: the config of a task that is not ``configs/{task}.py`` (a task outside the package)."""
     valid = sorted(registry)
@@ -72,7 +72,7 @@ def grid_cells(tasks, seeds, registry: dict[str, Task], study, config_files=None
                         "(e.g. examples/custom_attack/config.py).")
     if not study.study.models or not seeds:
         raise UserError("the study needs at least one model and one seed (study.models, seeds).")
-    order = sorted(tasks, key=lambda t: (t != "train", list(tasks).index(t)))
+    order = sorted(tasks, key=lambda t: (not registry[t].makes_victims, list(tasks).index(t)))
     targets = {t: registry[t].cell_targets(study) for t in order}
     return [Cell(t, target, int(seed), registry[t].cost_minutes, (config_files or {}).get(t, ""),
                  registry[t].needs_victims and target != ALL_MODELS) for seed in seeds for t in order

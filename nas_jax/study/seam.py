@@ -141,8 +141,9 @@ class Task:
     victim training excluded (docs/measurements.md; only the ratios matter, for balancing shards). ``joint``:
     one study cell per seed over all the study's models (it compares models inside one call). ``in_study``: the
     presets whose default study grid includes it; ``study_overrides``: per preset, the ``key=value`` overrides its
-    default study cells run with (to measure only what the report reads). ``needs_victims``: False for a task that
-    uses no trained victim (its study cells wait for no training); ``trains``: the share of the training set
+    default study cells run with (to measure only what the report reads). ``makes_victims``: its study cells
+    train the victims the other cells of their (model, seed) use (they run first). ``needs_victims``: False for a
+    task that uses no trained victim (its study cells wait for no training); ``trains``: the share of the training set
     its networks train on, which its batch sizes are checked against (the search: its weight half, 0.5; 0: it
     trains nothing). ``study_targets(study_config)``: its study cells' targets per seed (default: each model, or
     all of them at once when ``joint``); ``take_target(config, target, models)``: a cell's target and models into the
@@ -156,6 +157,7 @@ class Task:
     joint: bool = False
     in_study: tuple[str, ...] = ("paper",)
     study_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    makes_victims: bool = False
     needs_victims: bool = True
     trains: float = 1.0
     report_sections: tuple = ()  # its own parts of the study report (nas_jax.report.study.Section)

@@ -57,4 +57,4 @@ def _take_target(config, model: str, models) -> None:
 
 
 TASK = Task("train", run, cost_minutes=0.0, in_study=("quick", "paper"), take_target=_take_target,
-            metrics=(Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),))
+            makes_victims=True, metrics=(Metric("clean_accuracy", "clean accuracy (Table 1)", _clean_accuracy, 0, 0),))
