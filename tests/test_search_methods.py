@@ -196,3 +196,28 @@ def test_method_and_mitigation_errors(tmp_path, small_digits):
     c.search.pc_darts.k = 3
     with pytest.raises(UserError, match="pc_darts.k"):
         run_search(c, tmp_path / "z", dataset=small_digits, progress=False)
+
+
+def test_random_genotypes_of_the_space_are_valid_uniform_and_reproducible():
+    """The space's random cells (random search's sampling): every node two distinct earlier inputs with a non-none
+    op; op choices and node 5's input pairs uniform (chi-square on 200 genotypes, fixed seed); genotype i depends
+    on the seed and i only."""
+    from scipy import stats
+
+    from nas_jax.search.random_search import random_genotypes
+
+    cells = random_genotypes(0, 200)
+    assert random_genotypes(0, 7) == cells[:7] and random_genotypes(1, 7) != cells[:7]
+    pairs = {}
+    for g in cells:
+        assert genotype_from_dict(g.to_json(), "random") == g and g.normal_concat == (2, 3, 4, 5)
+        for cell in (g.normal, g.reduce):
+            for j in range(4):
+                (op_a, a), (op_b, b) = cell[2 * j : 2 * j + 2]
+                assert a != b and max(a, b) < j + 2 and "none" not in (op_a, op_b)
+            key = tuple(sorted(i for _, i in cell[6:]))
+            pairs[key] = pairs.get(key, 0) + 1
+    ops = [op for g in cells for op, _ in g.normal + g.reduce]
+    counts = [ops.count(o) for o in sorted(set(ops))]
+    assert len(counts) == 7 and stats.chisquare(counts).pvalue > 0.01
+    assert len(pairs) == 10 and stats.chisquare(list(pairs.values())).pvalue > 0.01  # C(5, 2) pairs

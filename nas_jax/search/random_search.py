@@ -19,7 +19,7 @@ import numpy as np
 
 from nas_jax import parallel
 from nas_jax.data.augment import to_float
-from nas_jax.models.genotypes import Genotype
+from nas_jax.models.genotypes import Genotype, primitives
 from nas_jax.models.searchers import random_path
 from nas_jax.models.supernet import ARCH
 from nas_jax.search.darts import SearchState, stacked_sharding
@@ -41,6 +41,18 @@ def genotype_of(weights: dict, index: int, ops: tuple[str, ...], steps: int, mul
     cells = {kind: derive_cell(weights[kind][index], ops, steps) for kind in ("normal", "reduce")}
     concat = tuple(range(2 + steps - multiplier, steps + 2))
     return Genotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+def random_genotypes(seed: int, n: int, steps: int = 4, ops: tuple[str, ...] | None = None) -> list[Genotype]:
+    """``n`` uniformly random genotypes of the DARTS space, drawn as random search draws its paths
+    (:func:`~nas_jax.models.searchers.random_path`: per intermediate node two distinct predecessors, a
+    non-``none`` op each; concat = every intermediate node). Genotype ``i`` depends on ``seed`` and ``i`` only, so
+    a larger ``n`` extends the same list."""
+    ops = tuple(ops or primitives())
+    base = jax.random.fold_in(jax.random.key(seed), 2022)
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(base, i)))(jnp.arange(n))  # (n, 2): normal, reduce
+    paths = np.asarray(jax.vmap(jax.vmap(lambda k: random_path(k, steps, ops)))(keys), np.float32)
+    return [genotype_of({"normal": paths[:, 0], "reduce": paths[:, 1]}, i, ops, steps, steps) for i in range(n)]
 
 
 @functools.cache
