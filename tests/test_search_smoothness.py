@@ -10,7 +10,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from test_search import _search_config
 
-from nas_jax import parallel
+from nas_jax import curvature, parallel
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.models.supernet import ARCH, Supernet
 from nas_jax.search import darts, smoothness
@@ -30,7 +30,7 @@ def test_power_iteration_on_a_quadratic_finds_the_largest_magnitude_eigenvalue()
         x = ravel_pytree(tree)[0]
         return 0.5 * x @ jnp.asarray(a, x.dtype) @ x
 
-    lam, v = smoothness.dominant_eigenvalue(loss, arch, jax.random.key(1), iterations=60)
+    lam, v = curvature.dominant_eigenvalue(loss, arch, jax.random.key(1), iterations=60)
     assert float(lam) == pytest.approx(-5.0, rel=1e-4)
     vec = ravel_pytree(v)[0]
     assert abs(float(vec @ q[:, 0])) == pytest.approx(1.0, abs=1e-3)

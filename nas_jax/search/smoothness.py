@@ -5,12 +5,8 @@ eigenvalue λ_max of ∇²_α L_val(w, α) during a DARTS search: it grows as th
 towards sharp, skip-heavy cells, the "trainability" preference the paper blames for the
 vulnerability (§4.1, §5.1). DARTS-ES stops the search when λ_max grows too much.
 
-- :func:`hessian_vector_product`: H·v by reverse-over-reverse (``grad`` of ⟨∇loss, v⟩), never
-  forming H. Not forward-over-reverse: the CPU depthwise convolution of
-  :mod:`nas_jax.models.ops` is a ``custom_vjp``, which ``jvp`` cannot differentiate.
-- :func:`dominant_eigenvalue`: power iteration on H·v inside one ``lax.fori_loop``; returns the
-  Rayleigh quotient vᵀHv of the final unit vector (the eigenvalue of largest magnitude, with
-  its sign).
+- :func:`~nas_jax.curvature.dominant_eigenvalue`: power iteration on Hessian-vector products
+  (:mod:`nas_jax.curvature`).
 - :func:`make_eigenvalue_fn`: the compiled per-epoch measurement of a supernet search: the
   train-mode (batch statistics, as in every search pass) validation loss over a fixed set of
   α-half batches, without augmentation, at the current weights.
@@ -29,45 +25,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from nas_jax import parallel
+from nas_jax.curvature import dominant_eigenvalue
 from nas_jax.data.augment import to_float
 from nas_jax.search.darts import SearchState, batch_loss, stacked_sharding
-
-
-def hessian_vector_product(loss_fn, arch, v):
-    """∇²_α loss(α) · v = ∇_α ⟨∇_α loss(α), v⟩ (same pytree structure as ``arch``)."""
-
-    def directional_grad(a):
-        g = jax.grad(loss_fn)(a)
-        return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(g), jax.tree.leaves(v), strict=True))
-
-    return jax.grad(directional_grad)(arch)
-
-
-def dominant_eigenvalue(loss_fn, arch, key: jax.Array, iterations: int = 20):
-    """(λ, v): power iteration on H = ∇²_α loss for ``iterations`` Hessian-vector products.
-
-    Starts from a standard normal direction; λ = vᵀHv of the final unit vector v. Converges to
-    the eigenvalue of largest magnitude at the rate |λ₂/λ₁| per iteration.
-    """
-    if iterations < 1:
-        raise ValueError(f"power iteration needs iterations >= 1, got {iterations}.")
-    flat, unravel = ravel_pytree(arch)
-
-    def hv(v):
-        return ravel_pytree(hessian_vector_product(loss_fn, arch, unravel(v)))[0]
-
-    v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    v0 = v0 / jnp.linalg.norm(v0)
-
-    def body(_, v):
-        w = hv(v)
-        return w / (jnp.linalg.norm(w) + jnp.finfo(w.dtype).tiny)
-
-    v = jax.lax.fori_loop(0, iterations, body, v0)
-    return jnp.vdot(v, hv(v)), unravel(v)
 
 
 @functools.cache
