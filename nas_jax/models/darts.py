@@ -165,15 +165,19 @@ class DartsNetwork(nn.Module):
             if reduction:
                 c_cur *= 2
                 hw = ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
-            cell, concat = ((self.genotype.reduce, self.genotype.reduce_concat) if reduction
-                            else (self.genotype.normal, self.genotype.normal_concat))
-            module = Cell(cell, concat, c_cur, reduction, reduction_prev, self.dropout, self.use_drop_path,
-                          self.conv_impl, self.dtype, parent=None)
-            shape = (*hw, len(concat) * c_cur)
+            module, outputs = self.make_cell(reduction, reduction_prev, c_cur)
+            shape = (*hw, outputs * c_cur)
             out.append((module, ((reduction, reduction_prev, c_cur), s0, s1, shape)))
             s0, s1 = s1, shape
             reduction_prev = reduction
         return out
+
+    def make_cell(self, reduction: bool, reduction_prev: bool, features: int) -> tuple[nn.Module, int]:
+        """An unbound cell of the network and the number of nodes it concatenates."""
+        cell, concat = ((self.genotype.reduce, self.genotype.reduce_concat) if reduction
+                        else (self.genotype.normal, self.genotype.normal_concat))
+        return Cell(cell, concat, features, reduction, reduction_prev, self.dropout, self.use_drop_path,
+                    self.conv_impl, self.dtype, parent=None), len(concat)
 
     def scan_runs(self, image_hw: tuple[int, int]) -> tuple[tuple[int, int], ...]:
         """The [start, stop) runs of cells that ``__call__`` scans (every run, length 1 included; all length 1
@@ -196,7 +200,12 @@ class DartsNetwork(nn.Module):
         return {col: stack_runs(tree, runs) if col in ("params", "batch_stats") else tree
                 for col, tree in variables.items()}
 
-    def _scanned(self, cell: Cell, run: tuple[int, int], s0, s1, train: bool, drop_path_prob):
+    def cell_inputs(self) -> dict[bool, tuple]:
+        """What every cell's call takes after ``(s0, s1, train, drop_path_prob)``, by reduction flag: nothing here
+        (the genotype is the cells' structure); the genotype arrays in :class:`~nas_jax.models.space.SpaceNetwork`."""
+        return {False: (), True: ()}
+
+    def _scanned(self, cell: Cell, run: tuple[int, int], s0, s1, train: bool, drop_path_prob, extra=()):
         """Cells ``run`` = [start, stop) (structurally identical) as one lax.scan over their stacked variables."""
         name = run_name(run)
         stacked = {col: self.get_variable(col, name) for col in ("params", "batch_stats") if self.has_variable(col, name)}
@@ -206,8 +215,8 @@ class DartsNetwork(nn.Module):
 
         def body(carry, xs):
             variables, key = xs
-            out = cell.apply(variables, *carry, train, drop_path_prob, rngs={"dropout": key} if needs_rng else None,
-                             mutable=mutable)
+            out = cell.apply(variables, *carry, train, drop_path_prob, *extra,
+                             rngs={"dropout": key} if needs_rng else None, mutable=mutable)
             out, stats = out if mutable else (out, {})
             return (carry[1], out), stats.get("batch_stats", {})
 
@@ -225,12 +234,15 @@ class DartsNetwork(nn.Module):
         s0 = s1 = stem
         aux_at = 2 * self.layers // 3
         cells = self.cells(x.shape[1:3], stem.shape[-1])
+        extra = self.cell_inputs()
         scan = self.scan_cells and not self.is_initializing()
         for start, stop in self.scan_runs(x.shape[1:3]) if scan else [(i, i + 1) for i in range(self.layers)]:
             if stop - start > 1:
-                s0, s1 = self._scanned(cells[start][0], (start, stop), s0, s1, train, drop_path_prob)
+                s0, s1 = self._scanned(cells[start][0], (start, stop), s0, s1, train, drop_path_prob,
+                                       extra[cells[start][1][0][0]])
                 continue
-            out = cells[start][0].clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob)
+            out = cells[start][0].clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob,
+                                                                            *extra[cells[start][1][0][0]])
             s0, s1 = s1, out
             if start == aux_at and self.auxiliary and (train or self.is_initializing()):
                 self.sow("intermediates", "aux_logits", AuxiliaryHead(self.num_classes, dt, name="aux_head")(s1, train))
