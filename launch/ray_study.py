@@ -63,6 +63,7 @@ def main(argv):
     if spec is None:
         raise app.UsageError("--config=FILE[:preset] is required, e.g. --config=configs/study.py:paper.")
     config = load(spec, overrides)  # the launcher's loader: what every cell will load
+    check_config(config)  # the study config's own checks, before the grid is built and Ray starts
     workdir = str(Path(flags.FLAGS.workdir).resolve())  # cells run from the repo root
     passed = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
     s = config.study
@@ -70,7 +71,6 @@ def main(argv):
     local = {"num_cpus": flags.FLAGS.num_cpus or None} if not flags.FLAGS.address else {}
     ray.init(address=flags.FLAGS.address or None, include_dashboard=False, **local)
     remote = ray.remote(num_cpus=flags.FLAGS.cpus_per_cell, num_gpus=flags.FLAGS.gpus_per_cell)(run_cell)
-    check_config(config)  # the study config's own checks, before Ray starts
     victims, pending, by_name = {}, [], {t.name: t for t in tasks}
     for cell in cells:  # grid order: a seed's train cells come before the cells that use their victims
         if not by_name[cell.task].needs_victims:  # e.g. a search
@@ -85,7 +85,8 @@ def main(argv):
         pending.append(ref)
     for name in ray.get(pending):
         print(f"done: {name}", flush=True)
-    print(f"report: {write_report(workdir, study_metrics(tasks), models=tuple(s.models), sections=study_sections(tasks))}")
+    report = write_report(workdir, study_metrics(tasks), models=tuple(s.models), sections=study_sections(tasks))
+    print(f"report: {report}")
 
 
 if __name__ == "__main__":

@@ -214,9 +214,9 @@ def check_nas_depth(names, layers: int, field: str) -> None:
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict, info, share: float = 1.0) -> None:
-    """``train.batch_size`` and every ``train_overrides.<model>.batch_size`` fit the ``share`` of the training set the
-    task trains on (the search: its weight half) and split evenly over the devices and the data slices (``parallel.check_batch_size``,
-    ``EpochSampler``)."""
+    """``train.batch_size`` and every ``train_overrides.<model>.batch_size`` fit the ``share`` of the training set
+    the task trains on (the search: its weight half) and split evenly over the devices and the data slices
+    (``parallel.check_batch_size``, ``EpochSampler``)."""
     import jax
 
     n_dev, n_proc = jax.device_count(), jax.process_count()
@@ -225,7 +225,8 @@ def check_batch_sizes(config: ml_collections.ConfigDict, info, share: float = 1.
         raise UserError(f"invalid config: train.data_slices={slices} must be a multiple of the {n_proc} processes "
                         f"(0: one slice per process); set --config.train.data_slices={n_proc}.")
     n_train = int(info.n_train * share)
-    where = f"the {n_train} training images of {config.dataset}{f' ({share:.0%} of them, the part the task trains on)' * (share < 1)}"
+    part = f" ({share:.0%} of them, the part the task trains on)" if share < 1 else ""
+    where = f"the {n_train} training images of {config.dataset}{part}"
     step = math.lcm(n_dev, slices)
     sizes = {"train.batch_size": config.train.batch_size}
     sizes.update({f"train_overrides.{m}.batch_size": f["batch_size"] for m, f in config.train_overrides.items()

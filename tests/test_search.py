@@ -366,7 +366,8 @@ def test_scanned_edges_equal_vmapped_edges(method):
     methods differ only in the edge weights, an input of the scan."""
     steps = 2  # two nodes: the second reads the first from the scan's node buffer
     ops = ("none", "skip_connect", "max_pool_3x3", "dil_conv_3x3")
-    kw = {"init_channels": 4, "layers": 3, "steps": steps, "multiplier": steps, "op_names": ops, "searcher": SEARCHERS[method],
+    kw = {"init_channels": 4, "layers": 3, "steps": steps, "multiplier": steps, "op_names": ops,
+          "searcher": SEARCHERS[method],
           "partial_k": 2}  # conv_impl auto: 'shifted' (its custom VJP inside the rematerialised scan) on CPU
     scanned, vmapped = Supernet(4, MEAN, STD, **kw), Supernet(4, MEAN, STD, scan_edges=False, **kw)
     v = random_variables(scanned, (8, 8, 3), dtype=np.float32)

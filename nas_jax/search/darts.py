@@ -114,7 +114,8 @@ def step_config(config, steps_per_epoch: int) -> StepConfig:
         lr=float(t.lr), lr_min=float(t.lr_min), momentum=float(t.momentum), weight_decay=float(t.weight_decay),
         grad_clip=float(t.grad_clip), arch_lr=float(s.arch_lr), arch_b1=float(s.arch_b1), arch_b2=float(s.arch_b2),
         arch_weight_decay=float(s.arch_weight_decay), fd_epsilon=float(s.fd_epsilon),
-        crop_padding=int(t.crop_padding), flip=bool(t.flip), searcher=searcher, settings=tuple(sorted(settings.items())))
+        crop_padding=int(t.crop_padding), flip=bool(t.flip), searcher=searcher,
+        settings=tuple(sorted(settings.items())))
 
 
 # ----------------------------------------------------------------------------

@@ -62,8 +62,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def grid_cells(tasks, seeds, registry: dict[str, Task], study, config_files=None) -> list[Cell]:
-    """Every (task, target, seed) of the grid in a stable order (the cells that make the victims first). ``registry``: the
-    task of each name; ``study``: the study config (``study.models`` and what a task's own targets read);
+    """Every (task, target, seed) of the grid in a stable order (the cells that make the victims first).
+    ``registry``: the task of each name; ``study``: the study config (``study.models`` and what a task's own targets read);
     ``config_files``: the config of a task that is not ``configs/{task}.py`` (a task outside the package)."""
     valid = sorted(registry)
     unknown = [t for t in tasks if t not in valid]

@@ -6,10 +6,10 @@ items: ``layout`` (every leaf's path, shape and dtype) and ``progress`` (the run
 checkpoint). Writes are atomic (orbax writes to a temporary directory and renames it), so a run killed at any
 moment leaves the previous checkpoint intact. Writes run in the background (the state is copied to host memory
 first): a save returns at once, and a failed write is reported at the next save or at :meth:`Checkpointer.close`,
-which a finished run calls before it records anything that relies on the checkpoint. Restoring compares the stored layout with the requested one
-first and refuses any difference: a checkpoint is never loaded partially. A checkpoint that cannot be read
-(truncated, overwritten, half deleted) raises :class:`CheckpointCorruptError`; the loop then falls back to
-the previous one. Checkpoints of the earlier packed format (one vector per dtype) are refused with the fix.
+which a finished run calls before it records anything that relies on the checkpoint. Restoring compares the
+stored layout with the requested one first and refuses any difference: a checkpoint is never loaded
+partially. A checkpoint that cannot be read (truncated, overwritten, half deleted) raises
+:class:`CheckpointCorruptError`; the loop then falls back to the previous one. Checkpoints of the earlier packed format (one vector per dtype) are refused with the fix.
 """
 
 from __future__ import annotations
