@@ -9,7 +9,8 @@ first): a save returns at once, and a failed write is reported at the next save 
 which a finished run calls before it records anything that relies on the checkpoint. Restoring compares the
 stored layout with the requested one first and refuses any difference: a checkpoint is never loaded
 partially. A checkpoint that cannot be read (truncated, overwritten, half deleted) raises
-:class:`CheckpointCorruptError`; the loop then falls back to the previous one. Checkpoints of the earlier packed format (one vector per dtype) are refused with the fix.
+:class:`CheckpointCorruptError`; the loop then falls back to the previous one. Checkpoints of the earlier
+packed format (one vector per dtype) are refused with the fix.
 """
 
 from __future__ import annotations
