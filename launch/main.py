@@ -95,7 +95,8 @@ HELP_FLAGS = ("--help", "-h", "-help", "--helpshort", "-?")
 
 def _usage(spec: str | None) -> str:
     """What --help prints: how to run, the tasks and presets, and the keys of the config given (if any)."""
-    from nas_jax.config import PRESETS, load
+    from nas_jax.config import PRESETS
+    from nas_jax.config_loader import load
     from nas_jax.tasks import TASKS
 
     text = [__doc__.strip(), "", "tasks (configs/<task>.py): " + ", ".join(sorted(TASKS)),
@@ -112,7 +113,7 @@ def _usage(spec: str | None) -> str:
 def _parse_flags(argv):
     """``--config=FILE[:preset]`` and its ``--config.KEY=VALUE`` overrides go to the one config loader
     (:func:`nas_jax.config.load`), the other flags to absl. ``--help`` prints :func:`_usage` and exits 0."""
-    from nas_jax.config import load, split_argv
+    from nas_jax.config_loader import load, split_argv
     from nas_jax.errors import UserError
 
     spec, overrides, rest = split_argv(argv[1:])

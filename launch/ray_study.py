@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from absl import app, flags
 
-from nas_jax.config import load, split_argv
+from nas_jax.config_loader import load, split_argv
 
 flags.DEFINE_string("workdir", None, "the study's output directory (shared by all nodes).")
 flags.DEFINE_float("gpus_per_cell", 0.0, "GPUs each cell's Ray task asks for.")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nas_jax.analysis import cells, ntk
-from nas_jax.config import load_config_file
+from nas_jax.config_loader import load_config_file
 
 
 def test_table3_rows_match_hand_counts(tmp_path):

@@ -10,7 +10,7 @@ from nas_jax.attacks.adversarial_training import TrainingPGDConfig, training_pgd
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.attacks.hopskipjump import HSJConfig
 from nas_jax.attacks.stealing import KnockoffConfig
-from nas_jax.config import load_config_file
+from nas_jax.config_loader import load_config_file
 from nas_jax.errors import UserError
 from nas_jax.tasks.adv_train import AdvTrainSettings
 from nas_jax.tasks.autoattack import AutoAttackSettings

@@ -15,8 +15,7 @@ from nas_jax.attacks.apgd import apgd_attack_jit, checkpoint_schedule
 from nas_jax.attacks.autoattack import STANDARD, AutoAttackConfig, autoattack_jit
 from nas_jax.attacks.fab import hyperplane_box_projection
 from nas_jax.attacks.square import square_attack_jit
-from nas_jax.config import load_config_file
-
+from nas_jax.config_loader import load_config_file
 from nas_jax.tasks.autoattack import autoattack_figure, masking_metrics
 
 # ---------------------------------------------------------------- APGD-CE on a linear softmax model

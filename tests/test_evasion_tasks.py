@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nas_jax.attacks.evasion import EvasionConfig
-from nas_jax.config import load_config_file
+from nas_jax.config_loader import load_config_file
 from nas_jax.data import load_dataset
 from nas_jax.report import results
 from nas_jax.study import victims

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nas_jax.config import base_config, load_config_file, validate
+from nas_jax.config import base_config, validate
+from nas_jax.config_loader import load_config_file
 from nas_jax.report import results
 from nas_jax.tasks import get_task
 
@@ -244,7 +245,7 @@ def test_one_loader_reads_each_override_by_the_type_its_key_holds():
     """--config.pgd.eps=4/255 is 4/255 (absl alone refuses it); a string key keeps its text ('1/4' shards); a
     tuple takes a literal, a bool true/false; anything that is not arithmetic on numbers is never evaluated; a
     wrong type or an unknown key is refused with the fix. The launcher, the grid and the Ray driver share it."""
-    from nas_jax.config import load, numeric_expression, split_argv
+    from nas_jax.config_loader import load, numeric_expression, split_argv
     from nas_jax.errors import UserError
 
     spec, overrides, rest = split_argv([f"--config={ROOT / 'configs' / 'study.py'}:quick", "--config.study.shard=1/4",

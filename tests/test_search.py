@@ -27,7 +27,7 @@ from nas_jax.search.pipeline import SearchSpecMismatchError, run_search
 sys.path.insert(0, str(Path(__file__).parent))
 from train_worker import fast_jit
 
-from nas_jax.config import load_config_file
+from nas_jax.config_loader import load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("none", "skip_connect", "avg_pool_3x3")

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from nas_jax.config import load_config_file
+from nas_jax.config_loader import load_config_file
 from nas_jax.data import Dataset, load_dataset
 from nas_jax.errors import UserError
 from nas_jax.models.genotypes import genotype_from_dict

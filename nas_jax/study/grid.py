@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from nas_jax.config import load_config_file, override
+from nas_jax.config_loader import load_config_file, override
 from nas_jax.errors import UserError
 from nas_jax.study.seam import ALL_MODELS, Task
 

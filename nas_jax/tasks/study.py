@@ -20,7 +20,8 @@ import jax
 from tqdm.auto import tqdm
 
 from nas_jax import files
-from nas_jax.config import base_config, load_config_file
+from nas_jax.config import base_config
+from nas_jax.config_loader import load_config_file
 from nas_jax.errors import UserError
 from nas_jax.report import results
 from nas_jax.report.study import collect_records, write_report
