@@ -146,6 +146,16 @@ def make_record(config, *, task: str, model: str, metrics: dict, n: int, setting
     return record
 
 
+def store(workdir: str | Path, config, **fields) -> dict:
+    """:func:`make_record` of ``fields``, appended by process 0 only (:func:`append_record`); returns the record."""
+    import jax
+
+    record = make_record(config, **fields)
+    if jax.process_index() == 0:
+        append_record(workdir, record)
+    return record
+
+
 _LEGACY_IDENTITY = ("task", "model", "dataset", "preset", "seed", "setting", "config_hash")
 
 

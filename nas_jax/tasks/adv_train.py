@@ -159,11 +159,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                    "eval": {"eps": ac.eval_eps, "step_size": ac.eval_step_size, "iterations": ac.eval_iterations,
                             "restarts": ac.eval_restarts}}
         setting.pop("init_from")
-        record = results.make_record(config, task="adv_train", model=name, metrics=metrics, n=n, setting=setting,
-                                     start_time=start)
-        if main:
-            results.append_record(workdir, record)
-        records.append(record)
+        records.append(results.store(workdir, config, task="adv_train", model=name, metrics=metrics, n=n,
+                                     setting=setting, start_time=start))
         rows.append({"model": name, "family": family, **metrics})
         zoo_note = "" if reference == "zoo" else f" (zoo victim {acc_zoo:.3f})"
         print(f"  {name}: clean accuracy {acc_std:.3f}{zoo_note} -> {acc_at:.3f}, untargeted PGD ASR {asr_std:.1%} -> "

@@ -214,11 +214,8 @@ def run(config, workdir: str | Path) -> list[dict]:
             setting = {"family": entry.family, "target": bc.target, "epochs": bc.epochs, "lr": bc.lr,
                        "neuron_selection": bc.neuron_selection if s["attack"] == "trojannn" else None,
                        **{k: v for k, v in s.items() if k != "name"}}
-            record = results.make_record(config, task="backdoor", model=entry.name, metrics=metrics, n=len(idx),
-                                         setting=setting, start_time=start)
-            if main:
-                results.append_record(workdir, record)
-            records.append(record)
+            records.append(results.store(workdir, config, task="backdoor", model=entry.name, metrics=metrics,
+                                         n=len(idx), setting=setting, start_time=start))
             rows.append({"model": entry.name, "family": entry.family, "setting": s["name"], **s, **metrics})
             print(f"  {entry.name} {s['name']}: ASR {metrics['asr']:.1%}, CAD {metrics['cad']:+.1%} "
                   f"on {len(idx)} inputs", flush=True)

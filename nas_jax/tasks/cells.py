@@ -79,16 +79,13 @@ def run(config, workdir: str | Path) -> list[dict]:
     start = results.now()
     for row in rows:
         metrics = {k: v for k, v in row.items() if k != "model"}
-        records.append(results.make_record(config, task="cells", model=row["model"], dataset="-", n=1,
-                                           metrics=metrics, setting={"family": "nas"}, start_time=start))
+        records.append(results.store(workdir, config, task="cells", model=row["model"], dataset="-", n=1,
+                                     metrics=metrics, setting={"family": "nas"}, start_time=start))
     if avg:
-        records.append(results.make_record(config, task="cells", model="table3_mean", dataset="-",
-                                           n=avg["n_models"], metrics=avg, setting={"family": "nas"},
-                                           start_time=start))
+        records.append(results.store(workdir, config, task="cells", model="table3_mean", dataset="-",
+                                     n=avg["n_models"], metrics=avg, setting={"family": "nas"}, start_time=start))
     if jax.process_index() != 0:
         return records
-    for rec in records:
-        results.append_record(workdir, rec)
     print(format_table(rows, COLUMNS))
     if avg:
         print(f"\nmean over the {avg['n_models']} Table 3 models: depth {avg['depth']:.2f} (Table 3 "

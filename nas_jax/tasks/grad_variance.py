@@ -100,11 +100,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                 metrics["accuracy"] = accuracy(model, v, x, y)
                 setting = {"family": family, "phase": phase, "bn": bn, "clip_norm": gc.clip_norm,
                            "calibration_batches": gc.calibration_batches if bn == "calibrated" else 0}
-                record = results.make_record(config, task="grad_variance", model=name, metrics=metrics, n=len(idx),
-                                             setting=setting, start_time=start)
-                if jax.process_index() == 0:
-                    results.append_record(workdir, record)
-                records.append(record)
+                records.append(results.store(workdir, config, task="grad_variance", model=name, metrics=metrics,
+                                             n=len(idx), setting=setting, start_time=start))
                 rows.append({"model": name, "family": family, "phase": phase, "bn": bn, **metrics})
                 print(f"  {name} {phase} bn={bn}: trace_cov {metrics['trace_cov']:.4g}, sum_std "
                       f"{metrics['sum_std']:.4g}, accuracy {metrics['accuracy']:.3f}", flush=True)
@@ -121,10 +118,10 @@ def run(config, workdir: str | Path) -> list[dict]:
                                         ("ratio", "ratio", ".3g"), ("log10_ratio", "log10", ".2f")]))
         start = results.now()
         for r in ratios:
-            results.append_record(workdir, results.make_record(
-                config, task="grad_variance_ratio", model="manual/nas", n=r["n_nas"] + r["n_manual"], start_time=start,
-                metrics={"ratio": r["ratio"], "log10_ratio": r["log10_ratio"]},
-                setting={"phase": r["phase"], "bn": r["bn"], "metric": r["metric"]}))
+            results.store(workdir, config, task="grad_variance_ratio", model="manual/nas",
+                          n=r["n_nas"] + r["n_manual"], start_time=start,
+                          metrics={"ratio": r["ratio"], "log10_ratio": r["log10_ratio"]},
+                          setting={"phase": r["phase"], "bn": r["bn"], "metric": r["metric"]})
         for metric in METRICS:
             fig = grad_variance_figure(rows, metric, Path(workdir) / "figures" / f"grad_variance_{metric}.png",
                                                f"gradient variance ({metric}) on {config.dataset}, n = {len(idx)} "

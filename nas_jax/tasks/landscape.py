@@ -112,12 +112,10 @@ def run(config, workdir: str | Path) -> list[dict]:
             setting = {"family": entry.family, "space": space, "directions": contour.directions, "radius": radius,
                        "resolution": resolution, "images_per_contour": lc.images_per_contour,
                        "n_contours": int(contour.losses.shape[-1])}
-            record = results.make_record(config, task="landscape", model=entry.name, metrics=metrics, n=len(idx),
-                                         setting=setting, start_time=start)
+            records.append(results.store(workdir, config, task="landscape", model=entry.name, metrics=metrics,
+                                         n=len(idx), setting=setting, start_time=start))
             if jax.process_index() == 0:
                 _save_grid(workdir, config.dataset, entry.name, entry.family, contour, radius)
-                results.append_record(workdir, record)
-            records.append(record)
             rows.append({"model": entry.name, "family": entry.family, "grid": f"{space} ±{radius:g}", **metrics})
             print(f"  {entry.name} {space} ±{radius:g}: loss {metrics['loss_center']:.3f}, increase at r="
                   f"{metrics['radius']:g}: {metrics['increase_at_radius']:.4f}", flush=True)

@@ -75,11 +75,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                 metrics = condition_number(theta)
                 metrics["log10_cond"] = float(np.log10(metrics["cond"])) if np.isfinite(metrics["cond"]) else None
                 setting = {"family": family, "phase": phase, "bn": bn, "kernel": nc.kernel}
-                record = results.make_record(config, task="ntk", model=name, metrics=metrics, n=len(idx),
-                                             setting=setting, start_time=start)
-                if jax.process_index() == 0:
-                    results.append_record(workdir, record)
-                records.append(record)
+                records.append(results.store(workdir, config, task="ntk", model=name, metrics=metrics, n=len(idx),
+                                             setting=setting, start_time=start))
                 rows.append({"model": name, "family": family, "phase": phase, "bn": bn, **metrics,
                              "log10_cond": metrics["log10_cond"] if metrics["log10_cond"] is not None else np.nan})
                 print(f"  {name} {phase} bn={bn}: κ = {metrics['cond']:.4g} (λ_max {metrics['lambda_max']:.4g}, "
@@ -106,12 +103,10 @@ def run(config, workdir: str | Path) -> list[dict]:
         for bn in nc.bn:
             conds = {r["model"]: r["cond"] for r in rows if (r["phase"], r["bn"]) == (phase, bn)}
             corr = asr_correlation(conds, pgd, config.dataset)
-            rec = results.make_record(config, task="ntk_correlation", model=",".join(corr["models"]),
-                                      n=corr["n_models"], start_time=start, setting={"phase": phase, "bn": bn,
-                                                                                     "kernel": nc.kernel},
-                                      metrics={k: v for k, v in corr.items() if k not in ("models",)})
-            results.append_record(workdir, rec)
-            records.append(rec)
+            records.append(results.store(workdir, config, task="ntk_correlation", model=",".join(corr["models"]),
+                                         n=corr["n_models"], start_time=start,
+                                         setting={"phase": phase, "bn": bn, "kernel": nc.kernel},
+                                         metrics={k: v for k, v in corr.items() if k != "models"}))
             corr_rows.append({"phase": phase, "bn": bn, **corr})
     print("\ncorrelation of log10 κ with PGD ASR across models:")
     print(format_table(corr_rows, [("phase", "phase", None), ("bn", "bn", None), ("n_models", "models", None),

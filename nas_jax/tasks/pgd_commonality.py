@@ -68,13 +68,11 @@ def run(config, workdir: str | Path) -> list[dict]:
     for f in families:
         hist = [int(np.sum(np.asarray(counts[f]) == j)) for j in range(sizes[f] + 1)]
         print(f"  {f}: inputs fooling j of {sizes[f]} models, j = 0..{sizes[f]}: {hist}")
-        records.append(results.make_record(
-            config, task="pgd_commonality", model=f"{f}_family", n=len(idx), start_time=start,
+        records.append(results.store(
+            workdir, config, task="pgd_commonality", model=f"{f}_family", n=len(idx), start_time=start,
             metrics={"histogram": hist, "inputs_fooling_all": hist[-1]},
             setting={"family": f, "models": [e.name for e in entries if e.family == f], **pc.setting()}))
     if jax.process_index() == 0:
-        for rec in records:
-            results.append_record(workdir, rec)
         fig = plots.family_histograms(counts, sizes, Path(workdir) / "figures" / "pgd_commonality.png",
                                       title=f"least-likely PGD ε={pc.eps * 255:.0f}/255, {len(idx)} common inputs")
         print(f"figure: {fig}")

@@ -72,11 +72,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                        "n_flipped": len(flipped)}
             epochs = zoo.model_config(config, name).train.epochs
             setting = {"family": family, "fraction": p, "epochs": epochs, "run_dir": str(run_dir)}
-            record = results.make_record(config, task="poison", model=name, metrics=metrics,
-                                         n=len(dataset.y_test), setting=setting, start_time=start)
-            if main:
-                results.append_record(workdir, record)
-            records.append(record)
+            records.append(results.store(workdir, config, task="poison", model=name, metrics=metrics,
+                                         n=len(dataset.y_test), setting=setting, start_time=start))
             row[f"cad_{p:g}"] = cad
             print(f"  {name} p={p:g}: test accuracy {res.test_accuracy:.3f}, CAD {cad:+.3f} "
                   f"({len(flipped)} labels flipped)", flush=True)

@@ -54,11 +54,10 @@ def run(config, workdir: str | Path) -> list[dict]:
                "early_stop_factor": float(sc.get("early_stop_factor", 0.0)), "genotype": g.to_json(),
                "genotype_path": str(out["genotype_path"]), "init_channels": config.arch.init_channels,
                "layers": config.arch.layers}
-    record = results.make_record(config, task="search", model=f"genotype:{out['genotype_path']}", metrics=metrics,
-                                 n=len(log), setting=setting, start_time=start)
+    record = results.store(workdir, config, task="search", model=f"genotype:{out['genotype_path']}",
+                           metrics=metrics, n=len(log), setting=setting, start_time=start)
     if jax.process_index() != 0:
         return [record]
-    results.append_record(workdir, record)
     print(f"found genotype ({setting['method']} / {setting['variant']}: {sc.hypergradient}, n_step={sc.n_step}, "
           f"γ={sc.skip_gamma}):")
     print(json.dumps(g.to_json()))

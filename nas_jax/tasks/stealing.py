@@ -187,11 +187,8 @@ def run(config, workdir: str | Path) -> list[dict]:
                    "aware": replica == victim_name, "budget": int(budget), "sampling": sc.sampling,
                    "reward": sc.reward, "labels": sc.labels, "pool": sc.pool_dataset or "victim_train",
                    "pool_augment": sc.pool_augment, "thief_epochs": sc.thief.epochs}
-        record = results.make_record(config, task="stealing", model=victim_name, metrics=metrics,
-                                     n=len(dataset.y_test), setting=setting, start_time=start)
-        if jax.process_index() == 0:
-            results.append_record(workdir, record)
-        records.append(record)
+        records.append(results.store(workdir, config, task="stealing", model=victim_name, metrics=metrics,
+                                     n=len(dataset.y_test), setting=setting, start_time=start))
         rows.append({"model": victim_name, "family": victim.family, "replica": replica, "budget": int(budget),
                      **metrics})
         print(f"  {replica} <- {victim_name} @ {budget}: ACE {metrics['ace']:.3f} (floor "

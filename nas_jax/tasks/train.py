@@ -34,11 +34,10 @@ def _record(config, entry, workdir, start) -> list[dict]:
         "epochs": zoo.model_config(config, entry.name).train.epochs,
         "images_per_s": last.get("images_per_s"),
     }
-    record = results.make_record(config, task="train", model=entry.name, metrics=metrics,
-                                 n=len(entry.dataset.y_test), start_time=start,
-                                 setting={"family": entry.family})  # the entry itself: record["victim"]
+    record = results.store(workdir, config, task="train", model=entry.name, metrics=metrics,
+                           n=len(entry.dataset.y_test), start_time=start,
+                           setting={"family": entry.family})  # the entry itself: record["victim"]
     if jax.process_index() == 0:
-        results.append_record(workdir, record)
         print(format_table([{"model": entry.name, "family": entry.family, **metrics}], [
             ("model", "model", None), ("family", "family", None), ("epochs", "epochs", None),
             ("train_accuracy", "train acc", ".4f"), ("test_accuracy", "test acc", ".4f"),

@@ -62,13 +62,9 @@ def run(config, workdir: str | Path) -> list[dict]:
                                   ("cell_width_w1", "W1", None), ("cell_width_w2", "W2", None),
                                   ("skip_connects", "#skip", None)]))
         print(f"\nwritten to {workdir / 'zoo.json'}")
-    records = [results.make_record(config, task="zoo", model=r["name"], dataset="-", n=1, start_time=start,
-                                   metrics={k: v for k, v in r.items() if k not in ("name", "family")},
-                                   setting={"family": r["family"], **out["config"]}) for r in rows]
-    if jax.process_index() == 0:
-        for rec in records:
-            results.append_record(workdir, rec)
-    return records
+    return [results.store(workdir, config, task="zoo", model=r["name"], dataset="-", n=1, start_time=start,
+                          metrics={k: v for k, v in r.items() if k not in ("name", "family")},
+                          setting={"family": r["family"], **out["config"]}) for r in rows]
 
 
 @dataclasses.dataclass(frozen=True)
