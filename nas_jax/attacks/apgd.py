@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nas_jax.attacks.evasion import NORMS, batch_noise
+from nas_jax.attacks.evasion import batch_noise, check_norm, per_example, ranked_class
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 LOSSES = ("ce", "dlr", "dlr_targeted")
@@ -47,18 +47,9 @@ class AttackOutcome(NamedTuple):
 # ----------------------------------------------------------------------------
 
 
-def per_example(v: jax.Array, x: jax.Array) -> jax.Array:
-    return v.reshape(v.shape + (1,) * (x.ndim - 1))
-
-
 def row_norm(v: jax.Array, norm: str) -> jax.Array:
     flat = v.reshape(v.shape[0], -1)
     return jnp.max(jnp.abs(flat), axis=-1) if norm == "linf" else jnp.sqrt(jnp.sum(flat * flat, axis=-1))
-
-
-def check_norm(norm: str) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}.")
 
 
 def project(x0: jax.Array, x_new: jax.Array, eps, norm: str) -> jax.Array:
@@ -83,12 +74,6 @@ def sphere_start(key: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
 
 def misclassified(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.argmax(logits, axis=-1) != labels
-
-
-def ranked_class(logits: jax.Array, rank) -> jax.Array:
-    """The ``rank``-th most likely class per example (rank 1 = the prediction); ``rank`` may be traced."""
-    order = jnp.argsort(-logits, axis=-1, stable=True)
-    return jnp.take(order, rank - 1, axis=-1).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------

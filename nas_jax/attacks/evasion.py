@@ -46,8 +46,7 @@ class EvasionConfig:
 
     def __post_init__(self):
         # Leaves may be tracers (or placeholders) when jax rebuilds the pytree: check Python numbers only.
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; choose one of {NORMS}.")
+        check_norm(self.norm)
         for name in ("iterations", "restarts"):
             value = getattr(self, name)
             if isinstance(value, int) and value < 0:
@@ -85,6 +84,11 @@ class EvasionResult:
     restart: jax.Array
     targets: jax.Array
     queries: jax.Array
+
+
+def check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}.")
 
 
 def check_mode(mode: str) -> None:
@@ -127,8 +131,13 @@ def select_targets(logits: jax.Array | None, mode: str, labels: jax.Array, k: in
     rank = {"most_likely": 2, "least_likely": num_classes, "kth": k}[mode]
     if isinstance(rank, int) and not 1 <= rank <= num_classes:  # a traced k (one executable for all k) is clipped
         raise ValueError(f"k={k} is out of range for {num_classes} classes; choose 1 <= k <= {num_classes}.")
+    return ranked_class(logits, jnp.clip(rank, 1, num_classes))
+
+
+def ranked_class(logits: jax.Array, rank) -> jax.Array:
+    """The ``rank``-th most likely class per example (rank 1 = the prediction); ``rank`` may be traced."""
     order = jnp.argsort(-logits, axis=-1, stable=True)
-    return jnp.take(order, jnp.clip(rank, 1, num_classes) - 1, axis=-1).astype(jnp.int32)
+    return jnp.take(order, rank - 1, axis=-1).astype(jnp.int32)
 
 
 def is_success(probs: jax.Array, targets: jax.Array, labels: jax.Array, targeted: bool,
@@ -181,7 +190,7 @@ def split(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return a, b
 
 
-def _per_example(mask: jax.Array, x: jax.Array) -> jax.Array:
+def per_example(mask: jax.Array, x: jax.Array) -> jax.Array:
     """Broadcast a per-example vector against a batch ``x``."""
     return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
 
@@ -208,14 +217,14 @@ def random_start(key: jax.Array, x: jax.Array, cfg: EvasionConfig) -> jax.Array:
         return batch_noise(jax.random.uniform, key, x, minval=-1.0, maxval=1.0) * cfg.eps
     dkey, rkey = split(key)
     direction = batch_noise(jax.random.normal, dkey, x)
-    direction = direction / _per_example(jnp.maximum(_row_norm(direction), 1e-12), x)
+    direction = direction / per_example(jnp.maximum(_row_norm(direction), 1e-12), x)
     d = x[0].size
     if is_key_batch(rkey):
         u = jax.vmap(lambda k: jax.random.uniform(k, (), x.dtype))(rkey)
     else:
         u = jax.random.uniform(rkey, (x.shape[0],), x.dtype)
     radius = cfg.eps * u ** (1.0 / d)
-    return direction * _per_example(radius, x)
+    return direction * per_example(radius, x)
 
 
 def project(x0: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -234,7 +243,7 @@ def descent_step(x0: jax.Array, noise: jax.Array, grad: jax.Array, cfg: EvasionC
         noise = optax.projections.projection_linf_ball(noise - cfg.step_size * jnp.sign(grad), cfg.eps)
     else:
         gnorm = _row_norm(grad)
-        unit = grad / _per_example(jnp.where(gnorm > 0, gnorm, 1.0), grad)
+        unit = grad / per_example(jnp.where(gnorm > 0, gnorm, 1.0), grad)
         ball = jax.vmap(lambda v: optax.projections.projection_l2_ball(v, cfg.eps))
         noise = ball(noise - cfg.step_size * unit)
     return project(x0, noise)
@@ -262,7 +271,7 @@ def _record(rec: _Record, active: jax.Array, ok: jax.Array, x_adv: jax.Array, r,
     """Account one success check of the ``active`` examples; freeze the new successes with (r, k)."""
     new = active & ok
     return rec._replace(
-        x_out=jnp.where(_per_example(new, x_adv), x_adv, rec.x_out),
+        x_out=jnp.where(per_example(new, x_adv), x_adv, rec.x_out),
         done=rec.done | new,
         iterations=jnp.where(new, k, rec.iterations),
         restart=jnp.where(new, r, rec.restart),
@@ -316,7 +325,7 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
             if fused_fn is None:
                 grad = jax.lax.cond(jnp.any(steps), lambda: grad_fn(x_adv, kkey), lambda: jnp.zeros_like(x_adv))
             new_x, new_noise = descent_step(x, noise, grad, cfg)
-            mask = _per_example(steps, x)
+            mask = per_example(steps, x)
             return k + 1, jnp.where(mask, new_x, x_adv), jnp.where(mask, new_noise, noise), steps, rec
 
         def iter_cond(c):
@@ -328,7 +337,7 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
         ok = jax.lax.cond(jnp.any(active), check_fn, lambda v: jnp.zeros((n,), bool), x_adv)
         rec = _record(rec, active, ok, x_adv, r, k, check_cost)
         # Failures keep the last iterate of the last restart that attacked them.
-        rec = rec._replace(x_out=jnp.where(_per_example(attacked & ~rec.done, x), x_adv, rec.x_out))
+        rec = rec._replace(x_out=jnp.where(per_example(attacked & ~rec.done, x), x_adv, rec.x_out))
         return r + 1, rec
 
     def restart_cond(carry):
