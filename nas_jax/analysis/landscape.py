@@ -2,23 +2,19 @@
 
 Parameter space: Γ(α, β) = CE(f_{θ* + α·d1 + β·d2}(x), y), with direction schemes
 
-* ``first_conv`` (the authors'): only the first convolution's weights move; d1 is a random permutation of
-  ⌊n/2⌋ entries −1 and the rest +1, d2 = d1 ⊙ r for an independent balanced ±1 vector r, so d1·d2 = Σr = 0
-  for even n (odd n: Gram–Schmidt, rescaled to ‖d2‖ = √n). ‖d1‖ = ‖d2‖ = √n. Default grid [−0.5, 0.5]², 41².
-* ``filter_normalized`` (Li et al. 2018): Gaussian directions over every weight tensor with ≥ 2 dims,
-  each output filter (last axis of a Flax kernel) rescaled to the norm of the same filter of θ*; biases and
-  BN parameters do not move; a stacked run of DARTS cells counts each cell's filters apart. Within every
-  filter d2 is made orthogonal to d1 before rescaling (Li et al. rely on near-orthogonality), so d1·d2 = 0
-  exactly. Default grid [−1, 1]², 51².
+* ``first_conv`` (the authors'): only the first convolution moves; d1 a random permutation of ⌊n/2⌋ entries −1
+  and the rest +1, d2 = d1 ⊙ r for a balanced ±1 vector r, so d1·d2 = 0 for even n (odd n: Gram–Schmidt,
+  rescaled to ‖d2‖ = √n). Default grid [−0.5, 0.5]², 41².
+* ``filter_normalized`` (Li et al. 2018): Gaussian directions over every weight tensor with ≥ 2 dims, each output
+  filter rescaled to the norm of θ*'s (biases and BN fixed; stacked DARTS cells count apart), d2 made orthogonal
+  to d1 within every filter. Default grid [−1, 1]², 51².
 
-Input space: Γ_x(α, β) = CE(f(clip(x + α·d1 + β·d2, 0, 1)), y) with fresh ±1 orthogonal directions per
-image (the artifact's offset bug is not reproduced, §f.2). Grids [−0.02, 0.02]² (artifact code) or
-[−0.2, 0.2]² (artifact README), 41².
+Input space: Γ_x(α, β) = CE(f(clip(x + α·d1 + β·d2, 0, 1)), y), fresh ±1 orthogonal directions per image (the
+artifact's offset bug is not reproduced, §f.2); grids [−0.02, 0.02]² (artifact code) or [−0.2, 0.2]² (README), 41².
 
-The grid is one compiled computation: ``jax.lax.map`` over the flattened grid points with
-``batch_size=chunk`` (grid points vmapped in chunks), each point evaluating the whole image batch in eval
-mode. Directions in parameter space are shared by all images; each image (or group of
-``images_per_contour`` images, the artifact's ``batch`` option) gives its own contour.
+One compiled computation: ``jax.lax.map`` over the grid points (``batch_size=chunk``), each evaluating the image
+batch in eval mode. Parameter directions are shared by all images; each image (or group of
+``images_per_contour``, the artifact's ``batch``) gives its own contour.
 """
 
 from __future__ import annotations

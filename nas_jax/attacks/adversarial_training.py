@@ -1,36 +1,22 @@
 """PGD adversarial training (paper §5.2 "Post-NAS mitigation", Figure 14, Table 5; docs/protocol.md §e.7).
 
-Madry et al.'s objective: each training step replaces its (augmented) batch by untargeted L∞ PGD examples
-crafted against the current model (ε = 8/255, α = 2/255, 7 iterations [paper]) and minimises the cross-entropy
-on those examples only (ratio 1.0 [artifact + library]). :func:`adversarial_transform` is a ``batch_transform``
-for :func:`nas_jax.train.trainer.make_train_step`, so crafting runs inside the compiled train step on the
-device. The attack is :func:`nas_jax.attacks.pgd.pgd_attack` in ``untargeted`` mode, unchanged.
+Madry et al.'s objective: each training step replaces its augmented batch by untargeted L∞ PGD examples against
+the current model (ε = 8/255, α = 2/255, 7 iterations [paper]) and minimises the cross-entropy on them only (ratio
+1.0 [artifact + library]). :func:`adversarial_transform` is a ``batch_transform`` for
+:func:`nas_jax.train.trainer.make_train_step`, so crafting runs inside the compiled step, with
+:func:`nas_jax.attacks.pgd.pgd_attack` in ``untargeted`` mode unchanged.
 
-**Every example takes all K steps.** The evasion attack freezes an example at its first success (docs/protocol.md
-§e.1); Madry's training PGD does not stop early. The transform passes ``confidence = 2`` — a probability never
-exceeds 1, so no example ever counts as successful, and the returned ``x_adv`` is the K-th iterate. ``early_stop
-= True`` keeps the evasion semantics (the first misclassified iterate, "early-stopped PGD") as an option.
+**Every example takes all K steps** (unlike evasion PGD, docs/protocol.md §e.1): the transform passes
+``confidence = 2``, which no probability exceeds, so ``x_adv`` is the K-th iterate; ``early_stop = True`` keeps
+the first misclassified iterate. **Start point**: the clean input (docs/protocol.md §e.7 [artifact],
+``restarts = 0``); ``random_start = True`` draws U(−ε, ε) first [library: Madry / ART; ``restarts = 1``].
 
-**Start point**: the inner PGD starts from the clean input x by default (docs/protocol.md §e.7 [artifact]; one PGD run,
-``restarts = 0``); ``random_start = True`` draws a random start U(−ε, ε) first [library: Madry / ART;
-``restarts = 1``].
-
-**BatchNorm mode while crafting** (``craft_mode``):
-
-* ``'train'`` (default) — the crafting passes run the network as the train step does: BatchNorm normalises with
-  the statistics of the batch being attacked (and dropout is on, with one mask per step, fixed over the K
-  iterations so each PGD step attacks the same function), while the running statistics are **not** updated by
-  crafting passes (their update is discarded; only the train step's own pass on the PGD batch updates them).
-  Justification: the inner maximisation should attack the function that the outer minimisation then trains —
-  the train-mode network — and early in training from scratch the running averages (momentum 0.1) lag far
-  behind the weights, so eval-mode examples would target a different, stale function. This is the artifact's
-  setting (it crafts in ``model.train()``), docs/protocol.md §e.7's default; keeping the running statistics clean of
-  the crafting passes is the project's addition (in the artifact each crafting pass also moves them).
-* ``'eval'`` [library: ART] — running statistics, dropout off (G2): examples are exactly per-example, crafted
-  against the model as it is evaluated. Cheaper to reason about, but weaker against the train-mode function.
-
-The robustness metric after training is ordinary evasion PGD in eval mode (Figure 14; see the ``adv_train``
-task).
+**BatchNorm while crafting** (``craft_mode``): ``'train'`` (default; the artifact crafts in ``model.train()``)
+attacks the train-mode function the outer step trains: batch statistics, dropout on with one mask fixed over the
+K iterations, and the crafting passes' running-statistics updates discarded [project]; early in training the
+running averages lag the weights, so eval-mode examples would target a stale function. ``'eval'`` [library: ART]:
+running statistics, dropout off (G2). The robustness metric after training is evasion PGD in eval mode
+(Figure 14; the ``adv_train`` task).
 """
 
 from __future__ import annotations

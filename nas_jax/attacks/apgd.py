@@ -2,18 +2,14 @@
 parameter-free attacks", §3 and Algorithm 1), L∞ and L2, with the cross-entropy or the DLR loss (§4, Eqn 6) and
 its targeted variant (APGD-T).
 
-Per run: start uniformly on the sphere of radius ε, step size η = 2ε, the momentum step of §3.1
-(z = P(x + η·dir ∇f); x ← P(x + α(z − x) + (1 − α)(x − x_prev)), α = 0.75, none on the first step), and at the
-checkpoints w_j (p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06), i.e. intervals of 22%, then
-3% shorter each time, at least 6% of the iterations) the step size of an example halves, and it restarts from its
-best point, when (1) its loss increased in at most ρ = 0.75 of the steps since the last checkpoint, or (2) its step
-size was not halved at the last checkpoint and its best loss has not improved since.
-
-Shapes are fixed: every example of the batch is stepped; ``active`` selects which are attacked, and an example is
-frozen at its first misclassified iterate (the reported ``x_adv``). Runs (restarts, and for APGD-T one per target
-class: the 2nd ... (n_target_classes + 1)-th most likely class of the clean prediction) are a ``lax.while_loop``
-that stops when every active example is fooled; so is the iteration loop. Success is misclassification
-(argmax ≠ y) for every loss, targeted or not, as in AutoAttack. The model is only read (eval mode).
+Per run: a uniform start on the ε-sphere, step η = 2ε, the momentum step of §3.1 (α = 0.75, none on the first
+step), and at the checkpoints (intervals of 22% of the iterations, then 3% shorter each time, at least 6%) an
+example's step halves and it restarts from its best point when its loss increased in at most ρ = 0.75 of the
+steps since, or its step was not halved last time and its best loss has not improved. Every example is stepped;
+``active`` selects those attacked, each frozen at its first misclassified iterate (``x_adv``). Runs (restarts;
+APGD-T: one per target, the 2nd ... (n_target_classes + 1)-th most likely clean class) and iterations are
+``lax.while_loop``s that stop when every active example is fooled. Success is misclassification for every loss,
+as in AutoAttack; eval mode.
 """
 
 from __future__ import annotations

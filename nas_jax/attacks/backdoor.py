@@ -1,32 +1,19 @@
 """Backdoor injection: TrojanNN and the BadNet baseline (paper §2 Eqn 7, §3.2 "Backdoor injection",
 Figures 7–8, Table 5; docs/protocol.md §e.4, Appendix A item 10).
 
-Pieces, each a pure function:
-
-* **Trigger geometry** — a ``size``×``size`` patch (3×3 [paper]) at the top-left corner (rows 0–2, columns
-  0–2, all channels) [artifact]; :func:`trigger_mask` is the mask M. Stamping (:func:`stamp`) blends the mark
-  m into an image x with transparency a: x' = x + (1 − a)·M ⊙ (m − x), i.e. 30% mark and 70% image at
-  a = 0.7 [paper]; a = 0 is an opaque patch (BadNet), a = 1 leaves x unchanged. The same function stamps the
-  training stream and the evaluation inputs (identical offset and blending, Appendix A item 10).
-* **Neuron selection** on the penultimate layer (the pooled feature vector every zoo model sows as
-  ``intermediates/features``, consumed by the Dense layer named ``classifier``):
-  ``strongest_connected`` [library: TrojanNN; the paper's default] keeps the n units j with the largest
-  Σ_k |W[j, k]| of the classifier kernel W (shape features × outputs); ``least_activated`` [artifact] keeps
-  the n units with the lowest mean eval-mode activation over the training set. Ties go to the lower index.
-* **Trigger optimisation** (:func:`optimize_trigger`) — starting from a white mark, sign-gradient steps of
-  0.015 for at most 20 iterations (Table 5) on the mark pixels inside M, minimising ‖h_S(m ⊙ M) − v‖₂ on
-  the trigger-only image (zeros outside M), v = 10, stopping once the objective is below 5 [artifact]; the
-  mark stays in the box [0, 1]. Runs in eval mode (G2).
-* **Poisoning stream** (:func:`poison_transform`) — a ``batch_transform`` for
-  :func:`nas_jax.train.trainer.make_train_step`: inside the compiled step, each augmented batch of B gets
-  k stamped copies of its first k examples relabelled to the target, **appended** [artifact], with
-  k = ⌊rB⌋ + Bernoulli(rB − ⌊rB⌋) for the poison rate r (E[k] = rB; r = 0.01 and B = 96 give k ∈ {0, 1}).
-  Shapes are static: the step always appends ⌈rB⌉ rows; rows beyond k are unstamped copies with their own
-  labels (clean duplicates), so the batch holds exactly k poisoned rows.
-* **Metrics** (:func:`backdoor_metrics`) — ``asr``: the fraction of all stamped inputs classified as the target,
-  target-class inputs included (docs/protocol.md §e.4's default [artifact]); ``asr_excluding_target``: the same over
-  the inputs whose true class is not the target [library]; CAD: clean accuracy of the victim minus that of the
-  trojaned model on the same inputs.
+* **Trigger** — a ``size``×``size`` patch (3×3 [paper]) at the top-left corner [artifact] (mask M,
+  :func:`trigger_mask`); :func:`stamp` blends mark m in with transparency a: x' = x + (1 − a)·M ⊙ (m − x)
+  (a = 0.7 [paper]; a = 0: an opaque BadNet patch), the same for training and evaluation (Appendix A item 10).
+* **Neuron selection** on the pooled features every zoo model sows (``intermediates/features``, input of the
+  Dense ``classifier``): ``strongest_connected`` [library: TrojanNN; paper default], the n units with the largest
+  Σ_k |W[j, k]|, or ``least_activated`` [artifact], the n lowest mean activations; ties to the lower index.
+* **Trigger optimisation** (:func:`optimize_trigger`) — from a white mark, sign-gradient steps of 0.015, at most
+  20 (Table 5), on the pixels in M minimising ‖h_S(m ⊙ M) − v‖₂ (v = 10) until below 5 [artifact]; eval mode (G2).
+* **Poisoning** (:func:`poison_transform`) — a ``batch_transform`` for :func:`nas_jax.train.trainer.make_train_step`
+  that **appends** [artifact] k stamped copies of a batch's first k examples, relabelled to the target,
+  k = ⌊rB⌋ + Bernoulli(rB − ⌊rB⌋); the step always appends ⌈rB⌉ rows, those beyond k clean duplicates.
+* **Metrics** (:func:`backdoor_metrics`) — ``asr`` over all stamped inputs (docs/protocol.md §e.4 [artifact]),
+  ``asr_excluding_target`` [library], and CAD = victim minus trojaned clean accuracy on the same inputs.
 """
 
 from __future__ import annotations
@@ -154,9 +141,8 @@ def optimize_trigger(apply_fn: Callable, variables: dict, mark: np.ndarray, mask
                      threshold: float = 5.0) -> tuple[np.ndarray, dict]:
     """Sign-gradient descent on the mark pixels inside M (docs/protocol.md §e.4 step 2), in eval mode.
 
-    Iteration i = 1..``iterations`` computes the objective, stops if it is below ``threshold``, else sets
-    m ← clip(m − step·sign(∇_m obj) ⊙ M, 0, 1). Returns the mark and {'objective_initial',
-    'objective_final', 'steps'}. One compiled loop per ``apply_fn`` and shape (the numbers are traced).
+    Each iteration stops if the objective is below ``threshold``, else m ← clip(m − step·sign(∇_m obj) ⊙ M, 0, 1).
+    Returns the mark and {'objective_initial', 'objective_final', 'steps'}; one compiled loop per ``apply_fn``/shape.
     """
     m, obj0, obj, steps = _optimize_trigger(apply_fn, variables, jnp.asarray(mark, jnp.float32),
                                             jnp.asarray(mask, jnp.float32), jnp.asarray(neurons, jnp.int32),

@@ -1,20 +1,16 @@
 """FAB-T: the targeted fast adaptive boundary attack (Croce & Hein 2020, "Minimally distorted adversarial examples
 with a fast adaptive boundary attack", §3, Eqns 6–9; the targeted version of the AutoAttack paper, §4).
 
-For target class t the decision boundary of (y, t) is linearised at the iterate x_i: f(z) ≈ f(x_i) + ∇f(x_i)ᵀ(z − x_i)
-with f = z_t − z_y. Its minimal-norm projection within the [0, 1] box, from x_i (δ_i) and from the original x (δ_0),
-gives the step (Eqn 8)
+For target t the boundary f = z_t − z_y is linearised at x_i; its minimal-norm projections in the [0, 1] box from
+x_i (δ_i) and from x (δ_0) give the step (Eqn 8)
 
     x_{i+1} = P_box((1 − α)(x_i + η δ_i) + α (x + η δ_0)),   α = min(‖δ_i‖ / (‖δ_i‖ + ‖δ_0‖), α_max)
 
-with overshoot η = 1.05 and α_max = 0.1; when x_{i+1} is misclassified it is kept if it is the closest so far and
-then pulled back towards x, x_{i+1} ← x + β (x_{i+1} − x) with β = 0.9 (the backward step, §3.3). A run is a success
-(AutoAttack's fixed-budget use) when its closest adversarial has ‖·‖ ≤ ε. The box-constrained projection onto a
-hyperplane is solved exactly per example by sorting its breakpoints (:func:`hyperplane_box_projection`).
-
-Runs: per target class (2nd ... (n_target_classes + 1)-th most likely clean class) ``n_restarts`` runs, the first
-from x itself, later ones from a random point at distance ε/2. Fixed shapes, masks, ``lax.while_loop`` loops as in
-:mod:`nas_jax.attacks.apgd`; the model is only read (eval mode).
+with η = 1.05, α_max = 0.1; a misclassified x_{i+1} is kept if closest so far and pulled back,
+x_{i+1} ← x + 0.9 (x_{i+1} − x) (§3.3). Success: the closest adversarial has ‖·‖ ≤ ε (AutoAttack's use). The
+box-constrained projection is exact per example (:func:`hyperplane_box_projection`). Per target (2nd ...
+(n_target_classes + 1)-th most likely clean class) ``n_restarts`` runs, the first from x, later ones from a
+random point at distance ε/2; loops and masks as in :mod:`nas_jax.attacks.apgd`; eval mode.
 """
 
 from __future__ import annotations

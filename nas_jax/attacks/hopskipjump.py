@@ -1,32 +1,23 @@
 """HopSkipJump: untargeted L2, label-only, batched in one ``jit`` (docs/protocol.md §e.6; paper §3.2 Fig 10, §4 Fig 13).
 
-The attack of Chen, Jordan & Wainwright ("HopSkipJumpAttack", S&P 2020) with ART's semantics [library]: it sees
-only ``label_fn(images) -> class`` and walks along the decision boundary of the clean *predicted* class c:
+Chen, Jordan & Wainwright ("HopSkipJumpAttack", S&P 2020) with ART's semantics [library], through
+``label_fn(images) -> class`` only, along the boundary of the clean *predicted* class c:
 
-1. **Init**: up to ``init_size`` uniform images u ~ U[0,1]^d; the first one not labelled c is blended towards x by a
-   binary search on β in (1 − β)x + βu to tolerance ``init_tolerance`` (0.001). No adversarial draw: x is returned
-   (distance 0) and ``initialized`` is False.
-2. For t = 0..max_iter−1: δ_t = 0.1 (t = 0) else √d·θ·dist_t with θ = 0.01/√d (so 0.01·dist_t), from the point
-   before the search; binary search on the blend between x and the current point to tolerance θ; Monte-Carlo
-   gradient estimate at the boundary with n_t = min(⌊init_eval·√(t+1)⌋, max_eval) unit Gaussian directions
-   (points clipped to [0,1], directions recomputed from the clipped points, signs ±1 baselined by their mean
-   unless all agree); geometric step search from ε = dist_t/√(t+1), halving until clip(cur + ε·direction) is
-   adversarial, at most ``max_halvings`` trials (at the cap, or for a zero gradient estimate, the point stays).
-3. No final binary search after the last step (ART), so the output lies about ε beyond the boundary (for a flat
-   boundary the distance is over-estimated by a factor up to ≈ 1 + 1/√max_iter). ``final_search=True`` adds one
-   more binary search (the HSJA reference ends every step with one).
+1. **Init**: up to ``init_size`` draws u ~ U[0,1]^d; the first not labelled c is blended towards x by a binary
+   search on β in (1 − β)x + βu (tolerance 0.001). Without one, x is returned and ``initialized`` is False.
+2. For t = 0..max_iter−1: δ_t = 0.1 (t = 0) else 0.01·dist_t; binary search between x and the current point
+   (tolerance θ = 0.01/√d); gradient estimate from n_t = min(⌊init_eval·√(t+1)⌋, max_eval) Gaussian directions
+   (clipped to [0,1], signs baselined by their mean unless all agree); geometric step search from
+   ε = dist_t/√(t+1), halving until adversarial, at most ``max_halvings`` trials (else the point stays).
+3. No final binary search (ART): the output lies about ε beyond the boundary. ``final_search=True`` adds one
+   (the HSJA reference ends every step with one).
 
-Every label query is counted per input: 1 for the clean label, 1 per init draw, 1 per binary-search step, n_t per
-gradient estimate, 1 per halving trial. ``query_budget > 0`` is a hard per-input cap: an input stops (keeping its
-current adversarial point) before any query it cannot afford. The current point is adversarial at all times once
-initialised, so every returned point of an initialised input is adversarial.
-
-Vectorisation: all loops are ``lax.while_loop``/``fori_loop`` with per-example masks, stopping when no example of
-the batch is still working; gradient samples are evaluated ``chunk_size`` per example per model call. Randomness
-is drawn for the whole batch at once: init draw k from ``fold_in(fold_in(key, 0), k)``, the directions of
-iteration t, chunk c from ``fold_in(fold_in(key, t + 1), c)`` (shape [N, chunk_size, ...]). So results depend on
-the key, the batch and ``chunk_size``. Pass an ``rbg`` key (``jax.random.key(seed, impl="rbg")``): XLA:CPU
-compiles threefry's hash several times slower (measured ~15 s vs ~4 s for one draw in a loop, loaded 2-core CPU).
+Label queries are counted per input (clean label, init draws, binary-search steps, n_t per estimate, halvings);
+``query_budget > 0`` stops an input before a query it cannot afford. Once initialised the current point is always
+adversarial. Loops are ``lax.while_loop``/``fori_loop`` with per-example masks; gradient samples run
+``chunk_size`` per example per call. Init draw k uses ``fold_in(fold_in(key, 0), k)``, iteration t's chunk c
+``fold_in(fold_in(key, t + 1), c)``, so results depend on the key, the batch and ``chunk_size``. Pass an ``rbg``
+key: XLA:CPU compiles threefry several times slower (~15 s vs ~4 s measured).
 """
 
 from __future__ import annotations
@@ -48,12 +39,9 @@ LabelFn = Callable[[jax.Array], jax.Array]  # images [N, ...] in [0, 1] -> int c
 class HSJConfig:
     """HopSkipJump budget (Table 5 defaults; docs/protocol.md §e.6). Hashable: a static ``jit`` argument.
 
-    ``max_iter`` boundary steps; ``max_eval``/``init_eval``: the gradient-sample schedule
-    n_t = min(⌊init_eval·√(t+1)⌋, max_eval); ``init_size``: random draws for the initial adversarial point;
-    ``max_halvings``: cap on the geometric step search (a project choice; ART loops without a cap);
-    ``query_budget``: hard per-input query cap (0: none); ``chunk_size``: gradient samples per input per model
-    call (bounds memory; it fixes how the random directions are drawn, see the module docstring);
-    ``final_search``: one more binary search after the last step (HSJA reference; ART has none).
+    ``max_eval``/``init_eval`` set n_t = min(⌊init_eval·√(t+1)⌋, max_eval); ``init_size``: initial draws;
+    ``max_halvings``: cap on the step search [project; ART has none]; ``query_budget``: per-input cap (0: none);
+    ``chunk_size``: gradient samples per input per call (memory; fixes the draws); ``final_search``: see the module.
     """
 
     max_iter: int = 50

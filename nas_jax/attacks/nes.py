@@ -1,23 +1,14 @@
 """NES black-box evasion (paper §3.2, Fig 5; gradient estimator of Eqn 10).
 
-docs/protocol.md §e.2: the PGD driver of §e.1 (:func:`nas_jax.attacks.evasion.run_evasion`) with ∇_x L replaced by the
-antithetic estimate  ĝ = (1/(σ·n)) Σ_j (ℓ(x + σu_j) − ℓ(x − σu_j)) u_j  over n/2 pairs u_j ~ N(0, I_d), drawn
-fresh every iteration and independently for every example. The loss is per example, computed from returned
-probabilities only: −log p_t (targeted) or +log p_y (untargeted). Query points are not clipped.
-
-Queries are counted per example (Appendix A item 5): 1 for the check at the start of each restart, then n_query
-per estimate and 1 per check after each step, at most R·(K·(n_query + 1) + 1) over R = max(restarts, 1) runs of
-K iterations (docs/protocol.md §e.2's bound). The most-/least-likely and k-th modes first query the clean input once to
-rank the targets; that query is counted too (and paid from the budget), so their bound is R·(K·(n_query + 1) + 1) + 1,
-while ``given`` targets and ``untargeted`` make no ranking query. ``query_budget > 0`` stops an example before it
-would exceed the budget.
-
-Memory: the n_query perturbed batches are evaluated ``chunk_size`` antithetic pairs at a time (a ``lax.scan``
-accumulating the estimate), so one model call sees 2·chunk_size·N images.
-
-Jitting: ``nes_attack_jit`` takes ``query_fn`` as a pytree argument, e.g. ``BlackBox(apply_fn, variables)``
-(parameters traced, not baked into the executable); for a plain function use
-``jax.jit(nes_attack, static_argnames=("query_fn",) + NES_STATIC_ARGNAMES)``.
+docs/protocol.md §e.2: the PGD driver of §e.1 (:func:`nas_jax.attacks.evasion.run_evasion`) with ∇_x L replaced
+by the antithetic estimate ĝ = (1/(σ·n)) Σ_j (ℓ(x + σu_j) − ℓ(x − σu_j)) u_j over n/2 pairs u_j ~ N(0, I_d),
+fresh every iteration and per example; ℓ from probabilities only: −log p_t (targeted) or +log p_y. Query points
+are not clipped. Queries are counted per example (Appendix A item 5): at most R·(K·(n_query + 1) + 1) over
+R = max(restarts, 1) runs of K iterations (docs/protocol.md §e.2's bound), + 1 for the clean query that ranks
+the targets in the most-/least-likely and k-th modes; ``query_budget > 0`` stops an example before it would
+exceed it. The pairs run ``chunk_size`` at a time (a ``lax.scan``), so one call sees 2·chunk_size·N images.
+``nes_attack_jit`` takes ``query_fn`` as a pytree, e.g. ``BlackBox(apply_fn, variables)``; for a plain function
+use ``jax.jit(nes_attack, static_argnames=("query_fn",) + NES_STATIC_ARGNAMES)``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """Model poisoning by random label flipping (paper §2 Eqn 6, §3.2 "Model poisoning", Eqn 11, Figure 6;
 docs/protocol.md §e.3, Appendix A item 9).
 
-A fraction p of the training set gets a uniformly random *wrong* label; the model is then trained from
-scratch on the polluted set and compared with the same training on clean data (p = 0):
-CAD(p) = acc(p = 0 run) − acc(p run) (Eqn 11), both runs with the same recipe (50 epochs in the paper).
-
-Exactly ``round(p·N)`` labels change (half-way cases round up), none keeps its own class, and each new label
-is ``(y + U{1..K−1}) mod K`` [artifact]. The subset and the offsets come from one seeded draw, so
-
-* the subset is fixed by the seed and shared by every model [artifact];
-* subsets are nested over p (the first round(p·N) entries of one seeded permutation) and an example that is
-  flipped at several fractions gets the same wrong label at each, so CAD(p) curves differ only by the extra
-  polluted examples, not by a fresh draw per p [project].
-
-The dataset keeps its size N: labels are replaced, not added. Poisoned examples are augmented on the fly like
-every other example [project] (the artifact freezes one augmentation of each; not offered).
+A fraction p of the training set gets a uniformly random *wrong* label and the model is trained from scratch on
+it; CAD(p) = acc(p = 0 run) − acc(p run) (Eqn 11), same recipe (50 epochs in the paper). Exactly ``round(p·N)``
+labels change (halves round up), each to ``(y + U{1..K−1}) mod K`` [artifact], from one seeded draw: the subset
+is shared by every model [artifact], nested over p, and an example flipped at several p gets the same label
+[project]. N is unchanged; poisoned examples are augmented on the fly like the others [project].
 """
 
 from __future__ import annotations

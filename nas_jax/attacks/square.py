@@ -1,22 +1,16 @@
 """Square Attack (Andriushchenko et al. 2020, "Square Attack: a query-efficient black-box adversarial attack via
 random search", Algorithms 1–3), L∞ and L2, score-based: the model is only queried for its logits.
 
-Random search on the margin loss z_y − max_{j≠y} z_j: every iteration proposes a change inside a random square
-window of side s (per example), queries the model once per example still to fool, and keeps the proposal when
-the margin decreased or the example became misclassified. The window covers a fraction p of the pixels, p halving
-on the schedule of §3 (p_init at first, /2 after 10 of every 10,000 iterations, then after 50, 200, 500, 1000, 2000,
-4000, 6000, 8000; rescaled to the budget as in AutoAttack).
+Random search on the margin z_y − max_{j≠y} z_j: each iteration proposes a change inside a random square window
+(a fraction p of the pixels, p halving on the schedule of §3 rescaled to the budget as in AutoAttack), queries
+once per example still to fool, and keeps the proposal when the margin decreased or the example is fooled.
+L∞ (Alg. 2): start at vertical stripes x ± ε; a proposal sets the window to x ± ε, one random sign per channel.
+L2 (Alg. 3): start at a grid of ±"pseudo-Gaussian" blocks rescaled to ‖δ‖ = ε; a proposal moves the mass of a
+second window into the first, then δ ← ε·δ/‖δ‖.
 
-* L∞ (Alg. 2): start at vertical stripes x ± ε; a proposal sets the window to x ± ε with one random sign per
-  channel (clipped to the box).
-* L2 (Alg. 3): start at a grid of ±"pseudo-Gaussian" blocks (two opposite-signed halves whose values decay as
-  1/r², Chebyshev distance r from the centre) rescaled to ‖δ‖ = ε; a proposal moves the mass of a second random
-  window into the first (a new block of random sign added to the normalised old content), then δ ← ε·δ/‖δ‖.
-
-Queries are exact per example: 1 for the start, then 1 per iteration while attacked and not yet fooled, never
-more than ``n_queries`` (AutoAttack's reference takes ``n_queries`` iterations after the start, i.e. one more).
-Windows and signs are drawn independently per example (the paper's Algorithms; AutoAttack's PyTorch code shares
-one window per batch). Fixed shapes: windows are masks built from coordinates; the loop is a ``lax.while_loop``
+Queries are exact per example (1 for the start, 1 per iteration while attacked), never more than ``n_queries``
+(AutoAttack's reference takes one more). Windows and signs are drawn per example (the paper's Algorithms;
+AutoAttack shares one per batch). Fixed shapes: windows are coordinate masks; the loop is a ``lax.while_loop``
 that stops when every active example is fooled or the budget is spent.
 """
 

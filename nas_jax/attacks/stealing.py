@@ -1,19 +1,13 @@
 """Knockoff Nets functionality stealing (paper §2 Eqn 8, §3.2 Figure 9 and Table 2; docs/protocol.md §e.5).
 
 Orekondy, Schiele & Fritz, "Knockoff Nets: Stealing Functionality of Black-Box Models" (CVPR 2019), with ART's
-gradient-bandit formulation [library]. The victim is reached only through ``query_fn(images) -> probabilities``
-(eval mode); every victim query is counted and the budget B is never exceeded:
-
-* ``random``: B pool images drawn without replacement, queried in batches [artifact];
-* ``adaptive``: B sequential rounds of a gradient bandit over the pool's classes (docs/protocol.md §e.5 steps 1–3): sample
-  a class from π = softmax(H), a random pool image of that class, query the victim once, take one SGD step of the
-  thief on it (batch 1, train mode), score the round with a reward (``cert``, ``div``, ``loss`` or ``all``) and
-  update H. The rounds run in a compiled ``lax.scan``. The pool's class labels only group images into arms.
-
-The thief is then trained on the B (image, victim output) pairs with the resumable trainer: soft labels with a true
-soft-label cross entropy −Σ p_v log softmax(f*) (default, paper) or hard argmax labels (option). ACE, the paper's
-metric, is the mean cross entropy between the victim's and the thief's test-set predictions; its floor is the
-victim's own mean prediction entropy (ACE − floor = mean KL(victim ‖ thief)).
+gradient-bandit formulation [library], through ``query_fn(images) -> probabilities`` only, never exceeding the
+budget B: ``random`` queries B pool images drawn without replacement [artifact]; ``adaptive`` runs B rounds of a
+gradient bandit over the pool's classes (docs/protocol.md §e.5 steps 1–3: a class from softmax(H), a random image
+of it, one query, one SGD step of the thief, a ``cert``/``div``/``loss``/``all`` reward updating H) in a compiled
+``lax.scan``. The thief is then trained on the B pairs with soft labels (−Σ p_v log softmax(f*), the paper) or
+hard ones. ACE, the paper's metric, is the mean cross entropy between victim and thief test predictions; its floor
+is the victim's mean prediction entropy (ACE − floor = mean KL(victim ‖ thief)).
 """
 
 from __future__ import annotations

@@ -1,27 +1,15 @@
 """On-device training augmentation, compiled into the train step (docs/protocol.md §a.3).
 
-Pipeline per example [artifact]:
+Per example [artifact]: (1) a random HxW crop of the image zero-padded by `crop_padding` px (offsets uniform in
+[0, 2 * crop_padding]); (2) a horizontal flip with p = 0.5; (3) scaling to [0, 1] (`to_float`, the whole test
+pipeline); (4) cutout: one `cutout` x `cutout` square with a uniform integer centre (cy, cx), rows
+[cy - cutout//2, cy - cutout//2 + cutout) (likewise columns), clipped at the borders, filled with `cutout_fill`:
+0 by default [artifact] or the dataset mean (``cutout_fill=ds.mean``, the DARTS reference `Cutout` box).
 
-1. random crop HxW from the image zero-padded by `crop_padding` px (offsets uniform in
-   [0, 2 * crop_padding] per axis; the padding is black, 0 in pixel space);
-2. random horizontal flip with p = 0.5;
-3. scale to [0, 1] (`to_float`, the whole test pipeline);
-4. cutout: one `cutout` x `cutout` square whose integer centre (cy, cx) is uniform over
-   the image; it covers rows [cy - cutout//2, cy - cutout//2 + cutout) (likewise columns),
-   clipped at the borders, so holes near an edge are smaller. Filled with `cutout_fill`
-   in pixel space: 0 (black) by default [artifact], or the dataset mean colour (pass
-   ``cutout_fill=ds.mean``) for the DARTS-reference option. For even sizes this is exactly
-   the DARTS `Cutout` box [y - L/2, y + L/2).
-
-Everything is vectorised over the batch with fixed shapes: crop and flip are one
-row gather and one column gather (``take_along_axis``) plus a validity mask for the
-zero padding — measured faster on CPU than per-example ``dynamic_slice`` under ``vmap``
-(0.16 vs 0.19 ms at batch 96, 0.18 vs 0.38 ms at batch 256, 2 cores) and ~8x faster
-than a one-hot matmul formulation. Cutout is an arithmetic box mask.
-
-Randomness: `key` is split into one key per example, and each example draws its own
-(offset_y, offset_x, flip, centre_y, centre_x). The explicit-parameter functions
-`crop_flip` and `apply_cutout` are public so tests can pin the offsets.
+Vectorised with fixed shapes: crop and flip are one row and one column gather (``take_along_axis``) with a
+validity mask, faster on CPU than a vmapped ``dynamic_slice`` (0.18 vs 0.38 ms at batch 256) and ~8x faster than
+a one-hot matmul; cutout is an arithmetic box mask. Each example draws its own (offset_y, offset_x, flip,
+centre_y, centre_x) from its own key; `crop_flip` and `apply_cutout` take them explicitly (tests pin them).
 """
 
 from __future__ import annotations
@@ -63,10 +51,8 @@ def augment_batch(
 ) -> jax.Array:
     """Training augmentation of a uint8 NHWC batch -> float32 [0, 1] NHWC (§a.3).
 
-    The keyword arguments are Python values (static): `cutout_fill` is a float or a
-    per-channel sequence such as ``ds.mean``. The work is jitted, so a direct call
-    compiles once instead of dispatching op by op; inside a jitted train step it is
-    inlined. ``crop_padding=0, flip=False, cutout=0`` returns exactly `to_float(images_uint8)`.
+    The keywords are static Python values (`cutout_fill`: a float or per-channel sequence such as ``ds.mean``); the
+    work is jitted. ``crop_padding=0, flip=False, cutout=0`` returns exactly `to_float(images_uint8)`.
     """
     _check_uint8(images_uint8)
     if crop_padding < 0 or cutout < 0:
@@ -101,11 +87,8 @@ def _augment(
 
 @functools.partial(jax.jit, static_argnames=("batch", "height", "width", "crop_padding"))
 def sample_params(key: jax.Array, batch: int, height: int, width: int, *, crop_padding: int) -> AugmentParams:
-    """Draw per-example parameters from one key per example (``split(key, batch)``).
-
-    Each example draws 5 uint32 words and maps them with ``% n`` (modulo bias below
-    n / 2**32, i.e. < 1e-8 here). One `bits` call per key compiles ~4x faster on CPU
-    than five `randint` calls (threefry dominates the compile time).
+    """Draw per-example parameters from one key per example (``split(key, batch)``): 5 uint32 words each, mapped with
+    ``% n`` (bias < 1e-8); one `bits` call compiles ~4x faster on CPU than five `randint` calls.
     """
     words = jax.vmap(lambda k: jax.random.bits(k, (5,)))(jax.random.split(key, batch))
 

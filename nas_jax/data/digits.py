@@ -1,19 +1,10 @@
 """The bundled ``digits`` dataset: offline stand-in for the §a.1 image datasets in tests.
 
-scikit-learn's `load_digits` (1,797 grey 8x8 images, values 0..16, 10 classes) needs no
-download, so tests and the ``quick`` presets run anywhere. Construction:
-
-1. Values 0..16 are scaled to 0..255.
-2. Default: each image is upsampled 8x8 -> 32x32 with **bilinear** interpolation
-   (half-pixel centres, edge-clamped, i.e. PIL/OpenCV/`jax.image.resize` 'linear'
-   geometry), which looks like a smooth natural image rather than blocks. The result is
-   rounded to uint8. ``native=True`` keeps 8x8.
-3. The grey channel is replicated to 3 channels (models expect RGB, §a.2).
-4. Deterministic stratified split, 80/20 with seed 0 (1,437 train / 360 test images).
-5. `mean`/`std` are computed from the **train split** (pixel scale [0, 1]); the three
-   channels are equal.
-
-Usage: ``load_dataset("digits")`` or ``load_dataset("digits", native=True)``.
+scikit-learn's `load_digits` (1,797 grey 8x8 images, values 0..16, 10 classes) needs no download, so tests and
+the ``quick`` presets run anywhere. Values are scaled to 0..255, upsampled to 32x32 by **bilinear** interpolation
+(half-pixel centres, edge-clamped, as `jax.image.resize` 'linear'; ``native=True`` keeps 8x8), rounded to uint8
+and replicated to 3 channels (§a.2); the split is stratified 80/20 with seed 0 (1,437 / 360 images) and
+`mean`/`std` come from the train split.
 """
 
 from __future__ import annotations
@@ -33,13 +24,8 @@ def load_digits(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> Dataset:
-    """Digits as a `Dataset`: 32x32x3 uint8 by default, 8x8x3 with ``native=True``.
-
-    Args:
-      native: serve the original 8x8 resolution (overrides `image_size`).
-      image_size: output side length for the bilinear upsampling.
-      test_fraction: fraction of each class held out for the test split.
-      seed: split seed; the default gives the canonical split used everywhere.
+    """Digits as a `Dataset`: 32x32x3 uint8 by default, 8x8x3 with ``native=True`` (overrides `image_size`);
+    ``test_fraction`` of each class is held out, split by ``seed`` (the default: the canonical split).
     """
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split

@@ -1,25 +1,12 @@
 """Downsampled ImageNet 32x32, first 60 classes (docs/protocol.md §a.1, constants §a.2).
 
 Source: the official "Imagenet32" release (Chrabaszcz, Loshchilov & Hutter, 2017,
-https://image-net.org/download-images.php -> "Download downsampled image data (32x32)";
-archives ``Imagenet32_train.zip`` and ``Imagenet32_val.zip``). It must be fetched by hand
-(ImageNet licence), so this loader never downloads.
-
-Expected files, in ``{data_dir}/imagenet32/`` (``data_dir`` defaults to
-``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)::
-
-    train_data_batch_1 ... train_data_batch_10     (pickled dicts)
-    val_data
-
-Each file is a pickled dict with ``data`` (N x 3072 uint8, channel-planar rows as in
-the CIFAR python release) and ``labels`` (1-based ints 1..1000). The ``.npz`` variant of
-the release (``train_data_batch_1.npz`` ... ``val_data.npz``) is accepted too and is
-preferred when both exist (no pickle execution).
-
-Construction [artifact]: labels are shifted to 0-based, then only samples with label
-< 60 are kept (train and val), i.e. the first 60 classes of the release's own label
-order; the 60-class test set (val) has 3,000 images. Rows are reshaped to N x 3 x 32 x 32
-and transposed to NHWC.
+https://image-net.org/download-images.php -> "Download downsampled image data (32x32)"), fetched by hand
+(ImageNet licence; never downloaded here). Expected in ``{data_dir}/imagenet32/`` (default ``$TFDS_DATA_DIR``
+or ``~/tensorflow_datasets``): ``train_data_batch_1`` ... ``train_data_batch_10`` and ``val_data``, pickled dicts
+with ``data`` (N x 3072 uint8, channel-planar) and ``labels`` (1..1000); the ``.npz`` variant of the release is
+preferred when present (no pickle). Construction [artifact]: labels shifted to 0-based, only labels < 60 kept
+(the 60-class test set has 3,000 images), rows reshaped to NHWC.
 """
 
 from __future__ import annotations

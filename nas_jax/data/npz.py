@@ -1,25 +1,12 @@
 """User datasets from a ``.npz`` file: ``load_dataset("npz:/path/to/file.npz")`` (docs/protocol.md §a).
 
-Required arrays:
-
-- ``x_train``, ``x_test``: images, rank 4 NHWC with 1 or 3 channels (1 is replicated to
-  RGB). Either uint8 in [0, 255], another integer type with values in [0, 255], or
-  float in [0, 1] (converted with ``round(x * 255)``).
-- ``y_train``, ``y_test``: integer labels, shape (N,), values in [0, num_classes).
-
-Optional arrays:
-
-- ``num_classes``: scalar; default ``max(label) + 1`` over both splits, or
-  ``len(class_names)``. Without either, every class in [0, max label] must occur in
-  ``y_train``: a gap (one stray label 15 in a 10-class set) is refused rather than
-  silently making a 16-class model.
-- ``class_names``: 1-D string array.
-- ``mean``, ``std``: 3 values at pixel scale [0, 1]; default computed from the train
-  split (``channel_stats``). Give them to reuse a parent dataset's constants (e.g. the
-  CIFAR-10 ones of §a.2 for a CIFAR-10 subset).
-
-Files are opened with ``allow_pickle=False``; a file that is not a zip archive (``np.savez``
-output) is refused by name. Both splits must be non-empty.
+Required: ``x_train``, ``x_test`` (NHWC with 1 or 3 channels, 1 replicated to RGB; integers in [0, 255] or
+floats in [0, 1], converted with ``round(x * 255)``) and ``y_train``, ``y_test`` (integer labels in
+[0, num_classes)). Optional: ``num_classes`` (default ``len(class_names)`` or ``max(label) + 1``, and then every
+class up to the max must occur in ``y_train``: a stray label is refused, not made a new class), ``class_names``,
+and ``mean``, ``std`` (3 values at pixel scale [0, 1]; default from the train split, ``channel_stats``; e.g. the
+CIFAR-10 constants of §a.2 for a subset). Opened with ``allow_pickle=False``; a non-zip file or an empty split
+is refused by name.
 """
 
 from __future__ import annotations

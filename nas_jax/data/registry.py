@@ -1,19 +1,10 @@
 """Dataset registry: the `Dataset` record, normalisation constants and `load_dataset`.
 
-Implements docs/protocol.md §a.1 (datasets, label order) and §a.2 (per-channel normalisation
-constants, applied inside the model, rule G1). Images are kept as uint8 NHWC on the
-host; augmentation and scaling to [0, 1] happen on device (`nas_jax.data.augment`, §a.3).
-
-Valid names (`DATASETS`):
-
-- ``digits``      scikit-learn's bundled 8x8 digits, served at 32x32x3 (``native=True``: 8x8x3).
-- ``cifar10``     CIFAR-10 through tensorflow-datasets (TensorFlow-free reading).
-- ``cifar100``    CIFAR-100, fine labels only.
-- ``imagenet32``  Downsampled ImageNet 32x32, the first 60 classes (§a.1).
-- ``npz:PATH``    user arrays in a ``.npz`` file (see `nas_jax.data.npz`).
-
-Data that cannot be found raises `DatasetUnavailableError`, whose message names the
-directory searched and how to provide the files.
+docs/protocol.md §a.1 (datasets, label order) and §a.2 (per-channel constants, applied inside the model, G1).
+Images stay uint8 NHWC on the host; augmentation and scaling happen on device (`nas_jax.data.augment`, §a.3).
+Names (`DATASETS`): ``digits`` (scikit-learn's 8x8 digits at 32x32x3), ``cifar10``, ``cifar100`` (fine labels;
+through tensorflow-datasets without TensorFlow), ``imagenet32`` (the first 60 classes, §a.1) and ``npz:PATH``
+(`nas_jax.data.npz`). Missing data raises `DatasetUnavailableError` naming the directory and how to provide it.
 """
 
 from __future__ import annotations
@@ -148,18 +139,11 @@ def default_data_dir(data_dir: str | os.PathLike[str] | None = None) -> str:
 
 
 def load_dataset(name: str, data_dir: str | None = None, **options: Any) -> Dataset:
-    """Load dataset `name` (one of `DATASETS`) into host memory.
+    """Load dataset `name` (one of `DATASETS`, or ``npz:PATH``) into host memory.
 
-    Args:
-      name: ``digits``, ``cifar10``, ``cifar100``, ``imagenet32`` or ``npz:PATH``.
-      data_dir: root data directory for cifar/imagenet32 (default ``$TFDS_DATA_DIR``
-        or ``~/tensorflow_datasets``). Ignored by ``digits`` and ``npz:``.
-      **options: loader-specific options, e.g. ``native=True`` for ``digits``,
-        ``download=False`` for cifar, ``num_classes`` for imagenet32.
-
-    Raises:
-      ValueError: unknown name or invalid options/data.
-      DatasetUnavailableError: the files are missing and cannot be fetched.
+    ``data_dir``: root for cifar/imagenet32 (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); ``options``:
+    loader-specific, e.g. ``native=True`` (digits), ``download=False`` (cifar), ``num_classes`` (imagenet32). Raises
+    ValueError for an unknown name or invalid data, DatasetUnavailableError when the files cannot be had.
     """
     # Loaders are imported lazily: `digits` must not pay for importing tfds.
     if name == "digits":

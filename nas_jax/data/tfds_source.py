@@ -1,24 +1,12 @@
 """CIFAR-10 / CIFAR-100 through tensorflow-datasets, without TensorFlow (docs/protocol.md §a.1, §a.2).
 
-Reading: a prepared dataset in ``{data_dir}/{name}/3.0.2/`` is opened with
-`DatasetBuilder.as_data_source` (array_record, random access, decoded by NumPy and PIL).
-Datasets prepared by TensorFlow users in the default TFRecord format are read by the
-small pure-Python TFRecord reader below, so an existing ``~/tensorflow_datasets`` works.
-
-Preparing: tfds's own CIFAR builders need TensorFlow (``tf.io.gfile`` for extraction and
-``tf.image.encode_png``). `_TfFreeCifar10` / `_TfFreeCifar100` replace only the
-generation step: the archive is downloaded by tfds's download manager (requests,
-checksum-verified), read with `tarfile`, and images are encoded by PIL. The output is
-a standard tfds array_record dataset that ``tfds.builder(name)`` reads.
-
-Order: examples are returned in the release order (sorted by the tfds ``id``, e.g.
-``train_00042``), not tfds's hash-shuffled storage order, so indices follow the original
-release files whatever the storage format.
-
-Offline behaviour: before any download the loader checks that the dataset is prepared,
-then probes the download URL with a 5-second overall deadline. Offline it raises
-`DatasetUnavailableError` in well under a second, naming the directory and how to
-provide the files. CIFAR-100 uses the **fine** labels (tfds key ``label``).
+A prepared ``{data_dir}/{name}/3.0.2/`` is read with `DatasetBuilder.as_data_source` (array_record), or, when
+TensorFlow prepared it as TFRecord, by the small pure-Python reader below. `_TfFreeCifar10` / `_TfFreeCifar100`
+replace only tfds's TensorFlow-bound generation step: the checksum-verified download is read with `tarfile` and
+encoded by PIL into a standard array_record dataset. Examples come in release order (sorted by the tfds ``id``),
+whatever the storage order. Offline, the prepared-check and a 5-second download probe raise
+`DatasetUnavailableError` within a second, naming the directory and how to provide the files. CIFAR-100 uses the
+**fine** labels (tfds key ``label``).
 """
 
 from __future__ import annotations
@@ -64,19 +52,10 @@ def load_cifar(
 ) -> Dataset:
     """Load ``cifar10`` or ``cifar100`` (fine labels) as uint8 NHWC arrays.
 
-    Args:
-      name: ``cifar10`` or ``cifar100``.
-      data_dir: tfds data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-      download: prepare the dataset (TensorFlow-free) when it is missing and the
-        download server answers within `probe_timeout_s`.
-      probe_timeout_s: overall deadline of the connectivity probe.
-      cache: keep the decoded uint8 arrays in ``{version_dir}/{CACHE_FILE}`` (about
-        185 MB for CIFAR) so that later loads skip the per-image PNG decoding
-        (~25 s -> <1 s for 60k images on 2 cores). Skipped when the directory is
-        read-only.
-
-    Raises:
-      DatasetUnavailableError: not prepared and not downloadable now.
+    ``data_dir``: the tfds directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); ``download``: prepare
+    a missing dataset (TensorFlow-free) when the server answers within ``probe_timeout_s``; ``cache``: keep the
+    decoded arrays in ``{version_dir}/{CACHE_FILE}`` (~185 MB; later loads skip PNG decoding, ~25 s -> <1 s),
+    skipped in a read-only directory. Raises DatasetUnavailableError when not prepared and not downloadable now.
     """
     if name not in CIFAR_NAMES:
         raise ValueError(f"load_cifar serves {CIFAR_NAMES}, got {name!r}.")

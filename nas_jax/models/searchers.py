@@ -1,24 +1,21 @@
 """The searchers of the DARTS search space: one record per method (docs/search.md, docs/protocol.md §g).
 
-A :class:`Searcher` holds everything that tells one method apart: how a row of α becomes an edge's mixing
-weights (with a sampling key, and the deterministic relaxation without one, which the genotype is derived
-from), which edge the supernet builds, whether α is trained (and its regulariser), how the sampling
-temperature τ is annealed, and the method's own settings with their defaults (``config.search.<name>``).
-The supernet, the bi-level step, the genotype derivation and the search loop read the record, which
-:func:`resolve` finds once from ``config.search.method``. Adding a searcher is one record (in any module)
-and one entry in :data:`SEARCHERS`.
+A :class:`Searcher` holds what tells one method apart: how a row of α becomes an edge's mixing weights (with a
+sampling key; without one, the deterministic relaxation the genotype is derived from), which edge the supernet
+builds, whether α is trained (and its regulariser), the τ schedule, and its own settings
+(``config.search.<name>``). :func:`resolve` finds it from ``config.search.method``; adding a searcher is one
+record and one entry in :data:`SEARCHERS`.
 
 - ``darts`` (DARTS Eqn 3): softmax(α) on every edge.
-- ``pc_darts`` (PC-DARTS §3.2–3.3): softmax(α); 1/K of the channels through the mixed op, and each node's
-  input edges weighted by softmax(β) (:func:`nas_jax.models.search_space.edge_normalisation`).
-- ``gdas`` (GDAS §3.2 Eqns 5–7): the hard one-hot of argmax(α + g) forward, straight-through
-  softmax((α + g)/τ) backward; only the sampled op runs; τ linear 10 → 0.1 over the epochs (its §4.1).
+- ``pc_darts`` (PC-DARTS §3.2–3.3): softmax(α); 1/K of the channels through the mixed op, node inputs weighted
+  by softmax(β) (:func:`nas_jax.models.search_space.edge_normalisation`).
+- ``gdas`` (GDAS §3.2 Eqns 5–7): one-hot argmax(α + g) forward, straight-through softmax((α + g)/τ) backward;
+  only the sampled op runs; τ linear 10 → 0.1 (its §4.1).
 - ``snas`` (SNAS §2.2 Eqn 3): the relaxed Gumbel softmax((α + g)/τ); τ geometric 1 → 0.03.
-- ``drnas`` (DrNAS §3.1 Eqn 3): w ~ Dirichlet(elu(α) + 1), reparameterised; relaxation: the Dirichlet mean;
-  regulariser ``reg`` · KL(Dir(β) ‖ Dir(1)) (mean over edges).
-- ``random`` (Li & Talwalkar §4.2, random search with weight sharing): a uniformly random genotype-shaped
-  path per step and no α; the result is the best of ``candidates`` random genotypes
-  (:mod:`nas_jax.search.random_search`).
+- ``drnas`` (DrNAS §3.1 Eqn 3): w ~ Dirichlet(elu(α) + 1), reparameterised; relaxation: its mean; regulariser
+  ``reg`` · KL(Dir(β) ‖ Dir(1)) (mean over edges).
+- ``random`` (Li & Talwalkar §4.2, random search with weight sharing): a random genotype-shaped path per step, no
+  α; the best of ``candidates`` random genotypes (:mod:`nas_jax.search.random_search`).
 """
 
 from __future__ import annotations

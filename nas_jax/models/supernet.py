@@ -1,38 +1,19 @@
 """The DARTS search network (supernet) with architecture parameters α (docs/protocol.md §b.5, §g).
 
-Paper §5.2 / Eqn 3: every edge (i, j) of a cell is a MixedOp,
-``o_ij(x) = Σ_o w_o · o(x)`` with ``w = softmax(α_ij)``, over the eight DARTS
-primitives (``none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3,
-sep_conv_5x5, dil_conv_3x3, dil_conv_5x5``). Every intermediate node sums all its
-predecessors (2 + 3 + 4 + 5 = 14 edges for 4 nodes). One α ∈ R^{14×8} is shared by
-all normal cells and one by all reduction cells; both live in the variable
-collection ``'arch'`` (``variables = {'params', 'batch_stats', 'arch'}``), so the
-weights and α are separate pytrees for the bi-level optimisation.
+Paper §5.2 / Eqn 3: every edge (i, j) of a cell is a MixedOp ``o_ij(x) = Σ_o w_o · o(x)``, ``w = softmax(α_ij)``,
+over the eight DARTS primitives; every intermediate node sums all its predecessors (14 edges for 4 nodes). One
+α ∈ R^{14×8} is shared by all normal cells and one by all reduction cells, in the variable collection ``'arch'``,
+so weights and α are separate pytrees for the bi-level optimisation. As in the DARTS reference search model: stem
+conv 3×3 (3 → 3C) + affine BN, ``layers`` cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global average pool, Linear;
+every op and preprocessing BN is ``affine=False``, pooling ops are followed by BN(affine=False).
 
-Construction as in the DARTS reference search model: stem conv 3×3 (3 → 3C) + affine
-BN, then ``layers`` cells with reductions at ⌊L/3⌋ and ⌊2L/3⌋, global average pool,
-Linear. Every op and preprocessing BN is ``affine=False``; pooling ops are followed by
-BN(affine=False). The ops are the evaluation ops of :mod:`nas_jax.models.ops` (and
-their CPU/GPU ``conv_impl`` choice).
-
-How each searcher turns α into the mixing weights (DARTS' softmax, Gumbel and Dirichlet samples, random
-paths) is its record (:mod:`nas_jax.models.searchers`); skip suppression γ scales the skip column for every
-searcher. The record's ``edge`` also changes the edge:
-
-- ``partial`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4): only 1/K of the
-  channels go through the mixed op, the rest bypass it (max-pooled on stride-2 edges), then a
-  channel shuffle (:class:`PartialMixedOp`); each node weights its input edges by the softmax of
-  the edge parameters β (``arch['beta_normal'|'beta_reduce']``).
-- ``single_path`` (GDAS, random search): one op per edge, only the sampled op runs (:class:`SingleOpEdge`,
-  ``nn.switch``).
-
-The ``none`` op contributes exactly 0·x to the sum, and its weight's gradient
-⟨∂L/∂out, 0⟩ = 0, so it is not evaluated; its α still enters the softmax.
-
-The sampling methods draw from the ``'sample'`` RNG stream at temperature ``tau`` (a call
-argument). Without a ``'sample'`` RNG (the Hessian measurement, :mod:`nas_jax.search.smoothness`)
-they use their deterministic relaxation. ``weights`` passed to the call override α altogether
-(random search's evaluation of fixed genotypes).
+Each searcher's record (:mod:`nas_jax.models.searchers`) turns α into the mixing weights; skip suppression γ
+scales the skip column. Its ``edge``: ``partial`` (PC-DARTS, Xu et al. ICLR 2020, §3.2 Eqn 2 and §3.3 Eqn 4: 1/K
+of the channels go through the mixed op, then a channel shuffle; nodes weight their input edges by softmax(β);
+:class:`PartialMixedOp`) or ``single_path`` (GDAS, random search: only the sampled op runs, :class:`SingleOpEdge`).
+The ``none`` op contributes exactly 0 and a zero gradient, so it is not evaluated; its α still enters the softmax.
+Sampling draws from the ``'sample'`` RNG at temperature ``tau``; without it (:mod:`nas_jax.search.smoothness`)
+the deterministic relaxation. ``weights`` passed to the call override α (random search's fixed genotypes).
 """
 
 from __future__ import annotations
@@ -144,14 +125,10 @@ PartialEdgeGroup = nn.vmap(PartialMixedOp, variable_axes={"params": 0, "batch_st
 class SearchCell(nn.Module):
     """A cell whose node j sums MixedOps over all its predecessors (§b.5).
 
-    The variables are stacked per group of edges: ``from_inputs`` (the 2·steps edges from the two cell
-    inputs; stride 2 in a reduction cell) and ``into_node_j`` (node j's edges from earlier nodes).
-    ``scan_edges`` (default) runs the edges as one ``lax.scan`` over those stacked variables: the
-    compiled program holds one MixedOp, however many edges (a normal cell: one scan of 14 edges over a
-    buffer of the node states; a reduction cell: its stride-2 edges, then the rest). ``False`` runs
-    each group as one vmapped MixedOp, which XLA:CPU compiles slower and, with ``conv_impl='xla'``,
-    runs very slowly (grouped-convolution gradients; BENCHMARKS.md "search methods"). The two are
-    the same function of the same variables (tests/test_search.py).
+    Variables are stacked per group of edges: ``from_inputs`` (the 2·steps edges from the cell inputs) and
+    ``into_node_j``. ``scan_edges`` (default) runs the edges as one ``lax.scan``, so the compiled program holds one
+    MixedOp; ``False`` vmaps each group, slower to compile on XLA:CPU and very slow with ``conv_impl='xla'``
+    (BENCHMARKS.md "search methods"). Both are the same function of the same variables (tests/test_search.py).
     """
 
     features: int

@@ -1,16 +1,12 @@
 """The results store: ``{workdir}/results.jsonl`` (docs/provenance.md).
 
-Each finished measurement is one JSON line that names exactly what produced it: its ``identity`` (task,
-model, dataset and its content hash, seed, compute dtype, the task's settings, the record's own ``setting``
-and the content hash of the victim's training spec) with that identity's hash ``identity_sha256``; the
-``victim`` (zoo entry, spec hash, how it was trained: alone or in a population, on how many devices); the
-code and library versions; the metrics; start and end time. Every measurement is appended, none is dropped:
-a rerun adds a newer record of the same identity, and every reader shows the newest record of each
-identity (:func:`newest`). A record lands whole or not at all (:func:`nas_jax.files.replace_bytes` under a
-lock), so a full disk, a failed write or a kill leaves the previous file intact; a failure raises
-:class:`~nas_jax.errors.UserError`. Readers skip, count and name lines that are not JSON objects or lack
-the fields every record has (:data:`REQUIRED`). :func:`check_workdir` runs before any work so an unusable
-workdir or results file fails first, not after training.
+One JSON line per finished measurement, naming what produced it: its ``identity`` (task, model, dataset and its
+hash, seed, dtype, the task's settings, the record's ``setting``, the victim's spec hash) and
+``identity_sha256``; the ``victim`` (zoo entry, how it was trained); code and library versions; metrics; times.
+Every measurement is appended; readers show the newest record of each identity (:func:`newest`). A record lands
+whole or not at all (:func:`nas_jax.files.replace_bytes` under a lock); a failure raises
+:class:`~nas_jax.errors.UserError`. Readers skip, count and name lines that are not complete records
+(:data:`REQUIRED`); :func:`check_workdir` fails an unusable workdir before any work.
 """
 
 from __future__ import annotations

@@ -2,17 +2,12 @@
 
   python launch/table4.py workdir/table4 [--models darts,darts_i] [--out table4.md]
 
-Reads ``{workdir}/results.jsonl`` (every task writes there when run with the same ``--workdir``). A row is one
-victim (a model and the content hash of its training spec: a bf16 and a float32 victim of one model are two
-rows), and each cell the newest record of that victim's measurement (docs/provenance.md); a ``settings`` column
-names the settings that differ between rows where any do (the victim's recipe between rows of one model, a
-task's settings between any rows). The measurements are the tasks' own (:class:`Summary`, carried by their study
-metrics): clean accuracy and PGD ASR most/least likely, TrojanNN ASR and CAD, membership AUC, Knockoff ACE and
-the poisoning CAD. A cell is '-' where the task was not run for that model. A searched cell (``genotype:PATH``, the way ``launch/table4.sh`` names it) is labelled with the searcher and
-mitigation of the ``search`` record next to its genotype.json (``method / variant``, e.g. ``gdas / darts_ii``), so
-the table has a row per (method, mitigation). The paper's values (CIFAR-10, :data:`PAPER_TABLE4`) are printed
-below the table for the stored DARTS
-variants it shows.
+Reads ``{workdir}/results.jsonl``. A row is one victim (a model and its training spec's hash: a bf16 and a
+float32 victim are two rows), each cell the newest record of its measurement (docs/provenance.md); a ``settings``
+column names the settings that differ between rows. The cells are the tasks' own (:class:`Summary`, carried by
+their study metrics); '-' where a task was not run. A searched cell (``genotype:PATH``, as ``launch/table4.sh``
+names it) is labelled with the ``method / variant`` of the ``search`` record beside its genotype.json. The paper's
+values (CIFAR-10, :data:`PAPER_TABLE4`) follow the table for the stored DARTS variants it shows.
 """
 
 from __future__ import annotations

@@ -1,36 +1,24 @@
 """The DARTS bi-level step: hypergradients, the in-NAS mitigations and the optimisers.
 
-Paper §2.1 / Eqn 4 (DARTS, Liu et al. 2019) and §5.2 (mitigations; Table 4, Figures
-15–17); docs/protocol.md §g and §f.4. The architecture α minimises L_val(w*(α), α) where
-w*(α) minimises L_train(w, α). Three hypergradients of α, one compiled step each:
+Paper §2.1 / Eqn 4 (DARTS, Liu et al. 2019) and §5.2 (mitigations; Table 4, Figures 15–17); docs/protocol.md §g
+and §f.4. α minimises L_val(w*(α), α) with w*(α) minimising L_train(w, α). Three hypergradients of α:
 
 - ``first_order``: ∇_α L_val(w, α) (DARTS-V1).
-- ``finite_difference``: the original DARTS second-order approximation. A virtual
-  step w' = w − ξ(μm + ∇_w L_train(w, α) + λw), then dα − ξ·h with h the central
-  finite difference (∇_α L_train(w + Rv) − ∇_α L_train(w − Rv)) / 2R, v = ∇_{w'} L_val,
-  R = ε / ‖v‖ (docs/protocol.md §g, ε = 0.01).
-- ``exact``: jax.grad of α ↦ L_val(w'(α), α), reverse-over-reverse through the virtual
-  step: exactly dα − ξ·∇²_{αw} L_train·v, the quantity DARTS approximates.
+- ``finite_difference``: DARTS' second-order approximation: a virtual step w' = w − ξ(μm + ∇_w L_train + λw),
+  then dα − ξ·h with h = (∇_α L_train(w + Rv) − ∇_α L_train(w − Rv)) / 2R, v = ∇_{w'} L_val, R = ε / ‖v‖
+  (docs/protocol.md §g, ε = 0.01).
+- ``exact``: jax.grad of α ↦ L_val(w'(α), α) through the virtual step, exactly what DARTS approximates.
 
-Mitigation (i), ``n_step``: the virtual step becomes ``n_step`` unrolled SGD steps
-(``lax.scan``; the current train batch, then the next n_step − 1; the momentum buffer
-is carried as the real optimiser would) and the exact hypergradient differentiates
-through all of them. With ``first_order`` it means the ``alternate`` reading: n_step
-real weight updates per α update. Mitigation (ii), γ: the supernet's ``skip_gamma``
-(:mod:`nas_jax.models.supernet`).
+Mitigation (i), ``n_step``: the virtual step becomes ``n_step`` unrolled SGD steps (``lax.scan``, momentum
+carried) and the exact hypergradient differentiates through all of them; with ``first_order`` it means n_step
+real weight updates per α update (``alternate``). Mitigation (ii), γ: the supernet's ``skip_gamma``.
 
-Order in a step (DARTS reference): the α update on a valid batch, then the weight
-update(s) with the new α. BN runs in train mode (batch statistics) in every pass; the
-running statistics come from the real weight update only (virtual and
-finite-difference passes are discarded). The whole step is one ``jit``, batch-sharded
-over the ``'data'`` mesh like training (:mod:`nas_jax.parallel`).
-
-Other searchers (``search.method``, :mod:`nas_jax.models.searchers`; the supernet samples their mixing
-weights) use the same step, reading only their record. The sampling ones draw one key per pass from the
-step counter (train passes and the val pass apart), so the same seed gives the same search; τ is the
-record's schedule over the epochs; a record's regulariser (DrNAS) is added to the α objective. A searcher
-that does not train α (random search) makes each step one weight update on a sampled path, plus a forward
-val pass for the log.
+A step (DARTS reference order): the α update on a valid batch, then the weight update(s) with the new α, BN in
+train mode throughout; only the real weight update keeps its running statistics. One ``jit``, batch-sharded over
+the ``'data'`` mesh (:mod:`nas_jax.parallel`). Other searchers (:mod:`nas_jax.models.searchers`) use the same step
+with their record: sampling keys come from the step counter (same seed, same search), τ follows the record's
+schedule, a regulariser (DrNAS) joins the α objective, and a searcher that does not train α (random search) makes
+each step one weight update on a sampled path plus a val pass for the log.
 """
 
 from __future__ import annotations
@@ -220,10 +208,9 @@ def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stat
                   val_batch, keys=None, tau=1.0):
     """g_α of ``sc.hypergradient`` -> (g_α, val loss, val logits).
 
-    ``train_batches = (xs, ys)`` with a leading axis of ``n_step`` batches (float
-    images); ``val_batch = (x, y)``. The val loss is the outer objective: at w for
-    first order, at the virtual weights otherwise. ``keys = (train keys (n_step,), val key)``
-    for the sampling methods (None: deterministic); a searcher's regulariser (DrNAS) adds its gradient.
+    ``train_batches = (xs, ys)`` has a leading axis of ``n_step`` batches; ``val_batch = (x, y)``; the val loss is
+    taken at w (first order) or the virtual weights. ``keys = (train keys (n_step,), val key)`` for the sampling
+    methods (None: deterministic); a searcher's regulariser (DrNAS) adds its gradient.
     """
     g, loss, logits = _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch,
                                      keys, tau)
@@ -329,8 +316,7 @@ def stacked_sharding(mesh) -> NamedSharding:
 def make_search_step(model: nn.Module, sc: StepConfig, seed: int, mesh):
     """``step(state, train_x_u8 (n, B, H, W, C), train_y (n, B), val_x_u8 (B, ...), val_y)``.
 
-    Augments every batch on the device (crop + flip, no cutout; keys from the step
-    counter so a resumed run replays the same computation) and runs
+    Augments every batch on the device (crop + flip, keys from the step counter so a resumed run replays it) and runs
     :func:`search_update`; one ``jit`` over ``mesh``, cached per (model, config).
     """
     base_key = jax.random.key(seed)

@@ -1,17 +1,11 @@
 """Genotype derivation from the architecture parameters α (docs/protocol.md §g; DARTS §2.4).
 
-For every intermediate node j: score each incoming edge (i < j) by its strongest
-non-``none`` mixing weight, keep the top-2 edges (a stable sort: ties go to the lower
-input index), and give each kept edge its argmax non-``none`` op (ties to the earlier
-primitive). Concat = all intermediate nodes. The mixing weights are the supernet's:
-softmax(α) with the skip column scaled by γ (mitigation ii, §f.4 reading (a)), so the
-derivation sees the same skip suppression as the search.
-
-Other searchers (:mod:`nas_jax.models.searchers`): the mixing weights are the searcher's deterministic
-relaxation (:func:`mean_weights`): softmax(α), or the Dirichlet mean β/Σβ (β = elu(α) + 1) for drnas; with
-edge weights β (PC-DARTS) the edges are ranked by softmax(α)·β̃, β̃ the edge normalisation (PC-DARTS §3.3:
-"multiply the edge weights by β"). Random search derives its genotype from its candidates instead
-(:mod:`nas_jax.search.random_search`).
+For every intermediate node j: score each incoming edge by its strongest non-``none`` mixing weight, keep the
+top-2 (stable: ties to the lower input), and give each its argmax non-``none`` op (ties to the earlier
+primitive); concat = all intermediate nodes. The mixing weights are the supernet's, with the skip column scaled
+by γ (mitigation ii, §f.4 reading (a)): the searcher's deterministic relaxation (:func:`mean_weights`; drnas: the
+Dirichlet mean), and with edge weights β (PC-DARTS §3.3) edges ranked by softmax(α)·β̃. Random search derives its
+genotype from its candidates (:mod:`nas_jax.search.random_search`).
 """
 
 from __future__ import annotations

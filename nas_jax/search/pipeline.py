@@ -1,26 +1,17 @@
 """The resumable DARTS search loop: data halves, checkpoints, per-epoch log, genotype, figures.
 
-docs/protocol.md §g (data: the training set split into a weight half and an α half, crop +
-flip, no cutout, the test set unused; α batches from an endlessly cycling, reshuffled
-iterator over the α half; log the genotype every epoch) and §f.4 (the n_step and γ
-knobs of paper §5.2). Output under ``{workdir}``:
+docs/protocol.md §g (the training set split into a weight half and an α half, crop + flip, no cutout, the test
+set unused; α batches cycle through reshuffled epochs of the α half; the genotype logged every epoch) and §f.4
+(the n_step and γ knobs of paper §5.2). Writes under ``{workdir}``: ``genotype.json`` (usable by every task as
+``genotype:{workdir}/genotype.json``); ``search/checkpoints``, ``search/spec.json`` and
+``search/search_log.jsonl`` (per epoch: losses, accuracies, lr, mixing weights, genotype, #skip, and the dominant
+α-Hessian eigenvalue, :mod:`nas_jax.search.smoothness`); ``figures/search_alpha_{normal,reduce}.png``,
+``figures/search_hessian.png`` and ``figures/search_cells.png``.
 
-- ``genotype.json``: the derived genotype in the ``genotypes.json`` entry format, usable by
-  every task as ``genotype:{workdir}/genotype.json``;
-- ``search/checkpoints``, ``search/search_log.jsonl`` (one row per epoch: losses,
-  accuracies, lr, the mixing weights of every edge, the genotype, #skip, and the dominant
-  eigenvalue of the α-Hessian of the validation loss, :mod:`nas_jax.search.smoothness`),
-  ``search/spec.json``;
-- ``figures/search_alpha_{normal,reduce}.png``, ``figures/search_hessian.png`` and
-  ``figures/search_cells.png``.
-
-With ``search.early_stop_factor`` > 0 (DARTS-ES, RobustDARTS §5.1) the search stops at the
-first epoch whose eigenvalue exceeds that factor times the smallest one before it, and the
-genotype is the one derived at the epoch of that minimum.
-
-Batches depend only on the step counter (and the seed), and the search runs in the one resumable loop
-(:mod:`nas_jax.train.loop`), so a killed search restarted with the same command finishes with exactly the
-state and log of an uninterrupted one.
+With ``search.early_stop_factor`` > 0 (DARTS-ES, RobustDARTS §5.1) the search stops at the first epoch whose
+eigenvalue exceeds that factor times the smallest before it, keeping the genotype of that minimum. Batches
+depend only on the step counter and seed, in the resumable loop (:mod:`nas_jax.train.loop`), so a killed search
+rerun with the same command ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations

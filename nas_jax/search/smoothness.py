@@ -1,21 +1,12 @@
 """Loss smoothness during search: the dominant eigenvalue of the α-Hessian of the validation loss.
 
-RobustDARTS (Zela et al., ICLR 2020, §4 and §5.1, the paper's ref. [62]) tracks the dominant
-eigenvalue λ_max of ∇²_α L_val(w, α) during a DARTS search: it grows as the search drifts
-towards sharp, skip-heavy cells, the "trainability" preference the paper blames for the
-vulnerability (§4.1, §5.1). DARTS-ES stops the search when λ_max grows too much.
-
-- :func:`~nas_jax.curvature.dominant_eigenvalue`: power iteration on Hessian-vector products
-  (:mod:`nas_jax.curvature`).
-- :func:`make_eigenvalue_fn`: the compiled per-epoch measurement of a supernet search: the
-  train-mode (batch statistics, as in every search pass) validation loss over a fixed set of
-  α-half batches, without augmentation, at the current weights.
-- :func:`early_stop_epoch`: the DARTS-ES rule as this project states it (below).
-
-Every search method is measured the same way, without sampling noise: the loss is that of the
-supernet's deterministic relaxation (:mod:`nas_jax.models.supernet`): softmax(α) mixing for darts,
-snas and PC-DARTS (with β), the Dirichlet mean for drnas, and for the single-path gdas and random
-supernets the argmax op of every edge weighted by its softmax(α) entry.
+RobustDARTS (Zela et al., ICLR 2020, §4 and §5.1, the paper's ref. [62]) tracks λ_max of ∇²_α L_val(w, α) during
+a DARTS search: it grows as the search drifts towards sharp, skip-heavy cells (the paper's §4.1, §5.1), and
+DARTS-ES stops the search when it grows too much. :func:`make_eigenvalue_fn` measures it per epoch by power
+iteration (:mod:`nas_jax.curvature`) on the train-mode validation loss over fixed un-augmented α-half batches;
+:func:`early_stop_epoch` is the DARTS-ES rule. Every search method is measured without sampling noise, on the
+supernet's deterministic relaxation (:mod:`nas_jax.models.supernet`; single-path supernets: the argmax op of each
+edge weighted by its softmax(α) entry).
 """
 
 from __future__ import annotations
@@ -56,9 +47,8 @@ def make_eigenvalue_fn(model, iterations: int, mesh):
 def early_stop_epoch(eigenvalues: list[float], factor: float, min_epochs: int = 1) -> int | None:
     """DARTS-ES: the first epoch t ≥ ``min_epochs`` at which λ_t > ``factor`` · min_{s<t} λ_s, else None.
 
-    RobustDARTS (§5.1) stops when λ_max has grown over a window; here the rule is a growth
-    factor over the smallest value seen so far (``search.early_stop_factor``; 0 or less: off).
-    The genotype of the stopped search is the one derived at the epoch of that minimum.
+    RobustDARTS (§5.1) stops when λ_max has grown over a window; here a growth factor over the smallest value so far
+    (``search.early_stop_factor``; ≤ 0: off). The stopped search keeps the genotype of that minimum's epoch.
     """
     if factor <= 0:
         return None

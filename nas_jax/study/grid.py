@@ -1,19 +1,14 @@
 """The study as a grid of independent, resumable cells: (task, model, seed).
 
-Every cell runs the task's launcher config (``configs/{task}.py`` at the study's preset, with the
-cell's models and seed, :func:`cell_config`) in its own workdir ``{workdir}/cells/{task}/{model}/seed{s}``,
-so each writes its own ``results.jsonl`` (no two processes append to one file), and a cell is the
-same computation whether a whole shard runs in one process (``study.shard``, the SLURM array) or
-one launcher call runs it alone (``study.only``, the Ray driver). Each task says what its cells are
-(:meth:`~nas_jax.study.seam.Task.cell_targets`): one per model; one per seed over all the study's models for a
-task that compares models inside one call (``joint``); or its own targets (the search: one cell per searcher,
-whose ``model`` field holds the method, e.g. ``search/gdas/seed0``).
+Every cell runs the task's launcher config (``configs/{task}.py`` at the study's preset with the cell's models
+and seed, :func:`cell_config`) in its own workdir ``{workdir}/cells/{task}/{model}/seed{s}``, so no two processes
+append to one ``results.jsonl`` and a cell is the same computation in a shard (``study.shard``, SLURM) or alone
+(``study.only``, Ray). A task's cells (:meth:`~nas_jax.study.seam.Task.cell_targets`): one per model, one per
+seed for a ``joint`` task, or its own targets (the search: one per searcher, e.g. ``search/gdas/seed0``).
 
-Sharding (``study.shard = "i/n"``): the cells of one (model, seed) stay together, so the victim
-they share is trained once, in one shard; the groups are assigned to shards by longest
-processing time first (each task's estimated minutes at the quick preset, ``Task.cost_minutes``), which is
-deterministic and balances the shards' estimated cost. The grid knows tasks only through the registry entries
-it is given (:func:`nas_jax.tasks.get_task`; this layer does not import the tasks).
+Sharding (``study.shard = "i/n"``) keeps the cells of one (model, seed) together, so their victim is trained
+once, and assigns the groups by longest processing time first (``Task.cost_minutes``), deterministic and
+balanced. The grid knows tasks only through the registry entries it is given (:func:`nas_jax.tasks.get_task`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """Task ``adv_train``: PGD adversarial training of NAS and manual models (§5.2, Figure 14; docs/protocol.md §e.7).
 
-For every model: adversarial training (untargeted L∞ PGD-7, ε = 8/255, α = 2/255, from the clean input
-[artifact; ``adv_train.random_start`` for a U(−ε, ε) start]; the BN mode while crafting is
-``adv_train.craft_mode``, see :mod:`nas_jax.attacks.adversarial_training`) with the
-``config.train`` recipe and ``adv_train.epochs`` epochs, either from scratch (``init = 'scratch'``, 100 epochs
-in the paper preset [project]) or as fine-tuning of the zoo victim (``init = 'finetune'``). Metrics as in
-Figure 14:
-
-* accuracy drop = clean test accuracy of the standardly trained model − that of the adversarially trained one,
-  against two references: ``accuracy_drop`` against the standard model of the AT recipe — the zoo victim when
-  AT fine-tunes it or uses the zoo's recipe, otherwise a standard training with the AT recipe (same epochs) run
-  for the comparison — and ``accuracy_drop_zoo`` against the zoo victim of Table 1 (the same number when the
-  reference is the zoo victim);
-* robustness = ASR of untargeted PGD (ε = 8/255, α = 2/255, 7 iterations, 5 restarts, eval mode) on
-  ``n_inputs`` test inputs each model classifies correctly, against the adversarially trained model
-  (``metrics.asr``) and the standard one (``metrics.asr_standard``).
+For every model: adversarial training (:mod:`nas_jax.attacks.adversarial_training`: L∞ PGD-7, ε = 8/255,
+α = 2/255, from the clean input [artifact] or ``random_start``, ``craft_mode``) with the ``config.train`` recipe
+for ``adv_train.epochs``, from scratch (``init = 'scratch'``, 100 epochs in the paper preset [project]) or
+fine-tuning the zoo victim (``'finetune'``). Metrics (Figure 14): ``accuracy_drop`` = clean accuracy of the
+standard model of the AT recipe (the zoo victim where AT fine-tunes it or shares its recipe, else a standard
+training run for the comparison) minus the AT model's; ``accuracy_drop_zoo`` against the Table 1 zoo victim;
+``asr`` / ``asr_standard``: untargeted eval-mode PGD (ε = 8/255, α = 2/255, 7 iterations, 5 restarts) on
+``n_inputs`` correctly classified test inputs against the AT / standard model.
 
 Runs are cached and resumable under ``{workdir}/runs/adv_train/{dataset}/{model}/``. Prints a table, appends
 one ``task: "adv_train"`` record per model and saves ``{workdir}/figures/adv_train.png``.

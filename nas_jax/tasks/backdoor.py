@@ -1,22 +1,18 @@
 """Task ``backdoor``: TrojanNN and BadNet against NAS and manual victims (§3.2, Figures 7–8, Table 5;
 docs/protocol.md §e.4).
 
-For every victim (from the zoo, trained first if missing) and every attack of ``config.backdoor.attacks``:
-
-* ``trojannn``, once per ``n_neuron`` of ``config.backdoor.n_neurons`` (``(2,)`` by default; ``(1, 2, 3, 4)``
-  is Figure 8): select the target neurons of the penultimate layer, optimise the 3×3 mark (transparency 0.7)
-  to drive them to the target value, then fine-tune the victim on the stream with stamped, relabelled copies;
-* ``badnet``: a fixed opaque white 3×3 patch, no optimisation, the same fine-tuning at its own poison rate.
-
-Fine-tuning uses :func:`nas_jax.train.trainer.train` from the victim's variables with the ``backdoor``
-recipe (20 epochs, lr 0.01 constant, no cutout, no clipping [artifact]); trigger stamping and poisoning run in
-the compiled train step (:func:`nas_jax.attacks.backdoor.poison_transform`). Runs (and the optimised trigger,
-``trigger.npz``) are cached and resumable under ``{workdir}/runs/backdoor/{dataset}/{model}/{setting}/``.
-ASR (``asr``: all stamped inputs, target class included, docs/protocol.md §e.4's default; ``asr_excluding_target``)
-and CAD are measured on ``n_inputs`` test inputs drawn with the shared seeded order (G5), and on the full test
-set [artifact]. Prints a table, appends one ``task: "backdoor"`` record per (model, setting) and saves
-``figures/backdoor_{attack}.png`` (Figure 7 style) and, with several ``n_neuron``,
-``figures/backdoor_neurons.png`` (Figure 8).
+For every victim (from the zoo, trained first if missing) and attack of ``config.backdoor.attacks``:
+``trojannn``, once per ``n_neuron`` of ``config.backdoor.n_neurons`` (``(1, 2, 3, 4)`` is Figure 8), selects
+penultimate-layer neurons, optimises the 3×3 mark (transparency 0.7) to drive them to the target value and
+fine-tunes on stamped, relabelled copies; ``badnet`` fine-tunes with a fixed opaque white 3×3 patch at its own
+poison rate. Fine-tuning is :func:`nas_jax.train.trainer.train` with the ``backdoor`` recipe (20 epochs, lr 0.01
+constant, no cutout, no clipping [artifact]), poisoning in the compiled step
+(:func:`nas_jax.attacks.backdoor.poison_transform`); runs and ``trigger.npz`` are cached and resumable under
+``{workdir}/runs/backdoor/{dataset}/{model}/{setting}/``. ASR (``asr``, docs/protocol.md §e.4's default;
+``asr_excluding_target``) and CAD on ``n_inputs`` test inputs of the shared seeded order (G5) and on the full test
+set [artifact]. Appends one ``task: "backdoor"`` record per (model, setting); figures
+``figures/backdoor_{attack}.png`` (Figure 7 style) and, with several ``n_neuron``, ``figures/backdoor_neurons.png``
+(Figure 8).
 """
 
 from __future__ import annotations
@@ -44,22 +40,15 @@ from nas_jax.train import trainer, zoo
 
 @dataclasses.dataclass(frozen=True)
 class BackdoorSettings(Settings):
-    """The backdoor attacks' settings (Table 5; docs/protocol.md §e.4), defaults the paper preset's: which ``attacks``,
-    TrojanNN's ``n_neurons`` (one fine-tuning each; Figure 8 sweeps 1–4) picked by ``neuron_selection``, the
-    ``target`` class, the trigger patch (``trigger_size`` at ``trigger_row``/``trigger_col``; TrojanNN blends it
-    at ``transparency``, BadNet at ``badnet_transparency``), the trigger optimisation (``trigger_lr`` per
-    sign step, at most ``trigger_iterations``, towards ``target_value`` until the objective is below
-    ``threshold``; ``eps_quirk``: the artifact's 1/255 cap per step), the poison rates, the fine-tuning recipe
-    of the clean victim (``epochs``, ``lr``, ``lr_schedule``, ``cutout``, ``grad_clip`` [artifact]) and the
-    ``n_inputs`` test inputs the ASR is measured on.
+    """The backdoor attacks' settings (Table 5; docs/protocol.md §e.4), defaults the paper preset's: the ``attacks``,
+    TrojanNN's ``n_neurons`` (one fine-tuning each; Figure 8 sweeps 1–4) and ``neuron_selection``, the ``target``,
+    the trigger patch and its blending, the trigger optimisation (``eps_quirk``: the artifact's 1/255 cap per step),
+    the poison rates, the fine-tuning recipe [artifact] and the ``n_inputs`` the ASR is measured on.
 
-    quick: a 6x6 trigger: on digits (8x8 images upsampled 4x to 32x32) a 3x3 or 4x4 mark lies within one source
-    pixel, a scale at which the quick victims never saw structure, and 3 fine-tuning epochs do not teach it:
-    TrojanNN on darts reached ASR 9.3% (3x3), 9.7% (4x4), 95% (6x6, CAD 0.3 points) on 300 inputs (measured).
-    quick fine-tunes with a cosine schedule: the quick DARTS victim's eval-mode accuracy tracks its BN running
-    statistics only once the lr is small (at a constant 0.01 its TrojanNN fine-tuning ended at 10% test accuracy
-    in eval mode, 98% with batch or recalibrated statistics; measured), i.e. a "CAD" of 89 points. Poison rates
-    0.1 and 3 epochs make the quick run minutes."""
+    quick: a 6x6 trigger (on digits upsampled 4x a 3x3 or 4x4 mark lies within one source pixel: TrojanNN on darts
+    reached ASR 9.3% (3x3), 9.7% (4x4), 95% (6x6) on 300 inputs, measured) and a cosine schedule (at a constant 0.01
+    the quick DARTS victim's eval-mode accuracy fell to 10%, 98% with recalibrated BN statistics: a "CAD" of 89
+    points, measured); poison rates 0.1 and 3 epochs make it minutes."""
 
     PRESETS: ClassVar[dict] = {"quick": {"trigger_size": 6, "poison_rate": 0.1, "badnet_poison_rate": 0.1,
                                          "epochs": 3, "lr_schedule": "cosine", "n_inputs": 300}}

@@ -1,16 +1,14 @@
 """Task ``stealing``: Knockoff Nets functionality stealing (§3.2, Figure 9 and Table 2; docs/protocol.md §e.5).
 
-Architecture-aware setting (Figure 9): every victim of ``config.models`` is stolen into a fresh replica of its own
-architecture at each query budget of ``stealing.budgets``. Architecture-agnostic setting (Table 2): every victim of
-``stealing.matrix_models`` into every replica of the same list at ``stealing.matrix_budget`` queries (pairs already
-run by the aware setting are reused, not rerun). The victim answers only with its probability vector (eval mode);
-the query pool is its training set, augmented once and frozen, without labels (``adaptive`` uses the classes to
-form its arms). Each (victim, replica, budget) appends one ``task: "stealing"`` record with ``metrics.ace`` (mean
-test-set cross entropy between victim and replica predictions), the floor ``victim_entropy``, ``kl`` = ace − floor,
-``replica_accuracy`` and ``agreement``. Prints both tables; figures ``{workdir}/figures/stealing_ace_budget.png``
-and ``{workdir}/figures/stealing_matrix.png``. Thieves train resumably under
-``{workdir}/runs/stealing/{dataset}/{victim}/{replica}/{sampling}_{reward}_{labels}_{budget}/``
-(:func:`nas_jax.study.runs.task_run_dir`: two datasets in one workdir never share a thief).
+Architecture-aware (Figure 9): every victim of ``config.models`` into a fresh replica of its own architecture at
+each budget of ``stealing.budgets``. Architecture-agnostic (Table 2): every victim of ``stealing.matrix_models``
+into every replica of that list at ``stealing.matrix_budget`` (pairs the aware setting ran are reused). The victim
+answers with probabilities only (eval mode); the pool is its training set, augmented once, unlabelled (``adaptive``
+uses the classes as arms). One ``task: "stealing"`` record per (victim, replica, budget): ``ace``, its floor
+``victim_entropy``, ``kl`` = ace − floor, ``replica_accuracy``, ``agreement``. Figures
+``{workdir}/figures/stealing_ace_budget.png`` and ``{workdir}/figures/stealing_matrix.png``; thieves train
+resumably under ``{workdir}/runs/stealing/{dataset}/{victim}/{replica}/{sampling}_{reward}_{labels}_{budget}/``
+(:func:`nas_jax.study.runs.task_run_dir`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Orbax checkpoints of a run's state; the only module that imports orbax.
 
-A checkpoint is a plain orbax pytree (item ``state``: the step, the model's variables in its own layout and
-the optimiser state) that orbax alone restores (docs/provenance.md shows the five lines), plus two small JSON
-items: ``layout`` (every leaf's path, shape and dtype) and ``progress`` (the running sums of a mid-epoch
-checkpoint). Writes are atomic (orbax writes to a temporary directory and renames it), so a run killed at any
-moment leaves the previous checkpoint intact. Writes run in the background (the state is copied to host memory
-first): a save returns at once, and a failed write is reported at the next save or at :meth:`Checkpointer.close`,
-which a finished run calls before it records anything that relies on the checkpoint. Restoring compares the
-stored layout with the requested one first and refuses any difference: a checkpoint is never loaded
-partially. A checkpoint that cannot be read (truncated, overwritten, half deleted) raises
-:class:`CheckpointCorruptError`; the loop then falls back to the previous one. Checkpoints of the earlier
-packed format (one vector per dtype) are refused with the fix.
+A checkpoint is a plain orbax pytree (item ``state``: step, variables, optimiser state; docs/provenance.md shows
+how to restore it with orbax alone) plus JSON items ``layout`` (every leaf's path, shape and dtype) and
+``progress`` (a mid-epoch checkpoint's running sums). Writes are atomic and run in the background; a failed write
+is reported at the next save or at :meth:`Checkpointer.close`, which a finished run calls before it records
+anything. Restoring refuses a layout that differs (never a partial load); an unreadable checkpoint raises
+:class:`CheckpointCorruptError` and the loop falls back to the previous one; the earlier packed format is refused
+with the fix.
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
 """The one resumable loop of training, population training and the DARTS search (docs/provenance.md).
 
-A run takes ``epochs × steps_per_epoch`` steps. What differs between runs is two functions of a :class:`Loop`:
-``step(state, step) -> (state, metrics)`` (one compiled step on the batches of that global step; ``metrics``
-are summed over the epoch) and ``end_epoch(state, epoch, step, sums, seconds) -> rows`` (one log row per
-member of the run: evaluation, the genotype, an eigenvalue). The loop owns the rest, once:
-
-- resuming from the newest readable checkpoint (a damaged one is moved aside, the one before it used), with
-  the running sums of a mid-epoch checkpoint, so a killed run restarted with the same command ends with the
-  state and logs of an uninterrupted one;
-- checkpoints at every epoch end and every ``checkpoint_every_steps`` steps;
-- the per-epoch logs, one file per member, written before the epoch's checkpoint: a kill in between replays
-  the epoch and rewrites its row;
-- the progress bar (it says when the step is compiling; its ETA counts compiled steps only), TensorBoard;
-- ``max_steps`` (stop as a kill would) and an optional ``stop(logs)`` rule (DARTS-ES early stopping).
+A run takes ``epochs × steps_per_epoch`` steps; a :class:`Loop` brings two functions:
+``step(state, step) -> (state, metrics)`` (one compiled step; ``metrics`` summed over the epoch) and
+``end_epoch(state, epoch, step, sums, seconds) -> rows`` (one log row per member of the run). The loop owns the
+rest: resuming from the newest readable checkpoint (a damaged one moved aside) with a mid-epoch checkpoint's
+running sums, so a killed run rerun with the same command ends as an uninterrupted one; checkpoints at every
+epoch end and every ``checkpoint_every_steps``; the per-epoch logs, written before the epoch's checkpoint; the
+progress bar (its ETA counts compiled steps only) and TensorBoard; ``max_steps`` (stop as a kill would) and an
+optional ``stop(logs)`` rule (DARTS-ES).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The run directory shared by training and search: ``spec.json``, the per-epoch log, TensorBoard, progress.
 
-A resumable run (a zoo victim, a task's own training, a population, a DARTS search) owns one directory:
-
-- ``spec.json``: everything that determines the result. A new run writes it; it binds once the run has
-  started (a checkpoint or ``final.json`` exists): a run resumed with another spec is then refused with the
-  differing keys and the fix (:func:`check_spec`), never mixed. A spec without any checkpoint (a run that
-  failed before its first step) is replaced, so the corrected command is not refused;
-- the per-epoch log (``train_log.jsonl``, ``search_log.jsonl``): rows of the epochs before the resume point
-  are kept (:func:`read_log`; a damaged file is a clear error), the file is rewritten atomically after each
-  epoch (:func:`write_log`), so a killed run restarted with the same command ends with the same log;
-- TensorBoard scalars (:func:`tensorboard_writer`, optional) and the tqdm bar (:func:`progress_bar`), both on
-  process 0 only.
+A resumable run owns one directory: ``spec.json`` (all that determines the result; once the run has started a
+different spec is refused with the differing keys, :func:`check_spec`; before its first checkpoint it is
+replaced); the per-epoch log (``train_log.jsonl``, ``search_log.jsonl``: rows before the resume point kept,
+:func:`read_log`, the file rewritten atomically each epoch, :func:`write_log`); TensorBoard scalars
+(:func:`tensorboard_writer`) and the tqdm bar (:func:`progress_bar`), on process 0 only.
 """
 
 from __future__ import annotations
@@ -48,11 +42,9 @@ def spec_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def check_spec(directory: str | Path, spec: dict, *, refusal: str, fix: str,
                error: type[UserError] = UserError, damaged: type[UserError] = UserError) -> None:
-    """Write ``spec`` as ``directory/spec.json`` for a new run, or refuse a directory whose stored spec differs:
-    ``error(refusal + the differing keys + fix)``; a damaged ``spec.json`` raises ``damaged``. The spec of a run
-    that never started (:func:`has_started`) is replaced, not compared. ``refusal`` names
-    the directory ("the zoo entry D was trained with a different config"), ``fix`` says what to do (another
-    workdir, or delete the directory)."""
+    """Write ``spec`` as ``directory/spec.json`` for a new run, or refuse a stored spec that differs:
+    ``error(refusal + the differing keys + fix)``; a damaged one raises ``damaged``. A run that never started
+    (:func:`has_started`) has its spec replaced, not compared."""
     directory = Path(directory)
     path = directory / SPEC_FILE
     if path.exists() and has_started(directory):

@@ -1,16 +1,12 @@
 """The victim zoo: trained models cached at ``{zoo_dir}/{dataset}/{model}/{preset}/`` (docs/provenance.md).
 
-Each entry holds ``spec.json`` (everything that determines the trained weights: model, architecture knobs,
-data, recipe, seed), orbax checkpoints and ``train_log.jsonl``; ``final.json`` (written atomically, last)
-marks a finished run and says how it was trained (alone or as a population member, on how many devices).
-Any task that needs a trained victim calls :func:`get_or_train`: it restores a finished entry (reading only:
-a finished zoo serves from a read-only mount), resumes an unfinished one, or trains a new one. Identity is
-content: an ``npz:`` dataset enters the spec by the SHA-256 of the file, a ``genotype:PATH`` model by its
-normalised genotype, which also names its folder (an edited genotype file is a new entry). An entry whose
-started spec differs from the request is refused with the differing keys, never loaded. A finished entry
-restores exactly the step ``final.json`` names (a missing one is refused: older weights would not match its
-accuracy); a damaged ``final.json`` is rebuilt from the final checkpoint. One process at a time trains an
-entry: a second waits on ``.lock``, printing the pid that holds it.
+An entry holds ``spec.json`` (all that determines the weights), orbax checkpoints, ``train_log.jsonl`` and, last
+and atomically, ``final.json`` (finished; how it was trained). :func:`get_or_train` restores a finished entry
+(read only: a read-only mount serves), resumes an unfinished one or trains a new one. Identity is content: an
+``npz:`` dataset by its SHA-256, a ``genotype:PATH`` model by its normalised genotype (which names its folder). A
+started entry with another spec is refused with the differing keys; a finished one restores exactly the step
+``final.json`` names (a damaged ``final.json`` is rebuilt from the final checkpoint). One process trains an
+entry at a time; another waits on ``.lock``, printing the holder's pid.
 """
 
 from __future__ import annotations

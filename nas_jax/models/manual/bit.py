@@ -2,26 +2,13 @@
 (BiT): General Visual Representation Learning", ECCV 2020, arXiv:1912.11370; pre-activation
 units from He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016).
 
-``bit-m-r50x1_comp`` of the artifact, trained from scratch (no ImageNet weights): the
-google-research/big_transfer PyTorch ResNetV2 with pre-activation bottlenecks [3, 4, 6, 3]
-(GroupNorm + ReLU before each weight-standardised conv, stride on the 3x3 conv, a
-weight-standardised 1x1 projection of the pre-activated input where the shape changes), the
-root replaced by one weight-standardised 3x3 stride-1 pad-1 conv (3 -> 64) without pooling,
-and the head's GroupNorm + ReLU kept before global average pooling and Linear(2048, n).
-
-Weight standardisation as in big_transfer: per output channel, over (kh, kw, in),
-``w = (w - mean) / sqrt(var + 1e-10)`` with the biased variance. GroupNorm eps 1e-5 (PyTorch).
-
-Initialisation (the big_transfer PyTorch code sets none, so PyTorch's defaults): conv kernels
-U(+-1/sqrt(fan_in)) (``torch_default_kernel_init``; weight standardisation removes their
-scale anyway), GroupNorm gamma=1 beta=0, the classifier PyTorch's default Linear init.
-
-BiT has no BatchNorm and no dropout: ``train`` is accepted and has no effect, and the
-variables hold only ``'params'`` (no ``'batch_stats'`` collection).
-
-Width multiplier: every channel count scales with :func:`scale_channels`; a GroupNorm over
-``c`` channels uses ``gcd(32, c)`` groups (32 whenever ``c`` is a multiple of 32, which holds
-for every layer at width 1).
+The artifact's ``bit-m-r50x1_comp`` trained from scratch: big_transfer's PyTorch ResNetV2 with pre-activation
+bottlenecks [3, 4, 6, 3] (GroupNorm + ReLU before each weight-standardised conv, stride on the 3x3, a WS 1x1
+projection where the shape changes), the root one WS 3x3 stride-1 conv (3 -> 64) without pooling, and the head's
+GroupNorm + ReLU before global average pooling and Linear(2048, n). Weight standardisation per output channel:
+``w = (w - mean) / sqrt(var + 1e-10)`` (biased variance); GroupNorm eps 1e-5 with ``gcd(32, c)`` groups.
+Initialisation: PyTorch's defaults (big_transfer sets none). No BatchNorm, no dropout: ``train`` has no effect and
+the variables hold only ``'params'``. Width multiplier: every channel count scales with :func:`scale_channels`.
 """
 
 from __future__ import annotations

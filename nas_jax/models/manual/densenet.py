@@ -1,19 +1,12 @@
 """DenseNet-121, CIFAR "_comp" variant (docs/protocol.md §c.3; Huang et al., "Densely Connected
 Convolutional Networks", CVPR 2017, arXiv:1608.06993).
 
-torchvision's ``densenet121`` (growth 32, blocks [6, 12, 24, 16], 64 initial features,
-bottleneck ``bn_size * growth`` = 128, compression 0.5, no dropout) with the "_comp" changes of
-§c.3: conv0 is a 3x3 stride-1 pad-1 conv (3 -> 64) and the stem BN, ReLU and max-pool are
-removed. The final BN (norm5) is followed by a ReLU, global average pooling and
-Linear(1024, n).
-
-Initialisation (§b.7, torchvision ``DenseNet.__init__``): convs He-normal (fan_in, ReLU gain),
-BN gamma=1 beta=0, the classifier weight PyTorch's default Linear init and its bias **zero**
-(torchvision sets ``nn.init.constant_(m.bias, 0)`` for DenseNet's Linear).
-
-Width multiplier: the growth rate and the initial feature count scale with
-:func:`scale_channels`; the bottleneck width is ``bn_size * growth`` and each transition keeps
-``floor(channels * compression)`` channels, as in torchvision.
+torchvision's ``densenet121`` (growth 32, blocks [6, 12, 24, 16], 64 initial features, bottleneck 128,
+compression 0.5, no dropout) with the "_comp" stem of §c.3 (a 3x3 stride-1 pad-1 conv0, no stem BN, ReLU or
+max-pool); norm5 + ReLU, global average pooling, Linear(1024, n). Initialisation (§b.7, torchvision): convs
+He-normal (fan_in), BN gamma=1 beta=0, the classifier PyTorch's default Linear weight with a **zero** bias.
+Width multiplier: the growth rate and initial features scale with :func:`scale_channels`; bottlenecks and
+transitions follow from them as in torchvision.
 """
 
 from __future__ import annotations

@@ -1,28 +1,14 @@
 """DLA-34, CIFAR "_comp" variant (docs/protocol.md §c.3; Yu et al., "Deep Layer Aggregation", CVPR 2018,
 arXiv:1707.06484; reference code ucbdrive/dla ``dla34``).
 
-Structure of the official ``dla34`` (BasicBlock trees, channels [16, 32, 64, 128, 256, 512],
-tree levels [1, 2, 2, 1], level_root on the last three trees, 1x1 Root convs without root
-residual) with the "_comp" changes of §c.3 as the artifact makes them:
-
-* base layer: 3x3 stride-1 conv (3 -> 16) + BN + ReLU (the official one is 7x7);
-* level 0: 3x3 conv 16 -> 16, stride 1; level 1: 3x3 conv 16 -> 32, stride **1** (was 2);
-* tree strides [1, 2, 2, 2] (down-sampling x8 in total), global average pool, Linear(512, n).
-
-Resolved ambiguities (all without effect on the function computed):
-
-* The official code also creates ``project`` layers in trees with ``levels > 1`` that are never
-  used; like the artifact (and timm) they are omitted, so the count is 15,232,314 for 10
-  classes rather than the official layout's larger number.
-* The official classifier is a 1x1 conv ``fc``; here it is a Dense layer (same function).
-* Tree down-sampling of the shortcut is a 2x2 stride-2 max-pool, as in the official code.
-
-Initialisation (the official ucbdrive/dla scheme): every conv N(0, 2 / (k*k*out_channels)),
-i.e. He-normal fan_out; BN gamma=1 beta=0; the classifier gets PyTorch's default Linear init
-(the artifact's ``nn.Linear``; the official 1x1-conv ``fc`` would get N(0, 2/num_classes)).
-The artifact itself leaves every conv at PyTorch's default init.
-
-Width multiplier: every channel count scales with :func:`scale_channels`.
+The official ``dla34`` (BasicBlock trees, channels [16, 32, 64, 128, 256, 512], levels [1, 2, 2, 1], level_root
+on the last three trees, 1x1 Root convs without root residual) with the artifact's "_comp" changes (§c.3): a 3x3
+stride-1 base conv (officially 7x7), level 1 at stride **1** (was 2), tree strides [1, 2, 2, 2], global average
+pool, Linear(512, n). Like the artifact (and timm) the never-used ``project`` layers of trees with ``levels > 1``
+are omitted (15,232,314 parameters for 10 classes); the 1x1-conv ``fc`` is a Dense layer (same function); the
+shortcut's down-sampling is a 2x2 max-pool. Initialisation (ucbdrive/dla): convs N(0, 2 / (k*k*out_channels)),
+BN gamma=1 beta=0, the classifier PyTorch's default Linear init (the artifact leaves every conv at PyTorch's
+default). Width multiplier: every channel count scales with :func:`scale_channels`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """ResNet-18, CIFAR "_comp" variant (docs/protocol.md §c.3; He et al., "Deep Residual Learning for
 Image Recognition", CVPR 2016, arXiv:1512.03385).
 
-torchvision's ``resnet18`` with the CIFAR stem of §c.3: conv1 is a 3x3 stride-1 pad-1 conv
-and the max-pool is removed. BasicBlocks [2, 2, 2, 2], widths 64-512, global average pool,
-Linear(512, n). 11,173,962 trainable parameters for 10 classes (§b.6).
-
-Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain), BN gamma=1 beta=0,
-the classifier PyTorch's default Linear init. (The artifact's replacement stem conv is a fresh
-``nn.Conv2d`` and so gets PyTorch's default init; here every conv follows §b.7.)
-
-This module also holds the torchvision ``Bottleneck`` (stride on the 3x3 conv, "ResNet v1.5")
-shared by ResNeXt and WideResNet, and the shared stem / classifier helpers.
+torchvision's ``resnet18`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no max-pool): BasicBlocks
+[2, 2, 2, 2], widths 64-512, global average pool, Linear(512, n); 11,173,962 parameters for 10 classes (§b.6).
+Initialisation (§b.7, torchvision): convs He-normal (fan_out), BN gamma=1 beta=0, the classifier PyTorch's
+default Linear init (also the artifact's fresh stem conv, which gets PyTorch's default init there). Also the
+torchvision ``Bottleneck`` ("ResNet v1.5") of ResNeXt and WideResNet and the shared stem / classifier helpers.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """ResNeXt-50 32x4d, CIFAR "_comp" variant (docs/protocol.md §c.3; Xie et al., "Aggregated Residual
 Transformations for Deep Neural Networks", CVPR 2017, arXiv:1611.05431).
 
-torchvision's ``resnext50_32x4d`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no
-max-pool) and **the 4th stage dropped**: Bottleneck stages [3, 4, 6] with cardinality 32 and
-4 channels per group in the first stage (inner widths 128, 256, 512; outputs 256, 512, 1024),
-global average pool, Linear(1024, n) **with** bias (the artifact builds it without bias, an
-[artifact quirk]; ``classifier_bias=False`` reproduces that).
+torchvision's ``resnext50_32x4d`` with the CIFAR stem of §c.3 and **the 4th stage dropped**: Bottleneck stages
+[3, 4, 6], cardinality 32, 4 channels per group in the first stage (inner widths 128-512, outputs 256-1024),
+global average pool, Linear(1024, n) **with** bias (the artifact's has none [artifact quirk];
+``classifier_bias=False``). Initialisation as ResNet's (§b.7).
 
-Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain), BN gamma=1 beta=0,
-the classifier PyTorch's default Linear init.
-
-Width multiplier rule: the inner width of stage i is ``W = scale_channels(128 * 2**i, m)``.
-While ``W >= 32`` the cardinality stays 32 with ``W // 32`` channels per group (so the inner
-width is ``32 * (W // 32)``); below that (fewer than one channel per group) the cardinality
-drops to ``W`` with one channel per group. Stem and block outputs scale as in ResNet
-(``scale_channels(64 * 2**i, m) * 4``).
+Width multiplier: stage i's inner width is ``W = scale_channels(128 * 2**i, m)``; while ``W >= 32`` the
+cardinality stays 32 (inner width ``32 * (W // 32)``), below it drops to ``W`` with one channel per group.
+Outputs scale as in ResNet (``scale_channels(64 * 2**i, m) * 4``).
 """
 
 from __future__ import annotations

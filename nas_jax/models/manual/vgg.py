@@ -1,19 +1,15 @@
 """VGG-13-BN, CIFAR "_comp" variant (docs/protocol.md §c.3; Simonyan & Zisserman, "Very Deep
 Convolutional Networks for Large-Scale Image Recognition", ICLR 2015, arXiv:1409.1556).
 
-torchvision's ``vgg13_bn`` conv stack (64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512,
-512, M; 3x3 pad-1 convs **with bias** + BN + ReLU, 2x2 max-pools), the first conv unchanged,
-global average pooling instead of the 7x7 adaptive pool, and the "_comp" classifier
-Linear(512, 512)-ReLU-Dropout(0.5)-Linear(512, 512)-ReLU-Dropout(0.5)-Linear(512, n).
+torchvision's ``vgg13_bn`` conv stack (3x3 pad-1 convs **with bias** + BN + ReLU, 2x2 max-pools), global average
+pooling instead of the 7x7 adaptive pool, and the "_comp" classifier
+Linear(512, 512)-ReLU-Dropout(0.5)-Linear(512, 512)-ReLU-Dropout(0.5)-Linear(512, n). Initialisation (§b.7,
+torchvision): convs He-normal (fan_out) with zero bias, BN gamma=1 beta=0, linear layers N(0, 0.01), zero bias.
 
-Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain) with zero bias,
-BN gamma=1 beta=0, linear layers N(0, 0.01) with zero bias.
-
-Width multiplier: every conv width scales with :func:`scale_channels`; the classifier's hidden
-width stays 512 [project]. Three N(0, 0.01) layers start near a saddle whose escape slows as the
-hidden width shrinks: at width 0.25 with a 128-wide classifier the quick preset's VGG stays at
-chance for 8 of 12 epochs (28% test accuracy at the end); with 512 it reaches 96%. The classifier
-costs little next to the convolutions. Dropout draws from the ``'dropout'`` rng in train mode.
+Width multiplier: conv widths scale with :func:`scale_channels`; the classifier's hidden width stays 512
+[project]: three N(0, 0.01) layers start near a saddle that a narrower classifier escapes slowly (at width 0.25
+with 128 hidden, the quick VGG stayed at chance for 8 of 12 epochs; with 512 it reaches 96%). Dropout draws from
+the ``'dropout'`` rng in train mode.
 """
 
 from __future__ import annotations

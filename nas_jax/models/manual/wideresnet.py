@@ -1,15 +1,10 @@
 """Wide ResNet-50-2, CIFAR "_comp" variant (docs/protocol.md §c.3; Zagoruyko & Komodakis, "Wide Residual
 Networks", BMVC 2016, arXiv:1605.07146).
 
-torchvision's ``wide_resnet50_2`` with the CIFAR stem of §c.3 (3x3 stride-1 pad-1 conv1, no
-max-pool); all 4 stages kept: Bottleneck stages [3, 4, 6, 3] whose inner width is twice
-ResNet-50's (128, 256, 512, 1024; outputs 256-2048), global average pool, Linear(2048, n).
-
-Initialisation (§b.7, torchvision): convs He-normal (fan_out, ReLU gain), BN gamma=1 beta=0,
-the classifier PyTorch's default Linear init.
-
-Width multiplier: every width scales with :func:`scale_channels` (stem 64, inner
-``128 * 2**i``, outputs ``scale_channels(64 * 2**i, m) * 4``).
+torchvision's ``wide_resnet50_2`` with the CIFAR stem of §c.3; Bottleneck stages [3, 4, 6, 3] with twice
+ResNet-50's inner width (128-1024; outputs 256-2048), global average pool, Linear(2048, n); initialisation as
+ResNet's (§b.7). Width multiplier: stem 64, inner ``128 * 2**i`` and outputs ``scale_channels(64 * 2**i, m) * 4``
+scale with :func:`scale_channels`.
 """
 
 from __future__ import annotations
