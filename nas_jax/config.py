@@ -1,12 +1,9 @@
 """The shared config schema and its two presets, plus validation.
 
-Every ``configs/<task>.py`` starts from :func:`base_config` and adds its own
-section. ``quick``: CPU minutes on the bundled ``digits`` data with small
-widths. ``small``: real CIFAR-10 at the reduced scale at which the authors' PyTorch
-code was reproduced (NAS C=16, 8 cells, no per-op dropout; manual models at width
-0.25; 4 epochs, lr 0.025 cosine, weight decay 3e-4, clip 5, batch 96, crop + flip, no
-cutout); task sections not set for it take their paper values. ``paper``: the study's
-settings on CIFAR-10 (Table 5, docs/protocol.md §d).
+Every ``configs/<task>.py`` starts from :func:`base_config` and adds its own section. ``quick``: CPU minutes on
+the bundled ``digits`` data at small widths. ``small``: CIFAR-10 at the reduced scale of the authors' PyTorch
+reproduction (NAS C=16, 8 cells; manual width 0.25; 4 epochs, lr 0.025 cosine, wd 3e-4, clip 5, batch 96, crop +
+flip, no cutout), other task settings at their paper values. ``paper``: CIFAR-10, Table 5 (docs/protocol.md §d).
 Configs hold primitives only; names resolve through the registries.
 """
 
@@ -94,13 +91,10 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict, victims: tuple[str, ...] = (), needs_victims: bool = True,
              trains: float = 1.0) -> None:
-    """Fail early (before any data, victim or training), with the valid choices, on names and values that
-    cannot work; every failure is a :class:`~nas_jax.errors.UserError`. Cheap: genotype files are parsed and an npz
-    dataset's array headers read, nothing else is loaded. Values that work but look wrong (an attack radius far
-    above usual budgets, more inputs than the test set) are warned about. ``victims``: more model names the
-    task's settings name (checked as the ``models`` are); ``needs_victims``: False for a task that uses no
-    victim (their depth is not checked); ``trains``: the share of the training set the task trains on (its
-    batch sizes are checked against it; 0: no batch size, budget or input-count checks against the dataset)."""
+    """Fail early (before any data, victim or training), with the valid choices, on names and values that cannot
+    work (:class:`~nas_jax.errors.UserError`); cheap (genotype files parsed, npz headers read); values that look wrong
+    are warned about. ``victims``: more model names to check; ``needs_victims``: False skips their depth check;
+    ``trains``: the task's share of the training set (0: no batch size, budget or input-count checks)."""
     try:
         _validate(config, victims, needs_victims, trains)
     except UserError:

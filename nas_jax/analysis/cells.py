@@ -1,12 +1,10 @@
 """Cell structure of NAS genotypes: Table 3 (depth, width, #skip) and cell drawings (§5.1, Table 3,
 Figure 15 style; docs/protocol.md §c.4).
 
-The metrics are ``nas_jax.models.genotypes.cell_metrics`` (depth counting the edge into the output node;
-widths W1/W2/W3; #skip); this module lays them next to the paper's Table 3 values (docs/protocol.md §c.4 lists the
-discrepancies: only W3 reproduces the paper's width, and its #skip for DARTS and NASNet matches the
-reduction cell) and draws the normal and reduction cells with matplotlib: inputs c_{k-2}, c_{k-1} on the
-left, intermediate nodes in columns by their longest distance from the inputs, the output c_{k} on the
-right, each edge labelled with its op (skip connects in red).
+``nas_jax.models.genotypes.cell_metrics`` beside the paper's Table 3 (docs/protocol.md §c.4: only W3 reproduces
+its width, and its #skip for DARTS and NASNet is the reduction cell's), and drawings of the normal and reduction
+cells: inputs left, intermediate nodes in columns by longest distance, the output right, ops on the edges (skip
+connects in red).
 """
 
 from __future__ import annotations
@@ -86,10 +84,8 @@ def averages(rows: list[dict]) -> dict:
 def cell_layout(cell, concat) -> tuple[dict[int | str, tuple[float, float]], list[tuple], list[int]]:
     """Node positions, op edges (src, dst, op) and output edges of one cell.
 
-    Node 0/1 are the inputs, node j + 2 the j-th intermediate node, ``"out"`` the output. The x position
-    of a node is twice its longest distance (in edges) from the inputs, so the output's x is 2 × the cell
-    depth; within a column nodes are ordered by the mean height of their predecessors (fewer crossings),
-    and odd columns are shifted half a row so that no edge runs straight through a node.
+    Nodes 0/1 are the inputs, j + 2 the j-th intermediate node, ``"out"`` the output; x is twice the longest
+    distance from the inputs; a column is ordered by its predecessors' mean height and odd columns shift half a row.
     """
     level = {0: 0, 1: 0}
     preds: dict[int | str, list] = {}

@@ -1,13 +1,10 @@
 """Shared pieces of the evasion attacks: configuration, targets, success, and the restart/iteration driver.
 
-docs/protocol.md §e.1 (PGD: targets, success definition, restarts, per-sample freezing; ASR of the paper's Eqn 9 is
-``result.success.mean()``) and §e.2 (NES uses "the same driver as §e.1" with a query-only gradient).
-Appendix A items 1–5 are the oracles the tests check.
-
-The driver :func:`run_evasion` is one traceable function: restarts are a ``lax.while_loop`` and iterations an
-inner ``lax.while_loop``; both carry per-example masks and stop early only when *every* example of the batch is
-finished, so shapes stay fixed and nothing syncs with the host. All per-example work is elementwise or a
-per-row reduction, so a batch-sharded ``x`` stays batch-sharded.
+docs/protocol.md §e.1 (PGD: targets, success, restarts, per-sample freezing; the ASR of Eqn 9 is
+``result.success.mean()``) and §e.2 (NES: "the same driver as §e.1" with a query-only gradient); Appendix A
+items 1–5 are the tests' oracles. :func:`run_evasion` is one traceable function: nested ``lax.while_loop``s with
+per-example masks that stop only when every example is finished, all per-example work elementwise or per row, so
+shapes stay fixed, nothing syncs with the host and a batch-sharded ``x`` stays sharded.
 """
 
 from __future__ import annotations
@@ -29,12 +26,9 @@ NORMS = ("linf", "l2")
 class EvasionConfig:
     """Attack budget (docs/protocol.md §e.1 table). A frozen, hashable dataclass *and* a pytree.
 
-    Only ``norm`` is static; ``eps``, ``step_size``, ``iterations``, ``restarts`` and ``confidence`` are pytree
-    leaves. So ``cfg`` may be a static jit argument (it is hashable) or a traced one; traced, sweeps over ε,
-    iterations or restarts (Fig 3) reuse one compiled attack.
-
-    ``restarts = 0`` runs once from ``x`` itself; ``restarts = R > 0`` runs R times, each from a uniform random
-    start in the ball. ``confidence > 0`` additionally requires p_target > confidence (the artifact uses 0.99).
+    Only ``norm`` is static, so ``cfg`` may be a static jit argument or a traced one (sweeps over ε, iterations or
+    restarts, Fig 3, reuse one compiled attack). ``restarts = 0`` runs once from ``x``; ``R > 0`` runs R times from
+    uniform random starts in the ball. ``confidence > 0`` also requires p_target > confidence (the artifact: 0.99).
     """
 
     eps: float = 8 / 255
@@ -71,11 +65,9 @@ class EvasionConfig:
 class EvasionResult:
     """Per-example outcome of an evasion attack (a pytree).
 
-    ``iterations``: index k of the first successful check within its restart (k = 0 is the check before any
-    step), -1 on failure. ``restart``: 0-based restart of the success, -1 on failure. ``queries``: model
-    evaluations spent on the example over all restarts (PGD: each success check and each gradient counts 1;
-    NES: exact black-box queries). ``x_adv`` is the frozen successful example, or for a failure the last
-    iterate of the last restart that attacked it.
+    ``iterations``: k of the first successful check in its restart (0: before any step), ``restart``: its 0-based
+    restart, both -1 on failure. ``queries``: model evaluations over all restarts (PGD: each check and gradient 1;
+    NES: exact queries). ``x_adv``: the frozen success, or a failure's last iterate of its last restart.
     """
 
     x_adv: jax.Array
@@ -200,11 +192,8 @@ def _row_norm(v: jax.Array) -> jax.Array:
 
 
 def batch_noise(sampler: Callable[..., jax.Array], key: jax.Array, x: jax.Array, **kwargs) -> jax.Array:
-    """``sampler(key, shape)`` shaped like ``x``, drawn as [N, d] then reshaped.
-
-    Same distribution; keeps the batch axis leading (sharding-friendly) and avoids the slow XLA:CPU compile of
-    partitionable threefry on rank-4 shapes (~1 s against ~0.2 s). With a batch of per-example keys
-    (:func:`example_keys`) row i is drawn from key i alone, so it does not depend on the other rows.
+    """``sampler(key, shape)`` shaped like ``x``, drawn as [N, d] then reshaped: batch axis leading, and a faster
+    XLA:CPU compile than threefry on rank-4 shapes. With per-example keys (:func:`example_keys`) row i uses key i.
     """
     if is_key_batch(key):
         return jax.vmap(lambda k: sampler(k, (x[0].size,), x.dtype, **kwargs))(key).reshape(x.shape)
@@ -284,16 +273,12 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
                 query_budget: int | jax.Array = 0, initial_queries: int = 0) -> _Record:
     """Restarts × iterations of docs/protocol.md §e.1 with per-example masks.
 
-    ``key`` is one key for the batch or one per example (:func:`example_keys`); per-example keys make every
-    example's result independent of the batch it runs in (the same input and seed give the same result at any
-    batch size or device count). For restart r (key ``fold_in(key, r)``) only examples neither successful nor
-    out of budget are attacked.
-    At k = 0..K the current ``x_adv`` is checked; successes are frozen and recorded with (r, k) and never
-    overwritten; for k < K the others take one :func:`descent_step`. ``fused_fn`` (PGD) returns the check and
-    the gradient from one forward/backward pass; otherwise the gradient (NES) is skipped when no example steps.
-    With ``query_budget > 0`` an example is stopped for good when its next check (``check_cost``) or its next
-    estimate plus the check after it (``grad_cost + check_cost``) would exceed the budget. ``initial_queries``
-    were already spent per example (NES: the clean query that picks the target).
+    ``key``: one for the batch or one per example (:func:`example_keys`: results independent of batch size and
+    device count); restart r uses ``fold_in(key, r)`` and attacks only examples neither successful nor out of
+    budget. At k = 0..K ``x_adv`` is checked, successes frozen with (r, k); for k < K the others take a
+    :func:`descent_step`. ``fused_fn`` (PGD) gives check and gradient in one pass; otherwise the gradient (NES) is
+    skipped when no example steps. With ``query_budget > 0`` an example stops for good when its next check, or next
+    estimate plus check, would exceed it; ``initial_queries`` were spent already (NES: the target-ranking query).
     """
     n = x.shape[0]
     num_restarts, num_iters = jnp.maximum(cfg.restarts, 1), cfg.iterations

@@ -1,13 +1,10 @@
 """Label-only membership inference by boundary distance (paper §3.2 Figure 10, Table 4; docs/protocol.md §e.6).
 
-Choquette-Choo, Tramèr, Carlini & Papernot, "Label-Only Membership Inference Attacks" (ICML 2021): training
-members tend to lie farther from the decision boundary than non-members. The score of an input is the distance
-to the closest label-changing point HopSkipJump finds (:mod:`nas_jax.attacks.hopskipjump`): L2 by default, L∞
-of the same point as the artifact's option; an input the model misclassifies scores 0 [library].
-
-The AUC has a fixed orientation: members are the positive class and a larger distance means "member"; the raw
-value is reported (below 0.5 means the signal points the other way) next to max(AUC, 1 − AUC), the artifact's
-convention [artifact]. The simple label-only baseline scores 1 for a correctly classified input, 0 otherwise.
+Choquette-Choo, Tramèr, Carlini & Papernot, "Label-Only Membership Inference Attacks" (ICML 2021): members tend
+to lie farther from the boundary. An input's score is the distance to the closest label-changing point
+HopSkipJump finds (:mod:`nas_jax.attacks.hopskipjump`; L2, or L∞ of the same point as the artifact's option);
+a misclassified input scores 0 [library]. The AUC takes members as positive and larger distance as "member";
+the raw value is reported beside max(AUC, 1 − AUC) [artifact], and the baseline scores correct inputs 1.
 """
 
 from __future__ import annotations

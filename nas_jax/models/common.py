@@ -121,14 +121,10 @@ class Normalize(nn.Module):
 class BatchNorm(nn.BatchNorm):
     """``nn.BatchNorm`` with PyTorch's running statistics (G4, the authors' ``nn.BatchNorm2d``).
 
-    Train mode normalises with the batch mean and the biased batch variance, then updates
-    ``mean ← m·mean + (1−m)·μ_B`` and ``var ← m·var + (1−m)·σ²_B·n/(n−1)`` (the *unbiased* variance over
-    the n values per channel; Flax uses the biased one), with Flax's ``momentum = m = 0.9`` (PyTorch's 0.1).
-    Eval mode normalises with the running statistics. Same variables as Flax's module (params ``scale``,
-    ``bias``; batch_stats ``mean``, ``var``) and the same class name, so auto-names (``BatchNorm_0``),
-    parameter counts and stored checkpoints are unchanged. Statistics are reduced in at least float32 (two-pass),
-    the running statistics stay float32, and the normalisation is computed in at least float32 and cast to
-    ``dtype`` (the compute dtype; None: the input's dtype promoted to at least float32).
+    Train mode normalises with the batch statistics and updates ``mean ← m·mean + (1−m)·μ_B`` and
+    ``var ← m·var + (1−m)·σ²_B·n/(n−1)`` (the *unbiased* variance; Flax's is biased), ``m = 0.9`` (PyTorch's 0.1).
+    Same variables and class name as Flax's module, so auto-names, parameter counts and checkpoints are unchanged.
+    Statistics and normalisation in at least float32 (running statistics float32), output cast to ``dtype``.
     """
 
     @nn.compact

@@ -1,12 +1,8 @@
 """The DARTS operation set for evaluation networks (docs/protocol.md §b.1).
 
-All convolutions have no bias and PyTorch's default initialisation (§b.7);
-padding is explicit and symmetric. Depthwise and pointwise convolutions have
-two implementations behind one op: on CPU a
-depthwise k×k convolution is k² shifted multiply-adds and a pointwise
-convolution is a matrix product, which XLA:CPU runs several times faster than
-its grouped convolution; on GPU/TPU the XLA convolution is used. The two are
-proved equal in tests/test_ops.py.
+Convolutions have no bias, PyTorch's default initialisation (§b.7) and explicit symmetric padding. On CPU a
+depthwise k×k convolution is k² shifted multiply-adds and a pointwise one a matrix product (several times faster
+on XLA:CPU than its grouped convolution); on GPU/TPU the XLA convolution; equal by tests/test_ops.py.
 """
 
 from __future__ import annotations

@@ -1,33 +1,15 @@
 """Statistics of the study over seeds and architectures: the evidence behind the paper's Remarks 1-5
 (docs/statistics.md has the design in words).
 
-The paper reports one run per model and compares the NAS and manual families by eye (§3.2, Remark 1).
-Here the unit of analysis is the architecture: seeds (and inputs) are repeated measures within one
-architecture, so each architecture's seeds are averaged first and the families are compared over those
-per-architecture means.
-
-- :func:`mean_ci`: one architecture over seeds. A Student-t interval intersected with the metric's range;
-  one seed of a proportion over ``n`` inputs gets the Wilson interval over inputs
-  (:func:`scipy.stats.binomtest`).
-- :func:`family_gap`: the NAS − manual gap of the per-architecture means, Welch's t interval over those
-  means (:func:`scipy.stats.ttest_ind`, clipped to the gap's range) and a two-sided permutation p-value over
-  the family labels (:func:`scipy.stats.permutation_test`, exact for small families). A bootstrap interval
-  (BCa or percentile) over 8 + 8 architectures under-covers: under no gap it excluded 0 while p = 0.099.
-- :func:`min_achievable_p`: the smallest p that permutation test can return with k and m architectures,
-  2 / C(k + m, k): with 2 + 2 it is 1/3, so no verdict is possible.
-- :func:`holm`: Holm's step-down adjustment across the remarks tested.
-- :func:`variance_components` and :func:`architectures_needed`: the power analysis, how many
-  architectures per family (at a given number of seeds) a gap of a given size needs.
-- :func:`accuracy_adjusted_gap`: the gap at matched clean accuracy, the family coefficient of
-  ``metric ~ 1 + accuracy + [NAS]`` over architecture means (ANCOVA), only with at least
-  :data:`MIN_MODELS_ADJUSTED` architectures per family.
-- :func:`verdict`: the rules that turn a gap into "holds", "does not hold", "insufficient models" or
-  "inconclusive".
-- :func:`proportion_difference`: two trained models compared over their inputs (e.g. darts vs resnet PGD ASR,
-  one seed each): Newcombe's hybrid score interval (inside [−1, 1]) and Fisher's exact p. A comparison of those
-  two trained networks, never of their families.
-
-All inputs are plain dicts ``{model: [value per seed]}`` and ``{model: 'nas' | 'manual'}``.
+The paper compares the NAS and manual families by eye on one run per model (§3.2, Remark 1). Here the unit of
+analysis is the architecture: its seeds (and inputs) are repeated measures, averaged first, and the families are
+compared over per-architecture means (:func:`family_gap`: Welch's interval, clipped to the gap's range, and a
+permutation p; a bootstrap interval over 8 + 8 architectures under-covers: under no gap it excluded 0 while
+p = 0.099). :func:`mean_ci` gives one architecture's interval over seeds, :func:`min_achievable_p` the floor of
+the permutation p (1/3 with 2 + 2), :func:`holm` the adjustment across remarks, :func:`variance_components` and
+:func:`architectures_needed` the power analysis, :func:`accuracy_adjusted_gap` the gap at matched clean accuracy
+(ANCOVA), :func:`verdict` the rules, and :func:`proportion_difference` two trained models over their inputs
+(never their families). Inputs are plain dicts ``{model: [value per seed]}`` and ``{model: 'nas' | 'manual'}``.
 """
 
 from __future__ import annotations
@@ -63,11 +45,9 @@ class Interval:
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float | None] | None = None,
             n_inputs: int | None = None) -> Interval:
-    """Mean over seeds and its interval: mean ± t_{(1+c)/2, n−1} · s / √n, intersected with ``bounds`` (the
-    metric's range; ``hi`` None for [lo, ∞)). The true mean lies in the range, so the truncated interval covers
-    it at least as often; a logit-scale interval instead stretches to the far bound when a value sits at a bound
-    (ASR 0 and 0.01 over two seeds gave [0.00, 1.00]). One seed: no interval, except a proportion (``bounds``
-    (0, 1)) measured over ``n_inputs`` inputs: the Wilson interval over inputs."""
+    """Mean over seeds and its interval: mean ± t_{(1+c)/2, n−1} · s / √n, intersected with ``bounds`` (the metric's
+    range; ``hi`` None for [lo, ∞)), which covers at least as often (a logit-scale interval stretched ASR 0 and 0.01
+    to [0.00, 1.00]). One seed: no interval, except a proportion (``bounds`` (0, 1)) over ``n_inputs``: Wilson's."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
     if x.size == 0:
         raise ValueError("mean_ci needs at least one finite value.")
@@ -211,11 +191,9 @@ def _ancova_gap(metric: np.ndarray, accuracy: np.ndarray, is_nas: np.ndarray) ->
 def accuracy_adjusted_gap(values: Mapping[str, Sequence[float]], accuracies: Mapping[str, Sequence[float]],
                           families: Mapping[str, str], *, confidence: float = 0.95, n_boot: int = 2000,
                           seed: int = 0, bounds: tuple[float, float] | None = None) -> Interval:
-    """The NAS − manual gap at equal clean accuracy: the family coefficient of metric ~ 1 + accuracy + [NAS]
-    over per-architecture means (``values[m]`` and ``accuracies[m]`` paired per seed), with a bootstrap
-    interval over architectures within families, clipped to :func:`gap_bounds` (an extrapolated fit can leave
-    the range a gap can take). Refused (ValueError) with fewer than :data:`MIN_MODELS_ADJUSTED` architectures
-    per family."""
+    """The NAS − manual gap at equal clean accuracy: the family coefficient of metric ~ 1 + accuracy + [NAS] over
+    per-architecture means (values and accuracies paired per seed), with a bootstrap interval over architectures
+    clipped to :func:`gap_bounds`. ValueError with fewer than :data:`MIN_MODELS_ADJUSTED` architectures per family."""
     pairs = {}
     for model, vals in values.items():
         acc = accuracies.get(model)
@@ -266,14 +244,10 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int, confidence: float 
 
 def verdict(gap: Interval, claim: int, *, n_nas: int, n_manual: int, p_adjusted: float, alpha: float = ALPHA,
             paper_gap: float | None = None) -> str:
-    """The verdict on the paper's claim (``claim`` +1: NAS higher, −1: NAS lower) from the family gap:
-
-    - "insufficient models (...)" when the permutation test cannot reach ``alpha`` with the architectures
-      present (:func:`min_achievable_p`), whatever the data;
-    - "holds" when the Holm-adjusted p is below ``alpha`` and the interval excludes 0 on the paper's side;
-    - "does not hold" when the interval excludes 0 on the other side, or lies wholly below the paper's own
-      effect size ``paper_gap`` (in the paper's direction);
-    - "inconclusive (...)" otherwise, saying what would settle it.
+    """The verdict on the paper's claim (``claim`` +1: NAS higher, −1: NAS lower) from the family gap: "insufficient
+    models (...)" when the permutation test cannot reach ``alpha`` (:func:`min_achievable_p`); "holds" when the Holm
+    p is below ``alpha`` and the interval excludes 0 on the paper's side; "does not hold" when it excludes 0 on the
+    other side or lies below ``paper_gap``; else "inconclusive (...)", saying what would settle it.
     """
     min_p = min_achievable_p(n_nas, n_manual)
     if min_p >= alpha:

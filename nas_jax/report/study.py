@@ -2,14 +2,12 @@
 
   python -m nas_jax.tasks.study WORKDIR [--models darts,resnet]    # the report again
 
-Reads ``{workdir}/results.jsonl`` and the records every finished cell under ``{workdir}/cells`` lists (the
-grid of ``configs/study.py``; any number of shards), the newest of each identity. Per model and metric
-(each task's :class:`Metric` list): the value of each seed, then the mean with a 95% interval inside the
-metric's range. Per metric: the NAS − manual gap over architecture means with Welch's interval, the permutation p, Holm's
-adjusted p and the smallest p the test can reach, the gap at matched clean accuracy, and a verdict under the
-rules of docs/statistics.md (:mod:`nas_jax.report.statistics`). Then the paper's Tables 1, 3 and 4 beside
-ours, the remarks, a panel per metric (``{workdir}/figures/study_metrics.png``) and the gaps with the table's
-sign (``{workdir}/figures/study_gaps.png``).
+Reads the newest record of each identity in ``{workdir}/results.jsonl`` and in the finished cells under
+``{workdir}/cells`` (the grid of ``configs/study.py``). Per model and metric (the tasks' :class:`Metric` lists):
+each seed's value and the mean with a 95% interval. Per metric: the NAS − manual gap with Welch's interval, the
+permutation, Holm and smallest achievable p, the gap at matched accuracy and a verdict (docs/statistics.md,
+:mod:`nas_jax.report.statistics`). Then the paper's Tables 1, 3 and 4, the remarks, and the figures
+``{workdir}/figures/study_metrics.png`` and ``{workdir}/figures/study_gaps.png``.
 """
 
 from __future__ import annotations

@@ -2,11 +2,9 @@
 gradient-masking check of the paper's PGD results (§3.2).
 
 For every victim, on the first ``n_inputs`` correctly classified test inputs of the shared order (G5): the
-AutoAttack ensemble (:mod:`nas_jax.attacks.autoattack`) and untargeted PGD-7 (the paper's PGD budget, §e.1) on
-the *same* inputs. A model whose AutoAttack success exceeds its PGD success by more than
-``masking_gap_threshold`` is flagged: PGD underestimates it (its gradients mislead PGD), so a "more robust"
-reading from PGD would not hold. One ``task: "autoattack"`` record per model (``metrics.robust_accuracy``, the
-per-attack success, the PGD comparison), a table and ``{workdir}/figures/autoattack.png``.
+AutoAttack ensemble (:mod:`nas_jax.attacks.autoattack`) and untargeted PGD-7 (§e.1) on the *same* inputs; a model
+whose AutoAttack success exceeds its PGD success by more than ``masking_gap_threshold`` is flagged (PGD
+underestimates it). One ``task: "autoattack"`` record per model, a table and ``{workdir}/figures/autoattack.png``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """Task ``grad_variance``: per-example gradient variance before and after training (§4, Eqn 14,
 Figure 12; docs/protocol.md §f.3).
 
-For every model, phase (``init``: the model's own initialisation from the zoo's init key, i.e. the exact
-starting point of the trained victim; ``trained``: the zoo victim, trained first where missing) and BN
-state (``raw``: the running statistics as they are; ``calibrated``: re-estimated on a few training
-batches), the variance metrics of ``nas_jax.analysis.grad_variance`` on ``n`` common test images. Appends
-one ``task: "grad_variance"`` record per (model, phase, bn) with ``metrics.trace_cov`` (Eqn 14),
-``metrics.sum_std`` (the artifact's, clipped at 5) and the other readings, one ``task:
-"grad_variance_ratio"`` record per (phase, bn, metric) with the manual/NAS ratio of geometric means (the
-paper's "two orders of magnitude" is log10 ratio ≥ 2), and Figure 12-style log-scale bar charts
+For every model, phase and BN state (:mod:`nas_jax.study.phases`), the metrics of
+``nas_jax.analysis.grad_variance`` on ``n`` common test images: one ``task: "grad_variance"`` record per
+(model, phase, bn) with ``trace_cov`` (Eqn 14), ``sum_std`` (the artifact's, clipped at 5) and the other
+readings; one ``task: "grad_variance_ratio"`` record per (phase, bn, metric), the manual/NAS ratio of geometric
+means (the paper's "two orders of magnitude": log10 ratio ≥ 2); Figure 12-style bar charts
 ``{workdir}/figures/grad_variance_{trace_cov,sum_std}.png``.
 """
 
@@ -44,11 +41,9 @@ METRICS = ("trace_cov", "sum_std")
 
 @dataclasses.dataclass(frozen=True)
 class GradVarianceSettings(Settings):
-    """Eqn 14 on ``n`` common random test images (artifact: 512; quick 128), per phase (``init``, ``trained``)
-    and BN state (``raw``; ``calibrated`` on ``calibration_batches`` training batches). ``clip_norm``: the
-    per-example clipping of the sum_std metric (artifact: 5). ``chunk``: per-example gradients held at once
-    (memory bound; 0: 1 on CPU, the fastest there, 32 on GPU/TPU). ``input_grads``: also the variance of
-    per-example input gradients (``input_*`` metrics)."""
+    """Eqn 14 on ``n`` common test images (artifact: 512), per phase and BN state (``calibrated`` on
+    ``calibration_batches`` batches); ``clip_norm``: sum_std's per-example clipping (artifact: 5); ``chunk``:
+    per-example gradients at once (0: 1 on CPU, 32 on GPU/TPU); ``input_grads``: also input gradients (``input_*``)."""
 
     PRESETS: ClassVar[dict] = {"quick": {"n": 128}}
     n: int = 512

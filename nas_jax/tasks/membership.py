@@ -1,12 +1,10 @@
 """Task ``membership``: label-only membership inference by HopSkipJump boundary distance (§3.2, Figure 10).
 
 For every victim: ``n_members`` random training images (not augmented) and ``n_nonmembers`` random test images,
-the same draw for all models (G5). Correctly classified inputs are attacked with untargeted L2 HopSkipJump through
-the top-1 label only (Table 5 budget); misclassified ones score 0. Prints a table, appends one
-``task: "membership"`` record per model (``metrics.auc``: raw ROC AUC, members positive, larger distance = member;
-``auc_max`` = max(AUC, 1 − AUC); the correct-vs-incorrect baseline beside it), saves the per-input distances to
-``{workdir}/membership/{model}.npz`` and the ROC curves with an AUC bar chart to
-``{workdir}/figures/membership_roc.png``.
+the same for all models (G5); correctly classified ones are attacked with untargeted L2 HopSkipJump through the
+top-1 label (Table 5 budget), the others score 0. One ``task: "membership"`` record per model (``auc``: raw ROC
+AUC, members positive; ``auc_max``; the correct-vs-incorrect baseline), distances in
+``{workdir}/membership/{model}.npz``, ROC curves and AUC bars in ``{workdir}/figures/membership_roc.png``.
 """
 
 from __future__ import annotations
@@ -32,11 +30,9 @@ from nas_jax.train.zoo import slug
 
 @dataclasses.dataclass(frozen=True)
 class MembershipSettings(Settings):
-    """Table 5's HopSkipJump budget (50 iterations, 2,500 evaluations max, 100 initial evaluations and draws) on
-    1,000 members + 1,000 non-members; quick: the artifact's budget (10 iterations, 100 / 25 evaluations, 50
-    draws) on 100 + 100 inputs. ``distance``: 'l2' [paper] or 'linf' (the artifact's distance of the same point);
-    ``max_halvings`` caps the geometric step search [project]; ``query_budget`` > 0 caps label queries per
-    input; ``final_search``: a last binary search after the final step (HSJA's reference; ART: none)."""
+    """Table 5's HopSkipJump budget on 1,000 members + 1,000 non-members; quick: the artifact's budget (10 iterations,
+    100 / 25 evaluations, 50 draws) on 100 + 100. ``distance``: 'l2' [paper] or 'linf' (the artifact's, same point);
+    the other fields as in :class:`~nas_jax.attacks.hopskipjump.HSJConfig` (``max_halvings`` [project])."""
 
     PRESETS: ClassVar[dict] = {"quick": {"n_members": 100, "n_nonmembers": 100, "max_iter": 10, "max_eval": 100,
                                          "init_eval": 25, "init_size": 50, "batch_size": 100, "chunk_size": 25}}

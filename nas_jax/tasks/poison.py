@@ -1,15 +1,11 @@
 """Task ``poison``: label-flipping model poisoning, CAD against the poisoning fraction (§3.2, Eqn 11, Figure 6;
 docs/protocol.md §e.3).
 
-For every model and every fraction p of ``config.poison.fractions`` (p = 0 is always added: it is the
-reference), a fraction p of the training labels is flipped (:mod:`nas_jax.attacks.poisoning`) and a fresh
-model is trained from scratch with ``config.train`` (50 epochs in the paper preset, not the victims' 600), then
-CAD(p) = acc(p = 0) − acc(p) on the full test set. Runs are resumable and cached under
-``{workdir}/runs/poison/{dataset}/{model}/p{p}/`` (a directory trained with another spec is refused). Prints a
-table, appends one ``task: "poison"`` record per (model, p) and saves ``{workdir}/figures/poison_cad.png``
-(CAD against p: NAS and manual family means, individual models faint).
-
-The runs are :func:`nas_jax.study.runs.cached_training` runs.
+For every model and fraction p of ``config.poison.fractions`` (plus the reference p = 0) the labels are flipped
+(:mod:`nas_jax.attacks.poisoning`) and a fresh model trained with ``config.train`` (50 epochs in the paper preset);
+CAD(p) = acc(p = 0) − acc(p) on the full test set. Runs are :func:`nas_jax.study.runs.cached_training` runs under
+``{workdir}/runs/poison/{dataset}/{model}/p{p}/``. One ``task: "poison"`` record per (model, p) and
+``{workdir}/figures/poison_cad.png`` (family means, individual models faint).
 """
 
 from __future__ import annotations

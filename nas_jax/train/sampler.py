@@ -1,12 +1,8 @@
 """Deterministic epoch sampling over data slices (one per process).
 
-The training set is split into ``num_slices`` strided slices (slice s holds
-examples s, s + S, s + 2S, ...). Process p owns slices
-[p·S/P, (p+1)·S/P) and loads only those. At epoch e every slice is permuted
-with a key derived from (seed, e, s) and contributes B/S rows to each global
-batch, so the global batch is the same whether one process holds all slices
-or P processes hold S/P each; and it depends only on (epoch, step), so a
-resumed run replays the same batches.
+The training set is split into ``num_slices`` strided slices; process p loads slices [p·S/P, (p+1)·S/P). At
+epoch e every slice is permuted with a key from (seed, e, s) and gives B/S rows to each global batch, so the
+batch is the same for any process count and depends only on (epoch, step): a resumed run replays it.
 """
 
 from __future__ import annotations

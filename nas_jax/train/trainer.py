@@ -1,12 +1,9 @@
 """Training: state, compiled step, evaluation, and training a population of seeds (one by default).
 
-The paper's recipe (§3.1, Table 5; docs/protocol.md §d): SGD momentum 0.9, lr 0.025
-with per-epoch cosine annealing, coupled weight decay, global-norm clipping at
-5.0, batch 96, crop/flip/cutout augmentation. The train step is one ``jit``
-over a ``'data'`` mesh (batch sharded, state replicated); augmentation, the
-drop-path ramp and per-step randomness are computed on the device from the
-step counter, so resuming from any checkpoint replays the same computation
-(the resumable loop itself is :mod:`nas_jax.train.loop`).
+The paper's recipe (§3.1, Table 5; docs/protocol.md §d): SGD momentum 0.9, lr 0.025 with per-epoch cosine
+annealing, coupled weight decay, global-norm clipping at 5.0, batch 96, crop/flip/cutout. The train step is one
+``jit`` over a ``'data'`` mesh; augmentation, drop-path and randomness come from the step counter, so a resume
+replays the same computation (the loop: :mod:`nas_jax.train.loop`).
 """
 
 from __future__ import annotations
@@ -127,10 +124,8 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
     """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``: the :func:`keyed_step`
     of one seed, or with a tuple of seeds vmapped over a population's stacked states and (P, B, ...) batches.
 
-    ``batch_transform(key, variables, images, labels) -> (images, labels)``, if
-    given, rewrites each augmented float batch inside the compiled step before the
-    loss (trigger stamping for backdoors, PGD examples for adversarial training);
-    ``variables`` are the current eval-mode variables.
+    ``batch_transform(key, variables, images, labels) -> (images, labels)`` rewrites each augmented batch inside the
+    step (backdoor stamping, PGD examples), given the current eval-mode variables.
     """
     keyed = keyed_step(model, tx, tcfg, arch, steps_per_epoch, batch_transform)
     raw = lambda state, images_u8, labels, key_data: keyed(state, images_u8, labels, jax.random.wrap_key_data(key_data))
@@ -287,16 +282,11 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
                      name: str | None = None, batch_transform=None, initial_variables: dict | None = None) -> dict:
     """Train one model per seed of ``seeds`` in one compiled program; resumable from ``run_dir``.
 
-    Each member is exactly the run of its seed alone: its own initialisation (``init_key(seed)``), data order
-    (``EpochSampler(seed)``), augmentation and dropout keys (``fold_in(key(seed), step)``). Several members step
-    as the :func:`keyed_step` vmapped over their stacked states, (P, B, ...) batches and keys (on an accelerator
-    many small models fill the device that one alone leaves idle); one member steps unbatched. Checkpoints go to
-    ``run_dir/checkpoints`` at every epoch end (and every ``checkpoint_every_steps``); each member's per-epoch
-    log to ``run_dir/train_log.jsonl`` (one seed) or ``train_log_seed{s}.jsonl``. ``max_steps`` stops early (as
-    an interruption would). ``batch_transform`` rewrites each batch in the step (see :func:`make_train_step`);
-    ``initial_variables`` ({'params', 'batch_stats'}) start fine-tuning from a trained model (fresh optimiser
-    state) instead of a new initialisation. Returns ``{'states': [TrainState per seed], 'test_accuracy',
-    'logs': [[rows] per seed], 'step', 'interrupted'}``.
+    Each member is exactly its seed's run alone (initialisation, data order, augmentation and dropout keys); several
+    step as the :func:`keyed_step` vmapped over stacked states, one unbatched. Checkpoints go to
+    ``run_dir/checkpoints``, logs to ``run_dir/train_log.jsonl`` (one seed) or ``train_log_seed{s}.jsonl``.
+    ``max_steps`` stops early; ``batch_transform``: see :func:`make_train_step`; ``initial_variables`` start
+    fine-tuning (fresh optimiser state). Returns ``{'states', 'test_accuracy', 'logs', 'step', 'interrupted'}``.
     """
     seeds = tuple(int(s) for s in seeds)
     if len(set(seeds)) != len(seeds) or not seeds:
