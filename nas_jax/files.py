@@ -1,11 +1,9 @@
 """Atomic files and content hashes: nothing half-written is ever visible, and an artifact is named by its
 content (docs/provenance.md).
 
-Every JSON artifact (``final.json``, ``spec.json``, logs, study markers, reports) and the results file are
-written to a temporary file beside the target (``.{name}.*.tmp``), flushed to disk and renamed over the
-target, so a kill, a full disk or a failed write leaves the previous file (or none) and never a torn one.
-:func:`clean_temp_files` removes what a killed writer left behind; call it only while holding the lock that
-serialises the writers of that folder.
+JSON artifacts and the results file are written to ``.{name}.*.tmp`` beside the target, flushed and renamed over
+it, so a kill or a failed write leaves the previous file, never a torn one. :func:`clean_temp_files` removes what
+a killed writer left; call it only under the lock that serialises that folder's writers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """AutoAttack (Croce & Hein 2020, §5): the parameter-free ensemble APGD-CE → APGD-T → FAB-T → Square, each run only
 on the inputs still robust; robust accuracy is the fraction that survives all of them.
 
-``autoattack(apply_fn, variables, x, y, key, cfg)`` is one jitted program (``apply_fn`` and the attack settings
-static, ``eps`` traced): the clean prediction, then every attack of ``cfg`` with ``active`` = still robust, the
-robust flags only ever turning False. The standard version (RobustBench) uses APGD-CE (100 iterations, 1 run),
-APGD-T (100 iterations, 9 target classes), FAB-T (100 iterations, 9 target classes) and Square (5,000 queries,
-p_init 0.8). ``cfg.attacks`` runs a custom list instead. The model is only read (eval mode, G2).
+One jitted program (``eps`` traced): the clean prediction, then every attack of ``cfg`` on the inputs still
+robust. The standard version (RobustBench): APGD-CE (100 iterations), APGD-T and FAB-T (100 iterations, 9 target
+classes), Square (5,000 queries, p_init 0.8); ``cfg.attacks`` runs a custom list. Eval mode (G2).
 """
 
 from __future__ import annotations
@@ -27,11 +25,9 @@ VERSIONS = ("standard", "custom")
 
 @struct.dataclass
 class AutoAttackConfig:
-    """Budget and attack settings. Only ``eps`` is a pytree leaf (traced); the rest is static (hashable).
-
-    ``version='standard'`` runs :data:`STANDARD`; ``attacks=(...)`` (names from :data:`ATTACKS`) runs that list
-    instead (``version`` becomes ``'custom'``). ``n_target_classes`` applies to APGD-T and FAB-T (AutoAttack:
-    9, i.e. every other class of CIFAR-10), clipped to num_classes − 1 at call time.
+    """Budget and attack settings; only ``eps`` is a pytree leaf (traced). ``attacks=(...)`` (names from
+    :data:`ATTACKS`) replaces :data:`STANDARD` (``version`` becomes ``'custom'``); ``n_target_classes`` (APGD-T,
+    FAB-T; AutoAttack: 9) is clipped to num_classes − 1 at call time.
     """
 
     eps: float = 8 / 255

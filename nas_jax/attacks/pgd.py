@@ -1,14 +1,10 @@
 """PGD adversarial evasion (paper §3.2, Figs 2–4; ASR of Eqn 9 = ``result.success.mean()``).
 
-docs/protocol.md §e.1: targeted (most/least likely, k-th, given) or untargeted PGD in pixel space (G1) on a model in
-eval mode (G2), L∞ (default) or L2, with random restarts and per-example early stopping. The loop structure is
-:func:`nas_jax.attacks.evasion.run_evasion`; this module supplies the white-box check and gradient, fused into
-one forward/backward pass per iteration.
-
-Jitting: ``pgd_attack_jit`` (``apply_fn`` and ``mode`` static; ``cfg`` and ``k`` traced, so sweeps over ε, iterations
-or restarts reuse one executable, and so do most- and least-likely targets run as ``mode='kth'`` with k = 2 and
-k = num_classes), or ``jax.jit(pgd_attack, static_argnames=("apply_fn", "cfg", "mode", "k"))``. Create
-``apply_fn`` once (e.g. ``model.apply`` or a module-level function); a fresh lambda per call recompiles.
+docs/protocol.md §e.1: targeted (most/least likely, k-th, given) or untargeted PGD in pixel space (G1), eval mode
+(G2), L∞ or L2, with restarts and per-example early stopping, in the loop of
+:func:`nas_jax.attacks.evasion.run_evasion`; check and gradient share one forward/backward pass. ``pgd_attack_jit``
+traces ``cfg`` and ``k`` (sweeps, and most/least likely as ``mode='kth'``, reuse one executable); ``apply_fn``
+should be created once (a fresh lambda per call recompiles).
 """
 
 from __future__ import annotations
@@ -46,10 +42,8 @@ def pgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Arra
                targets: jax.Array | None = None) -> EvasionResult:
     """Run PGD (docs/protocol.md §e.1) on a batch ``x`` (float32 NHWC in [0, 1]) with true ``labels``.
 
-    ``apply_fn(variables, images) -> logits`` must be in eval mode (e.g. ``partial(model.apply, train=False)``);
-    ``variables`` are only read. Targets come from the clean prediction (``mode``, ``k``) or from ``targets``
-    (mode ``'given'``); the clean prediction used for ranking is not counted in ``queries``. Queries count 1 per
-    success check and 1 per gradient, i.e. at most R·(2K + 1) per example.
+    ``apply_fn(variables, images) -> logits`` in eval mode. Targets come from the clean prediction (``mode``, ``k``;
+    not counted in ``queries``) or ``targets`` (``'given'``). Queries: 1 per check and per gradient, at most R·(2K + 1).
     """
     mode = resolve_mode(mode, targets)
     targeted = mode != "untargeted"

@@ -1,10 +1,7 @@
 """Victims and attack inputs shared by the evasion tasks (docs/protocol.md §a.4, G5).
 
-Victims come from the zoo (trained first if missing). Attack inputs are drawn
-from one seeded permutation of the test set, shared by all models: each model
-is attacked on the first ``n`` inputs of that order that it classifies
-correctly; the commonality study uses the first ``n`` that *all* models
-classify correctly.
+Victims come from the zoo. Each model is attacked on the first ``n`` inputs it classifies correctly of one
+seeded test-set order shared by all models; the commonality study on the first ``n`` that all classify correctly.
 """
 
 from __future__ import annotations
@@ -68,14 +65,9 @@ def _example_keys(key, indices):
 
 @dataclasses.dataclass
 class AttackBatches:
-    """Runs a jitted per-example attack over an array in fixed-size, padded,
-    batch-sharded chunks and concatenates the per-example results.
-
-    ``per_example_keys=True`` passes the attack one key per input, ``fold_in(key, i)`` for the input's
-    index i in ``x`` (batch-sharded like the inputs), so an input's result does not depend on the batch size
-    or the device count (PGD and NES accept such keys, :func:`nas_jax.attacks.evasion.run_evasion`).
-    ``False`` passes one key per chunk, ``fold_in(key, chunk)``, for attacks that draw their noise per batch
-    (HopSkipJump): their results depend on the batching.
+    """Runs a jitted per-example attack over an array in fixed-size, padded, batch-sharded chunks and concatenates
+    the results. ``per_example_keys=True`` passes key ``fold_in(key, i)`` for input i, so results do not depend on
+    batch size or devices (PGD, NES); ``False`` passes ``fold_in(key, chunk)`` per chunk (HopSkipJump).
     """
 
     batch_size: int

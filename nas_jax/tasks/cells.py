@@ -1,11 +1,9 @@
 """Task ``cells``: Table 3 (cell depth, width, #skip) and cell drawings of NAS genotypes (§5.1, Table 3,
 Figure 15 style; docs/protocol.md §c.4).
 
-For every genotype of ``config.cells.genotypes`` (zoo names or ``genotype:PATH``; empty: every stored
-genotype) prints the computed normal-cell depth, widths W1/W2/W3 and #skip (plus the reduction cell's
-depth and #skip) next to the paper's Table 3 values, and the averages over the Table 3 models; appends one
-``task: "cells"`` record per genotype and writes ``{workdir}/figures/cells/{name}.png`` (normal and
-reduction cell side by side).
+For every genotype of ``config.cells.genotypes`` (empty: every stored one): the normal cell's depth, W1/W2/W3
+and #skip (and the reduction cell's) beside Table 3, and the Table 3 averages; one ``task: "cells"`` record per
+genotype and ``{workdir}/figures/cells/{name}.png``.
 """
 
 from __future__ import annotations

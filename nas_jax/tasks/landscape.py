@@ -1,13 +1,10 @@
 """Task ``landscape``: loss contours in parameter and input space (§4, Eqns 12–13, Figure 11; docs/protocol.md §f.1–f.2).
 
-For every victim (trained first where missing) and every requested space: the contour grids of
-``n_images`` common test images (the same images and, in input space, the same directions for every
-model, G5), numeric smoothness summaries as ``task: "landscape"`` records, the grids as
-``{workdir}/landscape/{dataset}/{model}_{space}_{radius}.npz``, and Figure 11-style panels
-``{workdir}/figures/landscape_{space}_{radius}.png`` with one row per dataset found in the workdir and one
-column per model (shared contour levels, so denser lines mean a rougher landscape), plus
-``landscape_{space}_{radius}_{dataset}_images.png`` with the first contours of every model (each image
-contoured separately, as the artifact plots them).
+For every victim and space: contours of ``n_images`` common test images (same images and input-space directions
+for every model, G5), smoothness summaries as ``task: "landscape"`` records, grids in
+``{workdir}/landscape/{dataset}/{model}_{space}_{radius}.npz``, Figure 11-style panels
+``{workdir}/figures/landscape_{space}_{radius}.png`` (a row per dataset, a column per model, shared levels) and
+``landscape_{space}_{radius}_{dataset}_images.png`` (every model's first contours, one per image as the artifact).
 """
 
 from __future__ import annotations
@@ -31,12 +28,10 @@ from nas_jax.train.zoo import slug
 
 @dataclasses.dataclass(frozen=True)
 class LandscapeSettings(Settings):
-    """Figure 11's grids. Parameter space: the first convolution's weights along ±1 orthogonal directions on
-    [−0.5, 0.5]² (``first_conv``, the authors'), or Li et al.'s all-layer ``filter_normalized`` directions on
-    [−1, 1]² (``param_radius`` 0: the scheme's default). Input space: ±1 orthogonal directions per image on
-    ``input_radii`` (artifact code 0.02, README 0.2). ``resolution`` (odd; 0: 41, filter_normalized 51);
-    ``n_images`` contoured separately (artifact: 20), or averaged in groups of ``images_per_contour``;
-    ``chunk`` grid points per vmapped batch (memory bound); ``plot_contour``: the contour the panel shows."""
+    """Figure 11's grids (:mod:`nas_jax.analysis.landscape`): ``first_conv`` (the authors') or ``filter_normalized``
+    directions (``param_radius`` 0: the scheme's default), input space on ``input_radii`` (artifact code 0.02,
+    README 0.2); ``resolution`` odd (0: the default); ``n_images`` (artifact: 20) contoured one by one or in groups
+    of ``images_per_contour``; ``chunk`` grid points per batch; ``plot_contour``: the contour the panel shows."""
 
     PRESETS: ClassVar[dict] = {"quick": {"resolution": 21, "n_images": 4, "chunk": 16}}
     spaces: tuple = ("param", "input")

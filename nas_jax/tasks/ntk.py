@@ -1,13 +1,11 @@
 """Task ``ntk``: condition number of the empirical NTK at initialisation, per model, and its correlation
 with the PGD attack success rate (§5.3 "Other trainability metrics"; beyond the paper).
 
-For every model, phase (``init`` by default; ``trained`` loads the zoo victim) and BN state (``raw`` /
-``calibrated``, as in ``grad_variance``): κ = λ_max/λ_min of the n × n empirical NTK on ``n`` common test
-images (``nas_jax.analysis.ntk``). Appends one ``task: "ntk"`` record per (model, phase, bn). When ``task:
-"pgd"`` records of the same dataset exist in the workdir (run ``configs/pgd.py`` with the same
-``--workdir`` first), also appends one ``task: "ntk_correlation"`` record per (phase, bn) with the
-Pearson/Spearman correlations of log10 κ with the most- and least-likely ASR, and draws
-``{workdir}/figures/ntk_vs_pgd.png``. Always draws ``{workdir}/figures/ntk_condition.png``.
+For every model, phase and BN state (:mod:`nas_jax.study.phases`): κ = λ_max/λ_min of the n × n empirical NTK on
+``n`` common test images (``nas_jax.analysis.ntk``), one ``task: "ntk"`` record each and
+``{workdir}/figures/ntk_condition.png``. With ``task: "pgd"`` records of the dataset in the workdir, also one
+``task: "ntk_correlation"`` record per (phase, bn) (Pearson/Spearman of log10 κ with the most- and least-likely
+ASR) and ``{workdir}/figures/ntk_vs_pgd.png``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Task ``search``: a DARTS search with the paper's in-NAS mitigations (§5.2, Table 4, Figure 15;
 docs/protocol.md §g, §f.4).
 
-Runs (or resumes) the bi-level search of :mod:`nas_jax.search` with the configured
-hypergradient, ``n_step`` (mitigation i) and ``skip_gamma`` γ (mitigation ii), writes
-``{workdir}/genotype.json`` (usable everywhere as ``genotype:PATH``), the α figures and the
-cell drawings, prints the found cells' metrics (§c.4: depth, widths, #skip) next to the
-stored DARTS and DARTS-i/ii/iii genotypes, and appends one ``task: "search"`` record.
+Runs (or resumes) :mod:`nas_jax.search` with the configured hypergradient, ``n_step`` (mitigation i) and
+``skip_gamma`` (mitigation ii); writes ``{workdir}/genotype.json`` (``genotype:PATH``) and figures, prints the
+found cells' metrics (§c.4) beside the stored DARTS variants and appends one ``task: "search"`` record.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Task ``study``: run this shard's cells of the (task, model, seed) grid, then write the report.
 
-See ``configs/study.py`` and :mod:`nas_jax.study.grid`. Every cell's config is built and validated
-before the first cell runs (a typo in the grid fails at once, not hours in). A finished cell leaves
-``cell.json`` (its config hash, the ids of the records it wrote, seconds) in its workdir, written atomically
-after its records. A rerun with the same config skips the cell only when its results file still holds every
-record the marker lists; a cell whose config changed, or whose results were damaged or lost, runs again
-(its records are new measurements, and readers show the newest).
+See ``configs/study.py`` and :mod:`nas_jax.study.grid`. Every cell's config is built and validated before the
+first runs. A finished cell leaves ``cell.json`` (config hash, record ids, seconds), written atomically after its
+records; a rerun skips it only while its results file holds every listed record, else it runs again.
 """
 
 from __future__ import annotations
