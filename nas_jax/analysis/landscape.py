@@ -214,12 +214,9 @@ def input_contour(apply_fn, variables, x, y, key: jax.Array, alphas, betas, *, c
 
 
 def smoothness(contour: Contour, radius: float | None = None, n_angles: int = 64) -> dict[str, float]:
-    """Numeric summaries of each contour, averaged over contours.
-
-    ``loss_center``: Γ(0, 0); ``increase_at_radius``: mean of Γ on the circle of ``radius`` (default: half
-    the grid range, bilinear interpolation) minus Γ(0, 0); ``increase_max``: max Γ on the grid minus
-    Γ(0, 0); ``curvature_d1``/``curvature_d2``: ∂²Γ/∂α², ∂²Γ/∂β² of a least-squares quadratic fitted on the
-    grid points within ``radius`` (in units of the directions' own scale).
+    """Numeric summaries of each contour, averaged over contours: ``loss_center`` Γ(0, 0); ``increase_at_radius``, the
+    mean of Γ on the circle of ``radius`` (default: half the grid range; bilinear) minus Γ(0, 0); ``increase_max``;
+    ``curvature_d1``/``curvature_d2``: ∂²Γ/∂α², ∂²Γ/∂β² of a quadratic fitted to the points within ``radius``.
     """
     a, b, losses = contour.alphas, contour.betas, contour.losses
     radius = float(radius if radius is not None else min(a[-1], b[-1]) / 2)

@@ -197,9 +197,8 @@ def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Arr
     """APGD-CE (``loss='ce'``), APGD-DLR (``'dlr'``) or APGD-T (``'dlr_targeted'``: ``n_target_classes`` runs
     per restart, against the 2nd, 3rd, ... most likely clean class) on ``x`` (NHWC in [0, 1]).
 
-    ``apply_fn(variables, images) -> logits`` in eval mode. ``active`` (default: all) selects the examples
-    attacked; the others come back unfooled with x_adv = x. ``queries`` counts forward(+backward) passes
-    per attacked example (1 clean for APGD-T's targets, 1 per start, 1 per iteration).
+    ``apply_fn`` in eval mode; ``active`` (default: all) selects the examples attacked, the others come back unfooled
+    with x_adv = x. ``queries``: passes per attacked example (APGD-T 1 clean, 1 per start, 1 per iteration).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown APGD loss {loss!r}; choose one of {LOSSES}.")

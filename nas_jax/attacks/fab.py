@@ -104,10 +104,8 @@ def fab_targeted_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels:
                         eps=8 / 255, norm: str = "linf", n_iter: int = 100, n_restarts: int = 1,
                         n_target_classes: int = 9, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
                         active: jax.Array | None = None) -> AttackOutcome:
-    """FAB-T on ``x`` (NHWC in [0, 1]); ``fooled`` = a misclassified point within ε was found.
-
-    ``queries`` counts per attacked example 1 clean forward (targets) and, per iteration, 1 forward+backward
-    and 1 forward (the check).
+    """FAB-T on ``x`` (NHWC in [0, 1]); ``fooled`` = a misclassified point within ε was found. ``queries`` per attacked
+    example: 1 clean forward, then per iteration 1 forward+backward and 1 forward (the check).
     """
     labels, active, clean = prepare_attack(apply_fn, variables, x, labels, active, norm, n_iter, n_restarts,
                                            n_target_classes)

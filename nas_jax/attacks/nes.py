@@ -89,9 +89,8 @@ def nes_gradient(loss_fn: LossFn, x: jax.Array, key: jax.Array, n_queries: int =
                  chunk_size: int = 25) -> tuple[jax.Array, jax.Array]:
     """Antithetic NES estimate of ∇ loss_fn per example (docs/protocol.md §e.2 steps 1–3, paper Eqn 10).
 
-    ``loss_fn`` maps a batch to per-example losses (never summed over the batch). Pair j uses
-    u_j = normal(fold_in(key, j)) of x's shape: independent across examples, and the estimate does not depend on
-    ``chunk_size`` (pairs per model call) beyond float summation order. Returns (ĝ, queries int32[N] = n_queries).
+    ``loss_fn`` gives per-example losses. Pair j uses u_j = normal(fold_in(key, j)), so the estimate is independent
+    across examples and of ``chunk_size`` (up to summation order). Returns (ĝ, queries int32[N] = n_queries).
     """
     _check_queries(n_queries, chunk_size)
     n_pairs = n_queries // 2
@@ -118,10 +117,9 @@ def nes_attack(query_fn: QueryFn, x: jax.Array, labels: jax.Array, key: jax.Arra
                sigma: float = 1e-3, query_budget: int = 0, chunk_size: int = 25) -> EvasionResult:
     """Black-box evasion (docs/protocol.md §e.2) through ``query_fn(images) -> probabilities`` only.
 
-    Same targets, budget, restarts and success rule as :func:`nas_jax.attacks.pgd.pgd_attack`; a fresh key per
-    restart and per iteration. ``result.queries`` is the exact per-example query count; with
-    ``query_budget > 0`` no example exceeds it (an example that cannot afford its next estimate plus the check
-    after it is stopped and counts as a failure unless it already succeeded).
+    Targets, budget, restarts and success as :func:`nas_jax.attacks.pgd.pgd_attack`; a fresh key per restart and
+    iteration. ``result.queries`` is exact; with ``query_budget > 0`` none exceeds it (an example that cannot afford
+    its next estimate and check stops, a failure unless already successful).
     """
     _check_queries(n_queries, chunk_size)
     mode = resolve_mode(mode, targets)

@@ -344,11 +344,9 @@ def knockoff(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.ndarray | N
              name: str = "thief") -> dict:
     """Steal ``query_fn`` into a fresh ``model`` (docs/protocol.md §e.5); resumable from ``run_dir``.
 
-    ``pool_u8``: the transfer set (uint8; by default the victim's augmented-once training images);
-    ``pool_labels``: its classes (only ``adaptive`` needs them, as arms); ``dataset``: supplies the test set the
-    trainer logs accuracy on; ``thief_config``: a full config whose ``train`` section is the thief's recipe and
-    whose ``seed`` initialises the thief. Returns the thief's variables, its queries (indices into the pool and
-    victim outputs) and ``queries_issued`` (victim queries of this call, 0 when resumed from the cache).
+    ``pool_u8``: the transfer set; ``pool_labels``: its classes (arms of ``adaptive``); ``dataset``: its test set is
+    logged; ``thief_config``: the thief's ``train`` recipe and ``seed``. Returns the thief's variables, its queries
+    (pool indices, victim outputs) and ``queries_issued`` (victim queries of this call, 0 when cached).
     """
     run_dir = Path(run_dir)
     if kcfg.sampling == "adaptive" and pool_labels is None:

@@ -1,9 +1,7 @@
 """Genotypes of the NAS zoo and cell metrics.
 
-docs/protocol.md §b.1–§b.2 (the op set and cell wiring), §c.1–§c.2 (the zoo, the
-DARTS-i/ii/iii mitigation variants) and §c.4 (Table 3: cell depth, width, #skip).
-Genotype data: ``genotypes.json`` (a copy of ``reference/genotypes.json``).
-A user genotype is loaded from a JSON file with ``genotype:PATH`` (format: :data:`FORMAT`).
+docs/protocol.md §b.1–§b.2 (ops, cell wiring), §c.1–§c.2 (the zoo, DARTS-i/ii/iii) and §c.4 (Table 3). Data:
+``genotypes.json`` (a copy of ``reference/genotypes.json``); a user genotype is ``genotype:PATH`` (:data:`FORMAT`).
 """
 
 from __future__ import annotations
@@ -185,10 +183,8 @@ def genotype_sha256(g: Genotype) -> str:
 
 
 def cell_metrics(cell, concat) -> dict:
-    """Depth, width readings W1/W2/W3 (in units of c) and #skip of one cell.
-
-    depth: edges on the longest input->output path, counting the edge into the
-    output node. W1: nodes with at least one edge from an input; W2: fractional
+    """Depth, width readings W1/W2/W3 (in units of c) and #skip of one cell: depth counts the edges of the longest
+    input->output path, the edge into the output included; W1: nodes with an edge from an input; W2: the fractional
     share of input edges; W3: nodes whose both edges come from inputs.
     """
     steps = len(cell) // 2

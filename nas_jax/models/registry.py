@@ -1,9 +1,7 @@
 """Model registry: every zoo name resolves here (docs/protocol.md §c).
 
-NAS models are the DARTS evaluation network with a stored genotype
-(``darts``, ``enas``, ...) or a user genotype (``genotype:PATH``); manual
-models are the seven CIFAR variants of ``nas_jax.models.manual``. Unknown
-names fail with the list of valid ones.
+NAS models are the DARTS evaluation network with a stored genotype (``darts``, ``enas``, ...) or a user genotype
+(``genotype:PATH``); manual models are the seven of ``nas_jax.models.manual``. Unknown names list the valid ones.
 """
 
 from __future__ import annotations

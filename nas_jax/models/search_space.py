@@ -1,9 +1,7 @@
 """The DARTS search space's indexing (docs/protocol.md §b.5, §g).
 
-A cell with ``steps`` intermediate nodes has one edge per (node, predecessor): 2 + 3 + ... + (steps + 1) edges
-(:func:`num_edges`), in DARTS order (:func:`edge_index`); α holds one row per edge and one column per op. How a
-row of α becomes the edge's mixing weights is what tells the searchers apart (:mod:`nas_jax.models.searchers`;
-the edges themselves are :mod:`nas_jax.models.supernet`).
+A cell with ``steps`` intermediate nodes has one edge per (node, predecessor) (:func:`num_edges`), in DARTS order
+(:func:`edge_index`); α has a row per edge and a column per op. Searchers: :mod:`nas_jax.models.searchers`.
 """
 
 from __future__ import annotations

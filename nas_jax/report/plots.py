@@ -1,9 +1,8 @@
 """Figures of the study (PNG, matplotlib Agg): NAS vs manual comparisons.
 
-Every figure is saved through :func:`save_figure`, which wraps a title wider than its figure (or its panel) onto
-several lines before the layout is computed, so no title is clipped; titles name a ``kind:PATH`` dataset or
-genotype by its short name (:func:`~nas_jax.report.tables.short_name`: a genotype's file stem, an npz file's
-name), and legends sit outside the data (:func:`legend_outside`).
+:func:`save_figure` wraps titles wider than their figure or panel before layout, so none is clipped; titles name
+a ``kind:PATH`` dataset or genotype by its short name (:func:`~nas_jax.report.tables.short_name`); legends sit
+outside the data (:func:`legend_outside`).
 """
 
 from __future__ import annotations

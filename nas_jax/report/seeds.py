@@ -1,10 +1,9 @@
 """A task repeated over seeds: one table and one figure of each model's mean and 95% interval over seeds.
 
-A training run is one draw, not an expected result (docs/statistics.md). When a task runs with several seeds
-(``--config.seeds``), every per-seed record is kept, and this module aggregates them: per model and
-setting, each metric's mean over seeds with the interval of :func:`nas_jax.report.statistics.mean_ci`,
-inside the metric's range (:func:`metric_bounds`); the figure shows the means with error bars and every seed
-as a point.
+A training run is one draw, not an expected result (docs/statistics.md). Over several seeds (``--config.seeds``)
+every per-seed record is kept; per model, setting and metric this gives the mean with the interval of
+:func:`nas_jax.report.statistics.mean_ci` inside the metric's range (:func:`metric_bounds`), and a figure of the
+means with error bars and every seed as a point.
 """
 
 from __future__ import annotations

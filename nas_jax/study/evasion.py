@@ -1,9 +1,7 @@
 """The evasion studies' shared pieces: PGD on one victim and the most/least-likely protocol of §3.2.
 
-:func:`run_pgd` runs the compiled PGD of :mod:`nas_jax.attacks.pgd` on a victim's uint8 inputs with per-input
-keys (the result does not depend on the batch size); :func:`targeted_metrics` is Figure 2's and Figure 5's
-protocol (most likely: c_2, least likely: c_m; Table 5's iterations) for any attack (PGD, NES), with its table
-columns and figure.
+:func:`run_pgd` runs :mod:`nas_jax.attacks.pgd` on a victim's uint8 inputs with per-input keys (independent of
+batch size); :func:`targeted_metrics` is Figure 2's and Figure 5's protocol for any attack (PGD, NES).
 """
 
 from __future__ import annotations
@@ -66,11 +64,10 @@ class TargetedSettings(Settings):
 
 
 def targeted_metrics(ctx, entry, n_inputs: int, iterations: dict[str, int], attack, extra_metrics) -> Measurement:
-    """Figure 2's and Figure 5's protocol on one victim, for any attack (PGD, NES): on its first ``n_inputs``
-    correctly classified inputs of the shared order, the most-likely (c_2) and least-likely (c_m) targeted
-    attacks with ``iterations[mode]`` iterations (Table 5: 3 and 7), each with the key ``fold_in(ctx.key,
-    iterations)``. ``attack(x_u8, labels, mode, iterations, key)`` returns per-example results and
-    ``extra_metrics(out, mode)`` the task's own metrics."""
+    """Figure 2's and Figure 5's protocol on one victim (PGD, NES): on its first ``n_inputs`` correctly classified
+    inputs of the shared order, the most-likely (c_2) and least-likely (c_m) attacks with ``iterations[mode]``
+    iterations (Table 5: 3 and 7), key ``fold_in(ctx.key, iterations)``. ``attack(x_u8, labels, mode, iterations,
+    key)`` returns per-example results, ``extra_metrics(out, mode)`` the task's own metrics."""
     correct = ctx.correct(entry)
     idx = ctx.inputs(correct, n_inputs)
     x, y = ctx.dataset.x_test[idx], ctx.dataset.y_test[idx]

@@ -1,9 +1,8 @@
 """Training runs a task owns (not zoo victims): trained once into a run directory, or restored.
 
-Poisoning trains fresh models on flipped labels (§3.2, Figure 6), backdoors fine-tune victims on stamped data
-(Figures 7-8), adversarial training trains on PGD examples (§5.2, Figure 14). Each run lives at
-``{workdir}/runs/{task}/{dataset}/{model}[/seed{s}]/{parts...}`` with the zoo's training spec plus the attack's settings
-in ``spec.json`` (a directory trained with another spec is refused), and resumes after a kill.
+Poisoning (§3.2, Figure 6), backdoor fine-tuning (Figures 7-8) and adversarial training (§5.2, Figure 14) each
+run at ``{workdir}/runs/{task}/{dataset}/{model}[/seed{s}]/{parts...}``, with the zoo's training spec plus the
+attack's settings in ``spec.json`` (another spec is refused); they resume after a kill.
 """
 
 from __future__ import annotations

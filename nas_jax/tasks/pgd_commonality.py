@@ -1,10 +1,8 @@
 """Task ``pgd_commonality``: how many models each input fools (§3.2, Figure 4).
 
-Least-likely L∞ PGD (eps 4/255, step 1/255, 7 iterations, 5 restarts) on one
-common set of test inputs that every model classifies correctly; for each
-input, count the NAS and the manual models it fools; histogram per family in
-``{workdir}/figures/pgd_commonality.png``; one ``task: "pgd_commonality"``
-record per family holding the histogram.
+Least-likely L∞ PGD (eps 4/255, step 1/255, 7 iterations, 5 restarts) on common test inputs every model classifies
+correctly; per family, the histogram of how many models each input fools (one ``task: "pgd_commonality"`` record
+each) in ``{workdir}/figures/pgd_commonality.png``.
 """
 
 from __future__ import annotations
