@@ -14,10 +14,11 @@ Not yet: per-op dropout and drop-path (the cells refuse them), the auxiliary hea
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax.models.darts import DartsNetwork
+from nas_jax.models.darts import DartsNetwork, is_stacked_run
 from nas_jax.models.genotypes import Genotype, primitives
 from nas_jax.models.ops import FactorizedReduce, ReLUConvBN, make_op
 
@@ -46,11 +47,14 @@ def genotype_arrays(g: Genotype, ops: tuple[str, ...] = SPACE_OPS) -> dict[str, 
 
 
 class Slot(nn.Module):
-    """One (node, input) slot of a cell: every op of ``ops``, of which ``op`` runs on input ``source``."""
+    """One (node, input) slot of a cell: every op of ``ops``, of which ``op`` runs on input ``source`` and adds to
+    node ``node``. A cell scans one Slot over its 2·steps slots (their variables stacked): the program holds one
+    slot's ops per cell, not 2·steps copies. A reduction cell's slot has a stride-2 bank for the cell inputs and a
+    stride-1 bank for the intermediate nodes (unused by node 0)."""
 
     features: int
     reduction: bool
-    node: int  # 0-based intermediate node: its sources are the cell inputs 0, 1 and the nodes before it
+    train: bool
     ops: tuple[str, ...] = SPACE_OPS
     conv_impl: str = "auto"
     dtype: object = None
@@ -59,26 +63,31 @@ class Slot(nn.Module):
         stride = 2 if self.reduction else 1
         self.from_inputs = [make_op(o, self.features, stride, impl=self.conv_impl, dtype=self.dtype)
                             for o in self.ops]
-        both = self.reduction and self.node > 0  # a reduction cell's nodes are at the reduced resolution
         self.from_nodes = [make_op(o, self.features, 1, impl=self.conv_impl, dtype=self.dtype)
-                           for o in self.ops] if both else []
+                           for o in self.ops] if self.reduction else []
 
-    def __call__(self, inputs, nodes, op, source, train: bool):
-        """``inputs`` (2, ...) the preprocessed cell inputs, ``nodes`` (steps, ...) the node buffer."""
-        n = len(self.ops)
+    def __call__(self, nodes, slot, inputs):
+        """``nodes`` (steps, ...) the node buffer (the scan's carry); ``slot`` (op, source, node) of this slot;
+        ``inputs`` (2, ...) the preprocessed cell inputs."""
+        op, source, node = slot
+        n, train = len(self.ops), self.train
         if not self.reduction:  # one bank: every source has the same shape
             x = jnp.concatenate([inputs, nodes])[source]
             branches = [lambda m, x, k=k: m.from_inputs[k](x, train) for k in range(n)]
-            if self.is_initializing():
-                return sum(b(self, x) for b in branches)
-            return nn.switch(op, branches, self, x)
+            y = sum(b(self, x) for b in branches) if self.is_initializing() else nn.switch(op, branches, self, x)
+            return nodes.at[node].add(y), None
         x_in, x_node = inputs[jnp.minimum(source, 1)], nodes[jnp.maximum(source - 2, 0)]
         branches = [lambda m, a, b, k=k: m.from_inputs[k](a, train) for k in range(n)]
-        branches += [lambda m, a, b, k=k: m.from_nodes[k](b, train) for k in range(len(self.from_nodes))]
+        branches += [lambda m, a, b, k=k: m.from_nodes[k](b, train) for k in range(n)]
         if self.is_initializing():
-            return sum(b(self, x_in, x_node) for b in branches)
-        index = op + n * (source >= 2) if self.from_nodes else op
-        return nn.switch(index, branches, self, x_in, x_node)
+            y = sum(b(self, x_in, x_node) for b in branches)
+        else:
+            y = nn.switch(op + n * (source >= 2), branches, self, x_in, x_node)
+        return nodes.at[node].add(y), None
+
+
+ScannedSlots = nn.scan(Slot, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+                       in_axes=(0, nn.broadcast))
 
 
 class SpaceCell(nn.Module):
@@ -100,11 +109,9 @@ class SpaceCell(nn.Module):
         states = jnp.stack([pre0(s0, train), ReLUConvBN(c, impl=impl, dtype=dt, name="pre1")(s1, train)])
         n, h, w = states.shape[1:4]
         shape = (n, (h + 1) // 2, (w + 1) // 2, c) if self.reduction else (n, h, w, c)
-        nodes = jnp.zeros((self.steps, *shape), states.dtype)
-        for k in range(2 * self.steps):
-            y = Slot(c, self.reduction, k // 2, self.space_ops, impl, dt, name=f"slot_{k}")(
-                states, nodes, ops[k], inputs[k], train)
-            nodes = nodes.at[k // 2].add(y)
+        slots = ScannedSlots(c, self.reduction, train, self.space_ops, impl, dt, name="slots")
+        node_of_slot = jnp.arange(2 * self.steps, dtype=jnp.int32) // 2
+        nodes, _ = slots(jnp.zeros((self.steps, *shape), states.dtype), (ops, inputs, node_of_slot), states)
         return jnp.concatenate(list(nodes[concat]), axis=-1)
 
 
@@ -131,8 +138,10 @@ class SpaceNetwork(DartsNetwork):
 
 
 def _cell_variables(per_genotype: dict, cell, reduction: bool, reduction_prev: bool, target: dict,
-                    ops: tuple[str, ...]) -> dict:
-    """``target`` (a SpaceCell's variables of one collection) with a genotype Cell's variables in their slots."""
+                    ops: tuple[str, ...], stacked: bool) -> dict:
+    """``target`` (a SpaceCell's variables of one collection) with a genotype Cell's variables in their slots:
+    slot k of bank ``from_{inputs,nodes}_{op id}`` (axis 0 of the slots' stacked leaves; axis 1 in a stacked run
+    of cells)."""
     out = dict(target)
     counts: dict[str, int] = {}
 
@@ -145,13 +154,16 @@ def _cell_variables(per_genotype: dict, cell, reduction: bool, reduction_prev: b
     for name, source in zip(("pre0", "pre1"), pre, strict=True):
         if source in per_genotype:
             out[name] = per_genotype[source]
+    slots = dict(out.get("slots", {}))
     for k, (op, idx) in enumerate(cell):
-        stride = 2 if reduction and idx < 2 else 1
-        module = make_op(op, 1, stride)
+        module = make_op(op, 1, 2 if reduction and idx < 2 else 1)
         source = auto_name(type(module).__name__)
         if source in per_genotype:
-            bank = "from_nodes" if reduction and idx >= 2 else "from_inputs"
-            out[f"slot_{k}"] = {**out[f"slot_{k}"], f"{bank}_{ops.index(op)}": per_genotype[source]}
+            bank = f"{'from_nodes' if reduction and idx >= 2 else 'from_inputs'}_{ops.index(op)}"
+            slots[bank] = jax.tree_util.tree_map(
+                lambda t, v, k=k: t.at[:, k].set(v) if stacked else t.at[k].set(v), slots[bank], per_genotype[source])
+    if slots:
+        out["slots"] = slots
     return out
 
 
@@ -172,7 +184,8 @@ def variables_from_network(network: DartsNetwork, variables: dict, target: dict,
                 first = int(name.split("_")[1])
                 reduction, reduction_prev = flags[first]
                 cell = g.reduce if reduction else g.normal
-                tree[name] = _cell_variables(value, cell, reduction, reduction_prev, target[col][name], ops)
+                tree[name] = _cell_variables(value, cell, reduction, reduction_prev, target[col][name], ops,
+                                             is_stacked_run(name))
             else:
                 tree[name] = value
         out[col] = tree
