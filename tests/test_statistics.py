@@ -8,6 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scipy import stats
+
+from nas_jax.report import statistics
 from nas_jax.report.statistics import accuracy_adjusted_gap, family_gap, mean_ci
 from nas_jax.tasks import study_metrics, study_sections
 
@@ -269,3 +272,36 @@ def test_one_seed_reports_each_pair_over_inputs_and_a_wilson_interval_per_model(
     assert darts["n_seeds"] == 1 and 0 < darts["ci"][0] < darts["estimate"] < darts["ci"][1] < 1
     assert _entry(report, "pgd_m")["verdict"].startswith("insufficient")
     assert "Model pairs over inputs" in (tmp_path / "report.md").read_text()
+
+
+def test_rank_correlation_is_spearmans_rho_with_an_interval_that_covers_and_stays_in_range():
+    """ρ and p as scipy gives them; the Fisher-z interval covers the population Spearman ρ of a bivariate normal,
+    (6/π)·asin(r/2), about 95% of the time; it never leaves [−1, 1]."""
+    rng = np.random.default_rng(0)
+    r, n = 0.6, 60
+    truth = 6 / np.pi * np.arcsin(r / 2)
+    cov = [[1, r], [r, 1]]
+    covered = 0
+    for _ in range(400):
+        x, y = rng.multivariate_normal([0, 0], cov, n).T
+        ci = statistics.rank_correlation(x, y)
+        want = stats.spearmanr(x, y)
+        assert ci.value == pytest.approx(want.statistic) and ci.p_value == pytest.approx(want.pvalue)
+        assert -1 <= ci.low <= ci.value <= ci.high <= 1
+        covered += ci.low <= truth <= ci.high
+    assert 0.91 <= covered / 400 <= 0.985
+    perfect = statistics.rank_correlation([1, 2, 3, 4, 5], [2, 4, 8, 16, 32])
+    assert perfect.value == pytest.approx(1.0) and np.isnan(perfect.low)  # no interval at the edge of the range
+    assert statistics.rank_correlation([1, None, 3, 4, 5, 6], [3, 1, None, 2, 5, 4]).n == 4  # missing pairs dropped
+
+
+def test_percentile_in_a_reference_is_the_mid_rank_share_with_wilsons_interval():
+    ref = np.arange(100.0)
+    ci = statistics.percentile_in(49.5, ref)
+    want = stats.binomtest(50, 100).proportion_ci(0.95, method="wilson")
+    assert ci.value == 0.5 and ci.n == 100
+    assert (ci.low, ci.high) == (pytest.approx(want.low), pytest.approx(want.high))
+    assert statistics.percentile_in(10.0, ref).value == pytest.approx(10.5 / 100)  # a tie counts half
+    top = statistics.percentile_in(1e9, ref)
+    assert top.value == 1.0 and top.high == 1.0 and 0.95 < top.low < 1.0
+    assert np.isnan(statistics.percentile_in(float("nan"), ref).value)

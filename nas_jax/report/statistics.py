@@ -242,6 +242,40 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int, confidence: float 
     return Interval(d, max(low, -1.0), min(high, 1.0), n1 + n2, p)
 
 
+def rank_correlation(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Spearman's ρ of paired values (e.g. a property at initialisation and the ASR over genotypes) with the
+    Fisher-z interval of Bonett and Wright (2000), tanh(atanh ρ ± z·√((1 + ρ²/2)/(n − 3))), which stays inside
+    [−1, 1], and the two-sided p of :func:`scipy.stats.spearmanr`. Pairs with a missing value are dropped; fewer
+    than 4 pairs give no interval."""
+    pairs = np.asarray([(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None
+                        and np.isfinite(a) and np.isfinite(b)], np.float64).reshape(-1, 2)
+    n = len(pairs)
+    if n < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+        return Interval(math.nan, math.nan, math.nan, n)
+    result = stats.spearmanr(pairs[:, 0], pairs[:, 1])
+    rho = float(result.statistic)
+    if n < 4 or abs(rho) > 1 - 1e-12:  # at the edge of the range atanh diverges: no interval
+        return Interval(rho, math.nan, math.nan, n, float(result.pvalue))
+    half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt((1 + rho**2 / 2) / (n - 3))
+    z = math.atanh(rho)
+    return Interval(rho, math.tanh(z - half), math.tanh(z + half), n, float(result.pvalue))
+
+
+def percentile_in(value: float, reference: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Where ``value`` (e.g. a NAS cell's ASR) falls in a sample ``reference`` (random cells of the space): the
+    mid-rank share of the reference below it, (#below + #equal/2)/n, with Wilson's interval over the n reference
+    values (the share of the space's cells below ``value``; ``value`` itself taken as measured)."""
+    ref = np.asarray([r for r in reference if r is not None and np.isfinite(r)], np.float64)
+    if ref.size == 0 or value is None or not np.isfinite(value):
+        return Interval(math.nan, math.nan, math.nan, int(ref.size))
+    n = ref.size
+    share = float((np.sum(ref < value) + 0.5 * np.sum(ref == value)) / n)
+    z = float(stats.norm.ppf(0.5 + confidence / 2))  # Wilson's score interval, closed form (share may be k + 1/2)
+    centre, half = (share + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(
+        share * (1 - share) / n + z * z / (4 * n * n))
+    return Interval(share, max(0.0, centre - half), min(1.0, centre + half), int(n))
+
+
 def verdict(gap: Interval, claim: int, *, n_nas: int, n_manual: int, p_adjusted: float, alpha: float = ALPHA,
             paper_gap: float | None = None) -> str:
     """The verdict on the paper's claim (``claim`` +1: NAS higher, −1: NAS lower) from the family gap: "insufficient
