@@ -32,6 +32,7 @@ TASKS = {
     "pgd_sweep": "nas_jax.tasks.pgd_sweep",
     "poison": "nas_jax.tasks.poison",
     "search": "nas_jax.tasks.search",
+    "space": "nas_jax.tasks.space",
     "stealing": "nas_jax.tasks.stealing",
     "study": "nas_jax.tasks.study",
     "train": "nas_jax.tasks.train",

@@ -1,0 +1,105 @@
+"""The space task: its properties are the per-genotype network's; the report's statistics on records with a known
+answer; a tiny study end to end (sample, properties, grid, report) that resumes without recomputing."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from nas_jax.models import space
+from nas_jax.models.darts import DartsNetwork
+from nas_jax.models.genotypes import get_genotype
+from nas_jax.study.phases import bn_variables
+from nas_jax.tasks import space as task
+
+KW = {"num_classes": 10, "mean": (0.5, 0.4, 0.3), "std": (0.25, 0.2, 0.3), "init_channels": 2, "layers": 3,
+      "dropout": 0.0, "conv_impl": "xla"}
+
+
+def test_the_properties_from_the_one_program_are_the_genotype_networks():
+    """Every property at initialisation of two genotypes (sharpness aside: its random directions are drawn per
+    parameter tree) from the space program equals the per-genotype network's with the same variables and BN
+    calibrated on the same batches."""
+    s = task.SpaceSettings(n_examples=4, hessian_iterations=5, sharpness_directions=2)
+    x = np.asarray(jax.random.uniform(jax.random.key(0), (4, 8, 8, 3)))
+    y = np.arange(4)
+    net = space.SpaceNetwork(get_genotype("darts_v2"), **KW)
+    template = net.init(jax.random.key(1), x[:1])
+    for name in ("pc_darts", "snas"):
+        reference = DartsNetwork(get_genotype(name), **KW)
+        v = reference.init(jax.random.key(2), x[:1])
+        w = space.variables_from_network(reference, v, template)
+        batches = [x, x[::-1]]  # BN calibrated in train mode, as the task does: the same statistics
+        v, w = (bn_variables(m, u, "calibrated", batches, 0) for m, u in ((reference, v), (net, w)))
+        want = task.properties(reference.apply, v, x, y, jax.random.key(3), s, 10)
+        got = task.properties(net.apply, w, x, y, jax.random.key(3), s, 10)
+        for key, value in want.items():
+            if key == "sharpness":  # random directions drawn per parameter tree: equal in distribution, not per draw
+                continue
+            assert got[key] == pytest.approx(value, rel=2e-3, abs=1e-6), key
+
+
+def _records(asr: dict, prop: dict, family: dict, accuracy: dict) -> tuple[list[dict], list[dict]]:
+    props = [{"task": "space", "model": m, "seed": 0, "setting": {"family": family[m]},
+              "metrics": {p: prop[m] for p in task.PROPERTIES}} for m in asr]
+    grid = [{"task": "pgd", "model": m, "seed": 0, "metrics": {"asr_most_likely": a, "asr_least_likely": a}}
+            for m, a in asr.items()]
+    grid += [{"task": "train", "model": m, "seed": 0, "metrics": {"test_accuracy": a}} for m, a in accuracy.items()]
+    return props, grid
+
+
+def test_the_analysis_finds_a_perfect_predictor_and_the_named_cells_at_the_top():
+    """ASR increasing in a property: ρ = 1 over the random cells; named cells above every random cell: their ASR
+    percentile is 1 and the gap is 'higher' (4 named vs 20 random can reach p < 0.05)."""
+    rng = np.random.default_rng(0)
+    random_cells = [f"r{i}" for i in range(20)]
+    named = ("n0", "n1", "n2", "n3")
+    asr = {m: 0.2 + 0.02 * i for i, m in enumerate(random_cells)} | {m: 0.9 + 0.01 * i for i, m in enumerate(named)}
+    prop = {m: 10 * a for m, a in asr.items()}
+    family = {m: "random" for m in random_cells} | {m: "nas" for m in named}
+    accuracy = {m: 0.8 + 0.05 * rng.random() for m in asr}
+    a = task.analyse(*_records(asr, prop, family, accuracy), named)["asr"]["asr_most_likely"]
+    assert a["correlation"]["sharpness"]["interval"].value == pytest.approx(1.0)
+    assert all(a["percentile"][m]["asr_most_likely"].value == 1.0 for m in named)
+    assert task.gap_verdict(a["gap"], a["min_p"]) == "higher"
+    assert a["gap"].value == pytest.approx(np.mean([asr[m] for m in named]) - np.mean([asr[m] for m in random_cells]))
+    assert a["adjusted_gap"].low > 0  # accuracy is noise here: the adjusted gap stays positive
+    few = task.analyse(*_records({m: asr[m] for m in (*random_cells[:2], *named[:2])}, prop, family, accuracy),
+                       named)["asr"]["asr_most_likely"]
+    assert task.gap_verdict(few["gap"], few["min_p"]).startswith("insufficient cells")  # 2 + 2: p ≥ 1/3
+
+
+def test_a_tiny_space_study_samples_measures_trains_attacks_reports_and_resumes(tmp_path):
+    from nas_jax.config_loader import load
+    from nas_jax.data import load_dataset
+    from nas_jax.report import results
+
+    ds = load_dataset("digits", native=True)
+    np.savez(tmp_path / "digits8.npz", x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    config = load("configs/space.py", [
+        f"dataset=npz:{tmp_path / 'digits8.npz'}", f"zoo_dir={tmp_path / 'zoo'}", "jit_cache_dir=",
+        "arch.init_channels=2", "arch.layers=3", "train.epochs=1", "train.crop_padding=1",
+        "space.n_random=2", "space.n_trained=1", "space.named=('darts',)", "space.n_examples=4",
+        "space.hessian_iterations=3", "space.sharpness_directions=2"])
+    workdir = tmp_path / "space"
+    records = task.run(config, workdir)
+    names = sorted(r["model"] for r in records)
+    assert len(names) == 3 and "darts" in names
+    files = sorted(p.name for p in (workdir / "genotypes").iterdir())
+    assert files == ["random_s0_0000.json", "random_s0_0001.json"]
+    assert {r["setting"]["family"] for r in records} == {"random", "nas"}
+    for r in records:
+        assert all(k in r["metrics"] for k in task.PROPERTIES) and r["n"] == 4
+    cells = sorted(p.parent.relative_to(workdir / "grid" / "cells").parts[0] for p in
+                   (workdir / "grid" / "cells").glob("**/cell.json"))
+    assert cells == ["pgd"] * 2 + ["train"] * 2
+    report = json.loads((workdir / "report.json").read_text())
+    a = report["asr"]["asr_most_likely"]
+    assert a["n_trained_random"] == 1 and a["named"] == ["darts"]
+    assert all(math.isfinite(v) for v in a["asr"].values())
+    assert (workdir / "figures" / "space_predictor_asr_most_likely.png").stat().st_size > 0
+    assert "Spearman" in (workdir / "report.md").read_text()
+    again = task.run(config, workdir)  # everything measured: nothing new
+    assert len(results.read_records(workdir, "space")) == 3 and len(again) == 3
