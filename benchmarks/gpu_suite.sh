@@ -12,7 +12,8 @@
 # Steps: compile_time, search_step (the §g step + 50-epoch estimate), search_methods (every searcher's §g step), train_throughput (darts C=36 L=20 and
 # ResNet-18 vs PyTorch), pgd_throughput (vs torchattacks), grad_variance_throughput (vs torch.func),
 # membership_throughput (HopSkipJump vs ART, Knockoff), training_attack_cost, and population_throughput and
-# autoattack_throughput where the tree has them. The time limits add up to 590 s.
+# autoattack_throughput where the tree has them, and space_throughput (one program for every genotype vs one
+# network per genotype). The time limits add up to 650 s.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/gpu_results"; wheels="$root/benchmarks/wheels"; only=""; smoke=0
@@ -62,6 +63,7 @@ steps=(
   "training_attack_cost|45|--darts-c 36 --darts-layers 20 --steps 5 --reps 2 --warmup 1 --max-wait 0|--models darts --modes clean --darts-c 2 --darts-layers 3 --batch 8 --steps 1 --reps 1 --warmup 1 --max-wait 0"
   "population_throughput|40||--smoke"
   "autoattack_throughput|40|--darts-c 36 --darts-layers 20 --batch 64|--darts-c 2 --darts-layers 3 --batch 4 --steps 1 --queries 4"
+  "space_throughput|60|--channels 16 --layers 8 --genotypes 200 --per-genotype 1|--smoke"
 )
 printf '| benchmark | status | seconds |\n|---|---|---|\n' > "$out/summary.md"
 failed=0

@@ -163,6 +163,7 @@ class Task:
     report_sections: tuple = ()  # its own parts of the study report (nas_jax.report.study.Section)
     study_targets: Callable | None = None
     take_target: Callable | None = None
+    own_seeds: bool = False  # it runs every seed of config.seeds itself in one call (the study grid, the space study)
 
     def cell_targets(self, study) -> list[str]:
         """The targets of this task's study cells for one seed (module docstring of the grid)."""

@@ -108,9 +108,9 @@ def run_task(config, workdir):
     every per-seed record is kept, each seed's figures move to ``figures/seed{s}/`` (none overwrites
     another), and one table and one figure (``figures/{task}_seeds.png``) give each model's mean and
     interval over the seeds (:mod:`nas_jax.report.seeds`)."""
-    run = task_of(config).run
-    seeds = tuple(config.get("seeds", ()))
-    if not seeds or config.task == "study":
+    task = task_of(config)
+    run, seeds = task.run, tuple(config.get("seeds", ()))
+    if not seeds or task.own_seeds:
         return run(config, workdir)
     if config.task == "train":
         records = run(config, workdir) or []

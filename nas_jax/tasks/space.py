@@ -401,4 +401,5 @@ def percentile_figure(a: dict, key: str, folder: Path) -> Path:
     return plots.save_figure(fig, folder / f"space_percentiles_{key}.png")
 
 
-TASK = Task("space", run, settings=SpaceSettings, cost_minutes=30.0, in_study=(), needs_victims=False)
+TASK = Task("space", run, settings=SpaceSettings, cost_minutes=30.0, in_study=(), needs_victims=False, trains=0.0,
+            own_seeds=True)

@@ -144,7 +144,7 @@ class Study(Task):
                             "task), and the seeds with --config.seeds.")
 
 
-TASK = Study("study", run, in_study=(), needs_victims=False, trains=0.0)
+TASK = Study("study", run, in_study=(), needs_victims=False, trains=0.0, own_seeds=True)
 
 
 if __name__ == "__main__":
