@@ -2,7 +2,6 @@
 answer; a tiny study end to end (sample, properties, grid, report) that resumes without recomputing."""
 
 import json
-import math
 
 import jax
 import numpy as np
@@ -44,15 +43,18 @@ def test_the_properties_from_the_one_program_are_the_genotype_networks():
 def _records(asr: dict, prop: dict, family: dict, accuracy: dict) -> tuple[list[dict], list[dict]]:
     props = [{"task": "space", "model": m, "seed": 0, "setting": {"family": family[m]},
               "metrics": {p: prop[m] for p in task.PROPERTIES}} for m in asr]
-    grid = [{"task": "pgd", "model": m, "seed": 0, "metrics": {"asr_most_likely": a, "asr_least_likely": a}}
+    grid = [{"task": "pgd", "model": m, "seed": 0, "setting": {}, "metrics": {"asr_most_likely": a,
+                                                                             "asr_least_likely": a}}
             for m, a in asr.items()]
-    grid += [{"task": "train", "model": m, "seed": 0, "metrics": {"test_accuracy": a}} for m, a in accuracy.items()]
+    grid += [{"task": "train", "model": m, "seed": 0, "setting": {}, "metrics": {"test_accuracy": a}}
+             for m, a in accuracy.items()]
     return props, grid
 
 
 def test_the_analysis_finds_a_perfect_predictor_and_the_named_cells_at_the_top():
     """ASR increasing in a property: ρ = 1 over the random cells; named cells above every random cell: their ASR
-    percentile is 1 and the gap is 'higher' (4 named vs 20 random can reach p < 0.05)."""
+    percentile is 1 and the gap is 'higher' (4 named vs 20 random can reach p < 0.05). The metrics are the pgd
+    task's own report metrics, the accuracy the train task's."""
     rng = np.random.default_rng(0)
     random_cells = [f"r{i}" for i in range(20)]
     named = ("n0", "n1", "n2", "n3")
@@ -60,14 +62,16 @@ def test_the_analysis_finds_a_perfect_predictor_and_the_named_cells_at_the_top()
     prop = {m: 10 * a for m, a in asr.items()}
     family = {m: "random" for m in random_cells} | {m: "nas" for m in named}
     accuracy = {m: 0.8 + 0.05 * rng.random() for m in asr}
-    a = task.analyse(*_records(asr, prop, family, accuracy), named)["asr"]["asr_most_likely"]
+    metrics, acc = task.threat_metrics(task.SpaceSettings()), task.accuracy_metric()
+    assert [m.key for m in metrics] == ["pgd_m", "pgd_l"] and acc.key == "clean_accuracy"
+    a = task.analyse(*_records(asr, prop, family, accuracy), named, metrics, acc)["metrics"]["pgd_m"]
     assert a["correlation"]["sharpness"]["interval"].value == pytest.approx(1.0)
-    assert all(a["percentile"][m]["asr_most_likely"].value == 1.0 for m in named)
+    assert all(a["percentile"][m]["pgd_m"].value == 1.0 for m in named)
     assert task.gap_verdict(a["gap"], a["min_p"]) == "higher"
     assert a["gap"].value == pytest.approx(np.mean([asr[m] for m in named]) - np.mean([asr[m] for m in random_cells]))
     assert a["adjusted_gap"].low > 0  # accuracy is noise here: the adjusted gap stays positive
     few = task.analyse(*_records({m: asr[m] for m in (*random_cells[:2], *named[:2])}, prop, family, accuracy),
-                       named)["asr"]["asr_most_likely"]
+                       named, metrics, acc)["metrics"]["pgd_m"]
     assert task.gap_verdict(few["gap"], few["min_p"]).startswith("insufficient cells")  # 2 + 2: p ≥ 1/3
 
 
@@ -96,10 +100,10 @@ def test_a_tiny_space_study_samples_measures_trains_attacks_reports_and_resumes(
                    (workdir / "grid" / "cells").glob("**/cell.json"))
     assert cells == ["pgd"] * 2 + ["train"] * 2
     report = json.loads((workdir / "report.json").read_text())
-    a = report["asr"]["asr_most_likely"]
+    a = report["metrics"]["pgd_m"]
     assert a["n_trained_random"] == 1 and a["named"] == ["darts"]
-    assert all(math.isfinite(v) for v in a["asr"].values())
-    assert (workdir / "figures" / "space_predictor_asr_most_likely.png").stat().st_size > 0
+    assert all(0 <= v <= 1 for v in a["values"].values())
+    assert (workdir / "figures" / "space_predictor_pgd_m.png").stat().st_size > 0
     assert "Spearman" in (workdir / "report.md").read_text()
     again = task.run(config, workdir)  # everything measured: nothing new
     assert len(results.read_records(workdir, "space")) == 3 and len(again) == 3

@@ -15,9 +15,10 @@ cell of their space, and which properties measurable at initialisation predict a
 3. The first ``n_trained`` random genotypes and the named ones trained and attacked by the study grid in
    ``{workdir}/grid`` (cells ``train`` and each task of ``threats`` per genotype and seed; ``shard`` as the
    study's).
-4. ``{workdir}/report.md`` and ``report.json``: each property's rank correlation with the ASR, the named cells'
-   percentiles among the random cells, the named − random ASR gap raw and at matched clean accuracy, and the
-   figures ``{workdir}/figures/space_predictor.png`` and ``space_percentiles.png``.
+4. ``{workdir}/report.md`` and ``report.json``: per metric the threat tasks report (PGD: the ASR most and least
+   likely), each property's rank correlation with it, the named cells' percentiles among the random cells, the
+   named − random gap raw and at matched clean accuracy, and the
+   figures ``{workdir}/figures/space_predictor_{metric}.png`` and ``space_percentiles_{metric}.png``.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ from nas_jax.search.random_search import random_genotypes
 from nas_jax.study import grid
 from nas_jax.study.phases import BN_MODES, bn_variables, calibration_batches, check_choices, sample_indices
 from nas_jax.study.seam import Settings, Task, run_only
+from nas_jax.tasks import TASKS, get_task
+from nas_jax.tasks import study as study_task
 from nas_jax.train import zoo
 
-PROPERTIES = ("grad_variance", "ntk_log10_cond", "input_grad_norm", "input_hessian", "sharpness", "depth",
-              "width_w3", "skip_connects")  # what the report relates to the ASR
+PROPERTIES = ("gradient_variance", "ntk_log10_cond", "input_grad_norm", "input_hessian", "sharpness", "depth",
+              "width_w3", "skip_connects")  # what the report relates to the vulnerability
 NAS_SHAPE = (4, 4, 4)  # the DARTS space's shape (shape_of): 4 nodes, all concatenated
 
 
@@ -91,6 +94,9 @@ class SpaceSettings(Settings):
             raise ValueError(f"n_examples must be >= 2 (a gradient variance), got {self.n_examples}.")
         for name in self.named:
             get_genotype(name)  # a ValueError naming the valid genotypes
+        for name in self.threats:
+            if not get_task(name).metrics:
+                raise ValueError(f"threat {name!r} reports no per-model metric; use tasks such as pgd or nes.")
         check_choices((self.bn,), BN_MODES, "bn")
         if self.bn == "calibrated" and self.calibration_batches < 1:
             raise ValueError(f"calibration_batches must be >= 1 with bn='calibrated', got {self.calibration_batches}.")
@@ -124,7 +130,7 @@ def properties(apply_fn, variables, x, y, key, s: SpaceSettings, num_classes: in
     kappa = condition_number(ntk_matrix(apply_fn, variables, x, num_classes=num_classes))["cond"]
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     return {
-        "grad_variance": gv["trace_cov"],
+        "gradient_variance": gv["trace_cov"],
         "ntk_log10_cond": float(np.log10(kappa)) if np.isfinite(kappa) and kappa > 0 else None,
         "input_grad_norm": float(jnp.mean(input_gradient_norms(apply_fn, variables, xj, yj))),
         "input_hessian": float(jnp.mean(input_hessian_eigenvalues(apply_fn, variables, xj[:h], yj[:h], k1,
@@ -180,6 +186,21 @@ def measure_properties(config, s: SpaceSettings, genotypes: list[tuple[str, Geno
     return written
 
 
+def victim_tasks() -> tuple[str, ...]:
+    """The registered tasks whose study cells train the victims (they run first and record clean accuracy)."""
+    return tuple(n for n in TASKS if get_task(n).makes_victims)
+
+
+def threat_metrics(s: SpaceSettings) -> list:
+    """The report metrics of the threat tasks: the vulnerability the report relates to the properties."""
+    return [m for t in s.threats for m in get_task(t).metrics]
+
+
+def accuracy_metric():
+    """The clean accuracy a victim-making task reports (matched-accuracy comparison)."""
+    return next(m for t in victim_tasks() for m in get_task(t).metrics if m.key == "clean_accuracy")
+
+
 def grid_config(config, s: SpaceSettings, models: tuple[str, ...], seeds: tuple[int, ...]):
     """The study config of the trained genotypes: cells ``train`` and ``threats`` per model and seed, at this
     preset with the study's default overrides (configs/study.py) and this config's ``arch`` and ``train`` values;
@@ -189,7 +210,7 @@ def grid_config(config, s: SpaceSettings, models: tuple[str, ...], seeds: tuple[
         c[key] = config[key]
     c.seeds = seeds
     c.study.models = models
-    c.study.tasks = ("train", *s.threats)
+    c.study.tasks = (*victim_tasks(), *s.threats)
     c.study.shard = s.shard
     c.study.report = False
     default = base_config("space", config.preset)  # the space config's recipe, which every cell must train with
@@ -200,8 +221,6 @@ def grid_config(config, s: SpaceSettings, models: tuple[str, ...], seeds: tuple[
 
 
 def run(config, workdir: str | Path) -> list[dict]:
-    from nas_jax.tasks import get_task  # the registry imports task modules lazily
-
     s = SpaceSettings.read("space", config.space)
     workdir = Path(workdir)
     seeds = tuple(int(v) for v in config.get("seeds", ())) or (int(config.seed),)
@@ -214,69 +233,83 @@ def run(config, workdir: str | Path) -> list[dict]:
     written = measure_properties(config, s, genotypes, workdir, seeds)
     print(f"properties: {written} new records in {time.perf_counter() - t0:.0f} s", flush=True)
     if trained:
-        get_task("study").run(grid_config(config, s, trained, seeds), workdir / "grid")
+        study_task.run(grid_config(config, s, trained, seeds), workdir / "grid")
     if jax.process_index() == 0:
         print(f"report: {write_report(workdir, s)}")
     return results.read_records(workdir, "space")
 
 
-ASR = (("pgd", "asr_most_likely", "PGD ASR most likely"), ("pgd", "asr_least_likely", "PGD ASR least likely"))
 ALPHA = 0.05
 
 
-def genotype_means(records: list[dict], task: str, key: str) -> dict[str, dict[int, float]]:
-    """``{model: {seed: value}}`` of ``metrics[key]`` in the newest ``task`` records."""
-    out: dict[str, dict[int, float]] = {}
+def per_cell(records: list[dict], metric) -> dict[str, dict[int, float]]:
+    """``{model: {seed: value}}`` of a report :class:`~nas_jax.report.study.Metric` over grid records."""
+    groups: dict[tuple[str, int], list[dict]] = {}
     for r in records:
-        v = r["metrics"].get(key) if r["task"] == task else None
+        groups.setdefault((r["model"], int(r["seed"])), []).append(r)
+    out: dict[str, dict[int, float]] = {}
+    for (model, seed), recs in groups.items():
+        v = metric.read(recs, {})
         if v is not None and np.isfinite(v):
-            out.setdefault(r["model"], {})[int(r["seed"])] = float(v)
+            out.setdefault(model, {})[seed] = float(v)
     return out
 
 
-def analyse(props: list[dict], grid_records: list[dict], named: tuple[str, ...]) -> dict:
-    """Rank correlations of each property with each ASR over the random genotypes, the named cells' percentiles
-    among the random ones, and the named − random ASR gap, raw and at matched clean accuracy."""
+def property_means(props: list[dict]) -> dict[str, dict[str, float]]:
+    """``{property: {model: mean over seeds}}`` of the ``space`` records."""
+    out: dict[str, dict[str, list[float]]] = {p: {} for p in PROPERTIES}
+    for r in props:
+        for p in PROPERTIES:
+            if r["metrics"].get(p) is not None:
+                out[p].setdefault(r["model"], []).append(float(r["metrics"][p]))
+    return {p: {m: float(np.mean(v)) for m, v in by.items()} for p, by in out.items()}
+
+
+def analyse(props: list[dict], grid_records: list[dict], named: tuple[str, ...], metrics, accuracy_metric) -> dict:
+    """Per vulnerability metric (the threat tasks' report ``metrics``): each property's rank correlation with it
+    over the trained random genotypes, the named cells' percentiles among the random ones, and the named − random
+    gap, raw and at matched clean accuracy (``accuracy_metric``)."""
     family = {r["model"]: r["setting"]["family"] for r in props}
-    mean = {key: {m: float(np.mean(list(v.values()))) for m, v in genotype_means(props, "space", key).items()}
-            for key in PROPERTIES}
-    accuracy = genotype_means(grid_records, "train", "test_accuracy")
-    out: dict = {"n_random": sum(f == "random" for f in family.values()), "named": list(named), "asr": {}}
-    for task, key, label in ASR:
-        asr = genotype_means(grid_records, task, key)
-        if not asr:
+    mean = property_means(props)
+    random_all = [m for m in family if family[m] == "random"]
+    accuracy = per_cell(grid_records, accuracy_metric)
+    out: dict = {"n_random": len(random_all), "named": list(named), "metrics": {}}
+    for metric in metrics:
+        vuln = per_cell(grid_records, metric)
+        random_cells = sorted(m for m in vuln if family.get(m) == "random")
+        named_cells = [m for m in named if m in vuln]
+        if not random_cells:
             continue
-        random_cells = sorted(m for m in asr if family.get(m) == "random")
-        named_cells = [m for m in named if m in asr]
-        asr_mean = {m: float(np.mean(list(v.values()))) for m, v in asr.items()}
+        cell_mean = {m: float(np.mean(list(v.values()))) for m, v in vuln.items()}
         corr = {p: statistics.rank_correlation([mean[p].get(m) for m in random_cells],
-                                               [asr_mean[m] for m in random_cells]) for p in PROPERTIES}
+                                               [cell_mean[m] for m in random_cells]) for p in PROPERTIES}
         holm = statistics.holm({p: c.p_value for p, c in corr.items()})
-        values = {m: list(asr[m].values()) for m in (*random_cells, *named_cells)}
-        labels = {m: "nas" if m in named_cells else "manual" for m in values}  # 'manual': the random cells' group
-        entry = {"label": label, "n_trained_random": len(random_cells), "named": named_cells,
-                 "seeds": sorted({s for v in asr.values() for s in v}),
+        percentile = {m: {p: statistics.percentile_in(mean[p].get(m), [mean[p].get(r) for r in random_all])
+                          for p in PROPERTIES} for m in named_cells}
+        for m in named_cells:
+            percentile[m][metric.key] = statistics.percentile_in(cell_mean[m], [cell_mean[r] for r in random_cells])
+        entry = {"label": metric.label, "n_trained_random": len(random_cells), "named": named_cells,
+                 "seeds": sorted({s for v in vuln.values() for s in v}),
                  "correlation": {p: {"interval": c, "p_holm": holm[p]} for p, c in corr.items()},
-                 "percentile": {m: {p: statistics.percentile_in(mean[p].get(m), [mean[p].get(r) for r in family
-                                                                                 if family[r] == "random"])
-                                    for p in PROPERTIES} | {key: statistics.percentile_in(
-                                        asr_mean[m], [asr_mean[r] for r in random_cells])} for m in named_cells},
-                 "asr": asr_mean, "properties": {m: {p: mean[p].get(m) for p in PROPERTIES} for m in asr_mean}}
+                 "percentile": percentile, "values": cell_mean,
+                 "properties": {m: {p: mean[p].get(m) for p in PROPERTIES} for m in cell_mean}}
+        values = {m: list(vuln[m].values()) for m in (*random_cells, *named_cells)}
+        labels = {m: "nas" if m in named_cells else "manual" for m in values}  # 'manual': the random cells' group
         if len(named_cells) > 1 and len(random_cells) > 1:
-            entry["gap"] = statistics.family_gap(values, labels, bounds=(0.0, 1.0))
+            entry["gap"] = statistics.family_gap(values, labels, bounds=metric.bounds)
             entry["min_p"] = statistics.min_achievable_p(len(named_cells), len(random_cells))
             try:
                 entry["adjusted_gap"] = statistics.accuracy_adjusted_gap(
-                    values, {m: [accuracy.get(m, {}).get(s) for s in asr[m]] for m in values}, labels,
-                    bounds=(0.0, 1.0))
+                    values, {m: [accuracy.get(m, {}).get(s) for s in vuln[m]] for m in values}, labels,
+                    bounds=metric.bounds)
             except ValueError as e:  # too few cells, or an accuracy missing
                 entry["adjusted_gap_refused"] = str(e)
-        out["asr"][key] = entry
+        out["metrics"][metric.key] = entry
     return out
 
 
 def gap_verdict(gap: statistics.Interval, min_p: float) -> str:
-    """Whether the named NAS cells' ASR is higher than the random cells' (permutation p over cell labels)."""
+    """Whether the named NAS cells' metric is higher than the random cells' (permutation p over cell labels)."""
     if min_p >= ALPHA:
         return f"insufficient cells (smallest achievable p = {min_p:.3g} ≥ {ALPHA})"
     if not np.isfinite(gap.low):
@@ -293,20 +326,21 @@ def _ci(c: statistics.Interval, fmt: str = ".2f") -> str:
 
 
 def render(analysis: dict) -> str:
-    """The report's markdown: per ASR, the correlations, the named cells' percentiles and the gap."""
+    """The report's markdown: per vulnerability metric, the correlations, the named cells' percentiles and the
+    gap."""
     intro = (f"{analysis['n_random']} random genotypes with properties at initialisation; named NAS cells: "
              f"{', '.join(analysis['named'])}. Rank correlations are over the trained random genotypes (a sample "
              "of the space); each genotype's value is its mean over seeds. Percentiles: the share of random "
              "cells below the named cell (Wilson interval over the random cells). Intervals are 95%.")
     lines = ["# The DARTS search space: random cells against NAS-found cells", "", intro, ""]
-    if not analysis["asr"]:
-        lines.append("No ASR measured yet (the grid's attack cells have not finished).")
-    for key, a in analysis["asr"].items():
+    if not analysis["metrics"]:
+        lines.append("No vulnerability measured yet (the grid's attack cells have not finished).")
+    for key, a in analysis["metrics"].items():
         seeds = a["seeds"]
         lines += [f"## {a['label']} ({a['n_trained_random']} random + {len(a['named'])} named cells, seeds {seeds})",
                   ""]
         if len(seeds) < 3:
-            lines += [(f"Each cell's ASR is {len(seeds)} training run(s): its seed-to-seed spread is not measured "
+            lines += [(f"Each cell's value is {len(seeds)} training run(s): its seed-to-seed spread is not measured "
                        "(it is part of the scatter the intervals over cells reflect)."), ""]
         lines += ["| property | Spearman ρ [95% CI] | p | Holm p |", "|---|---|---|---|"]
         for p, c in a["correlation"].items():
@@ -318,11 +352,11 @@ def render(analysis: dict) -> str:
             lines.append(f"| {m} | " + " | ".join(_ci(pct[k]) for k in (key, *PROPERTIES)) + " |")
         if "gap" in a:
             g = a["gap"]
-            lines += ["", (f"Named − random mean ASR: {_ci(g, '.3f')} (Welch), permutation p = {g.p_value:.3g}: "
+            lines += ["", (f"Named − random mean: {_ci(g, '.3f')} (Welch), permutation p = {g.p_value:.3g}: "
                            f"**{gap_verdict(g, a['min_p'])}**.")]
             if "adjusted_gap" in a:
                 adj = a["adjusted_gap"]
-                lines.append(f"At matched clean accuracy (ASR ~ 1 + accuracy + [named]): {_ci(adj, '.3f')} "
+                lines.append(f"At matched clean accuracy ({key} ~ 1 + accuracy + [named]): {_ci(adj, '.3f')} "
                              "(bootstrap over cells).")
             else:
                 lines.append(f"At matched clean accuracy: not estimated ({a['adjusted_gap_refused']})")
@@ -347,8 +381,8 @@ def write_report(workdir: Path, s: SpaceSettings) -> Path:
     props = [r for r in collect_records(workdir) if r["task"] == "space" and r["model"] in names]
     grid_dir = workdir / "grid"
     grid_records = [r for r in collect_records(grid_dir) if r["model"] in names] if grid_dir.exists() else []
-    analysis = analyse(props, grid_records, tuple(s.named))
-    figures = [f for key, a in analysis["asr"].items() for f in (predictor_figure(a, key, workdir / "figures"),
+    analysis = analyse(props, grid_records, tuple(s.named), threat_metrics(s), accuracy_metric())
+    figures = [f for key, a in analysis["metrics"].items() for f in (predictor_figure(a, key, workdir / "figures"),
                                                                  percentile_figure(a, key, workdir / "figures"))]
     text = render(analysis) + "\nFigures: " + ", ".join(f"`{f.relative_to(workdir)}`" for f in figures) + "\n"
     files.write_json(workdir / "report.json", _jsonable(analysis), indent=2)
@@ -357,23 +391,23 @@ def write_report(workdir: Path, s: SpaceSettings) -> Path:
 
 
 def predictor_figure(a: dict, key: str, folder: Path) -> Path:
-    """ASR against the property with the largest |ρ|, random cells grey, the named NAS cells marked."""
+    """The vulnerability against the property with the largest |ρ|, random cells grey, the named NAS cells marked."""
     import matplotlib.pyplot as plt
 
     best = max(PROPERTIES, key=lambda p: abs(np.nan_to_num(a["correlation"][p]["interval"].value)))
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m, asr in a["asr"].items():
+    for m, value in a["values"].items():
         x = a["properties"].get(m, {}).get(best)
         if x is None:
             continue
         named = m in a["named"]
-        ax.scatter(x, asr, c="tab:red" if named else "0.6", s=40 if named else 14, zorder=3 if named else 2)
+        ax.scatter(x, value, c="tab:red" if named else "0.6", s=40 if named else 14, zorder=3 if named else 2)
         if named:
-            ax.annotate(m, (x, asr), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(m, (x, value), fontsize=8, xytext=(3, 3), textcoords="offset points")
     rho = a["correlation"][best]["interval"]
     ax.set(xlabel=f"{best} at initialisation", ylabel=a["label"], title=f"{a['label']} vs {best}: ρ = {_ci(rho)}")
-    if best in ("grad_variance", "input_hessian", "sharpness") and all(
-            (a["properties"].get(m, {}).get(best) or 0) > 0 for m in a["asr"]):
+    if best in ("gradient_variance", "input_hessian", "sharpness") and all(
+            (a["properties"].get(m, {}).get(best) or 0) > 0 for m in a["values"]):
         ax.set_xscale("log")
     ax.scatter([], [], c="0.6", s=14, label="random cells")
     ax.scatter([], [], c="tab:red", s=40, label="NAS cells")
@@ -382,7 +416,7 @@ def predictor_figure(a: dict, key: str, folder: Path) -> Path:
 
 
 def percentile_figure(a: dict, key: str, folder: Path) -> Path:
-    """Each named cell's percentile among the random cells, per property and for the ASR, with intervals."""
+    """Each named cell's percentile among the random cells, per property and for the vulnerability metric."""
     import matplotlib.pyplot as plt
 
     columns = (key, *PROPERTIES)
@@ -396,7 +430,7 @@ def percentile_figure(a: dict, key: str, folder: Path) -> Path:
     ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
     ax.set(ylim=(0, 1), ylabel="percentile among random cells", xticks=range(len(columns)),
            title=f"NAS cells in the DARTS space ({a['n_trained_random']} trained random cells)")
-    ax.set_xticklabels(["ASR" if c == key else c for c in columns], rotation=30, ha="right")
+    ax.set_xticklabels([a["label"] if c == key else c for c in columns], rotation=30, ha="right")
     plots.legend_outside(ax, fontsize=8)
     return plots.save_figure(fig, folder / f"space_percentiles_{key}.png")
 
