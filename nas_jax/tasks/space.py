@@ -63,8 +63,9 @@ class SpaceSettings(Settings):
     common test images with BN ``raw`` (the initial running statistics, which do not normalise) or
     ``calibrated`` on ``calibration_batches`` training batches (§4's pitfall, docs/protocol.md §f.3); the input
     Hessian on the first ``hessian_examples`` of them (``hessian_iterations`` power iterations); sharpness:
-    ``sharpness_directions`` directions at ``sharpness_radius``; ``n_trained`` random genotypes (the first of the sample) and the named ones trained
-    and attacked by ``threats`` (registered task names) in the study grid, of which this run takes ``shard``."""
+    ``sharpness_directions`` directions at ``sharpness_radius``. ``n_trained`` random genotypes (the first of
+    the sample) and the named ones are trained and attacked by ``threats`` (registered task names) in the study
+    grid, of which this run takes ``shard``."""
 
     PRESETS: ClassVar[dict] = {"quick": {"n_random": 200, "n_trained": 20, "n_examples": 32,
                                          "named": ("darts", "snas", "pc_darts", "drnas")}}
@@ -84,7 +85,8 @@ class SpaceSettings(Settings):
 
     def __post_init__(self):
         for name, value in (("n_random", self.n_random), ("n_examples", self.n_examples),
-                            ("hessian_iterations", self.hessian_iterations), ("hessian_examples", self.hessian_examples),
+                            ("hessian_iterations", self.hessian_iterations),
+                            ("hessian_examples", self.hessian_examples),
                             ("sharpness_directions", self.sharpness_directions)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
@@ -425,8 +427,8 @@ def percentile_figure(a: dict, key: str, folder: Path) -> Path:
     for j, m in enumerate(cells):
         xs = np.arange(len(columns)) + (j - (len(cells) - 1) / 2) * 0.8 / max(len(cells), 1)
         vals = [a["percentile"][m][c] for c in columns]
-        ax.errorbar(xs, [v.value for v in vals], yerr=[[v.value - v.low for v in vals], [v.high - v.value for v in vals]],
-                    fmt="o", ms=4, capsize=2, label=m)
+        errors = [[v.value - v.low for v in vals], [v.high - v.value for v in vals]]
+        ax.errorbar(xs, [v.value for v in vals], yerr=errors, fmt="o", ms=4, capsize=2, label=m)
     ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
     ax.set(ylim=(0, 1), ylabel="percentile among random cells", xticks=range(len(columns)),
            title=f"NAS cells in the DARTS space ({a['n_trained_random']} trained random cells)")
