@@ -62,6 +62,32 @@ def _measure(net, variables, g, x, y, batches, s, ops=None) -> float:
     return time.perf_counter() - t0
 
 
+def _breakdown(net, variables, genotypes, x, y, batches, s) -> dict[str, float]:
+    """Median seconds per genotype of each part of the properties (programs already compiled)."""
+    from nas_jax.analysis.grad_variance import gradient_variance
+    from nas_jax.analysis.ntk import ntk_matrix
+    from nas_jax.analysis.sensitivity import input_gradient_norms, input_hessian_eigenvalues, sharpness
+
+    xj, yj, h, key = jnp.asarray(x), jnp.asarray(y), s.hessian_examples, jax.random.key(1)
+    parts = {
+        "BN calibration": lambda v: bn_variables(net, v, "calibrated", batches, 0),
+        "gradient variance": lambda v: gradient_variance(net.apply, v, x, y, chunk=0),
+        "NTK": lambda v: ntk_matrix(net.apply, v, x, num_classes=NUM_CLASSES),
+        "input gradients": lambda v: input_gradient_norms(net.apply, v, xj, yj),
+        "input Hessian": lambda v: input_hessian_eigenvalues(net.apply, v, xj[:h], yj[:h], key, s.hessian_iterations),
+        "sharpness": lambda v: sharpness(net.apply, v, xj, yj, key, s.sharpness_radius, s.sharpness_directions),
+    }
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for g in genotypes:
+        v = {**variables, space.GENOTYPE: {k: jnp.asarray(a) for k, a in space.genotype_arrays(g).items()}}
+        v = bn_variables(net, v, "calibrated", batches, 0)
+        for name, part in parts.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(part(v))
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _loss_grad_cost(net, variables, x, y) -> dict:
     """Compile seconds and median ms of the train-mode loss gradient."""
     def step(v):
@@ -119,6 +145,7 @@ def main() -> None:
                   flush=True)
     total = time.perf_counter() - t_start
     steady = statistics.median(per[1:]) if len(per) > 1 else float("nan")
+    parts = _breakdown(net, variables, genotypes[:5], x, y, batches, s)
     single = {"genotypes": len(per), "total_s": total, "compile_s": per[0] - steady, "steady_s": steady}
 
     separate = []
@@ -154,11 +181,13 @@ def main() -> None:
                f"included: **{single['total_s'] / 60:.1f} min** (1,000 genotypes at this rate: {n1000 / 60:.1f} min; "
                f"one network per genotype: {1000 * per_genotype_s / 3600:.1f} h). Per genotype the single program is "
                f"{per_genotype_s / steady:.0f}× faster; it pays from genotype {breakeven} on.")
+    split = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
     training = (f"Cost of the single program in training (train-mode loss gradient, batch {a.batch}, one "
                 "genotype; the parameters include every op of every slot):")
     lines = [markers(NAME)[0], f"## Properties of many genotypes: one program vs one network per genotype ({NAME})",
              "", setup, "", "| path | genotypes | compile s (once) | s per genotype | genotypes/s | programs |",
-             "|---|---|---|---|---|---|", rows, "", summary, "", training, "",
+             "|---|---|---|---|---|---|", rows, "", summary, "",
+             f"Where a genotype's time goes (median of 5, each part timed alone): {split}.", "", training, "",
              "| network | compile s | ms per step | parameters MiB |", "|---|---|---|---|",
              *(f"| {k} | {v['compile_s']:.1f} | {v['step_ms']:.1f} | {v['param_mb']:.2f} |" for k, v in cost.items()),
              markers(NAME)[1]]

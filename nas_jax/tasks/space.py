@@ -290,7 +290,8 @@ def analyse(props: list[dict], grid_records: list[dict], named: tuple[str, ...],
                           for p in PROPERTIES} for m in named_cells}
         for m in named_cells:
             percentile[m][metric.key] = statistics.percentile_in(cell_mean[m], [cell_mean[r] for r in random_cells])
-        entry = {"label": metric.label, "n_trained_random": len(random_cells), "named": named_cells,
+        entry = {"label": metric.label, "n_random": len(random_all), "n_trained_random": len(random_cells),
+                 "named": named_cells,
                  "seeds": sorted({s for v in vuln.values() for s in v}),
                  "correlation": {p: {"interval": c, "p_holm": holm[p]} for p, c in corr.items()},
                  "percentile": percentile, "values": cell_mean,
@@ -311,7 +312,8 @@ def analyse(props: list[dict], grid_records: list[dict], named: tuple[str, ...],
 
 
 def gap_verdict(gap: statistics.Interval, min_p: float) -> str:
-    """Whether the named NAS cells' metric is higher than the random cells' (permutation p over cell labels)."""
+    """Whether the named NAS cells' metric is higher than the random cells': "higher" or "lower" when the
+    permutation p over cell labels is below α and Welch's interval excludes 0 on that side."""
     if min_p >= ALPHA:
         return f"insufficient cells (smallest achievable p = {min_p:.3g} ≥ {ALPHA})"
     if not np.isfinite(gap.low):
@@ -320,7 +322,10 @@ def gap_verdict(gap: statistics.Interval, min_p: float) -> str:
         return "higher"
     if gap.p_value < ALPHA and gap.high < 0:
         return "lower"
-    return f"no significant difference (p = {gap.p_value:.3g}; the interval includes 0)"
+    if gap.p_value < ALPHA:
+        return (f"inconclusive (permutation p = {gap.p_value:.3g} < {ALPHA}, but Welch's interval includes 0: "
+                "more cells would settle it)")
+    return f"no significant difference (p = {gap.p_value:.3g})"
 
 
 def _ci(c: statistics.Interval, fmt: str = ".2f") -> str:
@@ -431,7 +436,7 @@ def percentile_figure(a: dict, key: str, folder: Path) -> Path:
         ax.errorbar(xs, [v.value for v in vals], yerr=errors, fmt="o", ms=4, capsize=2, label=m)
     ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
     ax.set(ylim=(0, 1), ylabel="percentile among random cells", xticks=range(len(columns)),
-           title=f"NAS cells in the DARTS space ({a['n_trained_random']} trained random cells)")
+           title=f"NAS cells among random cells: properties of {a['n_random']}, {key} of {a['n_trained_random']} trained")
     ax.set_xticklabels([a["label"] if c == key else c for c in columns], rotation=30, ha="right")
     plots.legend_outside(ax, fontsize=8)
     return plots.save_figure(fig, folder / f"space_percentiles_{key}.png")
