@@ -241,8 +241,6 @@ def run(config, workdir: str | Path) -> list[dict]:
     return results.read_records(workdir, "space")
 
 
-ALPHA = 0.05
-
 
 def per_cell(records: list[dict], metric) -> dict[str, dict[int, float]]:
     """``{model: {seed: value}}`` of a report :class:`~nas_jax.report.study.Metric` over grid records."""
@@ -314,17 +312,17 @@ def analyse(props: list[dict], grid_records: list[dict], named: tuple[str, ...],
 def gap_verdict(gap: statistics.Interval, min_p: float) -> str:
     """Whether the named NAS cells' metric is higher than the random cells': "higher" or "lower" when the
     permutation p over cell labels is below α and Welch's interval excludes 0 on that side."""
-    if min_p >= ALPHA:
-        return f"insufficient cells (smallest achievable p = {min_p:.3g} ≥ {ALPHA})"
+    if min_p >= statistics.ALPHA:
+        return f"insufficient cells (smallest achievable p = {min_p:.3g} ≥ {statistics.ALPHA})"
     if not np.isfinite(gap.low):
         return "inconclusive (no interval)"
-    if gap.p_value < ALPHA and gap.low > 0:
+    if gap.p_value < statistics.ALPHA and gap.low > 0:
         return "higher"
-    if gap.p_value < ALPHA and gap.high < 0:
+    if gap.p_value < statistics.ALPHA and gap.high < 0:
         return "lower"
-    if gap.p_value < ALPHA:
-        return (f"inconclusive (permutation p = {gap.p_value:.3g} < {ALPHA}, but Welch's interval includes 0: "
-                "more cells would settle it)")
+    if gap.p_value < statistics.ALPHA:
+        return (f"inconclusive (permutation p = {gap.p_value:.3g} < {statistics.ALPHA}, but Welch's interval "
+                "includes 0: more cells would settle it)")
     return f"no significant difference (p = {gap.p_value:.3g})"
 
 
