@@ -433,8 +433,8 @@ def percentile_figure(a: dict, key: str, folder: Path) -> Path:
         errors = [[v.value - v.low for v in vals], [v.high - v.value for v in vals]]
         ax.errorbar(xs, [v.value for v in vals], yerr=errors, fmt="o", ms=4, capsize=2, label=m)
     ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
-    ax.set(ylim=(0, 1), ylabel="percentile among random cells", xticks=range(len(columns)),
-           title=f"NAS cells among random cells: properties of {a['n_random']}, {key} of {a['n_trained_random']} trained")
+    title = f"NAS cells among random cells: properties of {a['n_random']}, {key} of {a['n_trained_random']} trained"
+    ax.set(ylim=(0, 1), ylabel="percentile among random cells", xticks=range(len(columns)), title=title)
     ax.set_xticklabels([a["label"] if c == key else c for c in columns], rotation=30, ha="right")
     plots.legend_outside(ax, fontsize=8)
     return plots.save_figure(fig, folder / f"space_percentiles_{key}.png")
