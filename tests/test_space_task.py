@@ -2,6 +2,9 @@
 answer; a tiny study end to end (sample, properties, grid, report) that resumes without recomputing."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,6 +16,7 @@ from nas_jax.models.genotypes import get_genotype
 from nas_jax.study.phases import bn_variables
 from nas_jax.tasks import space as task
 
+ROOT = Path(__file__).resolve().parents[1]
 KW = {"num_classes": 10, "mean": (0.5, 0.4, 0.3), "std": (0.25, 0.2, 0.3), "init_channels": 2, "layers": 3,
       "dropout": 0.0, "conv_impl": "xla"}
 
@@ -76,21 +80,29 @@ def test_the_analysis_finds_a_perfect_predictor_and_the_named_cells_at_the_top()
 
 
 def test_a_tiny_space_study_samples_measures_trains_attacks_reports_and_resumes(tmp_path):
-    from nas_jax.config_loader import load
+    """From the launcher (its own process, as a user runs it), then again: nothing is recomputed."""
     from nas_jax.data import load_dataset
     from nas_jax.report import results
 
     ds = load_dataset("digits", native=True)
     np.savez(tmp_path / "digits8.npz", x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
-    config = load("configs/space.py", [
-        f"dataset=npz:{tmp_path / 'digits8.npz'}", f"zoo_dir={tmp_path / 'zoo'}", "jit_cache_dir=",
-        "arch.init_channels=2", "arch.layers=3", "train.epochs=1", "train.crop_padding=1",
-        "space.n_random=2", "space.n_trained=1", "space.named=('darts',)", "space.n_examples=4",
-        "space.hessian_iterations=3", "space.sharpness_directions=2"])
     workdir = tmp_path / "space"
-    records = task.run(config, workdir)
-    names = sorted(r["model"] for r in records)
-    assert len(names) == 3 and "darts" in names
+    flags = [f"--config.dataset=npz:{tmp_path / 'digits8.npz'}", f"--config.zoo_dir={tmp_path / 'zoo'}",
+             "--config.jit_cache_dir=", "--config.arch.init_channels=2", "--config.arch.layers=3",
+             "--config.train.epochs=1", "--config.train.crop_padding=1", "--config.space.n_random=2",
+             "--config.space.n_trained=1", "--config.space.named=('darts',)", "--config.space.n_examples=4",
+             "--config.space.hessian_iterations=3", "--config.space.sharpness_directions=2"]
+
+    def launch():
+        out = subprocess.run([sys.executable, "launch/main.py", "--config=configs/space.py", f"--workdir={workdir}",
+                              *flags], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout
+
+    first = launch()
+    assert "properties: 3 new records" in first
+    records = results.read_records(workdir, "space")
+    assert "darts" in {r["model"] for r in records} and len(records) == 3
     files = sorted(p.name for p in (workdir / "genotypes").iterdir())
     assert files == ["random_s0_0000.json", "random_s0_0001.json"]
     assert {r["setting"]["family"] for r in records} == {"random", "nas"}
@@ -105,5 +117,6 @@ def test_a_tiny_space_study_samples_measures_trains_attacks_reports_and_resumes(
     assert all(0 <= v <= 1 for v in a["values"].values())
     assert (workdir / "figures" / "space_predictor_pgd_m.png").stat().st_size > 0
     assert "Spearman" in (workdir / "report.md").read_text()
-    again = task.run(config, workdir)  # everything measured: nothing new
-    assert len(results.read_records(workdir, "space")) == 3 and len(again) == 3
+    again = launch()  # everything measured: nothing new
+    assert "properties: 0 new records" in again and "4 cells, 4 already finished" in again
+    assert len(results.read_records(workdir, "space")) == 3

@@ -49,7 +49,6 @@ from nas_jax.study import grid
 from nas_jax.study.phases import BN_MODES, bn_variables, calibration_batches, check_choices, sample_indices
 from nas_jax.study.seam import Settings, Task, run_only
 from nas_jax.tasks import TASKS, get_task
-from nas_jax.tasks import study as study_task
 from nas_jax.train import zoo
 
 PROPERTIES = ("gradient_variance", "ntk_log10_cond", "input_grad_norm", "input_hessian", "sharpness", "depth",
@@ -235,7 +234,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     written = measure_properties(config, s, genotypes, workdir, seeds)
     print(f"properties: {written} new records in {time.perf_counter() - t0:.0f} s", flush=True)
     if trained:
-        study_task.run(grid_config(config, s, trained, seeds), workdir / "grid")
+        get_task("study").run(grid_config(config, s, trained, seeds), workdir / "grid")
     if jax.process_index() == 0:
         print(f"report: {write_report(workdir, s)}")
     return results.read_records(workdir, "space")
