@@ -120,3 +120,20 @@ def test_a_tiny_space_study_samples_measures_trains_attacks_reports_and_resumes(
     again = launch()  # everything measured: nothing new
     assert "properties: 0 new records" in again and "4 cells, 4 already finished" in again
     assert len(results.read_records(workdir, "space")) == 3
+
+
+def test_the_report_reads_only_records_of_this_setting_genotype_content_and_seeds(tmp_path):
+    """A record of another property setting, of an edited genotype file or of another seed is not this study's."""
+    from nas_jax.report import results
+
+    s = task.SpaceSettings(n_random=3, n_trained=0, named=(), n_examples=4)
+    names = [(name, g) for name, g, _ in task.sample(s, tmp_path)]
+    current = {**task.property_setting(s), "family": "random"}
+    rows = [(names[0], current, 0), (names[1], {**current, "n_examples": 8}, 0),
+            (names[2], {**current, "genotype_sha256": "edited"}, 0), (names[0], current, 1)]
+    for (name, g), setting, seed in rows:
+        setting = {"genotype_sha256": task.genotype_sha256(g), **setting}
+        results.append_record(tmp_path, {"task": "space", "model": name, "seed": seed, "setting": setting,
+                                         "metrics": {p: 1.0 for p in task.PROPERTIES}, "end_time": str(seed)})
+    task.write_report(tmp_path, s, (0,))
+    assert json.loads((tmp_path / "report.json").read_text())["n_random"] == 1

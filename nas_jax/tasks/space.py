@@ -140,6 +140,11 @@ def properties(apply_fn, variables, x, y, key, s: SpaceSettings, num_classes: in
     }
 
 
+def property_setting(s: SpaceSettings) -> dict:
+    """What a genotype's properties depend on besides the genotype and seed (a record's ``setting``)."""
+    return {k: v for k, v in s.setting().items() if k not in ("n_random", "n_trained", "threats", "named")}
+
+
 def measure_properties(config, s: SpaceSettings, genotypes: list[tuple[str, Genotype, str]], workdir: Path,
                        seeds: tuple[int, ...]) -> int:
     """One ``space`` record per genotype of this shard and seed that has none yet; returns how many were written."""
@@ -148,7 +153,7 @@ def measure_properties(config, s: SpaceSettings, genotypes: list[tuple[str, Geno
     idx = sample_indices(len(dataset.y_test), s.n_examples, config.seed, 15)
     x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
     batches = calibration_batches(dataset, s.calibration_batches, config.train.batch_size, config.seed)
-    setting = {k: v for k, v in s.setting().items() if k not in ("n_random", "n_trained", "threats", "named")}
+    setting = property_setting(s)
     done = {(r["model"], r["seed"], r["setting"].get("genotype_sha256")) for r in results.read_records(workdir, "space")
             if all(r["setting"].get(k) == v for k, v in setting.items())}
     mine = [t for i, t in enumerate(genotypes) if i % n_shards == i_shard]
@@ -236,7 +241,7 @@ def run(config, workdir: str | Path) -> list[dict]:
     if trained:
         get_task("study").run(grid_config(config, s, trained, seeds), workdir / "grid")
     if jax.process_index() == 0:
-        print(f"report: {write_report(workdir, s)}")
+        print(f"report: {write_report(workdir, s, seeds)}")
     return results.read_records(workdir, "space")
 
 
@@ -379,12 +384,16 @@ def _jsonable(obj):
     return obj if not isinstance(obj, float) or np.isfinite(obj) else None
 
 
-def write_report(workdir: Path, s: SpaceSettings) -> Path:
+def write_report(workdir: Path, s: SpaceSettings, seeds: tuple[int, ...]) -> Path:
     """``{workdir}/report.md``, ``report.json`` and the figures, from the newest records of this sample."""
-    names = {name for name, _, _ in sample(s, workdir)}
-    props = [r for r in collect_records(workdir) if r["task"] == "space" and r["model"] in names]
+    names = {name: genotype_sha256(g) for name, g, _ in sample(s, workdir)}
+    setting = property_setting(s)  # records of other settings, genotype contents or seeds are not this study's
+    props = [r for r in collect_records(workdir) if r["task"] == "space" and r["seed"] in seeds
+             and names.get(r["model"]) == r["setting"].get("genotype_sha256")
+             and all(r["setting"].get(k) == v for k, v in setting.items())]
     grid_dir = workdir / "grid"
-    grid_records = [r for r in collect_records(grid_dir) if r["model"] in names] if grid_dir.exists() else []
+    grid_records = [r for r in collect_records(grid_dir) if r["model"] in names and r["seed"] in seeds] \
+        if grid_dir.exists() else []
     analysis = analyse(props, grid_records, tuple(s.named), threat_metrics(s), accuracy_metric())
     figures = [f for key, a in analysis["metrics"].items() for f in (predictor_figure(a, key, workdir / "figures"),
                                                                  percentile_figure(a, key, workdir / "figures"))]
