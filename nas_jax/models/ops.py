@@ -207,8 +207,8 @@ class FactorizedReduce(nn.Module):
         return batch_norm(train, self.affine, dtype=self.dtype)(jnp.concatenate([a, b], axis=-1))
 
 
-class SepConv(nn.Module):
-    """Two stacked [ReLU -> depthwise k×k -> pointwise -> BN] blocks (§b.1)."""
+class _DepthwiseSeparable(nn.Module):
+    """Fields of SepConv and DilConv and their [ReLU -> depthwise k×k -> pointwise -> BN] block (§b.1)."""
 
     features: int
     kernel_size: int
@@ -216,33 +216,29 @@ class SepConv(nn.Module):
     affine: bool = True
     impl: str = "auto"
     dtype: Any = None
+
+    def block(self, x, train: bool, stride: int, pad: int, dilation: int):
+        """One block; called from the subclass's compact ``__call__``, so its submodules are the caller's."""
+        x = DepthwiseConv(self.kernel_size, stride, pad, dilation, impl=self.impl, dtype=self.dtype)(nn.relu(x))
+        x = PointwiseConv(self.features, impl=self.impl, dtype=self.dtype)(x)
+        return batch_norm(train, self.affine, dtype=self.dtype)(x)
+
+
+class SepConv(_DepthwiseSeparable):
+    """Two stacked [ReLU -> depthwise k×k -> pointwise -> BN] blocks (§b.1)."""
 
     @nn.compact
     def __call__(self, x, train: bool):
         pad = (self.kernel_size - 1) // 2
-        for stride in (self.stride, 1):
-            x = DepthwiseConv(self.kernel_size, stride, pad, impl=self.impl, dtype=self.dtype)(nn.relu(x))
-            x = PointwiseConv(self.features, impl=self.impl, dtype=self.dtype)(x)
-            x = batch_norm(train, self.affine, dtype=self.dtype)(x)
-        return x
+        return self.block(self.block(x, train, self.stride, pad, 1), train, 1, pad, 1)
 
 
-class DilConv(nn.Module):
+class DilConv(_DepthwiseSeparable):
     """ReLU -> dilated depthwise k×k (dilation 2) -> pointwise -> BN (§b.1)."""
-
-    features: int
-    kernel_size: int
-    stride: int
-    affine: bool = True
-    impl: str = "auto"
-    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        pad = self.kernel_size - 1  # dilation 2: pad = 2 for 3×3, 4 for 5×5
-        x = DepthwiseConv(self.kernel_size, self.stride, pad, dilation=2, impl=self.impl, dtype=self.dtype)(nn.relu(x))
-        x = PointwiseConv(self.features, impl=self.impl, dtype=self.dtype)(x)
-        return batch_norm(train, self.affine, dtype=self.dtype)(x)
+        return self.block(x, train, self.stride, self.kernel_size - 1, 2)  # dilation 2: pad 2 for 3×3, 4 for 5×5
 
 
 class Conv7x1_1x7(nn.Module):
