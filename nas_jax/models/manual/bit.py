@@ -14,21 +14,14 @@ the variables hold only ``'params'``. Width multiplier: every channel count scal
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax.models.common import (
-    Normalize,
-    as_compute,
-    as_output,
-    global_avg_pool,
-    scale_channels,
-    torch_default_kernel_init,
-)
-from nas_jax.models.manual.resnet import torch_linear
+from nas_jax.models.common import Normalize, as_compute, torch_default_kernel_init
+from nas_jax.models.manual.base import ManualModel, residual_units
 
 WS_EPS = 1e-10
 GN_EPS = 1e-5
@@ -97,32 +90,20 @@ class PreActBottleneck(nn.Module):
         return out + shortcut
 
 
-class BiT(nn.Module):
+class BiT(ManualModel):
     """BiT-M-R50x1 "_comp" (§c.3). ``blocks`` allows tiny test variants."""
 
-    family: ClassVar[str] = "manual"
-
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (3, 4, 6, 3)
     width_factor: int = 1
-    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no BatchNorm, no dropout
         wf, dt = self.width_factor, self.dtype
         x = Normalize(self.mean, self.std, dt)(x)
-        x = StdConv(scale_channels(64 * wf, self.width_multiplier), 3, dtype=dt, name="root_conv")(x)
-        for i, num_units in enumerate(self.blocks):
-            out_features = scale_channels(256 * wf * 2**i, self.width_multiplier)
-            mid_features = scale_channels(64 * wf * 2**i, self.width_multiplier)
-            for j in range(num_units):
-                stride = 2 if (i > 0 and j == 0) else 1
-                x = PreActBottleneck(out_features, mid_features, stride, dt, name=f"block{i + 1}_unit{j + 1:02d}")(x)
+        x = StdConv(self.scale(64 * wf), 3, dtype=dt, name="root_conv")(x)
+        for i, j, stride in residual_units(self.blocks):
+            out_features, mid_features = self.scale(256 * wf * 2**i), self.scale(64 * wf * 2**i)
+            x = PreActBottleneck(out_features, mid_features, stride, dt, name=f"block{i + 1}_unit{j + 1:02d}")(x)
         x = nn.relu(group_norm(x.shape[-1], "head_gn", dt)(x))
-        feats = global_avg_pool(x)
-        self.sow("intermediates", "features", as_output(feats))
-        return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", dt)(feats))
+        return self.head(x)

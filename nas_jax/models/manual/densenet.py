@@ -12,21 +12,14 @@ transitions follow from them as in torchvision.
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax.models.common import (
-    Normalize,
-    as_output,
-    batch_norm,
-    global_avg_pool,
-    kaiming_normal_fan_in,
-    scale_channels,
-    torch_default_kernel_init,
-)
+from nas_jax.models.common import Normalize, batch_norm, kaiming_normal_fan_in, torch_default_kernel_init
+from nas_jax.models.manual.base import ManualModel
 
 conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal_fan_in)
 
@@ -61,30 +54,20 @@ class Transition(nn.Module):
         return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
 
 
-class DenseNet(nn.Module):
+class DenseNet(ManualModel):
     """DenseNet-121 "_comp" (§c.3)."""
 
-    family: ClassVar[str] = "manual"
-
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (6, 12, 24, 16)
     growth_rate: int = 32
     init_features: int = 64
     bn_size: int = 4
     compression: float = 0.5
-    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        growth, dt = scale_channels(self.growth_rate, self.width_multiplier), self.dtype
+        growth, dt = self.scale(self.growth_rate), self.dtype
         x = Normalize(self.mean, self.std, dt)(x)
-        x = conv(
-            scale_channels(self.init_features, self.width_multiplier), (3, 3), padding=((1, 1), (1, 1)), name="conv0",
-            dtype=dt,
-        )(x)
+        x = conv(self.scale(self.init_features), (3, 3), padding=((1, 1), (1, 1)), name="conv0", dtype=dt)(x)
         for b, num_layers in enumerate(self.blocks):
             for i in range(num_layers):
                 x = DenseLayer(growth, self.bn_size, dt, name=f"denseblock{b + 1}_layer{i + 1}")(x, train)
@@ -92,12 +75,5 @@ class DenseNet(nn.Module):
                 out_features = max(1, int(x.shape[-1] * self.compression))
                 x = Transition(out_features, dt, name=f"transition{b + 1}")(x, train)
         x = nn.relu(batch_norm(train, name="norm5", dtype=dt)(x))
-        feats = global_avg_pool(x)
-        self.sow("intermediates", "features", as_output(feats))
-        return as_output(nn.Dense(
-            self.num_classes,
-            kernel_init=torch_default_kernel_init,
-            bias_init=nn.initializers.zeros,
-            name="classifier",
-            dtype=dt,
-        )(feats))
+        return self.head(x, nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
+                                     bias_init=nn.initializers.zeros, name="classifier", dtype=dt))

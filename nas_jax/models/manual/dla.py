@@ -13,45 +13,16 @@ default). Width multiplier: every channel count scales with :func:`scale_channel
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax.models.common import (
-    Normalize,
-    as_output,
-    batch_norm,
-    global_avg_pool,
-    kaiming_normal_fan_out,
-    scale_channels,
-)
-from nas_jax.models.manual.resnet import torch_linear
-
-conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal_fan_out)
-PAD1 = ((1, 1), (1, 1))
-
-
-class DLABasicBlock(nn.Module):
-    """3x3 conv (stride) - BN - ReLU - 3x3 conv - BN, + residual (given by the tree), ReLU."""
-
-    planes: int
-    stride: int = 1
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, residual: jax.Array | None = None, train: bool = False) -> jax.Array:
-        if residual is None:
-            residual = x
-        s, dt = (self.stride, self.stride), self.dtype
-        out = conv(self.planes, (3, 3), strides=s, padding=PAD1, name="conv1", dtype=dt)(x)
-        out = nn.relu(batch_norm(train, name="bn1", dtype=dt)(out))
-        out = conv(self.planes, (3, 3), padding=PAD1, name="conv2", dtype=dt)(out)
-        out = batch_norm(train, name="bn2", dtype=dt)(out)
-        return nn.relu(out + residual)
+from nas_jax.models.common import Normalize, batch_norm
+from nas_jax.models.manual.base import ManualModel
+from nas_jax.models.manual.resnet import PAD0, PAD1, BasicBlock, conv
 
 
 class Root(nn.Module):
@@ -96,11 +67,10 @@ class Tree(nn.Module):
         if self.levels == 1:
             residual = bottom
             if x.shape[-1] != self.out_features:
-                residual = conv(self.out_features, (1, 1), padding=((0, 0), (0, 0)), name="project_conv",
-                                dtype=dt)(bottom)
+                residual = conv(self.out_features, (1, 1), padding=PAD0, name="project_conv", dtype=dt)(bottom)
                 residual = batch_norm(train, name="project_bn", dtype=dt)(residual)
-            x1 = DLABasicBlock(self.out_features, self.stride, dt, name="tree1")(x, residual, train)
-            x2 = DLABasicBlock(self.out_features, 1, dt, name="tree2")(x1, None, train)
+            x1 = BasicBlock(self.out_features, self.stride, dt, name="tree1")(x, train, residual)
+            x2 = BasicBlock(self.out_features, 1, dt, name="tree2")(x1, train)
             return Root(self.out_features, self.root_kernel_size, dt, name="root")([x2, x1, *children], train)
         x1 = Tree(
             self.levels - 1, self.out_features, self.stride, root_kernel_size=self.root_kernel_size, dtype=dt,
@@ -111,29 +81,20 @@ class Tree(nn.Module):
                     name="tree2")(x1, children, train)
 
 
-class DLA(nn.Module):
+class DLA(ManualModel):
     """DLA-34 "_comp" (§c.3). ``levels`` allows tiny test variants."""
 
-    family: ClassVar[str] = "manual"
-
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    width_multiplier: float = 1.0
     channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     levels: tuple[int, ...] = (1, 2, 2, 1)
     strides: tuple[int, ...] = (1, 2, 2, 2)
-    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c, dt = [scale_channels(ch, self.width_multiplier) for ch in self.channels], self.dtype
+        c, dt = [self.scale(ch) for ch in self.channels], self.dtype
         x = Normalize(self.mean, self.std, dt)(x)
         for name, width in (("base", c[0]), ("level0", c[0]), ("level1", c[1])):
             x = conv(width, (3, 3), padding=PAD1, name=f"{name}_conv", dtype=dt)(x)
             x = nn.relu(batch_norm(train, name=f"{name}_bn", dtype=dt)(x))
         for i, (levels, stride) in enumerate(zip(self.levels, self.strides, strict=True)):
             x = Tree(levels, c[i + 2], stride, level_root=i > 0, dtype=dt, name=f"level{i + 2}")(x, None, train)
-        feats = global_avg_pool(x)
-        self.sow("intermediates", "features", as_output(feats))
-        return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", dt)(feats))
+        return self.head(x)

@@ -13,13 +13,12 @@ Outputs scale as in ResNet (``scale_channels(64 * 2**i, m) * 4``).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import flax.linen as nn
 import jax
 
-from nas_jax.models.common import Normalize, as_output, global_avg_pool, scale_channels, torch_default_kernel_init
-from nas_jax.models.manual.resnet import Bottleneck, comp_stem, torch_linear
+from nas_jax.models.common import Normalize, scale_channels
+from nas_jax.models.manual.base import ManualModel, residual_units, torch_linear
+from nas_jax.models.manual.resnet import Bottleneck, comp_stem
 
 
 def grouped_width(full_width: int, cardinality: int, multiplier: float) -> tuple[int, int]:
@@ -30,37 +29,23 @@ def grouped_width(full_width: int, cardinality: int, multiplier: float) -> tuple
     return width, width
 
 
-class ResNeXt(nn.Module):
+class ResNeXt(ManualModel):
     """ResNeXt-50 32x4d "_comp" without its 4th stage (§c.3)."""
 
-    family: ClassVar[str] = "manual"
-
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    width_multiplier: float = 1.0
     blocks: tuple[int, ...] = (3, 4, 6)
     cardinality: int = 32
     base_width: int = 4
     classifier_bias: bool = True
-    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = Normalize(self.mean, self.std, self.dtype)(x)
-        x = comp_stem(x, scale_channels(64, self.width_multiplier), train, self.dtype)
-        for i, num_blocks in enumerate(self.blocks):
+        x = comp_stem(x, self.scale(64), train, self.dtype)
+        for i, j, stride in residual_units(self.blocks):
             planes = 64 * 2**i
-            width, groups = grouped_width(
-                planes * self.base_width // 64 * self.cardinality, self.cardinality, self.width_multiplier
-            )
-            out_features = scale_channels(planes, self.width_multiplier) * 4
-            for j in range(num_blocks):
-                stride = 2 if (i > 0 and j == 0) else 1
-                x = Bottleneck(width, out_features, groups, stride, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
-        feats = global_avg_pool(x)
-        self.sow("intermediates", "features", as_output(feats))
-        if self.classifier_bias:
-            return as_output(torch_linear(self.num_classes, feats.shape[-1], "classifier", self.dtype)(feats))
-        return as_output(nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_kernel_init,
-                                  name="classifier", dtype=self.dtype)(feats))
+            width, groups = grouped_width(planes * self.base_width // 64 * self.cardinality, self.cardinality,
+                                          self.width_multiplier)
+            out_features = self.scale(planes) * 4
+            x = Bottleneck(width, out_features, groups, stride, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
+        return self.head(x, torch_linear(self.num_classes, x.shape[-1], "classifier", self.dtype,
+                                         self.classifier_bias))

@@ -14,38 +14,22 @@ the ``'dropout'`` rng in train mode.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import flax.linen as nn
 import jax
 
-from nas_jax.models.common import (
-    Normalize,
-    as_output,
-    batch_norm,
-    global_avg_pool,
-    kaiming_normal_fan_out,
-    normal_init,
-    scale_channels,
-)
+from nas_jax.models.common import Normalize, batch_norm, kaiming_normal_fan_out, normal_init
+from nas_jax.models.manual.base import ManualModel
 
 # torchvision cfg "B" (VGG-13); 0 marks a 2x2 stride-2 max-pool.
 VGG13_CFG: tuple[int, ...] = (64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0)
 
 
-class VGG(nn.Module):
+class VGG(ManualModel):
     """VGG-13-BN "_comp" (§c.3). The first classifier Linear is named ``classifier``."""
 
-    family: ClassVar[str] = "manual"
-
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    width_multiplier: float = 1.0
     cfg: tuple[int, ...] = VGG13_CFG
     hidden: int = 512
     dropout_rate: float = 0.5
-    dtype: Any = None  # compute dtype; None: float32 as before
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -57,7 +41,7 @@ class VGG(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
                 continue
             x = nn.Conv(
-                scale_channels(v, self.width_multiplier),
+                self.scale(v),
                 (3, 3),
                 padding=((1, 1), (1, 1)),
                 use_bias=True,
@@ -68,17 +52,17 @@ class VGG(nn.Module):
             )(x)
             x = nn.relu(batch_norm(train, name=f"bn{conv_index}", dtype=dt)(x))
             conv_index += 1
-        feats = global_avg_pool(x)
-        self.sow("intermediates", "features", as_output(feats))
-
         hidden = self.hidden  # not scaled by width_multiplier (see the module docstring)
-        names = ("classifier", "classifier_1", "classifier_2")
-        y = feats
-        for k, name in enumerate(names):
-            features = self.num_classes if k == len(names) - 1 else hidden
-            y = nn.Dense(features, kernel_init=normal_init(0.01), bias_init=nn.initializers.zeros, name=name,
-                         dtype=dt)(y)
-            if k < len(names) - 1:
-                y = nn.relu(y)
-                y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        return as_output(y)
+
+        def classifier(y: jax.Array) -> jax.Array:
+            names = ("classifier", "classifier_1", "classifier_2")
+            for k, name in enumerate(names):
+                features = self.num_classes if k == len(names) - 1 else hidden
+                y = nn.Dense(features, kernel_init=normal_init(0.01), bias_init=nn.initializers.zeros, name=name,
+                             dtype=dt)(y)
+                if k < len(names) - 1:
+                    y = nn.relu(y)
+                    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+            return y
+
+        return self.head(x, classifier)
