@@ -7,7 +7,6 @@ Flax defaults silently) and G4 (BN momentum 0.1 in PyTorch terms, eps 1e-5).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -178,10 +177,6 @@ def batch_norm(train: bool, affine: bool = True, name: str | None = None, **kwar
 def global_avg_pool(x):
     """NHWC -> NC mean over the spatial axes."""
     return jnp.mean(x, axis=(1, 2))
-
-
-# Partially applied convolution constructors used across model families.
-conv_torch_default = functools.partial(nn.Conv, use_bias=False, kernel_init=torch_default_kernel_init)
 
 
 def scale_channels(channels: int, multiplier: float) -> int:
