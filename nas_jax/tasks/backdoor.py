@@ -196,8 +196,7 @@ def run(config, workdir: str | Path) -> list[dict]:
             trojan = cached_training(ft_config, entry.name, dataset, run_dir, spec, batch_transform=transform,
                                      initial_variables=entry.variables, label=f"{entry.name} {s['name']}")
             metrics = evaluate(entry, trojan.variables, mark, mask, s["transparency"], bc.target, idx)
-            metrics.update({k: info[k] for k in ("objective_initial", "objective_final", "trigger_steps", "neurons")
-                            if k in info})  # the neurons found on this victim: an outcome, not a setting
+            metrics.update(info)  # the trigger optimisation's outcome (TrojanNN), the neurons found included
             setting = {"family": entry.family, "target": bc.target, "epochs": bc.epochs, "lr": bc.lr,
                        "neuron_selection": bc.neuron_selection if s["attack"] == "trojannn" else None,
                        **{k: v for k, v in s.items() if k != "name"}}
