@@ -41,16 +41,17 @@ def example_loss(apply_fn, variables, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
 
-def _grad_fn(apply_fn, variables, wrt: str):
-    """(x, y) -> gradient of the example loss w.r.t. the parameters (a pytree) or the input."""
+def _grad_fn(apply_fn, variables, wrt: str, loss=example_loss):
+    """(x, y) -> gradient of ``loss(apply_fn, variables, x, y)`` (default: the example loss) w.r.t. the
+    parameters (a pytree) or the input."""
     if wrt == "params":
         rest = {k: v for k, v in variables.items() if k != "params"}
 
         def g(xy):
-            return jax.grad(lambda p: example_loss(apply_fn, {"params": p, **rest}, *xy))(variables["params"])
+            return jax.grad(lambda p: loss(apply_fn, {"params": p, **rest}, *xy))(variables["params"])
     elif wrt == "input":
         def g(xy):
-            return jax.grad(lambda x: example_loss(apply_fn, variables, x, xy[1]))(xy[0])
+            return jax.grad(lambda x: loss(apply_fn, variables, x, xy[1]))(xy[0])
     else:
         raise ValueError(f"unknown wrt {wrt!r}; valid: {WRT}.")
     return g
@@ -62,10 +63,10 @@ def flat_rows(tree) -> jax.Array:
     return jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "wrt", "chunk"))
-def per_example_grads(apply_fn, variables, x, y, *, wrt: str = "params", chunk: int = 16):
-    """Stacked per-example gradients (leading axis n): ``lax.map(grad, batch_size=chunk)``."""
-    return jax.lax.map(_grad_fn(apply_fn, variables, wrt), (x, y), batch_size=chunk)
+@functools.partial(jax.jit, static_argnames=("apply_fn", "wrt", "chunk", "loss"))
+def per_example_grads(apply_fn, variables, x, y, *, wrt: str = "params", chunk: int = 16, loss=example_loss):
+    """Stacked per-example gradients of ``loss`` (leading axis n): ``lax.map(grad, batch_size=chunk)``."""
+    return jax.lax.map(_grad_fn(apply_fn, variables, wrt, loss), (x, y), batch_size=chunk)
 
 
 # ----------------------------------------------------------------------------

@@ -7,10 +7,11 @@ parameters). Kernels:
 * ``logit_sum`` (TE-NAS, default): one projection v = 1, i.e. the gradient of the summed logits;
 * ``trace``: v runs over the C unit vectors, Θ = Σ_c Θ_c (the class-traced NTK).
 
-Each J_v is the stacked per-example VJP ``lax.map(grad, batch_size=chunk)`` (memory n × |θ|); the C
-projections of ``trace`` are accumulated in a ``lax.scan``. κ = λ_max / λ_min of the symmetric n × n Θ
-(eigenvalues in float64). A higher κ means harder training; TE-NAS finds it correlated with lower
-accuracy. :func:`asr_correlation` relates κ to the PGD attack success rates recorded in the same workdir.
+Each J_v is the stacked per-example VJP of :func:`~nas_jax.analysis.grad_variance.per_example_grads`
+(``lax.map(grad, batch_size=chunk)``, memory n × |θ|); the C projections of ``trace`` are accumulated in a
+``lax.scan``. κ = λ_max / λ_min of the symmetric n × n Θ (eigenvalues in float64). A higher κ means harder
+training; TE-NAS finds it correlated with lower accuracy. :func:`asr_correlation` relates κ to the PGD attack
+success rates recorded in the same workdir.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from nas_jax.analysis.grad_variance import flat_rows
+from nas_jax.analysis.grad_variance import flat_rows, per_example_grads
 
 KERNELS = ("logit_sum", "trace")
 
@@ -35,19 +36,16 @@ def projections(kernel: str, num_classes: int) -> np.ndarray:
     raise ValueError(f"unknown NTK kernel {kernel!r}; valid: {KERNELS}.")
 
 
+def projected_output(apply_fn, variables, x, v):
+    """⟨v, f_θ(x)⟩ of one example in eval mode: its gradient is a row of J_v."""
+    return apply_fn(variables, x[None], train=False)[0] @ v
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "chunk"))
 def _ntk(apply_fn, variables, x, vs, chunk: int):
-    rest = {k: v for k, v in variables.items() if k != "params"}
-
-    def jacobian_rows(v):
-        def out(params, xi):
-            return apply_fn({"params": params, **rest}, xi[None], train=False)[0] @ v
-
-        grads = jax.lax.map(lambda xi: jax.grad(out)(variables["params"], xi), x, batch_size=chunk)
-        return flat_rows(grads)
-
     def body(theta, v):
-        j = jacobian_rows(v)
+        j = flat_rows(per_example_grads(apply_fn, variables, x, jnp.broadcast_to(v, (x.shape[0], *v.shape)),
+                                        chunk=chunk, loss=projected_output))
         return theta + jnp.matmul(j, j.T, precision=jax.lax.Precision.HIGHEST), None
 
     theta, _ = jax.lax.scan(body, jnp.zeros((x.shape[0], x.shape[0]), jnp.float32), vs)

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from nas_jax.attacks.evasion import per_example
+
 LabelFn = Callable[[jax.Array], jax.Array]  # images [N, ...] in [0, 1] -> int classes [N]
 
 
@@ -111,18 +113,13 @@ class HSJResult:
     halving_capped: jax.Array
 
 
-def _rows(v: jax.Array, x: jax.Array) -> jax.Array:
-    """Broadcast a per-row vector [N] against x [N, ...]."""
-    return v.reshape(v.shape + (1,) * (x.ndim - 1))
-
-
 def _norm(v: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1))
 
 
 def blend(x: jax.Array, cur: jax.Array, alpha: jax.Array) -> jax.Array:
     """(1 − α)x + α·cur per row."""
-    a = _rows(alpha, x)
+    a = per_example(alpha, x)
     return (1.0 - a) * x + a * cur
 
 
@@ -155,7 +152,7 @@ def binary_search(label_fn: LabelFn, x: jax.Array, cur: jax.Array, label: jax.Ar
         return jnp.where(s & ~adv, mid, lo), jnp.where(s & adv, mid, hi), q + s.astype(q.dtype)
 
     lower, upper, queries = jax.lax.while_loop(lambda c: jnp.any(stepping(*c)), body, (lower, upper, queries))
-    return jnp.where(_rows(active, x), blend(x, cur, upper), cur), upper, queries
+    return jnp.where(per_example(active, x), blend(x, cur, upper), cur), upper, queries
 
 
 def _initial_points(label_fn, x, label, key, cfg: HSJConfig, queries):
@@ -171,7 +168,7 @@ def _initial_points(label_fn, x, label, key, cfg: HSJConfig, queries):
         s = searching(k, found, q)
         u = jax.random.uniform(jax.random.fold_in(init_key, k), x.shape, x.dtype)
         hit = s & _is_adv(label_fn, u, label)
-        return k + 1, jnp.where(_rows(hit, x), u, cur), found | hit, q + s.astype(q.dtype)
+        return k + 1, jnp.where(per_example(hit, x), u, cur), found | hit, q + s.astype(q.dtype)
 
     _, cur, found, queries = jax.lax.while_loop(lambda c: jnp.any(searching(c[0], c[2], c[3])), body,
                                                 (jnp.int32(0), x, found, queries))
@@ -187,7 +184,7 @@ def estimate_direction(label_fn: LabelFn, cur: jax.Array, label: jax.Array, key:
     Chunk c of ``chunk_size`` samples per row draws its directions from ``fold_in(key, c)``.
     """
     n, shape = cur.shape[0], cur.shape[1:]
-    d_rows = _rows(delta, cur)[:, None]
+    d_rows = per_example(delta, cur)[:, None]
 
     def chunk(c, acc):
         sum_su, sum_u, sum_s = acc
@@ -207,8 +204,8 @@ def estimate_direction(label_fn: LabelFn, cur: jax.Array, label: jax.Array, key:
     n_chunks = (n_samples + chunk_size - 1) // chunk_size
     sum_su, sum_u, sum_s = jax.lax.fori_loop(0, n_chunks, chunk, (zeros, zeros, jnp.zeros(n, cur.dtype)))
     mean_s = sum_s / n_samples
-    unanimous = _rows(jnp.abs(mean_s) == 1.0, cur)  # all +1: mean(u); all −1: −mean(u); both are mean(s·u)
-    return jnp.where(unanimous, sum_su / n_samples, sum_su / n_samples - _rows(mean_s, cur) * sum_u / n_samples)
+    unanimous = per_example(jnp.abs(mean_s) == 1.0, cur)  # all +1: mean(u); all −1: −mean(u); both are mean(s·u)
+    return jnp.where(unanimous, sum_su / n_samples, sum_su / n_samples - per_example(mean_s, cur) * sum_u / n_samples)
 
 
 def _step_search(label_fn, x, cur, direction, label, active, t, queries, cfg: HSJConfig):
@@ -222,9 +219,10 @@ def _step_search(label_fn, x, cur, direction, label, active, t, queries, cfg: HS
         h, eps, done, cand, q = carry
         s = searching(h, done, q)
         eps = jnp.where(s, eps / 2.0, eps)
-        trial = cur + _rows(eps, x) * direction
+        trial = cur + per_example(eps, x) * direction
         hit = s & _is_adv(label_fn, trial, label)
-        return h + 1, eps, done | hit, jnp.where(_rows(hit, x), jnp.clip(trial, 0.0, 1.0), cand), q + s.astype(q.dtype)
+        cand = jnp.where(per_example(hit, x), jnp.clip(trial, 0.0, 1.0), cand)
+        return h + 1, eps, done | hit, cand, q + s.astype(q.dtype)
 
     init = (jnp.int32(0), eps, jnp.zeros(x.shape[0], bool), cur, queries)
     _, _, done, cand, queries = jax.lax.while_loop(lambda c: jnp.any(searching(c[0], c[2], c[4])), body, init)
@@ -250,12 +248,12 @@ def hopskipjump(label_fn: LabelFn, x: jax.Array, key: jax.Array, cfg: HSJConfig 
         g = estimate_direction(label_fn, cur, label, jax.random.fold_in(key, t + 1), n_t, delta, cfg.chunk_size)
         q = q + jnp.where(active, n_t, 0)
         g_norm = _norm(g)
-        direction = g / _rows(jnp.where(g_norm > 0, g_norm, 1.0), g)
+        direction = g / per_example(jnp.where(g_norm > 0, g_norm, 1.0), g)
         stepping = active & (g_norm > 0)
         cand, done, q_after = _step_search(label_fn, x, cur, direction, label, stepping, t, q, cfg)
         capped = capped + (stepping & ~done & (q_after - q == cfg.max_halvings)).astype(jnp.int32)
         active = active & (done | ~stepping | (q_after - q == cfg.max_halvings))  # budget stops end the walk
-        return t + 1, jnp.where(_rows(done, x), cand, cur), active, q_after, capped
+        return t + 1, jnp.where(per_example(done, x), cand, cur), active, q_after, capped
 
     def cond(carry):
         return (carry[0] < cfg.max_iter) & jnp.any(carry[2])
@@ -264,7 +262,7 @@ def hopskipjump(label_fn: LabelFn, x: jax.Array, key: jax.Array, cfg: HSJConfig 
     _, cur, active, queries, capped = jax.lax.while_loop(cond, body, init)
     if cfg.final_search:
         cur, _, queries = binary_search(label_fn, x, cur, label, active, th, queries, budget)
-    x_adv = jnp.where(_rows(initialized, x), cur, x)
+    x_adv = jnp.where(per_example(initialized, x), cur, x)
     diff = (x_adv - x).reshape(n, -1)
     return HSJResult(x_adv=x_adv, distance_l2=jnp.sqrt(jnp.sum(diff ** 2, 1)), distance_linf=jnp.max(jnp.abs(diff), 1),
                      initialized=initialized, queries=queries, label=label, halving_capped=capped)

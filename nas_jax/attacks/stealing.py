@@ -12,6 +12,7 @@ is the victim's mean prediction entropy (ACE − floor = mean KL(victim ‖ thie
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -306,11 +307,8 @@ def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, 
         data = dict(np.load(cache))
         variables = None
         if template is not None:
-            ckpt = Checkpointer(bandit_dir)
-            try:
+            with contextlib.closing(Checkpointer(bandit_dir)) as ckpt:
                 variables = ckpt.restore(template)
-            finally:
-                ckpt.close()
         return data, variables, 0
     counter = QueryCounter(kcfg.budget)
     if kcfg.sampling == "random":
@@ -325,11 +323,8 @@ def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, 
                                counter)
         data = {"indices": out.indices, "probs": out.probs, "actions": out.actions, "rewards": out.rewards}
         variables = out.variables
-        ckpt = Checkpointer(bandit_dir)
-        try:
+        with contextlib.closing(Checkpointer(bandit_dir)) as ckpt:
             ckpt.save(kcfg.budget, variables)
-        finally:
-            ckpt.close()
     if counter.used != kcfg.budget:
         raise RuntimeError(f"internal error: {counter.used} victim queries for a budget of {kcfg.budget}.")
     run_dir.mkdir(parents=True, exist_ok=True)

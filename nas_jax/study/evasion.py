@@ -38,26 +38,36 @@ TARGETED_MODES = ("most_likely", "least_likely")
 
 
 @dataclasses.dataclass(frozen=True)
-class TargetedSettings(Settings):
-    """Table 5's budget of the most/least-likely attacks (docs/protocol.md §e.1); ``confidence`` > 0 also
-    requires p_target > confidence (the artifact uses 0.99)."""
+class PGDStudySettings(Settings):
+    """What the PGD studies share (Table 5; docs/protocol.md §e.1): ``n_inputs`` per victim, ``restarts``, ``norm``,
+    ``confidence`` (> 0 also requires p_target > confidence; the artifact uses 0.99) and ``batch_size`` inputs per
+    compiled attack; :meth:`pgd` is the budget at a study's ε, step and iterations."""
 
     n_inputs: int = run_only(1000)
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    iterations_most_likely: int = 3
-    iterations_least_likely: int = 7
     restarts: int = 5
     norm: str = "linf"
     confidence: float = 0.0
     batch_size: int = run_only(250)
 
+    def pgd(self, eps: float, step_size: float, iterations: int) -> EvasionConfig:
+        return EvasionConfig(eps=eps, step_size=step_size, iterations=iterations, restarts=self.restarts,
+                             norm=self.norm, confidence=self.confidence)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetedSettings(PGDStudySettings):
+    """Table 5's budget of the most/least-likely attacks (docs/protocol.md §e.1)."""
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    iterations_most_likely: int = 3
+    iterations_least_likely: int = 7
+
     def __post_init__(self):
         self.budget(1)  # EvasionConfig's checks (norm, restarts)
 
     def budget(self, iterations: int) -> EvasionConfig:
-        return EvasionConfig(eps=self.eps, step_size=self.step_size, iterations=iterations, restarts=self.restarts,
-                             norm=self.norm, confidence=self.confidence)
+        return self.pgd(self.eps, self.step_size, iterations)
 
     def iterations(self) -> dict[str, int]:
         return {"most_likely": self.iterations_most_likely, "least_likely": self.iterations_least_likely}

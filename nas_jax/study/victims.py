@@ -83,8 +83,7 @@ class AttackBatches:
             xb, yb = x[start : start + bs], labels[start : start + bs]
             valid = len(xb)
             if valid < bs:  # pad to the fixed shape; the padding is dropped below
-                xb = np.concatenate([xb, np.repeat(xb[-1:], bs - valid, 0)])
-                yb = np.concatenate([yb, np.repeat(yb[-1:], bs - valid, 0)])
+                xb, yb = (np.concatenate([a, np.repeat(a[-1:], bs - valid, 0)]) for a in (xb, yb))
             if self.per_example_keys:
                 kb = _example_keys(key, jax.device_put(np.arange(start, start + bs, dtype=np.uint32), sharding))
             else:

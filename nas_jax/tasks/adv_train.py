@@ -41,22 +41,17 @@ INITS = ("scratch", "finetune")
 
 
 @dataclasses.dataclass(frozen=True)
-class AdvTrainSettings(Settings):
-    """Adversarial training (§5.2, Table 5; docs/protocol.md §e.7), defaults the paper preset's: ``init``,
-    ``epochs``, ``lr`` (0: ``config.train.lr``), the inner PGD (see the module docstring), the robustness PGD
-    (``eval_*``) on ``n_inputs`` inputs. quick: 2 epochs of fine-tuning at lr 0.01, 200 inputs."""
+class AdvTrainSettings(Settings, TrainingPGDConfig):
+    """Adversarial training (§5.2, Table 5; docs/protocol.md §e.7), defaults the paper preset's: the inner PGD (the
+    fields of :class:`TrainingPGDConfig`, see the module docstring), ``init``, ``epochs``, ``lr`` (0:
+    ``config.train.lr``), the robustness PGD (``eval_*``) on ``n_inputs`` inputs. quick: 2 epochs of fine-tuning
+    at lr 0.01, 200 inputs."""
 
     PRESETS: ClassVar[dict] = {"quick": {"init": "finetune", "epochs": 2, "lr": 0.01, "n_inputs": 200,
                                          "batch_size": 200}}
     init: str = "scratch"
     epochs: int = 100
     lr: float = 0.0
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    iterations: int = 7
-    random_start: bool = False
-    early_stop: bool = False
-    craft_mode: str = "train"
     eval_eps: float = 8 / 255
     eval_step_size: float = 2 / 255
     eval_iterations: int = 7
@@ -70,9 +65,8 @@ class AdvTrainSettings(Settings):
         self.training(), self.evaluation()  # their own checks
 
     def training(self) -> TrainingPGDConfig:
-        """The inner attack of the training steps."""
-        return TrainingPGDConfig(self.eps, self.step_size, self.iterations, self.random_start, self.early_stop,
-                                 self.craft_mode)
+        """The inner attack of the training steps (only its own fields)."""
+        return TrainingPGDConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingPGDConfig)})
 
     def evaluation(self) -> EvasionConfig:
         """The robustness PGD after training (eval mode)."""

@@ -108,10 +108,8 @@ def measure(ctx, entry):
 
 def autoattack_figure(rows: list[dict], path: Path, title: str) -> Path:
     """Left: PGD-7 vs AutoAttack success per model (NAS first); right: robust accuracy under AutoAttack."""
-    from matplotlib.patches import Patch
-
     plt = plots.plt
-    rows = sorted(rows, key=lambda r: (r["family"] != "nas", r["model"]))
+    rows = plots.nas_first(rows)
     xs = np.arange(len(rows))
     colors = [plots.FAMILY_COLORS[r["family"]] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2.5 + 1.1 * len(rows), 3.8), layout="constrained")
@@ -126,8 +124,7 @@ def autoattack_figure(rows: list[dict], path: Path, title: str) -> Path:
     for ax in (ax1, ax2):
         ax.set_ylim(0, 100)
         ax.set_xticks(xs, [r["model"] for r in rows], rotation=45, ha="right", fontsize=8)
-    handles = [Patch(color=c, label=f) for f, c in plots.FAMILY_COLORS.items()]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.legend(handles=plots.family_patches(), loc="outside right upper", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return plots.save_figure(fig, path)
 

@@ -126,27 +126,25 @@ def make_trigger(entry, setting: dict, bc: BackdoorSettings, run_dir: Path) -> t
         return bd.white_mark(shape), mask, {}
     path = run_dir / "trigger.npz"
     if path.exists():
-        z = np.load(path)
-        info = {"neurons": z["neurons"].tolist(), "objective_initial": float(z["objective_initial"]),
-                "objective_final": float(z["objective_final"]), "trigger_steps": int(z["steps"])}
-        return z["mark"], mask, info
-    if bc.neuron_selection == "least_activated":
-        acts = bd.mean_activation(entry.model.apply, entry.variables, entry.dataset.x_train)
-        neurons = bd.select_neurons("least_activated", setting["n_neuron"], mean_activation=acts)
+        opt = dict(np.load(path))
+        mark, neurons = opt["mark"], opt["neurons"]
     else:
-        neurons = bd.select_neurons(bc.neuron_selection, setting["n_neuron"],
-                                    kernel=bd.classifier_kernel(entry.variables))
-    mark, opt = bd.optimize_trigger(entry.model.apply, entry.variables, bd.white_mark(shape), mask, neurons,
-                                    step_size=bc.trigger_step, iterations=bc.trigger_iterations,
-                                    target_value=bc.target_value, threshold=bc.threshold)
-    if jax.process_index() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "trigger.tmp.npz"
-        np.savez(tmp, mark=mark, neurons=neurons, objective_initial=opt["objective_initial"],
-                 objective_final=opt["objective_final"], steps=opt["steps"])
-        tmp.replace(path)
-    info = {"neurons": neurons.tolist(), "objective_initial": opt["objective_initial"],
-            "objective_final": opt["objective_final"], "trigger_steps": opt["steps"]}
+        if bc.neuron_selection == "least_activated":
+            acts = bd.mean_activation(entry.model.apply, entry.variables, entry.dataset.x_train)
+            neurons = bd.select_neurons("least_activated", setting["n_neuron"], mean_activation=acts)
+        else:
+            neurons = bd.select_neurons(bc.neuron_selection, setting["n_neuron"],
+                                        kernel=bd.classifier_kernel(entry.variables))
+        mark, opt = bd.optimize_trigger(entry.model.apply, entry.variables, bd.white_mark(shape), mask, neurons,
+                                        step_size=bc.trigger_step, iterations=bc.trigger_iterations,
+                                        target_value=bc.target_value, threshold=bc.threshold)
+        if jax.process_index() == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = run_dir / "trigger.tmp.npz"
+            np.savez(tmp, mark=mark, neurons=neurons, **opt)
+            tmp.replace(path)
+    info = {"neurons": neurons.tolist(), "objective_initial": float(opt["objective_initial"]),
+            "objective_final": float(opt["objective_final"]), "trigger_steps": int(opt["steps"])}
     return mark, mask, info
 
 
@@ -198,8 +196,7 @@ def run(config, workdir: str | Path) -> list[dict]:
             trojan = cached_training(ft_config, entry.name, dataset, run_dir, spec, batch_transform=transform,
                                      initial_variables=entry.variables, label=f"{entry.name} {s['name']}")
             metrics = evaluate(entry, trojan.variables, mark, mask, s["transparency"], bc.target, idx)
-            metrics.update({k: info[k] for k in ("objective_initial", "objective_final", "trigger_steps", "neurons")
-                            if k in info})  # the neurons found on this victim: an outcome, not a setting
+            metrics.update(info)  # the trigger optimisation's outcome (TrojanNN), the neurons found included
             setting = {"family": entry.family, "target": bc.target, "epochs": bc.epochs, "lr": bc.lr,
                        "neuron_selection": bc.neuron_selection if s["attack"] == "trojannn" else None,
                        **{k: v for k, v in s.items() if k != "name"}}

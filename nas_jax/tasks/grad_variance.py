@@ -24,16 +24,7 @@ from nas_jax.data import load_dataset, to_float
 from nas_jax.report import plots, results
 from nas_jax.report.study import Metric, log10, reader
 from nas_jax.report.tables import format_table
-from nas_jax.study.phases import (
-    BN_MODES,
-    PHASES,
-    accuracy,
-    bn_variables,
-    calibration_batches,
-    check_choices,
-    model_variables,
-    sample_indices,
-)
+from nas_jax.study.phases import BN_MODES, PHASES, accuracy, check_choices, measure_variants, sample_indices
 from nas_jax.study.seam import Settings, Task, run_only
 
 METRICS = ("trace_cov", "sum_std")
@@ -79,27 +70,20 @@ def run(config, workdir: str | Path) -> list[dict]:
     dataset = load_dataset(config.dataset, config.data_dir or None)
     idx = sample_indices(len(dataset.y_test), gc.n, config.seed, 14)
     x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
-    batches = calibration_batches(dataset, gc.calibration_batches, config.train.batch_size, config.seed)
-    records, rows = [], []
-    for i, name in enumerate(config.models):
-        for phase in gc.phases:
-            print(f"[{i + 1}/{len(config.models)}] {name} ({phase})", flush=True)
-            model, family, variables = model_variables(config, name, phase, dataset)
-            for bn in gc.bn:
-                start = results.now()
-                v = bn_variables(model, variables, bn, batches, config.seed)
-                metrics = gradient_variance(model.apply, v, x, y, chunk=gc.chunk, clip_norm=gc.clip_norm)
-                if gc.input_grads:
-                    inp = gradient_variance(model.apply, v, x, y, wrt="input", chunk=gc.chunk, clip_norm=gc.clip_norm)
-                    metrics.update({f"input_{k}": val for k, val in inp.items()})
-                metrics["accuracy"] = accuracy(model, v, x, y)
-                setting = {"family": family, "phase": phase, "bn": bn, "clip_norm": gc.clip_norm,
-                           "calibration_batches": gc.calibration_batches if bn == "calibrated" else 0}
-                records.append(results.store(workdir, config, task="grad_variance", model=name, metrics=metrics,
-                                             n=len(idx), setting=setting, start_time=start))
-                rows.append({"model": name, "family": family, "phase": phase, "bn": bn, **metrics})
-                print(f"  {name} {phase} bn={bn}: trace_cov {metrics['trace_cov']:.4g}, sum_std "
-                      f"{metrics['sum_std']:.4g}, accuracy {metrics['accuracy']:.3f}", flush=True)
+
+    def measure(model, v):
+        metrics = gradient_variance(model.apply, v, x, y, chunk=gc.chunk, clip_norm=gc.clip_norm)
+        if gc.input_grads:
+            inp = gradient_variance(model.apply, v, x, y, wrt="input", chunk=gc.chunk, clip_norm=gc.clip_norm)
+            metrics.update({f"input_{k}": val for k, val in inp.items()})
+        return {**metrics, "accuracy": accuracy(model, v, x, y)}
+
+    def setting(bn):
+        return {"clip_norm": gc.clip_norm, "calibration_batches": gc.calibration_batches if bn == "calibrated" else 0}
+
+    records, rows = measure_variants(
+        config, gc, dataset, workdir, "grad_variance", len(idx), measure, setting,
+        lambda m: f"trace_cov {m['trace_cov']:.4g}, sum_std {m['sum_std']:.4g}, accuracy {m['accuracy']:.3f}")
     ratios = family_ratios(rows)
     if jax.process_index() == 0:
         print(format_table(rows, [("model", "model", None), ("family", "family", None), ("phase", "phase", None),

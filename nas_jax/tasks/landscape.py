@@ -54,11 +54,6 @@ class LandscapeSettings(Settings):
             raise ValueError(f"resolution={self.resolution} must be odd (the grid's centre is the model itself).")
 
 
-def _param_grid_spec(lc) -> tuple[float, int]:
-    radius, resolution = landscape.DEFAULT_GRID[lc.directions]
-    return (lc.param_radius or radius), (lc.resolution or resolution)
-
-
 def contour_images(n_test: int, n: int, seed: int) -> np.ndarray:
     """The seeded test indices contoured for every model (G5; the artifact used seed 40)."""
     return np.random.default_rng([seed, 40]).permutation(n_test)[:n]
@@ -83,10 +78,8 @@ def run(config, workdir: str | Path) -> list[dict]:
     idx = contour_images(len(dataset.y_test), lc.n_images, config.seed)
     x, y = to_float(dataset.x_test[idx]), dataset.y_test[idx]
     key = jax.random.key(config.seed)
-    p_radius, p_res = _param_grid_spec(lc)
-    jobs = []
-    if "param" in lc.spaces:
-        jobs.append(("param", p_radius, p_res))
+    p_radius, p_res = landscape.DEFAULT_GRID[lc.directions]  # the parameter grid's defaults
+    jobs = [("param", lc.param_radius or p_radius, lc.resolution or p_res)] if "param" in lc.spaces else []
     if "input" in lc.spaces:
         jobs += [("input", float(r), lc.resolution or landscape.DEFAULT_GRID["input"][1]) for r in lc.input_radii]
     records, rows = [], []

@@ -130,7 +130,7 @@ def measure(ctx, entry):
 def membership_roc_figure(curves: list[dict], path: Path, title: str) -> Path:
     """Left: ROC curves (members positive), one per model, coloured by family. Right: AUC per model with the
     correct-vs-incorrect baseline as a black tick (Figure 10 style)."""
-    rows = sorted(curves, key=lambda r: (r["family"] != "nas", r["model"]))
+    rows = plots.nas_first(curves)
     fig, (ax, bx) = plots.plt.subplots(1, 2, figsize=(10.5, 3.8))
     for r in rows:
         ax.plot(r["fpr"], r["tpr"], color=plots.FAMILY_COLORS[r["family"]], alpha=0.8, lw=1.2)

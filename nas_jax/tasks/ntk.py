@@ -21,15 +21,7 @@ from nas_jax.analysis.ntk import KERNELS, asr_correlation, condition_number, ntk
 from nas_jax.data import load_dataset, to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
-from nas_jax.study.phases import (
-    BN_MODES,
-    PHASES,
-    bn_variables,
-    calibration_batches,
-    check_choices,
-    model_variables,
-    sample_indices,
-)
+from nas_jax.study.phases import BN_MODES, PHASES, check_choices, measure_variants, sample_indices
 from nas_jax.study.seam import Settings, Task, run_only
 
 
@@ -59,26 +51,17 @@ def run(config, workdir: str | Path) -> list[dict]:
     dataset = load_dataset(config.dataset, config.data_dir or None)
     idx = sample_indices(len(dataset.y_test), nc.n, config.seed, 15)
     x = to_float(dataset.x_test[idx])
-    batches = calibration_batches(dataset, nc.calibration_batches, config.train.batch_size, config.seed)
-    records, rows = [], []
-    for i, name in enumerate(config.models):
-        for phase in nc.phases:
-            print(f"[{i + 1}/{len(config.models)}] {name} ({phase})", flush=True)
-            model, family, variables = model_variables(config, name, phase, dataset)
-            for bn in nc.bn:
-                start = results.now()
-                v = bn_variables(model, variables, bn, batches, config.seed)
-                theta = ntk_matrix(model.apply, v, x, num_classes=dataset.num_classes, kernel=nc.kernel,
-                                   chunk=nc.chunk)
-                metrics = condition_number(theta)
-                metrics["log10_cond"] = float(np.log10(metrics["cond"])) if np.isfinite(metrics["cond"]) else None
-                setting = {"family": family, "phase": phase, "bn": bn, "kernel": nc.kernel}
-                records.append(results.store(workdir, config, task="ntk", model=name, metrics=metrics, n=len(idx),
-                                             setting=setting, start_time=start))
-                rows.append({"model": name, "family": family, "phase": phase, "bn": bn, **metrics,
-                             "log10_cond": metrics["log10_cond"] if metrics["log10_cond"] is not None else np.nan})
-                print(f"  {name} {phase} bn={bn}: κ = {metrics['cond']:.4g} (λ_max {metrics['lambda_max']:.4g}, "
-                      f"λ_min {metrics['lambda_min']:.4g})", flush=True)
+
+    def measure(model, v):
+        metrics = condition_number(ntk_matrix(model.apply, v, x, num_classes=dataset.num_classes, kernel=nc.kernel,
+                                              chunk=nc.chunk))
+        return {**metrics, "log10_cond": float(np.log10(metrics["cond"])) if np.isfinite(metrics["cond"]) else None}
+
+    records, rows = measure_variants(
+        config, nc, dataset, workdir, "ntk", len(idx), measure, lambda bn: {"kernel": nc.kernel},
+        lambda m: f"κ = {m['cond']:.4g} (λ_max {m['lambda_max']:.4g}, λ_min {m['lambda_min']:.4g})")
+    for r in rows:
+        r["log10_cond"] = np.nan if r["log10_cond"] is None else r["log10_cond"]
     if jax.process_index() != 0:
         return records
     print(format_table(rows, [("model", "model", None), ("family", "family", None), ("phase", "phase", None),

@@ -18,30 +18,24 @@ from tqdm.auto import tqdm
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.report import plots, results
 from nas_jax.study import victims
-from nas_jax.study.evasion import run_pgd
-from nas_jax.study.seam import Settings, Task, run_only
+from nas_jax.study.evasion import PGDStudySettings, run_pgd
+from nas_jax.study.seam import Task
 
 
 @dataclasses.dataclass(frozen=True)
-class CommonalitySettings(Settings):
+class CommonalitySettings(PGDStudySettings):
     """Figure 4's least-likely PGD: ε 4/255, step 1/255, 7 iterations, 5 restarts (docs/protocol.md §e.1)."""
 
     PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 200, "batch_size": 200}}
-    n_inputs: int = run_only(1000)
     eps: float = 4 / 255
     step_size: float = 1 / 255
     iterations: int = 7
-    restarts: int = 5
-    norm: str = "linf"
-    confidence: float = 0.0
-    batch_size: int = run_only(250)
 
     def __post_init__(self):
         self.budget()
 
     def budget(self) -> EvasionConfig:
-        return EvasionConfig(eps=self.eps, step_size=self.step_size, iterations=self.iterations,
-                             restarts=self.restarts, norm=self.norm, confidence=self.confidence)
+        return self.pgd(self.eps, self.step_size, self.iterations)
 
 
 def run(config, workdir: str | Path) -> list[dict]:

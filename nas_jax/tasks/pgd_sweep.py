@@ -14,23 +14,18 @@ import jax
 
 from nas_jax.attacks.evasion import EvasionConfig
 from nas_jax.report import plots
-from nas_jax.study.evasion import run_pgd
-from nas_jax.study.seam import Measurement, Settings, VictimTask, run_only
+from nas_jax.study.evasion import PGDStudySettings, run_pgd
+from nas_jax.study.seam import Measurement, VictimTask, run_only
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepSettings(Settings):
+class SweepSettings(PGDStudySettings):
     """Figure 3's grid ε ∈ {1, …, 8}/255 [project] with step ε/3, PGD-7 and 5 restarts (docs/protocol.md §e.1).
     Each record carries its own ε, so the grid itself is not part of the records' setting."""
 
     PRESETS: ClassVar[dict] = {"quick": {"n_inputs": 200, "batch_size": 200}}
-    n_inputs: int = run_only(1000)
     eps_grid_255: tuple = run_only((1, 2, 3, 4, 5, 6, 7, 8), "in units of 1/255")
     iterations: int = 7
-    restarts: int = 5
-    norm: str = "linf"
-    confidence: float = 0.0
-    batch_size: int = run_only(250)
 
     def __post_init__(self):
         if not self.eps_grid_255:
@@ -38,8 +33,7 @@ class SweepSettings(Settings):
         self.budget(self.eps_grid_255[0] / 255)
 
     def budget(self, eps: float) -> EvasionConfig:
-        return EvasionConfig(eps=eps, step_size=eps / 3, iterations=self.iterations, restarts=self.restarts,
-                             norm=self.norm, confidence=self.confidence)
+        return self.pgd(eps, eps / 3, self.iterations)
 
 
 def measure(ctx, entry) -> list[Measurement]:

@@ -129,8 +129,7 @@ def steal(config, sc: StealingSettings, victim, replica: str, budget: int, pool,
     return {**metrics, "queries": out["queries"]}
 
 
-def _print_tables(sc: StealingSettings, rows: list[dict], matrix_models: list[str]) -> None:
-    aware = [r for r in rows if r["replica"] == r["model"]]
+def _print_tables(sc: StealingSettings, aware: list[dict], ace: dict, matrix_models: list[str]) -> None:
     by_victim: dict[str, dict] = {}
     for r in aware:
         row = by_victim.setdefault(r["model"], {"model": r["model"], "family": r["family"],
@@ -152,7 +151,6 @@ def _print_tables(sc: StealingSettings, rows: list[dict], matrix_models: list[st
                     n = f"{len(vals)} model" + "s" * (len(vals) != 1)
                     print(f"  {family} ACE@{b}: mean {np.mean(vals):.3f}, std {np.std(vals):.3f} ({n})")
     if matrix_models:
-        ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
         print(f"Architecture-agnostic (Table 2): ACE at {sc.matrix_budget} queries, victim (rows) x replica")
         table = [{"victim": v, **{r: ace.get((v, r)) for r in matrix_models}} for v in matrix_models]
         print(format_table(table, [("victim", "victim \\ replica", None)] + [(r, r, ".3f") for r in matrix_models]))
@@ -193,15 +191,15 @@ def run(config, workdir: str | Path) -> list[dict]:
               f"{metrics['victim_entropy']:.3f}), agreement {metrics['agreement']:.3f}, replica acc "
               f"{metrics['replica_accuracy']:.3f}", flush=True)
     if jax.process_index() == 0:
-        _print_tables(sc, rows, matrix_models)
-        fig_dir = workdir / "figures"
         aware = [r for r in rows if r["replica"] == r["model"]]
+        ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
+        _print_tables(sc, aware, ace, matrix_models)
+        fig_dir = workdir / "figures"
         if aware:
             title = (f"Knockoff ({sc.sampling}, {sc.labels} labels), architecture-aware, {config.dataset}, ACE over "
                      f"n = {len(dataset.y_test)} test inputs, seed {config.seed}")
             print(f"figure: {stealing_ace_budget_figure(aware, fig_dir / 'stealing_ace_budget.png', title)}")
         if matrix_models:
-            ace = {(r["model"], r["replica"]): r["ace"] for r in rows if r["budget"] == sc.matrix_budget}
             title = (f"Knockoff ACE at {sc.matrix_budget} queries, {config.dataset}, n = {len(dataset.y_test)} test "
                      f"inputs, seed {config.seed}")
             fig = stealing_matrix_figure(matrix_models, ace, fig_dir / "stealing_matrix.png", title)
