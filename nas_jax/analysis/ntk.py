@@ -26,6 +26,7 @@ from scipy import stats
 from nas_jax.analysis.grad_variance import flat_rows, per_example_grads
 
 KERNELS = ("logit_sum", "trace")
+ASR_TASK = "pgd"  # the task whose records asr_correlation reads (its asr_most_likely, asr_least_likely)
 
 
 def projections(kernel: str, num_classes: int) -> np.ndarray:
@@ -69,7 +70,7 @@ def condition_number(theta: np.ndarray) -> dict[str, float]:
 def asr_correlation(cond_by_model: dict[str, float], pgd_records: list[dict], dataset: str) -> dict:
     """Pearson and Spearman correlations of log10 κ with the PGD ASRs of the same models and dataset.
 
-    ``pgd_records``: ``task: "pgd"`` records (the latest per model wins). Models without a PGD record, or
+    ``pgd_records``: :data:`ASR_TASK` records (the latest per model wins). Models without a PGD record, or
     with an infinite κ, are left out; fewer than 3 models give ``None`` correlations.
     """
     asr: dict[str, dict] = {}

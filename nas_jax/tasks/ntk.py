@@ -17,7 +17,7 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from nas_jax.analysis.ntk import KERNELS, asr_correlation, condition_number, ntk_matrix
+from nas_jax.analysis.ntk import ASR_TASK, KERNELS, asr_correlation, condition_number, ntk_matrix
 from nas_jax.data import load_dataset, to_float
 from nas_jax.report import plots, results
 from nas_jax.report.tables import format_table
@@ -72,10 +72,10 @@ def run(config, workdir: str | Path) -> list[dict]:
                                        f"NTK condition number on {config.dataset}, n = {nc.n} inputs, "
                                        f"seed {config.seed}")
     print(f"figure: {fig}")
-    pgd = results.newest(results.read_records(workdir, task="pgd"))
+    pgd = results.newest(results.read_records(workdir, task=ASR_TASK))
     if not pgd:
-        print(f"no task 'pgd' records in {workdir}: run configs/pgd.py with --workdir={workdir} for the ASR "
-              "correlation.")
+        print(f"no task {ASR_TASK!r} records in {workdir}: run configs/{ASR_TASK}.py with --workdir={workdir} for "
+              "the ASR correlation.")
         return records
     asr = {r["model"]: r["metrics"] for r in pgd if r.get("dataset") == config.dataset}
     corr_rows = []
