@@ -54,13 +54,10 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[flo
     mean = float(x.mean())
     if x.size == 1:
         if bounds == (0.0, 1.0) and n_inputs:
-            ci = stats.binomtest(round(mean * n_inputs), n_inputs).proportion_ci(confidence, method="wilson")
-            return Interval(mean, float(ci.low), float(ci.high), 1)
+            return Interval(mean, *_wilson(round(mean * n_inputs), n_inputs, confidence), 1)
         return Interval(mean, math.nan, math.nan, 1)
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    low, high = mean - half, mean + half
-    if bounds is not None:
-        low, high = max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1])
+    low, high = _clip(mean - half, mean + half, bounds)
     return Interval(mean, float(low), float(high), int(x.size))
 
 
@@ -155,10 +152,11 @@ def _arch_means(groups: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     return {fam: np.array([x.mean(axis=0) for x in models]) for fam, models in groups.items()}
 
 
-def _clip(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+def _clip(low: float, high: float, bounds: tuple[float, float | None] | None) -> tuple[float, float]:
+    """[low, high] intersected with ``bounds`` (``hi`` None for [lo, ∞); a NaN interval stays NaN)."""
     if bounds is None or math.isnan(low):
         return low, high
-    return max(low, bounds[0]), min(high, bounds[1])
+    return max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1])
 
 
 def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str], *, confidence: float = 0.95,

@@ -477,11 +477,9 @@ def metric_figure(analysis: dict, path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     fams = analysis["families"]
     for ax, e in zip(axes.flat, entries, strict=False):
-        names = list(e["per_model"])
-        cis = [e["per_model"][m] for m in names]
-        means = [ci.value for ci in cis]
+        names, cis = list(e["per_model"]), list(e["per_model"].values())
         errs = np.array([[0.0, 0.0] if math.isnan(ci.low) else [ci.value - ci.low, ci.high - ci.value] for ci in cis]).T
-        ax.bar(range(len(names)), means, yerr=errs, capsize=3,
+        ax.bar(range(len(names)), [ci.value for ci in cis], yerr=errs, capsize=3,
                color=[FAMILY_COLORS.get(fams.get(m), "tab:gray") for m in names])
         bounds = e["metric"].bounds
         if bounds and bounds[1] is not None:
