@@ -113,14 +113,14 @@ def variance_components(values: Mapping[str, Sequence[float]], families: Mapping
     within = [x for xs in groups.values() for x in xs if len(x) > 1]
     seed_var = (sum(((x - x.mean()) ** 2).sum() for x in within) / sum(len(x) - 1 for x in within)
                 if within else math.nan)
-    means = _arch_means(groups)
-    spread = [m for m in means.values() if len(m) > 1]
+    seed_sd = math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+    spread = [m for m in _arch_means(groups).values() if len(m) > 1]
     if not spread:
-        return math.nan, math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+        return math.nan, seed_sd
     mean_var = sum(((m - m.mean()) ** 2).sum() for m in spread) / sum(len(m) - 1 for m in spread)
     seeds = np.mean([len(x) for xs in groups.values() for x in xs])
     between_var = max(mean_var - (seed_var / seeds if np.isfinite(seed_var) else 0.0), 0.0)
-    return math.sqrt(between_var), math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+    return math.sqrt(between_var), seed_sd
 
 
 def architectures_needed(gap: float, between_sd: float, seed_sd: float, seeds: int, *, alpha: float = ALPHA,
@@ -160,20 +160,17 @@ def _clip(low: float, high: float, bounds: tuple[float, float | None] | None) ->
 
 
 def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str], *, confidence: float = 0.95,
-               n_perm: int = 9999, seed: int = 0,
-               bounds: tuple[float, float] | None = None) -> Interval:
+               n_perm: int = 9999, seed: int = 0, bounds: tuple[float, float] | None = None) -> Interval:
     """NAS − manual gap of the family means of per-architecture means, Welch's t interval over architectures
     (clipped to :func:`gap_bounds` of the metric's ``bounds``) and the permutation p-value."""
-    groups = _split(values, families)
-    means = _arch_means(groups)
+    means = _arch_means(_split(values, families))
     nas, manual = means["nas"], means["manual"]
     gap = float(nas.mean() - manual.mean())
-    low = high = math.nan  # Welch's interval needs two architectures in each family
-    if len(nas) > 1 and len(manual) > 1 and (nas.std() > 0 or manual.std() > 0):
-        ci = stats.ttest_ind(nas, manual, equal_var=False).confidence_interval(confidence)
-        low, high = _clip(float(ci.low), float(ci.high), gap_bounds(bounds))
-    p_value = math.nan  # a permutation of family labels needs two architectures in each family
+    low = high = p_value = math.nan  # Welch's interval and the permutation test need two architectures per family
     if len(nas) > 1 and len(manual) > 1:
+        if nas.std() > 0 or manual.std() > 0:
+            ci = stats.ttest_ind(nas, manual, equal_var=False).confidence_interval(confidence)
+            low, high = _clip(float(ci.low), float(ci.high), gap_bounds(bounds))
         p_value = float(stats.permutation_test((nas, manual), lambda a, b: np.mean(a) - np.mean(b),
                                                permutation_type="independent", alternative="two-sided",
                                                n_resamples=n_perm, random_state=seed).pvalue)

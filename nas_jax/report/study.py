@@ -339,10 +339,10 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
               "paper's columns are CIFAR-10 at full scale."), ""]
     lines += ["## Per model: mean [95% CI] over seeds (n seeds)", ""]
     for e in analysis["metrics"]:
-        paper = {"paper Table 1 (CIFAR-10)": PAPER_TABLE1} if e["metric"].key == "clean_accuracy" else {}
+        table1 = e["metric"].key == "clean_accuracy"  # beside the paper's Table 1
         lines += [_table([{"model": m, "family": fams.get(m, "?"), e["metric"].label: ci.format(e["metric"].fmt),
-                           **{h: f"{t[m]:.3f}" if m in t else None for h, t in paper.items()}}
-                          for m, ci in e["per_model"].items()]), ""]
+                           **({"paper Table 1 (CIFAR-10)": f"{PAPER_TABLE1[m]:.3f}" if m in PAPER_TABLE1 else None}
+                              if table1 else {})} for m, ci in e["per_model"].items()]), ""]
     lines += ["## NAS − manual gaps (family means of architecture means)", ""]
     gap_rows = [{"metric": e["metric"].label, "NAS − manual [95% Welch CI] (n architectures)":
                  e["gap"].format(e["metric"].fmt), "NAS+manual": f"{e['n_models']['nas']}+{e['n_models']['manual']}",

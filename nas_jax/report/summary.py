@@ -101,12 +101,8 @@ def _victim_settings(record: dict) -> dict:
 def _differing(dicts: list[dict], missing_differs: bool = False) -> set[str]:
     """Keys whose values differ between the dicts that have them (or between all, a missing key counting as a
     value of its own)."""
-    keys = set().union(*dicts) if dicts else set()
-
-    def values(key: str) -> set[str]:
-        return {repr(d[key]) if key in d else "absent" for d in dicts if missing_differs or key in d}
-
-    return {k for k in keys if len(values(k)) > 1}
+    return {k for k in set().union(*dicts)
+            if len({repr(d[k]) if k in d else "absent" for d in dicts if missing_differs or k in d}) > 1}
 
 
 def settings_column(rows: list[dict]) -> None:
