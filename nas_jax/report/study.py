@@ -195,7 +195,7 @@ def families_of(records: list[dict]) -> dict[str, str]:
 def analyse(records: list[dict], metrics: list[Metric], models: list[str] | None = None, alpha: float = ALPHA) -> dict:
     """Per-model intervals, family gaps and verdicts of every metric with data (docs/statistics.md): the
     per-model interval over seeds inside the metric's range; the family gap over architecture means with its
-    BCa interval and permutation p; Holm's adjustment over the metrics with a claim whose test can reach
+    Welch interval and permutation p; Holm's adjustment over the metrics with a claim whose test can reach
     ``alpha``; a verdict per metric and per remark."""
     fams = families_of(records)
     # default: every zoo model with a record (not the pseudo-models of cross-model records, e.g. 'nas_family')
