@@ -87,9 +87,7 @@ def table(rows: list[dict]) -> str:
 def figure(rows: list[dict], path: str | Path, title: str) -> Path | None:
     """A panel per metric (the first :data:`MAX_PANELS`): each model's mean over seeds with its interval as an
     error bar and every seed as a point, coloured by family."""
-    from matplotlib.patches import Patch
-
-    from nas_jax.report.plots import FAMILY_COLORS, legend_outside, plt, save_figure
+    from nas_jax.report.plots import FAMILY_COLORS, family_patches, legend_outside, plt, save_figure
 
     names = list(dict.fromkeys(k for r in rows for k in r["metrics"]))[:MAX_PANELS]
     if not names:
@@ -116,8 +114,7 @@ def figure(rows: list[dict], path: str | Path, title: str) -> Path | None:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.remove()
-    handles = [Patch(color=c, label=f) for f, c in FAMILY_COLORS.items()]
-    handles.append(plt.Line2D([], [], color="k", marker=".", ls="", label="one seed"))
-    legend_outside(axes[0][min(cols, len(names)) - 1], handles=handles)
+    handles = [*family_patches(), plt.Line2D([], [], color="k", marker=".", ls="", label="one seed")]
+    legend_outside(axes[0][cols - 1], handles=handles)
     fig.suptitle(f"{title}: mean and 95% interval over {'/'.join(map(str, n_seeds))} seeds", fontsize=10)
     return save_figure(fig, path)

@@ -54,13 +54,10 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[flo
     mean = float(x.mean())
     if x.size == 1:
         if bounds == (0.0, 1.0) and n_inputs:
-            ci = stats.binomtest(round(mean * n_inputs), n_inputs).proportion_ci(confidence, method="wilson")
-            return Interval(mean, float(ci.low), float(ci.high), 1)
+            return Interval(mean, *_wilson(round(mean * n_inputs), n_inputs, confidence), 1)
         return Interval(mean, math.nan, math.nan, 1)
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    low, high = mean - half, mean + half
-    if bounds is not None:
-        low, high = max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1])
+    low, high = _clip(mean - half, mean + half, bounds)
     return Interval(mean, float(low), float(high), int(x.size))
 
 
@@ -116,14 +113,14 @@ def variance_components(values: Mapping[str, Sequence[float]], families: Mapping
     within = [x for xs in groups.values() for x in xs if len(x) > 1]
     seed_var = (sum(((x - x.mean()) ** 2).sum() for x in within) / sum(len(x) - 1 for x in within)
                 if within else math.nan)
-    means = _arch_means(groups)
-    spread = [m for m in means.values() if len(m) > 1]
+    seed_sd = math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+    spread = [m for m in _arch_means(groups).values() if len(m) > 1]
     if not spread:
-        return math.nan, math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+        return math.nan, seed_sd
     mean_var = sum(((m - m.mean()) ** 2).sum() for m in spread) / sum(len(m) - 1 for m in spread)
     seeds = np.mean([len(x) for xs in groups.values() for x in xs])
     between_var = max(mean_var - (seed_var / seeds if np.isfinite(seed_var) else 0.0), 0.0)
-    return math.sqrt(between_var), math.sqrt(seed_var) if np.isfinite(seed_var) else math.nan
+    return math.sqrt(between_var), seed_sd
 
 
 def architectures_needed(gap: float, between_sd: float, seed_sd: float, seeds: int, *, alpha: float = ALPHA,
@@ -155,27 +152,25 @@ def _arch_means(groups: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     return {fam: np.array([x.mean(axis=0) for x in models]) for fam, models in groups.items()}
 
 
-def _clip(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+def _clip(low: float, high: float, bounds: tuple[float, float | None] | None) -> tuple[float, float]:
+    """[low, high] intersected with ``bounds`` (``hi`` None for [lo, ∞); a NaN interval stays NaN)."""
     if bounds is None or math.isnan(low):
         return low, high
-    return max(low, bounds[0]), min(high, bounds[1])
+    return max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1])
 
 
 def family_gap(values: Mapping[str, Sequence[float]], families: Mapping[str, str], *, confidence: float = 0.95,
-               n_perm: int = 9999, seed: int = 0,
-               bounds: tuple[float, float] | None = None) -> Interval:
+               n_perm: int = 9999, seed: int = 0, bounds: tuple[float, float] | None = None) -> Interval:
     """NAS − manual gap of the family means of per-architecture means, Welch's t interval over architectures
     (clipped to :func:`gap_bounds` of the metric's ``bounds``) and the permutation p-value."""
-    groups = _split(values, families)
-    means = _arch_means(groups)
+    means = _arch_means(_split(values, families))
     nas, manual = means["nas"], means["manual"]
     gap = float(nas.mean() - manual.mean())
-    low = high = math.nan  # Welch's interval needs two architectures in each family
-    if len(nas) > 1 and len(manual) > 1 and (nas.std() > 0 or manual.std() > 0):
-        ci = stats.ttest_ind(nas, manual, equal_var=False).confidence_interval(confidence)
-        low, high = _clip(float(ci.low), float(ci.high), gap_bounds(bounds))
-    p_value = math.nan  # a permutation of family labels needs two architectures in each family
+    low = high = p_value = math.nan  # Welch's interval and the permutation test need two architectures per family
     if len(nas) > 1 and len(manual) > 1:
+        if nas.std() > 0 or manual.std() > 0:
+            ci = stats.ttest_ind(nas, manual, equal_var=False).confidence_interval(confidence)
+            low, high = _clip(float(ci.low), float(ci.high), gap_bounds(bounds))
         p_value = float(stats.permutation_test((nas, manual), lambda a, b: np.mean(a) - np.mean(b),
                                                permutation_type="independent", alternative="two-sided",
                                                n_resamples=n_perm, random_state=seed).pvalue)

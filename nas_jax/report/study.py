@@ -13,7 +13,6 @@ permutation, Holm and smallest achievable p, the gap at matched accuracy and a v
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import sys
 import warnings
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nas_jax import files
-from nas_jax.report.results import RESULTS_FILE, marked_records, newest, read_records
+from nas_jax.report.results import RESULTS_FILE, marked_records, newest, now, read_records
 from nas_jax.report.statistics import (
     ALPHA,
     FAMILIES,
@@ -38,7 +37,7 @@ from nas_jax.report.statistics import (
     variance_components,
     verdict,
 )
-from nas_jax.report.summary import PAPER_TABLE4, Summary, summaries, summarize
+from nas_jax.report.summary import PAPER_TABLE4, Summary, newest_of, summaries, summarize
 from nas_jax.report.tables import format_table
 
 # Table 1 (CIFAR-10 column) of the paper.
@@ -80,17 +79,13 @@ class Section:
     remarks: Callable[[list[dict]], list[str]] = lambda records: []
 
 
-def _newest(records: list[dict], task: str, **setting) -> dict | None:
-    chosen = [r for r in records if r["task"] == task and all(r["setting"].get(k) == v for k, v in setting.items())]
-    return chosen[-1]["metrics"] if chosen else None
-
-
 def reader(task: str, key: str, transform=None, **setting):
     """A :attr:`Metric.read` that takes ``metrics[key]`` of the newest ``task`` record (of one model and seed)
     whose setting has the given values, through ``transform`` if given."""
     def read(records, _row):
-        m = _newest(records, task, **setting)
-        v = None if m is None else m.get(key)
+        chosen = newest_of(records, lambda r: r["task"] == task
+                           and all(r["setting"].get(k) == v for k, v in setting.items()))
+        v = None if chosen is None else chosen["metrics"].get(key)
         return None if v is None else (transform(v) if transform else float(v))
 
     return read
@@ -116,14 +111,9 @@ def collect_records(workdir: str | Path) -> list[dict]:
     ``{workdir}/results.jsonl`` and the records of every finished cell below ``{workdir}/cells`` (those its
     marker lists; an unfinished or damaged cell contributes nothing until it is run again)."""
     workdir = Path(workdir)
-    cells = sorted(p.parent for p in (workdir / "cells").glob(f"**/{RESULTS_FILE}"))
-    records = read_records(workdir) if (workdir / RESULTS_FILE).exists() else []
-    incomplete = []
-    for d in cells:
-        marked = marked_records(d)
-        records += marked or []
-        if marked is None:
-            incomplete.append(str(d.relative_to(workdir / "cells")))
+    cells = {d: marked_records(d) for d in sorted(p.parent for p in (workdir / "cells").glob(f"**/{RESULTS_FILE}"))}
+    records = read_records(workdir) + [r for marked in cells.values() for r in marked or []]
+    incomplete = [str(d.relative_to(workdir / "cells")) for d, marked in cells.items() if marked is None]
     if incomplete:
         warnings.warn(f"{len(incomplete)} study cell(s) without a complete result (unfinished, or their results "
                       f"damaged) are left out: {incomplete[:5]}{' ...' if len(incomplete) > 5 else ''}. Run the "
@@ -131,11 +121,12 @@ def collect_records(workdir: str | Path) -> list[dict]:
     return newest(sorted(records, key=lambda r: str(r.get("end_time", ""))))
 
 
-def per_seed_values(records: list[dict], models: list[str], metrics: list[Metric]) -> dict[str, dict[str, dict[int, float]]]:
-    """{metric: {model: {seed: value}}} (records of no dataset, '-', are tables of cells or shapes, read by no metric)."""
+def per_seed_values(records: list[dict], models: list[str],
+                    metrics: list[Metric]) -> dict[str, dict[str, dict[int, float]]]:
+    """{metric: {model: {seed: value}}} (records of no dataset, '-', are tables of cells or shapes, read by no
+    metric)."""
     out = {m.key: {} for m in metrics}
-    seeds = sorted({int(r.get("seed", 0)) for r in records})
-    for seed in seeds:
+    for seed in sorted({int(r.get("seed", 0)) for r in records}):
         own = [r for r in records if int(r.get("seed", 0)) == seed]
         for row in summarize(own, summaries(metrics), models):
             mine = [r for r in own if r["model"] == row["model"]]
@@ -164,8 +155,7 @@ def model_pairs(values: dict, inputs: dict, families: dict, metrics: list[Metric
     rows = []
     for metric in (m for m in metrics if m.inputs_task and m.key in inputs):
         per_model, n_of = values.get(metric.key, {}), inputs[metric.key]
-        nas = [m for m in per_model if families.get(m) == "nas"]
-        manual = [m for m in per_model if families.get(m) == "manual"]
+        nas, manual = ([m for m in per_model if families.get(m) == f] for f in FAMILIES)
         for a in nas:
             for b in manual:
                 common = sorted(set(per_model[a]) & set(per_model[b]) & set(n_of.get(a, {})) & set(n_of.get(b, {})))
@@ -174,8 +164,7 @@ def model_pairs(values: dict, inputs: dict, families: dict, metrics: list[Metric
                 s = common[0]
                 na, nb = n_of[a][s], n_of[b][s]
                 diff = proportion_difference(round(per_model[a][s] * na), na, round(per_model[b][s] * nb), nb)
-                side = diff.low > 0 if metric.claim > 0 else diff.high < 0
-                other = diff.high < 0 if metric.claim > 0 else diff.low > 0
+                side, other = (diff.low > 0, diff.high < 0) if metric.claim > 0 else (diff.high < 0, diff.low > 0)
                 rows.append({"metric": metric, "nas": a, "manual": b, "seed": s, "n_inputs": {"nas": na, "manual": nb},
                              "diff": diff, "finding": ("in the paper's direction" if side and diff.p_value < alpha
                                                        else "against the paper's direction" if other and
@@ -183,41 +172,35 @@ def model_pairs(values: dict, inputs: dict, families: dict, metrics: list[Metric
     return rows
 
 
-def _is_zoo_model(name: str) -> bool:
+def _zoo_family(name: str) -> str | None:
+    """The registry's family of a zoo model; None for any other name (e.g. the pseudo-model 'nas_family')."""
     from nas_jax.models.registry import model_family
 
     try:
-        model_family(name)
+        return model_family(name)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def families_of(records: list[dict]) -> dict[str, str]:
-    from nas_jax.models.registry import model_family
-
+    """Each model's family: its records' ``setting.family``, else the registry's (none for other names)."""
     fams = {}
     for r in records:
-        fam = r.get("setting", {}).get("family")
-        if fam in ("nas", "manual"):
-            fams.setdefault(r["model"], fam)
-    for name in {r["model"] for r in records} - set(fams):
-        try:
-            fams[name] = model_family(name)
-        except ValueError:
-            pass
-    return fams
+        if r.get("setting", {}).get("family") in FAMILIES:
+            fams.setdefault(r["model"], r["setting"]["family"])
+    zoo = {name: _zoo_family(name) for name in {r["model"] for r in records} - set(fams)}
+    return fams | {name: fam for name, fam in zoo.items() if fam}
 
 
 def analyse(records: list[dict], metrics: list[Metric], models: list[str] | None = None, alpha: float = ALPHA) -> dict:
     """Per-model intervals, family gaps and verdicts of every metric with data (docs/statistics.md): the
     per-model interval over seeds inside the metric's range; the family gap over architecture means with its
-    BCa interval and permutation p; Holm's adjustment over the metrics with a claim whose test can reach
+    Welch interval and permutation p; Holm's adjustment over the metrics with a claim whose test can reach
     ``alpha``; a verdict per metric and per remark."""
     fams = families_of(records)
     # default: every zoo model with a record (not the pseudo-models of cross-model records, e.g. 'nas_family')
     models = models or [m for m in dict.fromkeys(r["model"] for r in records if r.get("dataset") != "-")
-                        if _is_zoo_model(m)]
+                        if _zoo_family(m)]
     values = per_seed_values(records, models, metrics)
     inputs = per_seed_inputs(records, metrics)
     accuracy = values["clean_accuracy"]
@@ -227,34 +210,29 @@ def analyse(records: list[dict], metrics: list[Metric], models: list[str] | None
         per_model = values[metric.key]
         if not per_model:
             continue
-
-        def one_seed_inputs(model, seeds):  # one seed of a proportion: the Wilson interval over its inputs
-            return inputs.get(metric.key, {}).get(model, {}).get(next(iter(seeds))) if len(seeds) == 1 else None
-
-        entry = {"metric": metric, "per_model": {m: mean_ci(list(v.values()), bounds=metric.bounds,
-                                                            n_inputs=one_seed_inputs(m, v))
-                                                 for m, v in per_model.items()},
-                 "n_seeds": max(len(v) for v in per_model.values())}
+        n_in = inputs.get(metric.key, {})  # one seed of a proportion: the Wilson interval over its inputs
         fam_values = {m: list(v.values()) for m, v in per_model.items() if fams.get(m) in FAMILIES}
-        counts = {f: sum(fams[m] == f for m in fam_values) for f in FAMILIES}
-        entry["n_models"] = counts
-        entry["min_achievable_p"] = min_achievable_p(counts["nas"], counts["manual"])
+        fam_of = {m: fams[m] for m in fam_values}
+        counts = {f: sum(fam == f for fam in fam_of.values()) for f in FAMILIES}
+        entry = {"metric": metric, "per_model": {m: mean_ci(list(v.values()), bounds=metric.bounds,
+                                                            n_inputs=n_in.get(m, {}).get(next(iter(v)))
+                                                            if len(v) == 1 else None)
+                                                 for m, v in per_model.items()},
+                 "n_seeds": max(len(v) for v in per_model.values()), "n_models": counts,
+                 "min_achievable_p": min_achievable_p(counts["nas"], counts["manual"])}
         if all(counts.values()):
-            entry["gap"] = family_gap(fam_values, {m: fams[m] for m in fam_values}, bounds=metric.bounds)
+            entry["gap"] = family_gap(fam_values, fam_of, bounds=metric.bounds)
             if metric.claim:
-                entry["power"] = power_plan(metric, entry["gap"], fam_values, {m: fams[m] for m in fam_values})
+                entry["power"] = power_plan(metric, entry["gap"], fam_values, fam_of)
             paired = {m: [accuracy.get(m, {}).get(s) for s in per_model[m]] for m in fam_values}
             if metric.key != "clean_accuracy" and all(None not in a for a in paired.values()):
                 try:
-                    entry["adjusted"] = accuracy_adjusted_gap(
-                        {m: list(per_model[m].values()) for m in fam_values}, paired, {m: fams[m] for m in fam_values},
-                        bounds=metric.bounds)
+                    entry["adjusted"] = accuracy_adjusted_gap(fam_values, paired, fam_of, bounds=metric.bounds)
                 except ValueError:  # too few architectures, or accuracy collinear with the family
                     pass
         out["metrics"].append(entry)
-    tested = {e["metric"].key: e["gap"].p_value for e in out["metrics"]
-              if e["metric"].claim and "gap" in e and e["min_achievable_p"] < alpha}
-    adjusted = holm(tested)
+    adjusted = holm({e["metric"].key: e["gap"].p_value for e in out["metrics"]  # the tests that can reach alpha
+                     if e["metric"].claim and "gap" in e and e["min_achievable_p"] < alpha})
     for e in out["metrics"]:
         if e["metric"].claim and "gap" in e:
             e["p_adjusted"] = adjusted.get(e["metric"].key, math.nan)
@@ -316,6 +294,11 @@ def _block(table: str) -> str:
     return f"```\n{table}\n```"
 
 
+def _table(rows: list[dict]) -> str:
+    """``rows`` ({column header: cell}, every row with the first row's columns) as a :func:`_block`."""
+    return _block(format_table(rows, [(header, header, None) for header in rows[0]]))
+
+
 def _p(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3g}"
 
@@ -335,7 +318,7 @@ def context(records: list[dict], analysis: dict, command: str | None) -> dict:
         "seeds": sorted({int(r.get("seed", 0)) for r in records}),
         "inputs_per_attack": {t: sorted(n) for t, n in sorted(inputs.items())},
         "code_versions": sorted({r.get("code_version") for r in records if r.get("code_version")}),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "command": command or "python " + " ".join(sys.argv),
     }
 
@@ -347,44 +330,52 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
     models = header["models"]
     lines = ["# Study report", "",
              f"- data: {', '.join(header['datasets']) or '-'}; preset: {', '.join(header['presets']) or '-'}",
-             f"- models: {len(models['nas'])} NAS ({', '.join(models['nas']) or '-'}), {len(models['manual'])} "
-             f"manual ({', '.join(models['manual']) or '-'})",
+             (f"- models: {len(models['nas'])} NAS ({', '.join(models['nas']) or '-'}), {len(models['manual'])} "
+              f"manual ({', '.join(models['manual']) or '-'})"),
              f"- seeds: {header['seeds']}; inputs per attack: "
              + (", ".join(f"{t} {'/'.join(map(str, n))}" for t, n in header["inputs_per_attack"].items()) or "-"),
              f"- code: {', '.join(header['code_versions']) or '-'}; written {header['date']} by `{header['command']}`",
-             f"- {len(records)} records; statistics and verdict rules: docs/statistics.md (α = {alpha:g}). The "
-             "paper's columns are CIFAR-10 at full scale.", ""]
+             (f"- {len(records)} records; statistics and verdict rules: docs/statistics.md (α = {alpha:g}). The "
+              "paper's columns are CIFAR-10 at full scale."), ""]
     lines += ["## Per model: mean [95% CI] over seeds (n seeds)", ""]
-    for entry in analysis["metrics"]:
-        metric, per_model = entry["metric"], entry["per_model"]
-        rows = [{"model": m, "family": fams.get(m, "?"), "value": ci.format(metric.fmt),
-                 **({"paper": f"{PAPER_TABLE1[m]:.3f}"} if metric.key == "clean_accuracy" and m in PAPER_TABLE1
-                    else {})} for m, ci in per_model.items()]
-        cols = [("model", "model", None), ("family", "family", None), ("value", metric.label, None)]
-        if metric.key == "clean_accuracy":
-            cols.append(("paper", "paper Table 1 (CIFAR-10)", None))
-        lines += [_block(format_table(rows, cols)), ""]
+    for e in analysis["metrics"]:
+        table1 = e["metric"].key == "clean_accuracy"  # beside the paper's Table 1
+        lines += [_table([{"model": m, "family": fams.get(m, "?"), e["metric"].label: ci.format(e["metric"].fmt),
+                           **({"paper Table 1 (CIFAR-10)": f"{PAPER_TABLE1[m]:.3f}" if m in PAPER_TABLE1 else None}
+                              if table1 else {})} for m, ci in e["per_model"].items()]), ""]
     lines += ["## NAS − manual gaps (family means of architecture means)", ""]
-    gap_rows = [{"metric": e["metric"].label, "gap": e["gap"].format(e["metric"].fmt),
-                 "models": f"{e['n_models']['nas']}+{e['n_models']['manual']}", "p": _p(e["gap"].p_value),
-                 "holm": _p(e.get("p_adjusted")), "min_p": f"{e['min_achievable_p']:.3g}",
-                 "adjusted": e["adjusted"].format(e["metric"].fmt) if "adjusted" in e else "-",
-                 "verdict": e.get("verdict", "-")}
-                for e in analysis["metrics"] if "gap" in e]
-    lines += [_block(format_table(gap_rows, [
-        ("metric", "metric", None), ("gap", "NAS − manual [95% Welch CI] (n architectures)", None),
-        ("models", "NAS+manual", None),
-        ("p", "permutation p", None), ("holm", "Holm p", None), ("min_p", "smallest achievable p", None),
-        ("adjusted", "gap at matched accuracy", None), ("verdict", "paper's claim", None)]))
-        if gap_rows else "(no metric has both families)", ""]
-    lines += _pair_lines(analysis)
+    gap_rows = [{"metric": e["metric"].label, "NAS − manual [95% Welch CI] (n architectures)":
+                 e["gap"].format(e["metric"].fmt), "NAS+manual": f"{e['n_models']['nas']}+{e['n_models']['manual']}",
+                 "permutation p": _p(e["gap"].p_value), "Holm p": _p(e.get("p_adjusted")),
+                 "smallest achievable p": f"{e['min_achievable_p']:.3g}",
+                 "gap at matched accuracy": e["adjusted"].format(e["metric"].fmt) if "adjusted" in e else "-",
+                 "paper's claim": e.get("verdict", "-")} for e in analysis["metrics"] if "gap" in e]
+    lines += [_table(gap_rows) if gap_rows else "(no metric has both families)", ""]
+    if pairs := analysis.get("pairs"):  # within-architecture comparisons over inputs
+        lines += ["## Model pairs over inputs (one seed; these trained networks, not their families)", "",
+                  ("Each NAS model against each manual model at the first seed both have: the difference of the "
+                   "two proportions over their own inputs, Newcombe's 95% interval and Fisher's exact p (not corrected "
+                   "for the number of pairs)."), "",
+                  _table([{"metric": p["metric"].label, "NAS − manual model": f"{p['nas']} − {p['manual']}",
+                           "seed": p["seed"], "inputs": f"{p['n_inputs']['nas']}/{p['n_inputs']['manual']}",
+                           "difference [95% CI]": p["diff"].format(".3f"), "Fisher p": _p(p["diff"].p_value),
+                           "finding": p["finding"]} for p in pairs]), ""]
     lines += ["## Paper remarks at this scale", ""]
     for remark in (1, 2):
         lines.append(f"- {REMARKS[remark]}: **{analysis['remarks'][remark]}**")
         for e in [e for e in analysis["metrics"] if e["metric"].remark == remark and "verdict" in e]:
             lines.append(f"  - {e['metric'].label}: {e['verdict']} (gap {e['gap'].format(e['metric'].fmt)}, "
                          f"p = {_p(e['gap'].p_value)}, Holm p = {_p(e['p_adjusted'])})")
-    lines += _power_lines(analysis)
+    # what to run next: architectures per family for 80% power at each seed count, per metric with a claim
+    power = [{"metric": e["metric"].label, "gap to detect": f"{plan['gap']:.3g} ({plan['gap_source']})",
+              "SD between architectures / between seeds": f"{plan['between_sd']:.3g} / {plan['seed_sd']:.3g}",
+              **{f"{s} seed{'s' * (s > 1)}": k for s, k in plan["architectures_per_family"].items()},
+              "have": f"{e['n_models']['nas']}+{e['n_models']['manual']}"}
+             for e in analysis["metrics"] if (plan := e.get("power"))]
+    if power:
+        lines += ["", (f"Power: architectures per family for 80% power at α = {alpha:g} (two-sided; '-': more "
+                       "than 500, or the variance is unknown), with the variance observed here and the gap the "
+                       "authors' artifact reports where it gives one:"), "", _table(power)]
     lines += [line for s in sections for line in s.remarks(records)]
     pgd_l = next((e["per_model"] for e in analysis["metrics"] if e["metric"].key == "pgd_l"), {})
     lines += [_remark5_line({m: ci.value for m, ci in pgd_l.items()}), ""]
@@ -396,79 +387,31 @@ def render(analysis: dict, records: list[dict], figures: list[Path], header: dic
     return "\n".join(lines) + "\n"
 
 
-def _pair_lines(analysis: dict) -> list[str]:
-    """The within-architecture comparisons over inputs (each NAS model against each manual model)."""
-    pairs = analysis.get("pairs") or []
-    if not pairs:
-        return []
-    rows = [{"metric": p["metric"].label, "pair": f"{p['nas']} − {p['manual']}", "seed": p["seed"],
-             "n": f"{p['n_inputs']['nas']}/{p['n_inputs']['manual']}", "diff": p["diff"].format(".3f"),
-             "p": _p(p["diff"].p_value), "finding": p["finding"]} for p in pairs]
-    return ["## Model pairs over inputs (one seed; these trained networks, not their families)", "",
-            "Each NAS model against each manual model at the first seed both have: the difference of the two "
-            "proportions over their own inputs, Newcombe's 95% interval and Fisher's exact p (not corrected for "
-            "the number of pairs).", "",
-            _block(format_table(rows, [("metric", "metric", None), ("pair", "NAS − manual model", None),
-                                       ("seed", "seed", None), ("n", "inputs", None),
-                                       ("diff", "difference [95% CI]", None), ("p", "Fisher p", None),
-                                       ("finding", "finding", None)])), ""]
-
-
-def _power_lines(analysis: dict) -> list[str]:
-    """What to run next: architectures per family for 80% power at each seed count, per metric with a claim."""
-    rows = []
-    for e in analysis["metrics"]:
-        plan = e.get("power")
-        if not plan:
-            continue
-        need = plan["architectures_per_family"]
-        rows.append({"metric": e["metric"].label, "gap": f"{plan['gap']:.3g} ({plan['gap_source']})",
-                     "sd": f"{plan['between_sd']:.3g} / {plan['seed_sd']:.3g}",
-                     **{f"s{s}": "-" if need[s] is None else str(need[s]) for s in POWER_SEEDS},
-                     "have": f"{e['n_models']['nas']}+{e['n_models']['manual']}"})
-    if not rows:
-        return []
-    cols = [("metric", "metric", None), ("gap", "gap to detect", None),
-            ("sd", "SD between architectures / between seeds", None),
-            *[(f"s{s}", f"{s} seed{'s' * (s > 1)}", None) for s in POWER_SEEDS], ("have", "have", None)]
-    return ["", f"Power: architectures per family for 80% power at α = {analysis['alpha']:g} (two-sided; "
-            "'-': more than 500, or the variance is unknown), with the variance observed here and the gap the "
-            "authors' artifact reports where it gives one:", "", _block(format_table(rows, cols))]
-
-
-def _interval(ci) -> list[float | None]:
-    return [None if math.isnan(v) else float(v) for v in (ci.low, ci.high)]
-
-
 def report_json(analysis: dict, header: dict) -> dict:
     """The report's numbers for scripts: one entry per metric (the family gap), per model and metric, and per
     remark, each with its range, estimate, interval, p-values, models, seeds and verdict."""
     metrics, per_model = [], []
     for e in analysis["metrics"]:
         m = e["metric"]
-        bounds = gap_bounds(m.bounds) if m.bounds and m.bounds[1] is not None else None
         metrics.append({
             "metric": m.key, "label": m.label, "claim": m.claim, "remark": m.remark,
-            "range": list(bounds) if bounds else None,
-            "estimate": float(e["gap"].value) if "gap" in e else None,
-            "ci": _interval(e["gap"]) if "gap" in e else [None, None],
+            "range": list(bounds) if (bounds := gap_bounds(m.bounds)) else None,
+            **(_estimate(e["gap"]) if "gap" in e else {"estimate": None, "ci": [None, None]}),
             "p": _json_float(e["gap"].p_value) if "gap" in e else None, "p_holm": _json_float(e.get("p_adjusted")),
             "min_achievable_p": e["min_achievable_p"], "n_models": e["n_models"], "n_seeds": e["n_seeds"],
-            "verdict": e.get("verdict"),
-            "adjusted": {"estimate": e["adjusted"].value, "ci": _interval(e["adjusted"])} if "adjusted" in e else None,
+            "verdict": e.get("verdict"), "adjusted": _estimate(e["adjusted"]) if "adjusted" in e else None,
             "power": {**e["power"], "between_sd": _json_float(e["power"]["between_sd"]),
                       "seed_sd": _json_float(e["power"]["seed_sd"])} if "power" in e else None,
         })
         for model, ci in e["per_model"].items():
             per_model.append({"metric": m.key, "model": model, "family": analysis["families"].get(model),
-                              "range": list(m.bounds) if m.bounds else None, "estimate": float(ci.value),
-                              "ci": _interval(ci), "n_seeds": ci.n})
+                              "range": list(m.bounds) if m.bounds else None, **_estimate(ci), "n_seeds": ci.n})
     remarks = [{"remark": r, "text": REMARKS[r], "verdict": v,
                 "metrics": [e["metric"].key for e in analysis["metrics"] if e["metric"].remark == r and "verdict" in e]}
                for r, v in analysis["remarks"].items()]
     pairs = [{"metric": p["metric"].key, "nas": p["nas"], "manual": p["manual"], "seed": p["seed"],
-              "n_inputs": p["n_inputs"], "range": [-1.0, 1.0], "estimate": float(p["diff"].value),
-              "ci": _interval(p["diff"]), "p": _json_float(p["diff"].p_value), "finding": p["finding"]}
+              "n_inputs": p["n_inputs"], "range": [-1.0, 1.0], **_estimate(p["diff"]),
+              "p": _json_float(p["diff"].p_value), "finding": p["finding"]}
              for p in analysis.get("pairs", [])]
     return {"header": header, "alpha": analysis["alpha"], "metrics": metrics, "per_model": per_model,
             "remarks": remarks, "pairs": pairs}
@@ -478,15 +421,12 @@ def _json_float(v) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
 
 
+def _estimate(ci) -> dict:
+    """An interval in report.json: its estimate and bounds (None for NaN)."""
+    return {"estimate": float(ci.value), "ci": [_json_float(ci.low), _json_float(ci.high)]}
+
+
 VERDICT_COLORS = {"holds": "tab:red", "does not hold": "black", "no verdict": "tab:gray"}
-
-
-def _verdict_color(verdict_text: str | None) -> str:
-    if verdict_text == "holds":
-        return VERDICT_COLORS["holds"]
-    if verdict_text and verdict_text.startswith("does not hold"):
-        return VERDICT_COLORS["does not hold"]
-    return VERDICT_COLORS["no verdict"]
 
 
 def gap_figure(analysis: dict, path: Path) -> Path | None:
@@ -503,7 +443,8 @@ def gap_figure(analysis: dict, path: Path) -> Path | None:
     for ax, e in zip(axes[:, 0], entries, strict=True):
         g, claim = e["gap"], e["metric"].claim
         lo, hi = (g.value, g.value) if math.isnan(g.low) else (g.low, g.high)
-        color = _verdict_color(e.get("verdict"))
+        color = VERDICT_COLORS[next((k for k in ("holds", "does not hold") if (e.get("verdict") or "").startswith(k)),
+                                    "no verdict")]
         ax.plot([lo, hi], [0, 0], color=color, lw=2)
         ax.plot([g.value], [0], "o", color=color)
         ax.axvline(0, color="k", lw=0.8)
@@ -529,20 +470,16 @@ def metric_figure(analysis: dict, path: Path) -> Path | None:
     entries = analysis["metrics"]
     if not entries:
         return None
-    from matplotlib.patches import Patch
-
-    from nas_jax.report.plots import FAMILY_COLORS, legend_outside, plt, save_figure
+    from nas_jax.report.plots import FAMILY_COLORS, family_patches, legend_outside, plt, save_figure
 
     cols = min(4, len(entries))
     rows = math.ceil(len(entries) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     fams = analysis["families"]
     for ax, e in zip(axes.flat, entries, strict=False):
-        names = list(e["per_model"])
-        cis = [e["per_model"][m] for m in names]
-        means = [ci.value for ci in cis]
+        names, cis = list(e["per_model"]), list(e["per_model"].values())
         errs = np.array([[0.0, 0.0] if math.isnan(ci.low) else [ci.value - ci.low, ci.high - ci.value] for ci in cis]).T
-        ax.bar(range(len(names)), means, yerr=errs, capsize=3,
+        ax.bar(range(len(names)), [ci.value for ci in cis], yerr=errs, capsize=3,
                color=[FAMILY_COLORS.get(fams.get(m), "tab:gray") for m in names])
         bounds = e["metric"].bounds
         if bounds and bounds[1] is not None:
@@ -552,7 +489,7 @@ def metric_figure(analysis: dict, path: Path) -> Path | None:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(entries):]:
         ax.remove()
-    legend_outside(axes[0][cols - 1], handles=[Patch(color=c, label=f) for f, c in FAMILY_COLORS.items()])
+    legend_outside(axes[0][cols - 1], handles=family_patches())
     fig.suptitle("Per-model metrics: mean and 95% interval over seeds", fontsize=10)
     return save_figure(fig, path)
 

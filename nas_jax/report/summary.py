@@ -98,19 +98,11 @@ def _victim_settings(record: dict) -> dict:
     return flatten(spec)
 
 
-def _task_settings(record: dict) -> dict:
-    return (record.get("identity") or {}).get("task_settings") or {}
-
-
 def _differing(dicts: list[dict], missing_differs: bool = False) -> set[str]:
     """Keys whose values differ between the dicts that have them (or between all, a missing key counting as a
     value of its own)."""
-    keys = set().union(*dicts) if dicts else set()
-
-    def values(key: str) -> set[str]:
-        return {repr(d[key]) if key in d else "absent" for d in dicts if missing_differs or key in d}
-
-    return {k for k in keys if len(values(k)) > 1}
+    return {k for k in set().union(*dicts)
+            if len({repr(d[k]) if k in d else "absent" for d in dicts if missing_differs or k in d}) > 1}
 
 
 def settings_column(rows: list[dict]) -> None:
@@ -164,14 +156,12 @@ def _victim_row(name: str, own: list[dict], table: list[Summary]) -> dict:
     row = {"model": name, "label": display_name(name),
            "family": next((r["setting"].get("family") for r in own if r["setting"].get("family")), None),
            "searched": search_label(name)}
-    used = []
+    row["_task_settings"] = {}  # those of the records its cells come from
     for summary in table:
-        picked = summary.pick(own)
-        if picked:
-            used.append(picked[0])
+        if picked := summary.pick(own):
             row.update(picked[1])
+            row["_task_settings"].update((picked[0].get("identity") or {}).get("task_settings") or {})
     row["_victim_settings"] = _victim_settings(own[-1])
-    row["_task_settings"] = {k: v for r in used for k, v in _task_settings(r).items()}
     return row
 
 
