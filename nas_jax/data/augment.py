@@ -131,17 +131,6 @@ def crop_flip(
     return jnp.where(inside, out, jnp.zeros((), images.dtype))
 
 
-def cutout_mask(height: int, width: int, center_y: jax.Array, center_x: jax.Array, *, size: int) -> jax.Array:
-    """(B, H, W) bool: True inside each example's size x size box, clipped at borders."""
-    top = jnp.asarray(center_y)[:, None] - size // 2
-    left = jnp.asarray(center_x)[:, None] - size // 2
-    rows = jnp.arange(height)[None, :]
-    cols = jnp.arange(width)[None, :]
-    in_rows = (rows >= top) & (rows < top + size)  # (B, H)
-    in_cols = (cols >= left) & (cols < left + size)  # (B, W)
-    return in_rows[:, :, None] & in_cols[:, None, :]
-
-
 @functools.partial(jax.jit, static_argnames=("size",))
 def apply_cutout(
     images: jax.Array,
@@ -151,9 +140,11 @@ def apply_cutout(
     size: int,
     fill: float | Sequence[float] = 0.0,
 ) -> jax.Array:
-    """Fill each example's cutout box with `fill` (scalar or per-channel, pixel space)."""
+    """Fill each example's cutout box (clipped at the borders) with `fill` (scalar or per-channel, pixel space)."""
     _, height, width, channels = images.shape
-    mask = cutout_mask(height, width, center_y, center_x, size=size)[..., None]
+    in_rows = _in_range(jnp.arange(height)[None, :] - (jnp.asarray(center_y)[:, None] - size // 2), size)  # (B, H)
+    in_cols = _in_range(jnp.arange(width)[None, :] - (jnp.asarray(center_x)[:, None] - size // 2), size)  # (B, W)
+    mask = (in_rows[:, :, None] & in_cols[:, None, :])[..., None]
     fill_value = jnp.broadcast_to(jnp.asarray(fill, images.dtype), (channels,))
     return jnp.where(mask, fill_value, images)
 

@@ -41,18 +41,10 @@ def load_digits(
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
+    x_train, x_test = np.ascontiguousarray(x_train), np.ascontiguousarray(x_test)
     mean, std = channel_stats(x_train)
-    return Dataset(
-        name="digits",
-        x_train=np.ascontiguousarray(x_train),
-        y_train=y_train,
-        x_test=np.ascontiguousarray(x_test),
-        y_test=y_test,
-        num_classes=10,
-        mean=mean,
-        std=std,
-        class_names=tuple(str(d) for d in range(10)),
-    )
+    return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=10, mean=mean, std=std,
+                   class_names=tuple(str(d) for d in range(10)))
 
 
 def _to_uint8_rgb(images: np.ndarray, size: int) -> np.ndarray:

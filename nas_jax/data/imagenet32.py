@@ -43,17 +43,9 @@ def load_imagenet32(data_dir: str | None = None, *, num_classes: int = NUM_CLASS
     paths = {name: _find(folder, name) for name in (*TRAIN_FILES, VAL_FILE)}
     train = [_read_batch(paths[name], num_classes) for name in TRAIN_FILES]
     x_test, y_test = _read_batch(paths[VAL_FILE], num_classes)
+    x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
     mean, std = DATASET_STATS["imagenet32"]
-    return Dataset(
-        name="imagenet32",
-        x_train=np.concatenate([x for x, _ in train]),
-        y_train=np.concatenate([y for _, y in train]),
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-    )
+    return Dataset("imagenet32", x_train, y_train, x_test, y_test, num_classes, mean, std)
 
 
 def _find(folder: str, name: str) -> str:

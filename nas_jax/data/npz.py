@@ -37,20 +37,11 @@ def load_npz(path: str) -> Dataset:
     x_test = _images(arrays["x_test"], f"{path}: x_test")
     y_train = _labels(arrays["y_train"], len(x_train), f"{path}: y_train")
     y_test = _labels(arrays["y_test"], len(x_test), f"{path}: y_test")
-    class_names = _class_names(arrays.get("class_names"))
+    names = arrays.get("class_names")
+    class_names = None if names is None else tuple(str(n) for n in np.asarray(names).reshape(-1))
     num_classes = _num_classes(arrays, class_names, y_train, y_test, path)
     mean, std = _stats(arrays, x_train, path)
-    return Dataset(
-        name=f"npz:{path}",
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        class_names=class_names,
-    )
+    return Dataset(f"npz:{path}", x_train, y_train, x_test, y_test, num_classes, mean, std, class_names)
 
 
 def npz_info(path: str) -> DatasetInfo:
@@ -167,12 +158,6 @@ def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     if n and y.min() < 0:
         raise UserError(f"{what} contains negative labels (min {y.min()}).")
     return y.astype(np.int32)
-
-
-def _class_names(names: np.ndarray | None) -> tuple[str, ...] | None:
-    if names is None:
-        return None
-    return tuple(str(n) for n in np.asarray(names).reshape(-1))
 
 
 def _num_classes(

@@ -124,11 +124,7 @@ def channel_stats(images: np.ndarray) -> tuple[Stats, Stats]:
         std = np.sqrt(counts @ (values - mean) ** 2 / counts.sum())
         means.append(mean)
         stds.append(std if std > 0 else 1.0)
-    return _triple(np.array(means)), _triple(np.array(stds))
-
-
-def _triple(values: np.ndarray) -> Stats:
-    return tuple(float(v) for v in values)  # type: ignore[return-value]
+    return tuple(map(float, means)), tuple(map(float, stds))  # type: ignore[return-value]
 
 
 def default_data_dir(data_dir: str | os.PathLike[str] | None = None) -> str:

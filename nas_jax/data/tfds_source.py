@@ -37,6 +37,7 @@ LABEL_KEY = "label"  # CIFAR-100: fine labels (§a.1); 'coarse_label' is ignored
 PROBE_TIMEOUT_S = 5.0
 CACHE_FILE = "nas_jax_uint8_arrays.npz"
 _SPLITS = ("train", "test")
+_log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- loading
@@ -67,17 +68,8 @@ def load_cifar(
     (x_train, y_train), (x_test, y_test) = _read_cached(builder, cache)
     label_feature = builder.info.features[LABEL_KEY]
     mean, std = DATASET_STATS[name]
-    return Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=int(label_feature.num_classes),
-        mean=mean,
-        std=std,
-        class_names=tuple(label_feature.names) if label_feature.names else None,
-    )
+    return Dataset(name, x_train, y_train, x_test, y_test, int(label_feature.num_classes), mean, std,
+                   tuple(label_feature.names) if label_feature.names else None)
 
 
 def _read_cached(builder: Any, cache: bool) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -90,7 +82,7 @@ def _read_cached(builder: Any, cache: bool) -> list[tuple[np.ndarray, np.ndarray
             arrays = [(f[f"x_{s}"], f[f"y_{s}"]) for s in _SPLITS]
         if [len(y) for _, y in arrays] == sizes:
             return arrays
-        logging.warning("Ignoring stale cache %s (split sizes differ).", path)
+        _log.warning("Ignoring stale cache %s (split sizes differ).", path)
     arrays = [_read_split(builder, s) for s in _SPLITS]
     if use_cache:
         _write_cache(path, arrays)
@@ -104,7 +96,7 @@ def _write_cache(path: str, arrays: list[tuple[np.ndarray, np.ndarray]]) -> None
         np.savez(tmp, **named)
         os.replace(tmp, path)
     except OSError as err:
-        logging.warning("Could not write dataset cache %s (%s); continuing without it.", path, err)
+        _log.warning("Could not write dataset cache %s (%s); continuing without it.", path, err)
         with contextlib.suppress(OSError):
             os.remove(tmp)
 
@@ -170,9 +162,7 @@ def _iter_tfrecords(path: str) -> Iterator[bytes]:
 def _prepare(name: str, root: str, *, download: bool, probe_timeout_s: float) -> None:
     """Build ``{root}/{name}`` TensorFlow-free, or fail fast with instructions."""
     builder_cls = _TF_FREE_BUILDERS[name]
-    if not download:
-        raise DatasetUnavailableError(_missing_message(name, root, "download=False"))
-    reason = _offline_reason(builder_cls.ARCHIVE_URL, probe_timeout_s)
+    reason = _offline_reason(builder_cls.ARCHIVE_URL, probe_timeout_s) if download else "download=False"
     if reason is not None:
         raise DatasetUnavailableError(_missing_message(name, root, reason))
     builder = builder_cls(data_dir=root, file_format=file_adapters.FileFormat.ARRAY_RECORD)

@@ -59,16 +59,6 @@ def _describe_mismatch(stored: list, wanted: list) -> str:
     return f"missing {missing}, unexpected {extra}, (stored, requested) differences {changed}"
 
 
-@contextlib.contextmanager
-def _quiet_orbax():
-    """Python logging below CRITICAL off for the duration (orbax logs a failed write's traceback at ERROR)."""
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
 class Checkpointer:
     """Keeps the last ``max_to_keep`` checkpoints of one run in ``directory``. A writer removes the temporary
     directories of saves that a kill or a full disk cut short; ``read_only`` opens a finished run without
@@ -120,9 +110,9 @@ class Checkpointer:
 
     @contextlib.contextmanager
     def _reporting_failure(self):
+        logging.disable(logging.ERROR)  # orbax logs a failed write's traceback; the error below says it once
         try:
-            with _quiet_orbax():  # its own traceback log of a failed write: the error below says it in one paragraph
-                yield
+            yield
         except Exception as e:  # orbax/tensorstore wrap OSErrors (a full disk) in many types
             step, self._writing = self._writing, None
             self._remove_temporary(step)
@@ -130,6 +120,8 @@ class Checkpointer:
                 f"could not write checkpoint {self.directory}/{step} ({type(e).__name__}: {str(e)[:200]}). The "
                 "earlier checkpoints are intact; free disk space (or fix the permissions) and run the same "
                 "command again: the run resumes from its last checkpoint.") from e
+        finally:
+            logging.disable(logging.NOTSET)
 
     def _remove_temporary(self, step: int) -> None:
         """Delete what a failed save of ``step`` left (orbax's temporary directory, a partial step folder)."""
@@ -178,8 +170,7 @@ class Checkpointer:
     def restore_progress(self, step: int) -> dict:
         """The ``progress`` dict saved with ``step``; {} for checkpoints written without one."""
         try:
-            return dict(self._manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-                        ["progress"] or {})
+            return dict(self._read(step, progress=ocp.args.JsonRestore())["progress"] or {})
         except Exception:  # noqa: BLE001 - an older checkpoint without the item
             return {}
 

@@ -72,18 +72,13 @@ def resume(ckpt: Checkpointer, state) -> tuple[Any, dict]:
     return state, {}
 
 
-def step_of(state) -> int:
-    """The global step of a state (a population's members step together)."""
-    return int(np.ravel(jax.device_get(state.step))[0])
-
-
 def run(loop: Loop, state, *, max_steps: int | None = None, progress: bool = True) -> Outcome:
     """Run (or resume, or find finished) ``loop`` from the initial ``state``."""
     loop.directory.mkdir(parents=True, exist_ok=True)
     spe, total = loop.steps_per_epoch, loop.epochs * loop.steps_per_epoch
     ckpt = Checkpointer(loop.directory / "checkpoints")
     state, saved = resume(ckpt, state)
-    step = start = step_of(state)
+    step = start = int(np.ravel(jax.device_get(state.step))[0])  # a population's members step together
     paths = [loop.directory / f for f in loop.log_files]
     logs = [rundir.read_log(p, start // spe) for p in paths]  # every process: a stop rule reads them
     main = parallel.is_main_process()

@@ -114,11 +114,6 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def hard_labels(labels):
-    """Integer classes of integer or soft labels."""
-    return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
-
-
 def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed: int | tuple[int, ...], mesh,
                     batch_transform=None):
     """Return ``step(state, images_u8, labels) -> (state, metrics)``, jitted on ``mesh``: the :func:`keyed_step`
@@ -184,8 +179,8 @@ def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_tra
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   batch_stats=new_stats, opt_state=opt_state)
-        metrics = jnp.stack([loss * labels.shape[0], jnp.sum(jnp.argmax(logits, -1) == hard_labels(labels)),
-                             labels.shape[0]])
+        classes = jnp.argmax(labels, -1) if labels.ndim == 2 else labels  # of integer or soft labels
+        metrics = jnp.stack([loss * labels.shape[0], jnp.sum(jnp.argmax(logits, -1) == classes), labels.shape[0]])
         return new_state, metrics.astype(jnp.float32)
 
     return step
@@ -304,17 +299,18 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
         state = create_state(model, tx, init_key(seed), dataset.x_train.shape[1:])
         if initial_variables is None:
             return state
-        start = jax.tree_util.tree_map(jnp.copy, {"params": initial_variables["params"],  # the step donates
-                                                  "batch_stats": initial_variables.get("batch_stats", {})})
-        return state.replace(params=start["params"], batch_stats=start["batch_stats"],
-                             opt_state=tx.init(start["params"]))
+        params, stats = jax.tree_util.tree_map(jnp.copy, (initial_variables["params"],  # the step donates
+                                                          initial_variables.get("batch_stats", {})))
+        return state.replace(params=params, batch_stats=stats, opt_state=tx.init(params))
 
     states = initial(seeds[0]) if one else stack([initial(s) for s in seeds])
     states = jax.device_put(states, parallel.replicated(mesh))
     train_step = make_train_step(model, tx, tcfg, config.arch, spe, seeds[0] if one else seeds, mesh,
                                  batch_transform)
-    batch_sharding = parallel.batch_sharded(mesh) if one else NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+    batch_sharding = (parallel.batch_sharded(mesh) if one
+                      else NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS)))
     predict = make_predict(model, mesh)
+    test_accuracy = lambda v: evaluate(predict, v, dataset.x_test, dataset.y_test, mesh, tcfg.eval_batch_size)
     variables = (lambda st, i: st.variables) if one else _member_variables
     accs = [None] * len(seeds)
 
@@ -332,8 +328,7 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
                    "train_accuracy": float(correct / count), "images_per_s": float(count * len(seeds) / seconds),
                    "lr": float(schedule(global_step - 1))}
             if evaluate_now:
-                row["test_accuracy"] = accs[i] = evaluate(predict, variables(states, i), dataset.x_test,
-                                                          dataset.y_test, mesh, tcfg.eval_batch_size)
+                row["test_accuracy"] = accs[i] = test_accuracy(variables(states, i))
             rows.append(row)
         return rows
 
@@ -352,6 +347,5 @@ def train_population(model: nn.Module, dataset, config, seeds: tuple[int, ...], 
     members = [out.state] if one else [member(out.state, i) for i in range(len(seeds))]
     for i, a in enumerate(accs):
         if a is None:  # a finished run restarted: evaluate each member once
-            accs[i] = evaluate(predict, members[i].variables, dataset.x_test, dataset.y_test, mesh,
-                               tcfg.eval_batch_size)
+            accs[i] = test_accuracy(members[i].variables)
     return {"states": members, "interrupted": False, "step": out.step, "test_accuracy": accs, "logs": out.logs}

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import socket
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from nas_jax.models.registry import build_from_config, model_family
 from nas_jax.train import run_dir as rundir
 from nas_jax.train import trainer
 from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.sampler import EpochSampler
 
 # What the models' BatchNorm does, part of every spec: entries trained before BN took PyTorch's unbiased
 # running variance hold other eval-mode statistics and are refused, not mixed with new ones.
@@ -215,7 +215,7 @@ def check_spec(directory: Path, spec: dict) -> None:
 
 
 @contextlib.contextmanager
-def entry_lock(directory: Path, poll_s: float = 2.0):
+def entry_lock(directory: Path):
     """Exclusive use of one zoo entry (two identical runs would write the same orbax checkpoints): a second
     process waits, printing who holds the lock. Only process 0 of a multi-process run locks."""
     if jax.process_index() != 0:
@@ -231,12 +231,7 @@ def entry_lock(directory: Path, poll_s: float = 2.0):
             holder = path.read_text().strip() or "another process"
             print(f"zoo entry {directory} is in use by {holder}; waiting for it to finish "
                   f"(or stop that process; the lock is released when it exits).", flush=True)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    time.sleep(poll_s)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
@@ -260,7 +255,7 @@ def get_or_train(config, model_name: str | None = None, dataset: Dataset | None 
         return ZooEntry(model_name, model_family(model_name), model, variables, dataset, info["test_accuracy"],
                         directory, log)
 
-    if (directory / "final.json").exists() and (info := read_final(directory)):  # finished: read only, no lock
+    if info := read_final(directory):  # finished: read only, no lock
         check_spec(directory, spec)
         return restored(info)
     with entry_lock(directory):
@@ -319,11 +314,8 @@ def get_or_train_population(config, model_name: str | None, seeds, dataset: Data
 
 def store_entry(directory: Path, state, step: int, test_accuracy: float, log: list[dict], trained: dict) -> None:
     """Write a finished entry (checkpoint of ``step``, train_log.jsonl, then final.json) from a trained state."""
-    ckpt = Checkpointer(directory / "checkpoints")
-    try:
+    with contextlib.closing(Checkpointer(directory / "checkpoints")) as ckpt:
         ckpt.save(step, state)
-    finally:
-        ckpt.close()
     if jax.process_index() == 0:
         rundir.write_log(directory / "train_log.jsonl", log)
     write_final(directory, test_accuracy, step, trained)
@@ -333,20 +325,15 @@ def restore_variables(model: nn.Module, config, dataset: Dataset, directory: Pat
                       step: int | None = None) -> dict[str, Any]:
     """Load the final params and batch_stats of a finished entry: the checkpoint of ``step`` (final.json's),
     never an older one (its weights would not match the stored accuracy)."""
-    from nas_jax.train.sampler import EpochSampler
-
     spe = EpochSampler(len(dataset.y_train), config.train.batch_size,
                        config.train.data_slices or jax.process_count(), config.seed).steps_per_epoch
     tx = trainer.make_optimizer(config.train, spe)
     template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(config.seed),
                                                            dataset.x_train.shape[1:]))
-    ckpt = Checkpointer(directory / "checkpoints", read_only=True)
-    try:
+    with contextlib.closing(Checkpointer(directory / "checkpoints", read_only=True)) as ckpt:
         if step is not None and step not in ckpt.all_steps():
             raise ZooEntryError(
                 f"the zoo entry {directory} is finished at step {step} (final.json), but that checkpoint is "
                 f"missing (stored steps: {ckpt.all_steps()}). Older weights would not match the stored test "
                 f"accuracy, so they are not loaded. Delete {directory} to retrain the model.")
         return ckpt.restore(template, step).variables
-    finally:
-        ckpt.close()
