@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nas_jax.models import genotypes  # noqa: E402
+from nas_jax.models import genotypes, registry  # noqa: E402
 from nas_jax.report.plots import save_figure  # noqa: E402
 
 # Table 3 of the paper: (depth, width in units of c, #skip), keyed by zoo name (DARTS = DARTS V2).
@@ -42,8 +42,7 @@ OP_SHORT = {"skip_connect": "skip", "max_pool_3x3": "max3", "avg_pool_3x3": "avg
 
 def default_genotypes() -> tuple[str, ...]:
     """Every stored genotype (DARTS V2 as 'darts'): the Table 3 models first, then the rest."""
-    rest = [n for n in ("darts" if n == "darts_v2" else n for n in genotypes.zoo_names()) if n not in PAPER_TABLE3]
-    return tuple(PAPER_TABLE3) + tuple(rest)
+    return tuple(PAPER_TABLE3) + tuple(n for n in registry.nas_names() if n not in PAPER_TABLE3)
 
 
 def table3_row(name: str) -> dict:
@@ -51,16 +50,9 @@ def table3_row(name: str) -> dict:
     g = genotypes.get_genotype(name)
     m = genotypes.genotype_metrics(g)
     key = genotypes.canonical_name(name)
-    paper = PAPER_TABLE3.get("darts" if key == "darts_v2" else key)
-    return {
-        "model": name,
-        "paper_depth": paper[0] if paper else None,
-        "paper_width": paper[1] if paper else None,
-        "paper_skip": paper[2] if paper else None,
-        **m,
-        "normal_ops": len(g.normal),
-        "reduce_ops": len(g.reduce),
-    }
+    depth, width, skip = PAPER_TABLE3.get("darts" if key == "darts_v2" else key, (None, None, None))
+    return {"model": name, "paper_depth": depth, "paper_width": width, "paper_skip": skip, **m,
+            "normal_ops": len(g.normal), "reduce_ops": len(g.reduce)}
 
 
 def averages(rows: list[dict]) -> dict:
@@ -180,11 +172,9 @@ def draw_cell(ax, cell, concat, title: str) -> int:
 
 def draw_genotype(name: str, path: str | Path) -> Path:
     """Normal and reduction cell of ``name`` side by side, as a PNG (Figure 15 style)."""
-    from nas_jax.models.registry import display_name
-
     g = genotypes.get_genotype(name)
     m = genotypes.genotype_metrics(g)
-    label = display_name(name)
+    label = registry.display_name(name)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     draw_cell(axes[0], g.normal, g.normal_concat,
               f"{label} normal cell: depth {m['depth']}, width {m['width_w3']}c (W3), {m['skip_connects']} skip")
