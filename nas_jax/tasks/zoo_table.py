@@ -55,7 +55,6 @@ def run(config, workdir: str | Path) -> list[dict]:
                       "auxiliary": zc.auxiliary}, "models": rows}
     workdir = Path(workdir)
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
         files.write_json(workdir / "zoo.json", out, indent=2)
         print(format_table(rows, [("name", "model", None), ("family", "family", None), ("params", "params", ",d"),
                                   ("cell_depth", "depth", None), ("cell_width", "width (W3, ×c)", None),
