@@ -51,8 +51,7 @@ class Cell(nn.Module):
     @nn.compact
     def __call__(self, s0, s1, train: bool, drop_path_prob=0.0):
         c, impl, dt = self.features, self.conv_impl, self.dtype
-        pre0 = FactorizedReduce(c, impl=impl, dtype=dt) if self.reduction_prev else ReLUConvBN(c, impl=impl, dtype=dt)
-        s0 = pre0(s0, train)
+        s0 = (FactorizedReduce if self.reduction_prev else ReLUConvBN)(c, impl=impl, dtype=dt)(s0, train)
         s1 = ReLUConvBN(c, impl=impl, dtype=dt)(s1, train)
         states = [s0, s1]
         for k in range(0, len(self.cell), 2):
