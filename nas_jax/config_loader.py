@@ -93,9 +93,8 @@ def override(config: ml_collections.ConfigDict, text: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise UserError(f"a config override must be key=value (e.g. train.epochs=4), got {text!r}.")
-    *parents, leaf = key.split(".")
     node, path = config, []
-    for part in parents + [leaf]:
+    for part in key.split("."):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             if key in MOVED:
                 raise UserError(f"--config.{key} has moved: set --config.{MOVED[key]} instead.")
@@ -104,7 +103,7 @@ def override(config: ml_collections.ConfigDict, text: str) -> None:
             raise UserError(f"unknown config key {key!r}: {where + '.' if where else ''}{part} does not exist. "
                             f"Valid keys{' under ' + repr(where) if where else ''}: {valid}.")
         parent, node, path = node, node[part], [*path, part]
-    parent[leaf] = _typed(key, node, value)
+    parent[path[-1]] = _typed(key, node, value)
 
 
 def _typed(key: str, current, text: str):

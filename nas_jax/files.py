@@ -25,16 +25,6 @@ def json_sha256(obj, digits: int = 64) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:digits]
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is out; a write that makes no progress is an error (ENOSPC)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
 def replace_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` as ``path`` atomically: a temporary file beside it, fsync, rename, fsync of the folder.
     Raises ``OSError`` (the target untouched, the temporary file removed) when any step fails."""
@@ -43,7 +33,12 @@ def replace_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         try:
-            _write_all(fd, data)
+            view = memoryview(data)
+            while view:  # until every byte is out; a write that makes no progress is an error (ENOSPC)
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -74,11 +69,8 @@ def clean_temp_files(directory: str | Path, name: str = "*") -> list[Path]:
     """Remove the temporary files that killed writers of ``name`` (default: of any file) left in ``directory``;
     the removed paths. Only safe while no other process writes those files (hold the lock that serialises
     their writers)."""
-    directory = Path(directory)
     removed = []
-    if not directory.is_dir():
-        return removed
-    for p in directory.glob(f".{name}.*{TEMP_SUFFIX}"):
+    for p in Path(directory).glob(f".{name}.*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             p.unlink()
             removed.append(p)

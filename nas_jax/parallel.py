@@ -23,9 +23,7 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
     single-process run needs no configuration. On CPU the collectives run over
     gloo.
     """
-    if not coordinator_address and num_processes <= 1:
-        return
-    if jax.distributed.is_initialized():
+    if (not coordinator_address and num_processes <= 1) or jax.distributed.is_initialized():
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
@@ -74,10 +72,8 @@ def global_batch(mesh: Mesh, local_rows) -> jax.Array:
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     n = mesh.devices.size
     if batch_size % n:
-        raise ValueError(
-            f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
-            f"choose a multiple of {n} (e.g. --config.train.batch_size={(batch_size // n + 1) * n})."
-        )
+        raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
+                         f"choose a multiple of {n} (e.g. --config.train.batch_size={(batch_size // n + 1) * n}).")
 
 
 def is_main_process() -> bool:

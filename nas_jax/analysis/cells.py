@@ -14,11 +14,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from nas_jax.models import genotypes  # noqa: E402
-from nas_jax.report.plots import save_figure  # noqa: E402
+from nas_jax.models import genotypes, registry
+from nas_jax.report.plots import save_figure
 
 # Table 3 of the paper: (depth, width in units of c, #skip), keyed by zoo name (DARTS = DARTS V2).
 PAPER_TABLE3 = {
@@ -34,6 +34,7 @@ PAPER_TABLE3 = {
 }
 PAPER_AVERAGES = {"depth": 2.8, "width": 3.3}  # as stated in §5.1 (the table itself gives 26/9 = 2.89)
 
+ARROW = {"arrowstyle": "-|>", "shrinkA": 13, "shrinkB": 13}  # every edge's arrow, stopping short of the node boxes
 OP_COLORS = {"skip_connect": "tab:red", "max_pool_3x3": "tab:green", "avg_pool_3x3": "tab:green"}
 OP_SHORT = {"skip_connect": "skip", "max_pool_3x3": "max3", "avg_pool_3x3": "avg3", "sep_conv_3x3": "sep3",
             "sep_conv_5x5": "sep5", "sep_conv_7x7": "sep7", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
@@ -42,8 +43,7 @@ OP_SHORT = {"skip_connect": "skip", "max_pool_3x3": "max3", "avg_pool_3x3": "avg
 
 def default_genotypes() -> tuple[str, ...]:
     """Every stored genotype (DARTS V2 as 'darts'): the Table 3 models first, then the rest."""
-    rest = [n for n in ("darts" if n == "darts_v2" else n for n in genotypes.zoo_names()) if n not in PAPER_TABLE3]
-    return tuple(PAPER_TABLE3) + tuple(rest)
+    return tuple(PAPER_TABLE3) + tuple(n for n in registry.nas_names() if n not in PAPER_TABLE3)
 
 
 def table3_row(name: str) -> dict:
@@ -51,16 +51,9 @@ def table3_row(name: str) -> dict:
     g = genotypes.get_genotype(name)
     m = genotypes.genotype_metrics(g)
     key = genotypes.canonical_name(name)
-    paper = PAPER_TABLE3.get("darts" if key == "darts_v2" else key)
-    return {
-        "model": name,
-        "paper_depth": paper[0] if paper else None,
-        "paper_width": paper[1] if paper else None,
-        "paper_skip": paper[2] if paper else None,
-        **m,
-        "normal_ops": len(g.normal),
-        "reduce_ops": len(g.reduce),
-    }
+    depth, width, skip = PAPER_TABLE3.get("darts" if key == "darts_v2" else key, (None, None, None))
+    return {"model": name, "paper_depth": depth, "paper_width": width, "paper_skip": skip, **m,
+            "normal_ops": len(g.normal), "reduce_ops": len(g.reduce)}
 
 
 def averages(rows: list[dict]) -> dict:
@@ -107,11 +100,6 @@ def cell_layout(cell, concat) -> tuple[dict[int | str, tuple[float, float]], lis
     return pos, edges, list(concat)
 
 
-def _node_label(node) -> str:
-    return {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$"}.get(node, str(node - 2) if isinstance(node, int)
-                                                                     else str(node))
-
-
 def _bezier(p0, p1, rad: float, t: float) -> tuple[float, float]:
     """Point at t on matplotlib's arc3 curve from p0 to p1 (control point mid + rad·(dy, −dx))."""
     (x0, y0), (x1, y1) = p0, p1
@@ -130,7 +118,7 @@ def _place_label(ax, spots, text: str, color: str, placed: list) -> None:
     best = None
     for x, y in spots:
         label = ax.text(x, y, text, fontsize=7, color=color, ha="center", va="center", zorder=3,
-                        bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.9))
+                        bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.9})
         box = label.get_window_extent(renderer)
         clashes = sum(box.overlaps(b) for b in placed)
         if best is None or clashes < best[0]:
@@ -144,8 +132,8 @@ def _place_label(ax, spots, text: str, color: str, placed: list) -> None:
     placed.append(best[2])
 
 
-def draw_cell(ax, cell, concat, title: str) -> int:
-    """Draw one cell on ``ax`` (equal aspect); returns the number of op edges drawn."""
+def draw_cell(ax, cell, concat, title: str) -> None:
+    """Draw one cell on ``ax`` (equal aspect)."""
     pos, edges, outs = cell_layout(cell, concat)
     xs, ys = zip(*pos.values())
     ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
@@ -161,30 +149,26 @@ def draw_cell(ax, cell, concat, title: str) -> int:
         rad = (0.25 if dup == 0 else -0.25) if parallel else 0.12
         color = OP_COLORS.get(op, "tab:blue")
         ax.annotate("", xy=pos[dst], xytext=pos[src], zorder=1,
-                    arrowprops=dict(arrowstyle="-|>", color=color, lw=1.4, shrinkA=13, shrinkB=13,
-                                    connectionstyle=f"arc3,rad={rad}"))
+                    arrowprops={**ARROW, "color": color, "lw": 1.4, "connectionstyle": f"arc3,rad={rad}"})
         _place_label(ax, [_bezier(pos[src], pos[dst], rad, t) for t in LABEL_POSITIONS], OP_SHORT.get(op, op), color,
                      placed)
     for node in outs:
         ax.annotate("", xy=pos["out"], xytext=pos[node], zorder=0,
-                    arrowprops=dict(arrowstyle="-|>", color="0.65", lw=1.0, ls="--", shrinkA=13, shrinkB=13,
-                                    connectionstyle="arc3,rad=0.08"))
+                    arrowprops={**ARROW, "color": "0.65", "lw": 1.0, "ls": "--", "connectionstyle": "arc3,rad=0.08"})
     for node, (x, y) in pos.items():
         face = "lightsteelblue" if node in (0, 1) else ("khaki" if node == "out" else "white")
-        ax.text(x, y, _node_label(node), ha="center", va="center", fontsize=9, zorder=4,
-                bbox=dict(boxstyle="round,pad=0.35", fc=face, ec="0.3"))
+        label = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$"}.get(node) or str(node - 2)  # node j + 2 is j
+        ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=4,
+                bbox={"boxstyle": "round,pad=0.35", "fc": face, "ec": "0.3"})
     ax.set_title(title, fontsize=10)
     ax.axis("off")
-    return len(edges)
 
 
 def draw_genotype(name: str, path: str | Path) -> Path:
     """Normal and reduction cell of ``name`` side by side, as a PNG (Figure 15 style)."""
-    from nas_jax.models.registry import display_name
-
     g = genotypes.get_genotype(name)
     m = genotypes.genotype_metrics(g)
-    label = display_name(name)
+    label = registry.display_name(name)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     draw_cell(axes[0], g.normal, g.normal_concat,
               f"{label} normal cell: depth {m['depth']}, width {m['width_w3']}c (W3), {m['skip_connects']} skip")

@@ -179,10 +179,10 @@ def _check_groups(n: int, images_per_contour: int) -> None:
                          "multiple of images_per_contour.")
 
 
-def _group(losses: jax.Array, alphas, betas, images_per_contour: int) -> np.ndarray:
-    n = losses.shape[-1]
-    grouped = np.asarray(losses, np.float64).reshape(len(alphas), len(betas), n // images_per_contour, -1)
-    return grouped.mean(-1)
+def _contour(space: str, directions: str, losses: jax.Array, alphas, betas, images_per_contour: int) -> Contour:
+    """The contours of per-image ``losses`` on the grid: the mean over each group of ``images_per_contour``."""
+    grouped = np.asarray(losses, np.float64).reshape(len(alphas), len(betas), -1, images_per_contour)
+    return Contour(space, directions, np.asarray(alphas), np.asarray(betas), grouped.mean(-1))
 
 
 def parameter_contour(apply_fn, variables, d1: dict, d2: dict, x, y, alphas, betas, *, chunk: int = 32,
@@ -191,8 +191,7 @@ def parameter_contour(apply_fn, variables, d1: dict, d2: dict, x, y, alphas, bet
     _check_groups(len(x), images_per_contour)
     losses = _param_grid(apply_fn, variables, d1, d2, jnp.asarray(x, jnp.float32), jnp.asarray(y),
                          _coords(alphas, betas), chunk)
-    return Contour("param", directions, np.asarray(alphas), np.asarray(betas),
-                   _group(losses, alphas, betas, images_per_contour))
+    return _contour("param", directions, losses, alphas, betas, images_per_contour)
 
 
 def input_contour(apply_fn, variables, x, y, key: jax.Array, alphas, betas, *, chunk: int = 32,
@@ -204,8 +203,7 @@ def input_contour(apply_fn, variables, x, y, key: jax.Array, alphas, betas, *, c
     d1, d2 = jax.vmap(lambda k: pm1_directions(k, dims))(jax.random.split(key, len(x)))
     losses = _input_grid(apply_fn, variables, d1.reshape(x.shape), d2.reshape(x.shape), x, jnp.asarray(y),
                          _coords(alphas, betas), chunk)
-    return Contour("input", "pm1", np.asarray(alphas), np.asarray(betas),
-                   _group(losses, alphas, betas, images_per_contour))
+    return _contour("input", "pm1", losses, alphas, betas, images_per_contour)
 
 
 # ----------------------------------------------------------------------------

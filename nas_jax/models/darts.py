@@ -51,8 +51,7 @@ class Cell(nn.Module):
     @nn.compact
     def __call__(self, s0, s1, train: bool, drop_path_prob=0.0):
         c, impl, dt = self.features, self.conv_impl, self.dtype
-        pre0 = FactorizedReduce(c, impl=impl, dtype=dt) if self.reduction_prev else ReLUConvBN(c, impl=impl, dtype=dt)
-        s0 = pre0(s0, train)
+        s0 = (FactorizedReduce if self.reduction_prev else ReLUConvBN)(c, impl=impl, dtype=dt)(s0, train)
         s1 = ReLUConvBN(c, impl=impl, dtype=dt)(s1, train)
         states = [s0, s1]
         for k in range(0, len(self.cell), 2):
@@ -237,13 +236,11 @@ class DartsNetwork(nn.Module):
         extra = self.cell_inputs()
         scan = self.scan_cells and not self.is_initializing()
         for start, stop in self.scan_runs(x.shape[1:3]) if scan else [(i, i + 1) for i in range(self.layers)]:
+            cell, ((reduction, *_), *_) = cells[start]
             if stop - start > 1:
-                s0, s1 = self._scanned(cells[start][0], (start, stop), s0, s1, train, drop_path_prob,
-                                       extra[cells[start][1][0][0]])
+                s0, s1 = self._scanned(cell, (start, stop), s0, s1, train, drop_path_prob, extra[reduction])
                 continue
-            out = cells[start][0].clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob,
-                                                                            *extra[cells[start][1][0][0]])
-            s0, s1 = s1, out
+            s0, s1 = s1, cell.clone(parent=self, name=f"cell_{start}")(s0, s1, train, drop_path_prob, *extra[reduction])
             if start == aux_at and self.auxiliary and (train or self.is_initializing()):
                 self.sow("intermediates", "aux_logits", AuxiliaryHead(self.num_classes, dt, name="aux_head")(s1, train))
         feats = global_avg_pool(s1)

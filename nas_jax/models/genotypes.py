@@ -23,6 +23,8 @@ FORMAT = ('a genotype is a JSON object with the keys normal, normal_concat, redu
           '"normal_concat": [2], "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]} '
           '(the bundled genotypes: nas_jax/models/genotypes.json; the format in full: docs/genotypes.md)')
 
+KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")  # the fields of a genotype and of its JSON form
+
 
 class GenotypeFileNotFoundError(UserError, FileNotFoundError):
     """A ``genotype:PATH`` file that does not exist."""
@@ -59,30 +61,23 @@ class Genotype:
         return len(self.normal) // 2
 
     def to_json(self) -> dict:
-        return {
-            "normal": [list(p) for p in self.normal],
-            "normal_concat": list(self.normal_concat),
-            "reduce": [list(p) for p in self.reduce],
-            "reduce_concat": list(self.reduce_concat),
-        }
+        return {k: [list(v) if isinstance(v, tuple) else v for v in getattr(self, k)] for k in KEYS}
 
 
 def genotype_from_dict(d: dict, source: str = "genotype") -> Genotype:
     """Build and validate a genotype from its JSON form (docs/protocol.md Appendix A.14); errors are UserErrors."""
     if not isinstance(d, dict):
         raise UserError(f"{source}: holds a JSON {type(d).__name__}, not an object; {FORMAT}.")
-    missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in d]
+    missing = [k for k in KEYS if k not in d]
     if missing:
         raise UserError(f"{source}: missing keys {missing}; {FORMAT}.")
-    g = Genotype(
-        normal=_pairs(d["normal"], f"{source} (normal cell)"),
-        normal_concat=_indices(d["normal_concat"], f"{source} (normal_concat)"),
-        reduce=_pairs(d["reduce"], f"{source} (reduce cell)"),
-        reduce_concat=_indices(d["reduce_concat"], f"{source} (reduce_concat)"),
-    )
+    parsed = {}
     for kind in ("normal", "reduce"):
-        _validate_cell(getattr(g, kind), getattr(g, f"{kind}_concat"), f"{source} ({kind} cell)")
-    return g
+        parsed[kind] = _pairs(d[kind], f"{source} ({kind} cell)")
+        parsed[f"{kind}_concat"] = _indices(d[f"{kind}_concat"], f"{source} ({kind}_concat)")
+    for kind in ("normal", "reduce"):
+        _validate_cell(parsed[kind], parsed[f"{kind}_concat"], f"{source} ({kind} cell)")
+    return Genotype(**parsed)
 
 
 def _is_int(v) -> bool:
@@ -208,10 +203,6 @@ def cell_metrics(cell, concat) -> dict:
 
 def genotype_metrics(g: Genotype) -> dict:
     """Normal-cell metrics plus the reduce cell's depth and #skip (Table 3 columns)."""
-    normal = cell_metrics(g.normal, g.normal_concat)
     reduce = cell_metrics(g.reduce, g.reduce_concat)
-    return {
-        **normal,
-        "reduce_depth": reduce["depth"],
-        "reduce_skip_connects": reduce["skip_connects"],
-    }
+    return {**cell_metrics(g.normal, g.normal_concat), "reduce_depth": reduce["depth"],
+            "reduce_skip_connects": reduce["skip_connects"]}

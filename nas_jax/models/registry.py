@@ -54,21 +54,10 @@ def model_family(name: str) -> str:
     )
 
 
-def build_model(
-    name: str,
-    *,
-    num_classes: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    init_channels: int = 36,
-    layers: int = 20,
-    auxiliary: bool = False,
-    dropout: float = 0.2,
-    drop_path: bool = False,
-    width_multiplier: float = 1.0,
-    conv_impl: str = "auto",
-    dtype: str = "float32",
-) -> nn.Module:
+def build_model(name: str, *, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
+                init_channels: int = 36, layers: int = 20, auxiliary: bool = False, dropout: float = 0.2,
+                drop_path: bool = False, width_multiplier: float = 1.0, conv_impl: str = "auto",
+                dtype: str = "float32") -> nn.Module:
     """Build a zoo model. NAS knobs: init_channels (C), layers (L), auxiliary,
     dropout (per-op), drop_path. Manual knob: width_multiplier. Both: ``dtype`` ('float32' | 'bfloat16'),
     the compute dtype of the activations (parameters, BN statistics and logits stay float32)."""
@@ -79,34 +68,17 @@ def build_model(
                                    dtype=dt)
     if layers < 3:
         raise ValueError(f"a NAS network needs at least 3 layers (two are reduction cells), got {layers}.")
-    return DartsNetwork(
-        genotypes.get_genotype(name),
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        init_channels=init_channels,
-        layers=layers,
-        auxiliary=auxiliary,
-        dropout=dropout,
-        use_drop_path=drop_path,
-        conv_impl=conv_impl,
-        dtype=dt,
-    )
+    return DartsNetwork(genotypes.get_genotype(name), num_classes=num_classes, mean=mean, std=std,
+                        init_channels=init_channels, layers=layers, auxiliary=auxiliary, dropout=dropout,
+                        use_drop_path=drop_path, conv_impl=conv_impl, dtype=dt)
+
+
+# The fields of a config's ``arch`` section that are build_model's arguments of the same name.
+ARCH_FIELDS = ("init_channels", "layers", "auxiliary", "dropout", "drop_path", "width_multiplier", "conv_impl")
 
 
 def build_from_config(name: str, arch, num_classes: int, mean, std) -> nn.Module:
     """Build from a config's ``arch`` section (see configs/common.py)."""
-    return build_model(
-        name,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        init_channels=arch.init_channels,
-        layers=arch.layers,
-        auxiliary=arch.auxiliary,
-        dropout=arch.dropout,
-        drop_path=arch.drop_path,
-        width_multiplier=arch.width_multiplier,
-        conv_impl=arch.conv_impl,
-        dtype=arch.get("dtype", "float32"),  # configs stored before mixed precision have no arch.dtype
-    )
+    # configs stored before mixed precision have no arch.dtype
+    return build_model(name, num_classes=num_classes, mean=mean, std=std, dtype=arch.get("dtype", "float32"),
+                       **{field: arch[field] for field in ARCH_FIELDS})

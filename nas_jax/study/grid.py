@@ -102,8 +102,8 @@ def task_config(task: str, preset: str, config_file: str = ""):
     return load_config_file(path, preset)
 
 
-SHARED_FIELDS = ("dataset", "data_dir", "zoo_dir", "jit_cache_dir")  # the study's fields every cell takes
 PATH_FIELDS = ("data_dir", "zoo_dir", "jit_cache_dir")  # where things live, not what is measured
+SHARED_FIELDS = ("dataset", *PATH_FIELDS)  # the study's fields every cell takes
 
 
 def without_paths(config):

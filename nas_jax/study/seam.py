@@ -187,9 +187,8 @@ class Task:
         return tuple(n for f in dataclasses.fields(settings) if f.metadata.get("models") for n in getattr(settings, f.name))
 
     def check(self, config) -> None:
-        """Refuse bad settings before any work (the config's own section, read through :attr:`settings`)."""
-        if self.settings is not None:
-            self.settings.read(self.name, config[self.name])
+        """A task's own checks beyond its settings, before any work (:meth:`victims` has read the settings, refusing
+        bad ones, when ``check_config`` calls this)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,8 +89,7 @@ def study_metrics(tasks: list[Task] | None = None) -> list:
     """The per-model metrics the study report compares: clean accuracy, then each task's, in task order
     (default: every registered task)."""
     tasks = [get_task(n) for n in TASKS] if tasks is None else tasks
-    first = list(get_task("train").metrics)
-    return first + [m for t in tasks if t.name != "train" for m in t.metrics]
+    return list(get_task("train").metrics) + [m for t in tasks if t.name != "train" for m in t.metrics]
 
 
 def study_sections(tasks: list[Task] = ()) -> tuple:

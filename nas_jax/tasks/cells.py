@@ -73,15 +73,11 @@ def run(config, workdir: str | Path) -> list[dict]:
     names = list(config.cells.genotypes) or list(cells.default_genotypes())
     rows = [cells.table3_row(name) for name in names]  # validates every name before drawing anything
     avg = cells.averages(rows)
-    records = []
     start = results.now()
-    for row in rows:
-        metrics = {k: v for k, v in row.items() if k != "model"}
-        records.append(results.store(workdir, config, task="cells", model=row["model"], dataset="-", n=1,
-                                     metrics=metrics, setting={"family": "nas"}, start_time=start))
-    if avg:
-        records.append(results.store(workdir, config, task="cells", model="table3_mean", dataset="-",
-                                     n=avg["n_models"], metrics=avg, setting={"family": "nas"}, start_time=start))
+    measured = [(row["model"], 1, {k: v for k, v in row.items() if k != "model"}) for row in rows]
+    measured += [("table3_mean", avg["n_models"], avg)] if avg else []
+    records = [results.store(workdir, config, task="cells", model=model, dataset="-", n=n, metrics=metrics,
+                             setting={"family": "nas"}, start_time=start) for model, n, metrics in measured]
     if jax.process_index() != 0:
         return records
     print(format_table(rows, COLUMNS))

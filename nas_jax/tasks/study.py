@@ -106,12 +106,9 @@ def run(config, workdir: str | Path) -> list[dict]:
 def report_tasks(workdir: Path) -> list[Task]:
     """Every registered task, plus the tasks outside the package whose cells ran under ``workdir`` (their
     markers name their config files)."""
-    tasks = [get_task(n) for n in TASKS if n != "study"]
-    for path in sorted(Path(workdir).glob(f"cells/**/{results.MARKER_FILE}")):
-        marker = results.read_marker(path.parent) or {}
-        if marker.get("task_config"):
-            tasks.append(task_of(load_config_file(marker["task_config"])))
-    return list({t.name: t for t in tasks}.values())
+    paths = sorted(Path(workdir).glob(f"cells/**/{results.MARKER_FILE}"))
+    markers = [results.read_marker(p.parent) or {} for p in paths]
+    return list(study_tasks([m["task_config"] for m in markers if m.get("task_config")])[1].values())
 
 
 def main(argv=None) -> int:

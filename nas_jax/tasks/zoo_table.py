@@ -50,12 +50,11 @@ def run(config, workdir: str | Path) -> list[dict]:
     start = results.now()
     zc = config.zoo
     names = list(zc.models) if zc.models else list(model_names())
-    rows = zoo_rows(names, zc.init_channels, zc.layers, zc.num_classes, zc.auxiliary)
-    out = {"config": {"init_channels": zc.init_channels, "layers": zc.layers, "num_classes": zc.num_classes,
-                      "auxiliary": zc.auxiliary}, "models": rows}
+    arch = {k: zc[k] for k in ("init_channels", "layers", "num_classes", "auxiliary")}
+    rows = zoo_rows(names, **arch)
+    out = {"config": arch, "models": rows}
     workdir = Path(workdir)
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
         files.write_json(workdir / "zoo.json", out, indent=2)
         print(format_table(rows, [("name", "model", None), ("family", "family", None), ("params", "params", ",d"),
                                   ("cell_depth", "depth", None), ("cell_width", "width (W3, ×c)", None),
