@@ -212,15 +212,6 @@ def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stat
     taken at w (first order) or the virtual weights. ``keys = (train keys (n_step,), val key)`` for the sampling
     methods (None: deterministic); a searcher's regulariser (DrNAS) adds its gradient.
     """
-    g, loss, logits = _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch,
-                                     keys, tau)
-    if sc.searcher.regulariser is not None:
-        extra = jax.grad(lambda a: sc.searcher.regulariser(a, dict(sc.settings)))(arch)
-        g = jax.tree_util.tree_map(jnp.add, g, extra)
-    return g, loss, logits
-
-
-def _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch, keys, tau):
     xs, ys = train_batches
     vx, vy = val_batch
     train_keys, val_key = keys if keys is not None else (None, None)
@@ -231,27 +222,28 @@ def _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_bat
 
     if sc.hypergradient == "first_order":
         (loss, logits), g = jax.value_and_grad(val_loss, argnums=1, has_aux=True)(params, arch)
-        return g, loss, logits
-    if sc.hypergradient == "exact":
+    elif sc.hypergradient == "exact":
         def outer(a):
             return val_loss(unrolled_weights(model, sc, params, momentum, batch_stats, a, lr, xs, ys, train_keys,
                                              tau), a)
 
         (loss, logits), g = jax.value_and_grad(outer, has_aux=True)(arch)
-        return g, loss, logits
-    # finite_difference: one virtual step (n_step == 1 is checked by StepConfig)
-    k1 = None if train_keys is None else train_keys[:1]
-    w1 = unrolled_weights(model, sc, params, momentum, batch_stats, arch, lr, xs[:1], ys[:1], k1, tau)
-    (loss, logits), (v, d_arch) = jax.value_and_grad(val_loss, argnums=(0, 1), has_aux=True)(w1, arch)
-    r = sc.fd_epsilon / optax.global_norm(v)
+    else:  # finite_difference: one virtual step (n_step == 1 is checked by StepConfig)
+        k1 = None if train_keys is None else train_keys[:1]
+        w1 = unrolled_weights(model, sc, params, momentum, batch_stats, arch, lr, xs[:1], ys[:1], k1, tau)
+        (loss, logits), (v, d_arch) = jax.value_and_grad(val_loss, argnums=(0, 1), has_aux=True)(w1, arch)
+        r = sc.fd_epsilon / optax.global_norm(v)
 
-    def train_arch_grad(sign):
-        w = jax.tree_util.tree_map(lambda p, v: p + sign * r * v, params, v)
-        k0 = None if train_keys is None else train_keys[0]
-        return jax.grad(lambda a: batch_loss(model, w, batch_stats, a, xs[0], ys[0], k0, tau)[0])(arch)
+        def train_arch_grad(sign):
+            w = jax.tree_util.tree_map(lambda p, v: p + sign * r * v, params, v)
+            k0 = None if train_keys is None else train_keys[0]
+            return jax.grad(lambda a: batch_loss(model, w, batch_stats, a, xs[0], ys[0], k0, tau)[0])(arch)
 
-    plus, minus = train_arch_grad(1.0), train_arch_grad(-1.0)
-    g = jax.tree_util.tree_map(lambda d, p, m: d - lr * (p - m) / (2 * r), d_arch, plus, minus)
+        plus, minus = train_arch_grad(1.0), train_arch_grad(-1.0)
+        g = jax.tree_util.tree_map(lambda d, p, m: d - lr * (p - m) / (2 * r), d_arch, plus, minus)
+    if sc.searcher.regulariser is not None:
+        extra = jax.grad(lambda a: sc.searcher.regulariser(a, dict(sc.settings)))(arch)
+        g = jax.tree_util.tree_map(jnp.add, g, extra)
     return g, loss, logits
 
 
