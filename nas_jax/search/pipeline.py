@@ -130,19 +130,17 @@ class Batches:
 
 
 def epoch_row(epoch: int, step: int, sums: np.ndarray, state: darts.SearchState, model: Supernet, lr: float,
-              seconds: float, genotype: Genotype | None = None) -> dict:
-    """The log row of one epoch: metrics, the mixing weights and the derived genotype (``genotype``: random
-    search's best candidate instead)."""
+              seconds: float, genotype: Genotype) -> dict:
+    """The log row of one epoch: metrics, the mixing weights and the genotype found so far."""
     tl, tc, tn, vl, vc, vn = (float(v) for v in sums)
     arch = jax.device_get(state.arch)
-    g = genotype if genotype is not None else derive_genotype(arch, model.skip_gamma, model.ops, model.steps,
-                                                              model.multiplier, model.searcher)
     weights = {kind: mean_weights(arch, kind, model.searcher, model.skip_gamma, model.ops, model.steps)
                for kind in ("normal", "reduce")}
     return {"epoch": epoch, "step": step, "train_loss": tl / tn, "train_accuracy": tc / tn, "val_loss": vl / vn,
             "val_accuracy": vc / vn, "lr": lr, "seconds": seconds,
             "weights_normal": weights["normal"].tolist(), "weights_reduce": weights["reduce"].tolist(),
-            "genotype": g.to_json(), "normal_skip_connects": sum(op == "skip_connect" for op, _ in g.normal)}
+            "genotype": genotype.to_json(),
+            "normal_skip_connects": sum(op == "skip_connect" for op, _ in genotype.normal)}
 
 
 def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, max_steps: int | None = None,
@@ -175,7 +173,6 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
                          "--config.search.hessian_iterations >= 1 (e.g. 20).")
     eigen_fn = smoothness.make_eigenvalue_fn(model, iterations, mesh) if iterations else None
     eigen_batches = batches.hessian_batches(int(s.get("hessian_batches", 2))) if iterations else None
-    pick = None
     if not model.searcher.trains_alpha:  # no α to derive from: rank fixed random candidates every epoch
         name = model.searcher.name
         if es_factor > 0:
@@ -189,16 +186,20 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         rank_fn = random_search.make_rank_fn(model, mesh)
         rank_batches = batches.hessian_batches(int(settings["eval_batches"]))
 
-        def pick(state):
-            acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
-            best = random_search.best_candidate(acc, loss)
-            return random_search.genotype_of(cands, best, model.ops, model.steps, model.multiplier), acc[best]
+    def pick(state):
+        """The genotype so far: derived from α, or random search's best candidate (and its accuracy)."""
+        if model.searcher.trains_alpha:
+            return derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
+                                   model.multiplier, model.searcher), None
+        acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
+        best = random_search.best_candidate(acc, loss)
+        return random_search.genotype_of(cands, best, model.ops, model.steps, model.multiplier), acc[best]
 
     def end_epoch(state, epoch, step, sums, seconds):
-        best = pick(state) if pick is not None else (None, None)
-        row = epoch_row(epoch, step, sums, state, model, float(schedule((step * batches.real) - 1)), seconds, best[0])
-        if best[1] is not None:
-            row["candidate_val_accuracy"] = float(best[1])
+        genotype, accuracy = pick(state)
+        row = epoch_row(epoch, step, sums, state, model, float(schedule((step * batches.real) - 1)), seconds, genotype)
+        if accuracy is not None:
+            row["candidate_val_accuracy"] = float(accuracy)
         if eigen_fn is not None:
             key = jax.random.fold_in(jax.random.key(config.seed), epoch)
             row["hessian_eigenvalue"] = float(eigen_fn(state, *eigen_batches, key))
@@ -225,11 +226,8 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     if stopped is not None:  # DARTS-ES: the genotype of the epoch with the smallest eigenvalue before the stop
         best = smoothness.minimum_epoch(_eigenvalues(log), stopped)
         genotype = genotype_from_dict(log[best]["genotype"], f"search log epoch {best}")
-    elif pick is not None:
-        genotype = pick(state)[0]
     else:
-        genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
-                                   model.multiplier, model.searcher)
+        genotype = pick(state)[0]
     out = {"state": state, "interrupted": False, "step": step, "log": log, "genotype": genotype,
            "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": [], "early_stopped_epoch": stopped}
     if main:
