@@ -215,7 +215,8 @@ class SearchCell(nn.Module):
             return c * out, new.get("batch_stats", {})
 
         if inputs is not None:
-            out, stats = jax.lax.scan(lambda _, xs: (None, run(*xs)), None, (variables, inputs, weights[rows], scale))[1]
+            xs = (variables, inputs, weights[rows], scale)
+            out, stats = jax.lax.scan(lambda _, xs: (None, run(*xs)), None, xs)[1]
         else:
             def body(buf, xs):
                 v, w, c, dst, src = xs
