@@ -184,14 +184,6 @@ class AdaptiveOutput(NamedTuple):
     variables: dict  # the thief after the B single-sample steps
 
 
-def _arms(pool_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Arms = the pool's distinct classes: (classes, counts, start offsets, pool indices sorted by class)."""
-    classes, counts = np.unique(pool_labels, return_counts=True)
-    order = np.argsort(pool_labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return classes, counts, starts, order
-
-
 class _Recipe(NamedTuple):
     """The hashable optimiser fields of a train config (for :func:`trainer.make_optimizer`)."""
 
@@ -201,10 +193,6 @@ class _Recipe(NamedTuple):
     grad_clip: float
     weight_decay: float
     momentum: float
-
-    @classmethod
-    def of(cls, tcfg) -> _Recipe:
-        return cls(*(getattr(tcfg, f) for f in cls._fields))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "recipe", "kind", "hard", "length"))
@@ -252,8 +240,11 @@ def adaptive_queries(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.nda
     The thief starts from ``trainer.create_state`` with ``thief_train_config`` (its optimiser, seed); each round
     takes one SGD step on the queried image with the victim's soft (or hard) label.
     """
-    classes, counts, starts, order = _arms(np.asarray(pool_labels))
-    recipe = _Recipe.of(thief_train_config.train)
+    # Arms = the pool's distinct classes; round i draws from the pool indices sorted by class.
+    pool_labels = np.asarray(pool_labels)
+    classes, counts = np.unique(pool_labels, return_counts=True)
+    order, starts = np.argsort(pool_labels, kind="stable"), np.concatenate([[0], np.cumsum(counts)[:-1]])
+    recipe = _Recipe(*(getattr(thief_train_config.train, f) for f in _Recipe._fields))
     state = _initial_state(trainer.init_key(thief_train_config.seed), model=model, recipe=recipe,
                            image_shape=tuple(pool_u8.shape[1:]))
     carry = (state, init_bandit(len(classes)), init_reward_stats(num_classes), jnp.int32(0))
@@ -298,18 +289,15 @@ def _host_rng(key: jax.Array) -> np.random.Generator:
 def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, kcfg, run_dir: Path):
     """The B queries (cached in ``run_dir`` so a resumed run never re-queries the victim)."""
     cache, bandit_dir = run_dir / "queries.npz", run_dir / "adaptive_thief"
-    template = None
-    if kcfg.sampling == "adaptive":
-        tx = trainer.make_optimizer(thief_config.train, 1)
-        template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(thief_config.seed),
-                                                               pool_u8.shape[1:]).variables)
+    variables = None  # the adaptive thief after its bandit rounds
     if cache.exists():
-        data = dict(np.load(cache))
-        variables = None
-        if template is not None:
+        if kcfg.sampling == "adaptive":
+            tx = trainer.make_optimizer(thief_config.train, 1)
+            template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(thief_config.seed),
+                                                                   pool_u8.shape[1:]).variables)
             with contextlib.closing(Checkpointer(bandit_dir)) as ckpt:
                 variables = ckpt.restore(template)
-        return data, variables, 0
+        return dict(np.load(cache)), variables, 0
     counter = QueryCounter(kcfg.budget)
     if kcfg.sampling == "random":
         if kcfg.budget > len(pool_u8):
@@ -317,7 +305,6 @@ def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, 
                              f"{len(pool_u8)} images; lower the budget or use sampling='adaptive'.")
         idx = _host_rng(key).permutation(len(pool_u8))[: kcfg.budget]
         data = {"indices": idx, "probs": victim_probabilities(query_fn, pool_u8[idx], kcfg.query_batch_size, counter)}
-        variables = None
     else:
         out = adaptive_queries(query_fn, pool_u8, pool_labels, dataset.num_classes, model, thief_config, key, kcfg,
                                counter)
