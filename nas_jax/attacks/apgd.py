@@ -77,12 +77,17 @@ def misclassified(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
+def margin(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """z_y − max_{j≠y} z_j (≤ 0 once misclassified; Square's loss)."""
+    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    other = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return z_y - jnp.max(other, axis=-1)
+
+
 def dlr_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Untargeted DLR (Eqn 6): −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3), shift- and scale-invariant."""
     z_sorted = jnp.sort(logits, axis=-1)
-    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
-    other = jnp.max(jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits), axis=-1)
-    return -(z_y - other) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+    return -margin(logits, labels) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
 
 
 def dlr_targeted_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> jax.Array:
