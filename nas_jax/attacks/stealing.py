@@ -100,32 +100,20 @@ def init_bandit(num_actions: int) -> Bandit:
     return Bandit(jnp.zeros(num_actions), jnp.zeros(num_actions), jnp.zeros(()), jnp.full(num_actions, 1 / num_actions))
 
 
-def reward_cert(p_victim: jax.Array) -> jax.Array:
-    """Top-1 minus top-2 victim probability."""
-    top = jax.lax.top_k(p_victim, 2)[0]
-    return top[0] - top[1]
-
-
-def reward_div(p_victim: jax.Array, y_mean: jax.Array) -> jax.Array:
-    """Σ_k max(0, y_k − ȳ_k) with ȳ already updated with this round's output."""
-    return jnp.sum(jnp.maximum(0.0, p_victim - y_mean))
-
-
-def reward_loss(p_victim: jax.Array, thief_logits: jax.Array) -> jax.Array:
-    """Cross entropy −Σ_k p_v,k log softmax(thief)_k (stable log-softmax)."""
-    return -jnp.sum(p_victim * jax.nn.log_softmax(thief_logits))
-
-
 def compute_reward(kind: str, p_victim: jax.Array, thief_logits: jax.Array, stats: RewardStats,
                    i: jax.Array) -> tuple[jax.Array, RewardStats]:
     """Round ``i`` (1-based) reward of type ``kind`` and the updated running statistics.
 
-    ``all``: r = (cert, div, loss); μ ← μ + (r − μ)/i, var ← var + ((r − μ)² − var)/i; the mean of (r − μ)/√var
-    (components with var = 0 count 0) for i > 1, of r clipped to [0, 1] for i = 1.
+    ``cert``: top-1 minus top-2 victim probability; ``div``: Σ_k max(0, y_k − ȳ_k) with ȳ already updated with
+    this round's output; ``loss``: the cross entropy −Σ_k p_v,k log softmax(thief)_k. ``all``: r = (cert, div,
+    loss); μ ← μ + (r − μ)/i, var ← var + ((r − μ)² − var)/i; the mean of (r − μ)/√var (components with var = 0
+    count 0) for i > 1, of r clipped to [0, 1] for i = 1.
     """
     i = jnp.asarray(i, jnp.float32)
     y_mean = stats.y_mean + (p_victim - stats.y_mean) / i
-    r = jnp.stack([reward_cert(p_victim), reward_div(p_victim, y_mean), reward_loss(p_victim, thief_logits)])
+    top = jax.lax.top_k(p_victim, 2)[0]
+    r = jnp.stack([top[0] - top[1], jnp.sum(jnp.maximum(0.0, p_victim - y_mean)),
+                   -jnp.sum(p_victim * jax.nn.log_softmax(thief_logits))])
     mu = stats.mu + (r - stats.mu) / i
     var = stats.var + ((r - mu) ** 2 - stats.var) / i
     z = jnp.where(var > 0, (r - mu) / jnp.sqrt(jnp.where(var > 0, var, 1.0)), 0.0)
