@@ -118,17 +118,13 @@ SEARCHERS = {s.name: s for s in (
 )}
 
 
-def get_searcher(name: str) -> Searcher:
-    """The registered searcher ``name``."""
-    if name not in SEARCHERS:
-        raise UserError(f"unknown search.method {name!r}; valid: {tuple(SEARCHERS)} (docs/search.md).")
-    return SEARCHERS[name]
-
-
 def resolve(search) -> tuple[Searcher, dict]:
     """(searcher, its settings) of a ``config.search`` section: ``search.<method>`` over the defaults; settings
     a config does not hold (one written before the method had them) take the defaults."""
-    searcher = get_searcher(search.get("method", "darts"))
+    name = search.get("method", "darts")
+    if name not in SEARCHERS:
+        raise UserError(f"unknown search.method {name!r}; valid: {tuple(SEARCHERS)} (docs/search.md).")
+    searcher = SEARCHERS[name]
     given = search.get(searcher.name, None)
     settings = {**searcher.defaults("quick"), **(dict(given) if given is not None else {})}
     if searcher.temperature is not None and not 0 < settings["tau_min"] <= settings["tau_max"]:
