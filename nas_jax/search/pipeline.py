@@ -40,25 +40,10 @@ class SearchSpecMismatchError(UserError):
     """The search directory holds a search run with another config."""
 
 
-def load_search_data(config) -> Dataset:
-    """The dataset of ``config.dataset``; ``digits`` at its native 8×8 if ``search.digits_native``."""
-    options = {"native": True} if config.dataset == "digits" and config.search.digits_native else {}
-    return load_dataset(config.dataset, config.data_dir or None, **options)
-
-
 def split_halves(x: np.ndarray, y: np.ndarray):
     """The first half trains the weights, the second half α (docs/protocol.md §g: [0, n/2) and [n/2, n))."""
     half = len(y) // 2
     return (x[:half], y[:half]), (x[half : 2 * half], y[half : 2 * half])
-
-
-def build_supernet(config, dataset: Dataset) -> Supernet:
-    """The §b.5 supernet of ``config.arch`` with ``search.skip_gamma``, ``search.steps`` and ``search.primitives``."""
-    s = config.search
-    searcher, settings = resolve(s)
-    return supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
-                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())), searcher=searcher,
-                                **({"partial_k": int(settings["k"])} if "k" in settings else {}))
 
 
 def search_spec(config, dataset: Dataset) -> dict:
@@ -81,13 +66,6 @@ def search_spec(config, dataset: Dataset) -> dict:
     return {"dataset": config.dataset, "image_shape": list(dataset.x_train.shape[1:]),
             "n_train": len(dataset.y_train), "seed": int(config.seed), "arch": arch, "train": train,
             "search": search}
-
-
-def check_spec(directory: Path, spec: dict) -> None:
-    """Write the spec of a new search, or refuse to resume one run with another config."""
-    rundir.check_spec(directory, spec, refusal=f"{directory} holds a search with a different config",
-                      fix="Use another --workdir for this setting, or delete that directory to search again.",
-                      error=SearchSpecMismatchError)
 
 
 class Batches:
@@ -150,23 +128,30 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     ``max_steps`` stops after that many steps, as a kill would. Returns ``{'state',
     'interrupted', 'step', 'log', 'genotype', 'genotype_path', 'figures', 'model'}``.
     """
-    workdir = Path(workdir)
+    workdir, s = Path(workdir), config.search
     sdir = workdir / "search"
-    resolve(config.search)  # an unknown searcher or bad settings: refused before the data is loaded
-    dataset = dataset or load_search_data(config)
+    searcher, settings = resolve(s)  # an unknown searcher or bad settings: refused before the data is loaded
+    if dataset is None:  # digits at its native 8×8 with search.digits_native
+        options = {"native": True} if config.dataset == "digits" and s.digits_native else {}
+        dataset = load_dataset(config.dataset, config.data_dir or None, **options)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
     batches = Batches(config, dataset.x_train, dataset.y_train, mesh)
     spe, epochs = batches.steps_per_epoch, config.train.epochs
-    model = build_supernet(config, dataset)
+    # The §b.5 supernet of config.arch with search.skip_gamma, search.steps and search.primitives.
+    model = supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
+                                 steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())), searcher=searcher,
+                                 **({"partial_k": int(settings["k"])} if "k" in settings else {}))
     sc = darts.step_config(config, spe * batches.real)
-    check_spec(sdir, search_spec(config, dataset))
+    # A new search writes its spec; resuming one run with another config is refused.
+    rundir.check_spec(sdir, search_spec(config, dataset), refusal=f"{sdir} holds a search with a different config",
+                      fix="Use another --workdir for this setting, or delete that directory to search again.",
+                      error=SearchSpecMismatchError)
 
     state = darts.create_search_state(model, sc, config.seed, dataset.x_train.shape[1:])
     state = jax.device_put(state, parallel.replicated(mesh))
     step_fn = darts.make_search_step(model, sc, config.seed, mesh)
     schedule = darts.weight_schedule(sc)
-    s = config.search
     iterations, es_factor = int(s.get("hessian_iterations", 0)), float(s.get("early_stop_factor", 0.0))
     if es_factor > 0 and iterations < 1:
         raise ValueError("search.early_stop_factor > 0 (DARTS-ES) needs the eigenvalue: set "
@@ -181,7 +166,6 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         if model.skip_gamma != 1.0:
             raise UserError(f"search.skip_gamma (mitigation ii) scales the skip op's mixing weight; "
                             f"search.method={name!r} samples paths uniformly and has none: set it to 1.")
-        settings = dict(sc.settings)
         cands = random_search.candidates(config.seed, int(settings["candidates"]), model.steps, model.ops)
         rank_fn = random_search.make_rank_fn(model, mesh)
         rank_batches = batches.hessian_batches(int(settings["eval_batches"]))
