@@ -278,23 +278,23 @@ def search_update(model: nn.Module, sc: StepConfig, state: SearchState, train_ba
         a_updates, a_opt_state = a_tx.update(g_arch, state.a_opt_state, state.arch)
         arch = optax.apply_updates(state.arch, a_updates)
 
+    def sums(loss, logits, y):  # [loss sum, correct, count] of a batch
+        return jnp.stack([loss * y.shape[0], jnp.sum(jnp.argmax(logits, -1) == y), y.shape[0]]).astype(jnp.float32)
+
     def weight_update(carry, batch):
         params, batch_stats, opt_state = carry
         x, y, k = batch
         (loss, (logits, stats)), g = jax.value_and_grad(
             lambda w: batch_loss(model, w, batch_stats, arch, x, y, k, tau), has_aux=True)(params)
         updates, opt_state = w_tx.update(g, opt_state, params)
-        m = jnp.stack([loss * y.shape[0], jnp.sum(jnp.argmax(logits, -1) == y), y.shape[0]])
-        return (optax.apply_updates(params, updates), stats, opt_state), m.astype(jnp.float32)
+        return (optax.apply_updates(params, updates), stats, opt_state), sums(loss, logits, y)
 
     xs, ys = train_batches
     n = sc.real_updates
     ks = None if real_keys is None else real_keys[:n]
     (params, batch_stats, w_opt_state), m = jax.lax.scan(
         weight_update, (state.params, state.batch_stats, state.w_opt_state), (xs[:n], ys[:n], ks))
-    vy = val_batch[1]
-    val_m = jnp.stack([val_loss * vy.shape[0], jnp.sum(jnp.argmax(val_logits, -1) == vy), vy.shape[0]])
-    metrics = jnp.concatenate([m.sum(0), val_m.astype(jnp.float32)])
+    metrics = jnp.concatenate([m.sum(0), sums(val_loss, val_logits, val_batch[1])])
     new_state = SearchState(state.step + 1, params, batch_stats, arch, w_opt_state, a_opt_state)
     return new_state, metrics
 
