@@ -207,12 +207,11 @@ def random_start(key: jax.Array, x: jax.Array, cfg: EvasionConfig) -> jax.Array:
     dkey, rkey = split(key)
     direction = batch_noise(jax.random.normal, dkey, x)
     direction = direction / per_example(jnp.maximum(_row_norm(direction), 1e-12), x)
-    d = x[0].size
     if is_key_batch(rkey):
         u = jax.vmap(lambda k: jax.random.uniform(k, (), x.dtype))(rkey)
     else:
         u = jax.random.uniform(rkey, (x.shape[0],), x.dtype)
-    radius = cfg.eps * u ** (1.0 / d)
+    radius = cfg.eps * u ** (1.0 / x[0].size)
     return direction * per_example(radius, x)
 
 
