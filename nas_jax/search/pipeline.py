@@ -198,14 +198,14 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     loop = Loop(sdir, spe, epochs, lambda state, step: step_fn(state, *batches(step)), end_epoch, (6,),
                 ("search_log.jsonl",), f"search {sc.searcher.name} {sc.hypergradient} n_step={sc.n_step} "
                 f"γ={config.search.skip_gamma}", show, config.train.checkpoint_every_steps,
-                stop=lambda logs: _early_stop(logs[0], es_factor) is not None, tb_dir=tb_dir, tb_prefix="search",
-                tb_keys=("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "normal_skip_connects",
-                         "hessian_eigenvalue"))
+                stop=lambda logs: smoothness.early_stop_epoch(_eigenvalues(logs[0]), es_factor) is not None,
+                tb_dir=tb_dir, tb_prefix="search", tb_keys=("train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                                            "lr", "normal_skip_connects", "hessian_eigenvalue"))
     done = run(loop, state, max_steps=max_steps, progress=progress)
     state, step, log = done.state, done.step, done.logs[0]
     if done.interrupted:
         return {"state": state, "interrupted": True, "step": step, "model": model}
-    stopped = _early_stop(log, es_factor)
+    stopped = smoothness.early_stop_epoch(_eigenvalues(log), es_factor)  # DARTS-ES (None: not stopped)
     main = parallel.is_main_process()
     if stopped is not None:  # DARTS-ES: the genotype of the epoch with the smallest eigenvalue before the stop
         best = smoothness.minimum_epoch(_eigenvalues(log), stopped)
@@ -218,13 +218,6 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         save_genotype(genotype, out["genotype_path"])
         out["figures"] = write_figures(workdir, log, model, genotype)
     return out
-
-
-def _early_stop(log: list[dict], factor: float) -> int | None:
-    """The DARTS-ES stopping epoch of the logged eigenvalues (None: keep searching)."""
-    if factor <= 0 or not log:
-        return None
-    return smoothness.early_stop_epoch(_eigenvalues(log), factor)
 
 
 def _eigenvalues(log: list[dict]) -> list[float]:
