@@ -77,12 +77,17 @@ def misclassified(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
+def margin(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """z_y − max_{j≠y} z_j (≤ 0 once misclassified; Square's loss)."""
+    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    other = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return z_y - jnp.max(other, axis=-1)
+
+
 def dlr_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Untargeted DLR (Eqn 6): −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3), shift- and scale-invariant."""
     z_sorted = jnp.sort(logits, axis=-1)
-    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
-    other = jnp.max(jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits), axis=-1)
-    return -(z_y - other) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+    return -margin(logits, labels) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
 
 
 def dlr_targeted_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> jax.Array:
@@ -191,6 +196,25 @@ def prepare_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels, acti
     return jnp.asarray(labels, jnp.int32), active, clean
 
 
+def attack_runs(run, x: jax.Array, active: jax.Array, runs: int, queries: jax.Array) -> AttackOutcome:
+    """Runs r = 0, 1, ... of ``run(r, todo) -> (fooled, x_adv, queries per example of todo)`` on the ``active``
+    examples not fooled yet (``todo``), until ``runs`` or none is left (APGD, FAB-T); ``queries``: the initial
+    count. Each fooled example keeps the x_adv of the run that fooled it."""
+
+    def body(c):
+        r, fooled, x_out, queries = c
+        todo = active & ~fooled
+        f, xa, q = run(r, todo)
+        return r + 1, fooled | f, jnp.where(per_example(f, x), xa, x_out), queries + q * todo.astype(jnp.int32)
+
+    def cond(c):
+        return (c[0] < runs) & jnp.any(active & ~c[1])
+
+    init = (jnp.int32(0), jnp.zeros((x.shape[0],), bool), x, queries)
+    _, fooled, x_out, queries = jax.lax.while_loop(cond, body, init)
+    return AttackOutcome(fooled=fooled, x_adv=x_out, queries=queries)
+
+
 def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Array, key: jax.Array, eps=8 / 255,
                 norm: str = "linf", n_iter: int = 100, n_restarts: int = 1, loss: str = "ce",
                 n_target_classes: int = 9, rho: float = 0.75, active: jax.Array | None = None) -> AttackOutcome:
@@ -205,7 +229,7 @@ def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Arr
     targeted = loss == "dlr_targeted"
     labels, active, clean = prepare_attack(apply_fn, variables, x, labels, active, norm, n_iter, n_restarts,
                                            n_target_classes if targeted else None)
-    n, num_classes = x.shape[0], clean.shape[-1]
+    num_classes = clean.shape[-1]
     if loss != "ce" and num_classes < (4 if targeted else 3):
         raise ValueError(f"the {loss} loss needs at least {4 if targeted else 3} classes, the model has {num_classes}.")
 
@@ -218,24 +242,14 @@ def apgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Arr
         (_, (per, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_adv, y, t)
         return per, logits, grad
 
-    runs = n_restarts * (n_target_classes if targeted else 1)
-
-    def body(c):
-        r, fooled, x_out, queries = c
+    def run(r, todo):
         targets = ranked_class(clean, 2 + r // n_restarts) if targeted else labels
-        todo = active & ~fooled
         f, xa, iters = _apgd_run(loss_and_grad, x, labels, targets, todo, jax.random.fold_in(key, r), eps, norm,
                                  n_iter, rho)
-        return (r + 1, fooled | f, jnp.where(per_example(f, x), xa, x_out),
-                queries + (1 + iters) * todo.astype(jnp.int32))
+        return f, xa, 1 + iters
 
-    def cond(c):
-        r, fooled, _, _ = c
-        return (r < runs) & jnp.any(active & ~fooled)
-
-    init = (jnp.int32(0), jnp.zeros((n,), bool), x, active.astype(jnp.int32) * int(targeted))
-    _, fooled, x_out, queries = jax.lax.while_loop(cond, body, init)
-    return AttackOutcome(fooled=fooled, x_adv=x_out, queries=queries)
+    runs = n_restarts * (n_target_classes if targeted else 1)
+    return attack_runs(run, x, active, runs, active.astype(jnp.int32) * int(targeted))
 
 
 apgd_attack_jit = jax.jit(apgd_attack, static_argnames=APGD_STATIC_ARGNAMES)

@@ -50,7 +50,8 @@ class AutoAttackConfig:
         if self.attacks is not None:
             unknown = [a for a in self.attacks if a not in ATTACKS]
             if unknown or not self.attacks:
-                raise ValueError(f"attacks={self.attacks!r}: unknown {unknown}; choose a non-empty list from {ATTACKS}.")
+                raise ValueError(f"attacks={self.attacks!r}: unknown {unknown}; choose a non-empty list from "
+                                 f"{ATTACKS}.")
         elif self.version == "custom":
             raise ValueError("version='custom' needs attacks=(...), e.g. ('apgd-ce', 'square').")
         for name in ("apgd_iter", "apgd_restarts", "fab_iter", "fab_restarts", "n_target_classes", "n_queries"):
@@ -99,7 +100,6 @@ def autoattack(apply_fn: ApplyFn, variables: Any, x: jax.Array, y: jax.Array, ke
     """
     cfg = AutoAttackConfig() if cfg is None else cfg
     y = jnp.asarray(y, jnp.int32)
-    n = x.shape[0]
     clean_logits = apply_fn(variables, x)
     clean_correct = ~misclassified(clean_logits, y)
     robust = clean_correct
@@ -115,8 +115,7 @@ def autoattack(apply_fn: ApplyFn, variables: Any, x: jax.Array, y: jax.Array, ke
         robust = robust & ~fooled
         per_attack.append(out.queries)
     names = cfg.attack_names
-    square = [q for q, name in zip(per_attack, names) if name == "square"]
-    queries = square[0] if square else jnp.zeros((n,), jnp.int32)
+    queries = per_attack[names.index("square")] if "square" in names else jnp.zeros((x.shape[0],), jnp.int32)
     return AutoAttackResult(robust=robust, x_adv=x_adv, first_attack=first, clean_correct=clean_correct,
                             queries=queries, attack_queries=jnp.stack(per_attack, axis=1), attack_names=names)
 

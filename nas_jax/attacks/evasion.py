@@ -207,12 +207,11 @@ def random_start(key: jax.Array, x: jax.Array, cfg: EvasionConfig) -> jax.Array:
     dkey, rkey = split(key)
     direction = batch_noise(jax.random.normal, dkey, x)
     direction = direction / per_example(jnp.maximum(_row_norm(direction), 1e-12), x)
-    d = x[0].size
     if is_key_batch(rkey):
         u = jax.vmap(lambda k: jax.random.uniform(k, (), x.dtype))(rkey)
     else:
         u = jax.random.uniform(rkey, (x.shape[0],), x.dtype)
-    radius = cfg.eps * u ** (1.0 / d)
+    radius = cfg.eps * u ** (1.0 / x[0].size)
     return direction * per_example(radius, x)
 
 
@@ -268,7 +267,7 @@ def _record(rec: _Record, active: jax.Array, ok: jax.Array, x_adv: jax.Array, r,
     )
 
 
-def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array, cfg: EvasionConfig, *,
+def run_evasion(check_fn: CheckFn, grad_fn: GradFn | None, x: jax.Array, key: jax.Array, cfg: EvasionConfig, *,
                 fused_fn: FusedFn | None = None, check_cost: int = 1, grad_cost: int = 1,
                 query_budget: int | jax.Array = 0, initial_queries: int = 0) -> _Record:
     """Restarts × iterations of docs/protocol.md §e.1 with per-example masks.
@@ -276,9 +275,10 @@ def run_evasion(check_fn: CheckFn, grad_fn: GradFn, x: jax.Array, key: jax.Array
     ``key``: one for the batch or one per example (:func:`example_keys`: results independent of batch size and
     device count); restart r uses ``fold_in(key, r)`` and attacks only examples neither successful nor out of
     budget. At k = 0..K ``x_adv`` is checked, successes frozen with (r, k); for k < K the others take a
-    :func:`descent_step`. ``fused_fn`` (PGD) gives check and gradient in one pass; otherwise the gradient (NES) is
-    skipped when no example steps. With ``query_budget > 0`` an example stops for good when its next check, or next
-    estimate plus check, would exceed it; ``initial_queries`` were spent already (NES: the target-ranking query).
+    :func:`descent_step`. ``fused_fn`` (PGD; ``grad_fn`` None) gives check and gradient in one pass; else the
+    gradient (NES) is skipped when no example steps. With ``query_budget > 0`` an example stops for good when its
+    next check, or next estimate plus check, would exceed it; ``initial_queries`` were spent already (NES: the
+    target-ranking query).
     """
     n = x.shape[0]
     num_restarts, num_iters = jnp.maximum(cfg.restarts, 1), cfg.iterations

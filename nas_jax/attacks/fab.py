@@ -15,6 +15,7 @@ random point at distance ε/2; loops and masks as in :mod:`nas_jax.attacks.apgd`
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 from nas_jax.attacks.apgd import (
     ApplyFn,
     AttackOutcome,
+    attack_runs,
     misclassified,
     per_example,
     prepare_attack,
@@ -109,8 +111,7 @@ def fab_targeted_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels:
     """
     labels, active, clean = prepare_attack(apply_fn, variables, x, labels, active, norm, n_iter, n_restarts,
                                            n_target_classes)
-    n = x.shape[0]
-    rows = jnp.arange(n)
+    rows = jnp.arange(x.shape[0])
 
     def margin(x_adv, y, t):
         logits = apply_fn(variables, x_adv)
@@ -121,26 +122,15 @@ def fab_targeted_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels:
         dg, df = jax.grad(margin, has_aux=True)(x_adv, y, t)
         return df, dg
 
-    def predict(x_adv):
-        return apply_fn(variables, x_adv)
-
-    def body(c):
-        r, fooled, x_out, queries = c
+    def run(r, todo):
         targets = ranked_class(clean, 2 + r // n_restarts)
-        todo = active & ~fooled
         random = sphere_start(jax.random.fold_in(key, r), x, 0.5 * eps, norm)
         start = jnp.where(r % n_restarts == 0, x, random)
-        f, xa, iters = _fab_run(grad_fn, predict, x, labels, targets, todo, start, eps, norm, n_iter, alpha_max,
-                                eta, beta)
-        return (r + 1, fooled | f, jnp.where(per_example(f, x), xa, x_out),
-                queries + 2 * iters * todo.astype(jnp.int32))
+        f, xa, iters = _fab_run(grad_fn, functools.partial(apply_fn, variables), x, labels, targets, todo, start, eps,
+                                norm, n_iter, alpha_max, eta, beta)
+        return f, xa, 2 * iters
 
-    def cond(c):
-        return (c[0] < n_restarts * n_target_classes) & jnp.any(active & ~c[1])
-
-    init = (jnp.int32(0), jnp.zeros((n,), bool), x, active.astype(jnp.int32))
-    _, fooled, x_out, queries = jax.lax.while_loop(cond, body, init)
-    return AttackOutcome(fooled=fooled, x_adv=x_out, queries=queries)
+    return attack_runs(run, x, active, n_restarts * n_target_classes, active.astype(jnp.int32))
 
 
 fab_targeted_attack_jit = jax.jit(fab_targeted_attack, static_argnames=FAB_STATIC_ARGNAMES)

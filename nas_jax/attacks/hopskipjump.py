@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from nas_jax.attacks.apgd import row_norm
 from nas_jax.attacks.evasion import per_example
 
 LabelFn = Callable[[jax.Array], jax.Array]  # images [N, ...] in [0, 1] -> int classes [N]
@@ -111,10 +112,6 @@ class HSJResult:
     queries: jax.Array
     label: jax.Array
     halving_capped: jax.Array
-
-
-def _norm(v: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1))
 
 
 def blend(x: jax.Array, cur: jax.Array, alpha: jax.Array) -> jax.Array:
@@ -210,7 +207,7 @@ def estimate_direction(label_fn: LabelFn, cur: jax.Array, label: jax.Array, key:
 
 def _step_search(label_fn, x, cur, direction, label, active, t, queries, cfg: HSJConfig):
     """Step 2.4: geometric search from ε = 2·dist/√(t+1), halved before every trial."""
-    eps = 2.0 * _norm(cur - x) / jnp.sqrt(t + 1.0)
+    eps = 2.0 * row_norm(cur - x, "l2") / jnp.sqrt(t + 1.0)
 
     def searching(h, done, q):
         return active & ~done & (h < cfg.max_halvings) & _affordable(q, 1, cfg.query_budget)
@@ -240,14 +237,14 @@ def hopskipjump(label_fn: LabelFn, x: jax.Array, key: jax.Array, cfg: HSJConfig 
 
     def body(carry):
         t, cur, active, q, capped = carry
-        delta = jnp.where(t == 0, 0.1, math.sqrt(d) * th * _norm(cur - x))
+        delta = jnp.where(t == 0, 0.1, math.sqrt(d) * th * row_norm(cur - x, "l2"))
         delta = jnp.maximum(delta, 1e-12)
         cur, _, q = binary_search(label_fn, x, cur, label, active, th, q, budget)
         n_t = n_table[t]
         active = active & _affordable(q, n_t, budget)
         g = estimate_direction(label_fn, cur, label, jax.random.fold_in(key, t + 1), n_t, delta, cfg.chunk_size)
         q = q + jnp.where(active, n_t, 0)
-        g_norm = _norm(g)
+        g_norm = row_norm(g, "l2")
         direction = g / per_example(jnp.where(g_norm > 0, g_norm, 1.0), g)
         stepping = active & (g_norm > 0)
         cand, done, q_after = _step_search(label_fn, x, cur, direction, label, stepping, t, q, cfg)
@@ -263,8 +260,7 @@ def hopskipjump(label_fn: LabelFn, x: jax.Array, key: jax.Array, cfg: HSJConfig 
     if cfg.final_search:
         cur, _, queries = binary_search(label_fn, x, cur, label, active, th, queries, budget)
     x_adv = jnp.where(per_example(initialized, x), cur, x)
-    diff = (x_adv - x).reshape(n, -1)
-    return HSJResult(x_adv=x_adv, distance_l2=jnp.sqrt(jnp.sum(diff ** 2, 1)), distance_linf=jnp.max(jnp.abs(diff), 1),
+    return HSJResult(x_adv=x_adv, distance_l2=row_norm(x_adv - x, "l2"), distance_linf=row_norm(x_adv - x, "linf"),
                      initialized=initialized, queries=queries, label=label, halving_capped=capped)
 
 

@@ -66,10 +66,7 @@ def pgd_attack(apply_fn: ApplyFn, variables: Any, x: jax.Array, labels: jax.Arra
         (_, logits), grad = jax.value_and_grad(total_loss, has_aux=True)(x_adv)
         return success(logits), grad
 
-    def grad_fn(x_adv, _key):
-        return jax.grad(lambda v: total_loss(v)[0])(x_adv)
-
-    rec = run_evasion(check_fn, grad_fn, x, key, cfg, fused_fn=fused_fn)
+    rec = run_evasion(check_fn, None, x, key, cfg, fused_fn=fused_fn)
     return to_result(rec, tgt)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nas_jax.attacks.apgd import ApplyFn, AttackOutcome, check_norm, misclassified, per_example, row_norm
+from nas_jax.attacks.apgd import ApplyFn, AttackOutcome, check_norm, margin, misclassified, per_example, row_norm
 
 SQUARE_STATIC_ARGNAMES = ("apply_fn", "norm", "n_queries")
 _P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -32,13 +32,6 @@ def p_schedule(i, n_queries: int, p_init: float) -> jax.Array:
     it = jnp.floor(i / n_queries * 10000)
     passed = jnp.sum(it > jnp.asarray(_P_THRESHOLDS, jnp.float32))
     return p_init / 2.0 ** passed
-
-
-def margin(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """z_y − max_{j≠y} z_j (≤ 0 once misclassified)."""
-    z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
-    other = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
-    return z_y - jnp.max(other, axis=-1)
 
 
 def _window(vh, vw, s, h: int, w: int):

@@ -100,32 +100,20 @@ def init_bandit(num_actions: int) -> Bandit:
     return Bandit(jnp.zeros(num_actions), jnp.zeros(num_actions), jnp.zeros(()), jnp.full(num_actions, 1 / num_actions))
 
 
-def reward_cert(p_victim: jax.Array) -> jax.Array:
-    """Top-1 minus top-2 victim probability."""
-    top = jax.lax.top_k(p_victim, 2)[0]
-    return top[0] - top[1]
-
-
-def reward_div(p_victim: jax.Array, y_mean: jax.Array) -> jax.Array:
-    """Σ_k max(0, y_k − ȳ_k) with ȳ already updated with this round's output."""
-    return jnp.sum(jnp.maximum(0.0, p_victim - y_mean))
-
-
-def reward_loss(p_victim: jax.Array, thief_logits: jax.Array) -> jax.Array:
-    """Cross entropy −Σ_k p_v,k log softmax(thief)_k (stable log-softmax)."""
-    return -jnp.sum(p_victim * jax.nn.log_softmax(thief_logits))
-
-
 def compute_reward(kind: str, p_victim: jax.Array, thief_logits: jax.Array, stats: RewardStats,
                    i: jax.Array) -> tuple[jax.Array, RewardStats]:
     """Round ``i`` (1-based) reward of type ``kind`` and the updated running statistics.
 
-    ``all``: r = (cert, div, loss); μ ← μ + (r − μ)/i, var ← var + ((r − μ)² − var)/i; the mean of (r − μ)/√var
-    (components with var = 0 count 0) for i > 1, of r clipped to [0, 1] for i = 1.
+    ``cert``: top-1 minus top-2 victim probability; ``div``: Σ_k max(0, y_k − ȳ_k) with ȳ already updated with
+    this round's output; ``loss``: the cross entropy −Σ_k p_v,k log softmax(thief)_k. ``all``: r = (cert, div,
+    loss); μ ← μ + (r − μ)/i, var ← var + ((r − μ)² − var)/i; the mean of (r − μ)/√var (components with var = 0
+    count 0) for i > 1, of r clipped to [0, 1] for i = 1.
     """
     i = jnp.asarray(i, jnp.float32)
     y_mean = stats.y_mean + (p_victim - stats.y_mean) / i
-    r = jnp.stack([reward_cert(p_victim), reward_div(p_victim, y_mean), reward_loss(p_victim, thief_logits)])
+    top = jax.lax.top_k(p_victim, 2)[0]
+    r = jnp.stack([top[0] - top[1], jnp.sum(jnp.maximum(0.0, p_victim - y_mean)),
+                   -jnp.sum(p_victim * jax.nn.log_softmax(thief_logits))])
     mu = stats.mu + (r - stats.mu) / i
     var = stats.var + ((r - mu) ** 2 - stats.var) / i
     z = jnp.where(var > 0, (r - mu) / jnp.sqrt(jnp.where(var > 0, var, 1.0)), 0.0)
@@ -184,14 +172,6 @@ class AdaptiveOutput(NamedTuple):
     variables: dict  # the thief after the B single-sample steps
 
 
-def _arms(pool_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Arms = the pool's distinct classes: (classes, counts, start offsets, pool indices sorted by class)."""
-    classes, counts = np.unique(pool_labels, return_counts=True)
-    order = np.argsort(pool_labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return classes, counts, starts, order
-
-
 class _Recipe(NamedTuple):
     """The hashable optimiser fields of a train config (for :func:`trainer.make_optimizer`)."""
 
@@ -201,10 +181,6 @@ class _Recipe(NamedTuple):
     grad_clip: float
     weight_decay: float
     momentum: float
-
-    @classmethod
-    def of(cls, tcfg) -> _Recipe:
-        return cls(*(getattr(tcfg, f) for f in cls._fields))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "recipe", "kind", "hard", "length"))
@@ -252,8 +228,11 @@ def adaptive_queries(query_fn: QueryFn, pool_u8: np.ndarray, pool_labels: np.nda
     The thief starts from ``trainer.create_state`` with ``thief_train_config`` (its optimiser, seed); each round
     takes one SGD step on the queried image with the victim's soft (or hard) label.
     """
-    classes, counts, starts, order = _arms(np.asarray(pool_labels))
-    recipe = _Recipe.of(thief_train_config.train)
+    # Arms = the pool's distinct classes; round i draws from the pool indices sorted by class.
+    pool_labels = np.asarray(pool_labels)
+    classes, counts = np.unique(pool_labels, return_counts=True)
+    order, starts = np.argsort(pool_labels, kind="stable"), np.concatenate([[0], np.cumsum(counts)[:-1]])
+    recipe = _Recipe(*(getattr(thief_train_config.train, f) for f in _Recipe._fields))
     state = _initial_state(trainer.init_key(thief_train_config.seed), model=model, recipe=recipe,
                            image_shape=tuple(pool_u8.shape[1:]))
     carry = (state, init_bandit(len(classes)), init_reward_stats(num_classes), jnp.int32(0))
@@ -298,18 +277,15 @@ def _host_rng(key: jax.Array) -> np.random.Generator:
 def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, kcfg, run_dir: Path):
     """The B queries (cached in ``run_dir`` so a resumed run never re-queries the victim)."""
     cache, bandit_dir = run_dir / "queries.npz", run_dir / "adaptive_thief"
-    template = None
-    if kcfg.sampling == "adaptive":
-        tx = trainer.make_optimizer(thief_config.train, 1)
-        template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(thief_config.seed),
-                                                               pool_u8.shape[1:]).variables)
+    variables = None  # the adaptive thief after its bandit rounds
     if cache.exists():
-        data = dict(np.load(cache))
-        variables = None
-        if template is not None:
+        if kcfg.sampling == "adaptive":
+            tx = trainer.make_optimizer(thief_config.train, 1)
+            template = jax.eval_shape(lambda: trainer.create_state(model, tx, trainer.init_key(thief_config.seed),
+                                                                   pool_u8.shape[1:]).variables)
             with contextlib.closing(Checkpointer(bandit_dir)) as ckpt:
                 variables = ckpt.restore(template)
-        return data, variables, 0
+        return dict(np.load(cache)), variables, 0
     counter = QueryCounter(kcfg.budget)
     if kcfg.sampling == "random":
         if kcfg.budget > len(pool_u8):
@@ -317,7 +293,6 @@ def _collect(query_fn, pool_u8, pool_labels, dataset, model, thief_config, key, 
                              f"{len(pool_u8)} images; lower the budget or use sampling='adaptive'.")
         idx = _host_rng(key).permutation(len(pool_u8))[: kcfg.budget]
         data = {"indices": idx, "probs": victim_probabilities(query_fn, pool_u8[idx], kcfg.query_batch_size, counter)}
-        variables = None
     else:
         out = adaptive_queries(query_fn, pool_u8, pool_labels, dataset.num_classes, model, thief_config, key, kcfg,
                                counter)

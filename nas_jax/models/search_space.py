@@ -22,8 +22,4 @@ def edge_index(node: int, source: int) -> int:
 
 def edge_normalisation(beta: jax.Array, steps: int) -> jax.Array:
     """PC-DARTS Eqn 4: per node, softmax of β over its input edges -> (edges,)."""
-    out, start = [], 0
-    for j in range(steps):
-        out.append(jax.nn.softmax(beta[start : start + j + 2]))
-        start += j + 2
-    return jnp.concatenate(out)
+    return jnp.concatenate([jax.nn.softmax(beta[edge_index(j, 0) : edge_index(j, j)]) for j in range(2, steps + 2)])

@@ -32,10 +32,6 @@ from nas_jax.errors import UserError
 EDGES = ("mixed", "partial", "single_path")
 
 
-def _no_settings(preset: str) -> dict:
-    return {}
-
-
 @dataclasses.dataclass(frozen=True)
 class Searcher:
     """One search method (module docstring). Functions take and return (edges, ops) arrays per cell type."""
@@ -48,7 +44,7 @@ class Searcher:
     # ranked on ``eval_batches`` α-half batches (its settings hold both; random search)
     temperature: Callable | None = None  # (fraction of the search done, settings) -> τ; None: no τ
     regulariser: Callable | None = None  # (α of both cell types, settings) -> a term added to the α objective
-    defaults: Callable[[str], dict] = _no_settings  # preset -> the method's settings, config.search.<name>
+    defaults: Callable[[str], dict] = lambda preset: {}  # preset -> the method's settings, config.search.<name>
 
     def weights(self, alpha, key=None, tau=1.0, steps: int = 4, ops: tuple[str, ...] = ()):
         """The mixing weights of one cell type: sampled with ``key``, else the deterministic relaxation."""
@@ -122,17 +118,13 @@ SEARCHERS = {s.name: s for s in (
 )}
 
 
-def get_searcher(name: str) -> Searcher:
-    """The registered searcher ``name``."""
-    if name not in SEARCHERS:
-        raise UserError(f"unknown search.method {name!r}; valid: {tuple(SEARCHERS)} (docs/search.md).")
-    return SEARCHERS[name]
-
-
 def resolve(search) -> tuple[Searcher, dict]:
     """(searcher, its settings) of a ``config.search`` section: ``search.<method>`` over the defaults; settings
     a config does not hold (one written before the method had them) take the defaults."""
-    searcher = get_searcher(search.get("method", "darts"))
+    name = search.get("method", "darts")
+    if name not in SEARCHERS:
+        raise UserError(f"unknown search.method {name!r}; valid: {tuple(SEARCHERS)} (docs/search.md).")
+    searcher = SEARCHERS[name]
     given = search.get(searcher.name, None)
     settings = {**searcher.defaults("quick"), **(dict(given) if given is not None else {})}
     if searcher.temperature is not None and not 0 < settings["tau_min"] <= settings["tau_max"]:

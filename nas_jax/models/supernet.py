@@ -45,7 +45,7 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 
 class MixedOp(nn.Module):
-    """Σ_o w_o · o(x) over the search primitives of one edge."""
+    """Σ_o w_o · o(x) over the search primitives of one edge (its fields are those of every edge module)."""
 
     features: int
     stride: int
@@ -65,14 +65,9 @@ class MixedOp(nn.Module):
         return out
 
 
-class PartialMixedOp(nn.Module):
+class PartialMixedOp(MixedOp):
     """PC-DARTS Eqn 2: the mixed op on the first C/K channels, the rest bypassing it, then channel shuffle."""
 
-    features: int
-    stride: int
-    ops: tuple[str, ...]
-    train: bool
-    conv_impl: str = "auto"
     k: int = 4
 
     @nn.compact
@@ -87,19 +82,13 @@ class PartialMixedOp(nn.Module):
         return channel_shuffle(jnp.concatenate([out, rest], axis=-1), self.k)
 
 
-class SingleOpEdge(nn.Module):
+class SingleOpEdge(MixedOp):
     """GDAS §3.2 / random search: ``w[k*] · op_{k*}(x)`` with k* = argmax(w), only op k* evaluated
     (``nn.switch``; at init every op runs once to create its variables).
 
     The α-gradient flows through w[k*] only (then through the softmax to every α of the edge). The GDAS authors'
     code also adds the unsampled weights w[j] (value 0, gradient 1) to the edge output, which gives each w[j] the
     gradient sum(dL/dout) too; that term is an implementation choice of theirs, not in Eqns 5-7, and is left out."""
-
-    features: int
-    stride: int
-    ops: tuple[str, ...]
-    train: bool
-    conv_impl: str = "auto"
 
     def setup(self):
         self.candidates = [make_op(name, self.features, self.stride, affine=False, pool_bn=True,
@@ -116,10 +105,8 @@ class SingleOpEdge(nn.Module):
 # A group of edges with the same stride and input shape, vmapped: one copy of the MixedOp graph per
 # group instead of per edge; each edge keeps its own weights and BN statistics (stacked on axis 0).
 # These create the variables; the call runs them vmapped (``scan_edges=False``) or scanned.
-EdgeGroup = nn.vmap(MixedOp, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
-                    in_axes=0, out_axes=0)
-PartialEdgeGroup = nn.vmap(PartialMixedOp, variable_axes={"params": 0, "batch_stats": 0},
-                           split_rngs={"params": True}, in_axes=0, out_axes=0)
+EdgeGroup, PartialEdgeGroup = (nn.vmap(op, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+                                       in_axes=0, out_axes=0) for op in (MixedOp, PartialMixedOp))
 
 
 class SearchCell(nn.Module):
@@ -178,21 +165,20 @@ class SearchCell(nn.Module):
                                      buffer=jnp.concatenate([jnp.stack(states), zeros]), moves=edges))
         return jnp.concatenate(states[-self.multiplier :], axis=-1)
 
-    def _edge(self, stride: int, train: bool):
-        """One edge as an unbound module (its variables are passed to ``apply``): a MixedOp (PC-DARTS: a
-        PartialMixedOp)."""
-        if self.edge == "partial":
-            return PartialMixedOp(self.features, stride, self.ops, train, self.conv_impl, k=self.partial_k, parent=None)
-        return MixedOp(self.features, stride, self.ops, train, self.conv_impl, parent=None)
+    def _edge(self, stride: int, train: bool, group: bool = False, **kw):
+        """One edge, a MixedOp (PC-DARTS: a PartialMixedOp), or with ``group`` its vmapped group (``EdgeGroup``);
+        ``kw``: ``name``, or ``parent=None`` for an unbound module whose variables are passed to ``apply``."""
+        if self.edge != "partial":
+            return (EdgeGroup if group else MixedOp)(self.features, stride, self.ops, train, self.conv_impl, **kw)
+        op = PartialEdgeGroup if group else PartialMixedOp
+        return op(self.features, stride, self.ops, train, self.conv_impl, k=self.partial_k, **kw)
 
     def _vmapped(self, groups, states, weights, edge_scale, train: bool):
         """Each group of edges (same stride and input shape) as one vmapped edge; this also creates the
         variables, stacked per group, that :meth:`_scan` runs over."""
         def run(name: str, edges, stride: int, xs):
             rows = jnp.array([edge_index(j, i) for j, i in edges])
-            group = PartialEdgeGroup if self.edge == "partial" else EdgeGroup
-            kw = {"k": self.partial_k} if self.edge == "partial" else {}
-            out = group(self.features, stride, self.ops, train, self.conv_impl, **kw, name=name)(xs, weights[rows])
+            out = self._edge(stride, train, group=True, name=name)(xs, weights[rows])
             return out if edge_scale is None else out * edge_scale[rows][:, None, None, None, None]
 
         (name, first), rest = groups[0], dict(groups[1:])
@@ -216,7 +202,7 @@ class SearchCell(nn.Module):
         variables = {col: jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *[self.get_variable(col, n)
                                                                                    for n in names]) for col in cols}
         mutable = ["batch_stats"] if train and "batch_stats" in cols else False
-        edge = self._edge(stride, train)
+        edge = self._edge(stride, train, parent=None)
         scale = jnp.ones(rows.shape) if edge_scale is None else edge_scale[rows]
 
         # Rematerialised: the backward pass recomputes each edge's forward from its input instead of storing
@@ -229,7 +215,8 @@ class SearchCell(nn.Module):
             return c * out, new.get("batch_stats", {})
 
         if inputs is not None:
-            out, stats = jax.lax.scan(lambda _, xs: (None, run(*xs)), None, (variables, inputs, weights[rows], scale))[1]
+            xs = (variables, inputs, weights[rows], scale)
+            out, stats = jax.lax.scan(lambda _, xs: (None, run(*xs)), None, xs)[1]
         else:
             def body(buf, xs):
                 v, w, c, dst, src = xs

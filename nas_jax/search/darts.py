@@ -212,15 +212,6 @@ def hypergradient(model: nn.Module, sc: StepConfig, params, momentum, batch_stat
     taken at w (first order) or the virtual weights. ``keys = (train keys (n_step,), val key)`` for the sampling
     methods (None: deterministic); a searcher's regulariser (DrNAS) adds its gradient.
     """
-    g, loss, logits = _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch,
-                                     keys, tau)
-    if sc.searcher.regulariser is not None:
-        extra = jax.grad(lambda a: sc.searcher.regulariser(a, dict(sc.settings)))(arch)
-        g = jax.tree_util.tree_map(jnp.add, g, extra)
-    return g, loss, logits
-
-
-def _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_batches, val_batch, keys, tau):
     xs, ys = train_batches
     vx, vy = val_batch
     train_keys, val_key = keys if keys is not None else (None, None)
@@ -231,27 +222,28 @@ def _hypergradient(model, sc, params, momentum, batch_stats, arch, lr, train_bat
 
     if sc.hypergradient == "first_order":
         (loss, logits), g = jax.value_and_grad(val_loss, argnums=1, has_aux=True)(params, arch)
-        return g, loss, logits
-    if sc.hypergradient == "exact":
+    elif sc.hypergradient == "exact":
         def outer(a):
             return val_loss(unrolled_weights(model, sc, params, momentum, batch_stats, a, lr, xs, ys, train_keys,
                                              tau), a)
 
         (loss, logits), g = jax.value_and_grad(outer, has_aux=True)(arch)
-        return g, loss, logits
-    # finite_difference: one virtual step (n_step == 1 is checked by StepConfig)
-    k1 = None if train_keys is None else train_keys[:1]
-    w1 = unrolled_weights(model, sc, params, momentum, batch_stats, arch, lr, xs[:1], ys[:1], k1, tau)
-    (loss, logits), (v, d_arch) = jax.value_and_grad(val_loss, argnums=(0, 1), has_aux=True)(w1, arch)
-    r = sc.fd_epsilon / optax.global_norm(v)
+    else:  # finite_difference: one virtual step (n_step == 1 is checked by StepConfig)
+        k1 = None if train_keys is None else train_keys[:1]
+        w1 = unrolled_weights(model, sc, params, momentum, batch_stats, arch, lr, xs[:1], ys[:1], k1, tau)
+        (loss, logits), (v, d_arch) = jax.value_and_grad(val_loss, argnums=(0, 1), has_aux=True)(w1, arch)
+        r = sc.fd_epsilon / optax.global_norm(v)
 
-    def train_arch_grad(sign):
-        w = jax.tree_util.tree_map(lambda p, v: p + sign * r * v, params, v)
-        k0 = None if train_keys is None else train_keys[0]
-        return jax.grad(lambda a: batch_loss(model, w, batch_stats, a, xs[0], ys[0], k0, tau)[0])(arch)
+        def train_arch_grad(sign):
+            w = jax.tree_util.tree_map(lambda p, v: p + sign * r * v, params, v)
+            k0 = None if train_keys is None else train_keys[0]
+            return jax.grad(lambda a: batch_loss(model, w, batch_stats, a, xs[0], ys[0], k0, tau)[0])(arch)
 
-    plus, minus = train_arch_grad(1.0), train_arch_grad(-1.0)
-    g = jax.tree_util.tree_map(lambda d, p, m: d - lr * (p - m) / (2 * r), d_arch, plus, minus)
+        plus, minus = train_arch_grad(1.0), train_arch_grad(-1.0)
+        g = jax.tree_util.tree_map(lambda d, p, m: d - lr * (p - m) / (2 * r), d_arch, plus, minus)
+    if sc.searcher.regulariser is not None:
+        extra = jax.grad(lambda a: sc.searcher.regulariser(a, dict(sc.settings)))(arch)
+        g = jax.tree_util.tree_map(jnp.add, g, extra)
     return g, loss, logits
 
 
@@ -286,23 +278,23 @@ def search_update(model: nn.Module, sc: StepConfig, state: SearchState, train_ba
         a_updates, a_opt_state = a_tx.update(g_arch, state.a_opt_state, state.arch)
         arch = optax.apply_updates(state.arch, a_updates)
 
+    def sums(loss, logits, y):  # [loss sum, correct, count] of a batch
+        return jnp.stack([loss * y.shape[0], jnp.sum(jnp.argmax(logits, -1) == y), y.shape[0]]).astype(jnp.float32)
+
     def weight_update(carry, batch):
         params, batch_stats, opt_state = carry
         x, y, k = batch
         (loss, (logits, stats)), g = jax.value_and_grad(
             lambda w: batch_loss(model, w, batch_stats, arch, x, y, k, tau), has_aux=True)(params)
         updates, opt_state = w_tx.update(g, opt_state, params)
-        m = jnp.stack([loss * y.shape[0], jnp.sum(jnp.argmax(logits, -1) == y), y.shape[0]])
-        return (optax.apply_updates(params, updates), stats, opt_state), m.astype(jnp.float32)
+        return (optax.apply_updates(params, updates), stats, opt_state), sums(loss, logits, y)
 
     xs, ys = train_batches
     n = sc.real_updates
     ks = None if real_keys is None else real_keys[:n]
     (params, batch_stats, w_opt_state), m = jax.lax.scan(
         weight_update, (state.params, state.batch_stats, state.w_opt_state), (xs[:n], ys[:n], ks))
-    vy = val_batch[1]
-    val_m = jnp.stack([val_loss * vy.shape[0], jnp.sum(jnp.argmax(val_logits, -1) == vy), vy.shape[0]])
-    metrics = jnp.concatenate([m.sum(0), val_m.astype(jnp.float32)])
+    metrics = jnp.concatenate([m.sum(0), sums(val_loss, val_logits, val_batch[1])])
     new_state = SearchState(state.step + 1, params, batch_stats, arch, w_opt_state, a_opt_state)
     return new_state, metrics
 

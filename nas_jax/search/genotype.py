@@ -17,7 +17,7 @@ import numpy as np
 
 from nas_jax import files
 from nas_jax.models.genotypes import Genotype, genotype_from_dict, primitives
-from nas_jax.models.search_space import edge_normalisation
+from nas_jax.models.search_space import edge_index, edge_normalisation, num_edges
 from nas_jax.models.searchers import SEARCHERS, Searcher
 from nas_jax.models.supernet import skip_scaled
 
@@ -26,19 +26,16 @@ def derive_cell(weights: np.ndarray, ops: tuple[str, ...] | None = None, steps: 
     """(op, input) pairs of one cell from its (edges, ops) mixing weights; strongest edge first per node."""
     ops = ops or primitives()
     weights = np.asarray(weights, np.float64)
-    expected = sum(2 + j for j in range(steps))
-    if weights.shape != (expected, len(ops)):
+    if weights.shape != (num_edges(steps), len(ops)):
         raise ValueError(f"mixing weights of shape {weights.shape} do not fit {steps} nodes and {len(ops)} ops; "
-                         f"expected {(expected, len(ops))}.")
+                         f"expected {(num_edges(steps), len(ops))}.")
     keep = [k for k, name in enumerate(ops) if name != "none"]
-    gene, start = [], 0
-    for j in range(steps):
-        n_in = j + 2
-        w = weights[start : start + n_in][:, keep]
+    gene = []
+    for j in range(2, steps + 2):
+        w = weights[edge_index(j, 0) : edge_index(j, j)][:, keep]
         strongest = w.max(axis=1)
-        edges = sorted(range(n_in), key=lambda i: -strongest[i])[:2]  # stable: ties to the lower input
+        edges = sorted(range(j), key=lambda i: -strongest[i])[:2]  # stable: ties to the lower input
         gene += [(ops[keep[int(np.argmax(w[i]))]], i) for i in edges]
-        start += n_in
     return tuple(gene)
 
 

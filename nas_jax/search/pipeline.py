@@ -40,25 +40,10 @@ class SearchSpecMismatchError(UserError):
     """The search directory holds a search run with another config."""
 
 
-def load_search_data(config) -> Dataset:
-    """The dataset of ``config.dataset``; ``digits`` at its native 8×8 if ``search.digits_native``."""
-    options = {"native": True} if config.dataset == "digits" and config.search.digits_native else {}
-    return load_dataset(config.dataset, config.data_dir or None, **options)
-
-
 def split_halves(x: np.ndarray, y: np.ndarray):
     """The first half trains the weights, the second half α (docs/protocol.md §g: [0, n/2) and [n/2, n))."""
     half = len(y) // 2
     return (x[:half], y[:half]), (x[half : 2 * half], y[half : 2 * half])
-
-
-def build_supernet(config, dataset: Dataset) -> Supernet:
-    """The §b.5 supernet of ``config.arch`` with ``search.skip_gamma``, ``search.steps`` and ``search.primitives``."""
-    s = config.search
-    searcher, settings = resolve(s)
-    return supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
-                                steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())), searcher=searcher,
-                                **({"partial_k": int(settings["k"])} if "k" in settings else {}))
 
 
 def search_spec(config, dataset: Dataset) -> dict:
@@ -81,13 +66,6 @@ def search_spec(config, dataset: Dataset) -> dict:
     return {"dataset": config.dataset, "image_shape": list(dataset.x_train.shape[1:]),
             "n_train": len(dataset.y_train), "seed": int(config.seed), "arch": arch, "train": train,
             "search": search}
-
-
-def check_spec(directory: Path, spec: dict) -> None:
-    """Write the spec of a new search, or refuse to resume one run with another config."""
-    rundir.check_spec(directory, spec, refusal=f"{directory} holds a search with a different config",
-                      fix="Use another --workdir for this setting, or delete that directory to search again.",
-                      error=SearchSpecMismatchError)
 
 
 class Batches:
@@ -130,19 +108,17 @@ class Batches:
 
 
 def epoch_row(epoch: int, step: int, sums: np.ndarray, state: darts.SearchState, model: Supernet, lr: float,
-              seconds: float, genotype: Genotype | None = None) -> dict:
-    """The log row of one epoch: metrics, the mixing weights and the derived genotype (``genotype``: random
-    search's best candidate instead)."""
+              seconds: float, genotype: Genotype) -> dict:
+    """The log row of one epoch: metrics, the mixing weights and the genotype found so far."""
     tl, tc, tn, vl, vc, vn = (float(v) for v in sums)
     arch = jax.device_get(state.arch)
-    g = genotype if genotype is not None else derive_genotype(arch, model.skip_gamma, model.ops, model.steps,
-                                                              model.multiplier, model.searcher)
     weights = {kind: mean_weights(arch, kind, model.searcher, model.skip_gamma, model.ops, model.steps)
                for kind in ("normal", "reduce")}
     return {"epoch": epoch, "step": step, "train_loss": tl / tn, "train_accuracy": tc / tn, "val_loss": vl / vn,
             "val_accuracy": vc / vn, "lr": lr, "seconds": seconds,
             "weights_normal": weights["normal"].tolist(), "weights_reduce": weights["reduce"].tolist(),
-            "genotype": g.to_json(), "normal_skip_connects": sum(op == "skip_connect" for op, _ in g.normal)}
+            "genotype": genotype.to_json(),
+            "normal_skip_connects": sum(op == "skip_connect" for op, _ in genotype.normal)}
 
 
 def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, max_steps: int | None = None,
@@ -152,30 +128,36 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     ``max_steps`` stops after that many steps, as a kill would. Returns ``{'state',
     'interrupted', 'step', 'log', 'genotype', 'genotype_path', 'figures', 'model'}``.
     """
-    workdir = Path(workdir)
+    workdir, s = Path(workdir), config.search
     sdir = workdir / "search"
-    resolve(config.search)  # an unknown searcher or bad settings: refused before the data is loaded
-    dataset = dataset or load_search_data(config)
+    searcher, settings = resolve(s)  # an unknown searcher or bad settings: refused before the data is loaded
+    if dataset is None:  # digits at its native 8×8 with search.digits_native
+        options = {"native": True} if config.dataset == "digits" and s.digits_native else {}
+        dataset = load_dataset(config.dataset, config.data_dir or None, **options)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
     batches = Batches(config, dataset.x_train, dataset.y_train, mesh)
     spe, epochs = batches.steps_per_epoch, config.train.epochs
-    model = build_supernet(config, dataset)
+    # The §b.5 supernet of config.arch with search.skip_gamma, search.steps and search.primitives.
+    model = supernet_from_config(config.arch, dataset.num_classes, dataset.mean, dataset.std, s.skip_gamma,
+                                 steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())), searcher=searcher,
+                                 **({"partial_k": int(settings["k"])} if "k" in settings else {}))
     sc = darts.step_config(config, spe * batches.real)
-    check_spec(sdir, search_spec(config, dataset))
+    # A new search writes its spec; resuming one run with another config is refused.
+    rundir.check_spec(sdir, search_spec(config, dataset), refusal=f"{sdir} holds a search with a different config",
+                      fix="Use another --workdir for this setting, or delete that directory to search again.",
+                      error=SearchSpecMismatchError)
 
     state = darts.create_search_state(model, sc, config.seed, dataset.x_train.shape[1:])
     state = jax.device_put(state, parallel.replicated(mesh))
     step_fn = darts.make_search_step(model, sc, config.seed, mesh)
     schedule = darts.weight_schedule(sc)
-    s = config.search
     iterations, es_factor = int(s.get("hessian_iterations", 0)), float(s.get("early_stop_factor", 0.0))
     if es_factor > 0 and iterations < 1:
         raise ValueError("search.early_stop_factor > 0 (DARTS-ES) needs the eigenvalue: set "
                          "--config.search.hessian_iterations >= 1 (e.g. 20).")
     eigen_fn = smoothness.make_eigenvalue_fn(model, iterations, mesh) if iterations else None
     eigen_batches = batches.hessian_batches(int(s.get("hessian_batches", 2))) if iterations else None
-    pick = None
     if not model.searcher.trains_alpha:  # no α to derive from: rank fixed random candidates every epoch
         name = model.searcher.name
         if es_factor > 0:
@@ -184,21 +166,24 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
         if model.skip_gamma != 1.0:
             raise UserError(f"search.skip_gamma (mitigation ii) scales the skip op's mixing weight; "
                             f"search.method={name!r} samples paths uniformly and has none: set it to 1.")
-        settings = dict(sc.settings)
         cands = random_search.candidates(config.seed, int(settings["candidates"]), model.steps, model.ops)
         rank_fn = random_search.make_rank_fn(model, mesh)
         rank_batches = batches.hessian_batches(int(settings["eval_batches"]))
 
-        def pick(state):
-            acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
-            best = random_search.best_candidate(acc, loss)
-            return random_search.genotype_of(cands, best, model.ops, model.steps, model.multiplier), acc[best]
+    def pick(state):
+        """The genotype so far: derived from α, or random search's best candidate (and its accuracy)."""
+        if model.searcher.trains_alpha:
+            return derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
+                                   model.multiplier, model.searcher), None
+        acc, loss = jax.device_get(rank_fn(state, *rank_batches, cands))
+        best = random_search.best_candidate(acc, loss)
+        return random_search.genotype_of(cands, best, model.ops, model.steps, model.multiplier), acc[best]
 
     def end_epoch(state, epoch, step, sums, seconds):
-        best = pick(state) if pick is not None else (None, None)
-        row = epoch_row(epoch, step, sums, state, model, float(schedule((step * batches.real) - 1)), seconds, best[0])
-        if best[1] is not None:
-            row["candidate_val_accuracy"] = float(best[1])
+        genotype, accuracy = pick(state)
+        row = epoch_row(epoch, step, sums, state, model, float(schedule((step * batches.real) - 1)), seconds, genotype)
+        if accuracy is not None:
+            row["candidate_val_accuracy"] = float(accuracy)
         if eigen_fn is not None:
             key = jax.random.fold_in(jax.random.key(config.seed), epoch)
             row["hessian_eigenvalue"] = float(eigen_fn(state, *eigen_batches, key))
@@ -213,36 +198,26 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
     loop = Loop(sdir, spe, epochs, lambda state, step: step_fn(state, *batches(step)), end_epoch, (6,),
                 ("search_log.jsonl",), f"search {sc.searcher.name} {sc.hypergradient} n_step={sc.n_step} "
                 f"γ={config.search.skip_gamma}", show, config.train.checkpoint_every_steps,
-                stop=lambda logs: _early_stop(logs[0], es_factor) is not None, tb_dir=tb_dir, tb_prefix="search",
-                tb_keys=("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "normal_skip_connects",
-                         "hessian_eigenvalue"))
+                stop=lambda logs: smoothness.early_stop_epoch(_eigenvalues(logs[0]), es_factor) is not None,
+                tb_dir=tb_dir, tb_prefix="search", tb_keys=("train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                                            "lr", "normal_skip_connects", "hessian_eigenvalue"))
     done = run(loop, state, max_steps=max_steps, progress=progress)
     state, step, log = done.state, done.step, done.logs[0]
     if done.interrupted:
         return {"state": state, "interrupted": True, "step": step, "model": model}
-    stopped = _early_stop(log, es_factor)
+    stopped = smoothness.early_stop_epoch(_eigenvalues(log), es_factor)  # DARTS-ES (None: not stopped)
     main = parallel.is_main_process()
     if stopped is not None:  # DARTS-ES: the genotype of the epoch with the smallest eigenvalue before the stop
         best = smoothness.minimum_epoch(_eigenvalues(log), stopped)
         genotype = genotype_from_dict(log[best]["genotype"], f"search log epoch {best}")
-    elif pick is not None:
-        genotype = pick(state)[0]
     else:
-        genotype = derive_genotype(jax.device_get(state.arch), model.skip_gamma, model.ops, model.steps,
-                                   model.multiplier, model.searcher)
+        genotype = pick(state)[0]
     out = {"state": state, "interrupted": False, "step": step, "log": log, "genotype": genotype,
            "model": model, "genotype_path": workdir / GENOTYPE_FILE, "figures": [], "early_stopped_epoch": stopped}
     if main:
         save_genotype(genotype, out["genotype_path"])
         out["figures"] = write_figures(workdir, log, model, genotype)
     return out
-
-
-def _early_stop(log: list[dict], factor: float) -> int | None:
-    """The DARTS-ES stopping epoch of the logged eigenvalues (None: keep searching)."""
-    if factor <= 0 or not log:
-        return None
-    return smoothness.early_stop_epoch(_eigenvalues(log), factor)
 
 
 def _eigenvalues(log: list[dict]) -> list[float]:
