@@ -68,6 +68,13 @@ def search_spec(config, dataset: Dataset) -> dict:
             "search": search}
 
 
+def check_spec(directory: Path, spec: dict) -> None:
+    """Write the spec of a new search, or refuse to resume one run with another config."""
+    rundir.check_spec(directory, spec, refusal=f"{directory} holds a search with a different config",
+                      fix="Use another --workdir for this setting, or delete that directory to search again.",
+                      error=SearchSpecMismatchError)
+
+
 class Batches:
     """Host batches of a step: ``n_step`` train batches and one α batch, from the step counter alone.
 
@@ -143,10 +150,7 @@ def run_search(config, workdir: str | Path, *, dataset: Dataset | None = None, m
                                  steps=s.get("steps", 4), ops=tuple(s.get("primitives", ())), searcher=searcher,
                                  **({"partial_k": int(settings["k"])} if "k" in settings else {}))
     sc = darts.step_config(config, spe * batches.real)
-    # A new search writes its spec; resuming one run with another config is refused.
-    rundir.check_spec(sdir, search_spec(config, dataset), refusal=f"{sdir} holds a search with a different config",
-                      fix="Use another --workdir for this setting, or delete that directory to search again.",
-                      error=SearchSpecMismatchError)
+    check_spec(sdir, search_spec(config, dataset))
 
     state = darts.create_search_state(model, sc, config.seed, dataset.x_train.shape[1:])
     state = jax.device_put(state, parallel.replicated(mesh))
