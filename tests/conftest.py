@@ -14,3 +14,17 @@ _cache = os.environ.get("NAS_JAX_TEST_JIT_CACHE", str(Path(tempfile.gettempdir()
 if _cache:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module. A worker that holds every program of the
+    suite's modules crashed while writing one more to the persistent cache (a segfault in
+    ``put_executable_and_time``, as the study grid did before it cleared its caches after each cell)."""
+    yield
+    import jax
+
+    jax.clear_caches()
