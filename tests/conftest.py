@@ -10,13 +10,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 _cache = os.environ.get("NAS_JAX_TEST_JIT_CACHE", str(Path(tempfile.gettempdir()) / "nas_jax_test_xla_cache"))
 if _cache:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
