@@ -56,7 +56,7 @@ def _measure(net, variables, g, x, y, batches, s, ops=None) -> float:
     t0 = time.perf_counter()
     v = variables
     if ops is not None:
-        v = {**v, space.GENOTYPE: {k: jnp.asarray(a) for k, a in space.genotype_arrays(g, ops).items()}}
+        v = space.with_genotype(v, g, ops)
     v = bn_variables(net, v, "calibrated", batches, 0)
     properties(net.apply, v, x, y, jax.random.key(1), s, NUM_CLASSES)
     return time.perf_counter() - t0
@@ -79,7 +79,7 @@ def _breakdown(net, variables, genotypes, x, y, batches, s) -> dict[str, float]:
     }
     times: dict[str, list[float]] = {k: [] for k in parts}
     for g in genotypes:
-        v = {**variables, space.GENOTYPE: {k: jnp.asarray(a) for k, a in space.genotype_arrays(g).items()}}
+        v = space.with_genotype(variables, g)
         v = bn_variables(net, v, "calibrated", batches, 0)
         for name, part in parts.items():
             t0 = time.perf_counter()
@@ -161,7 +161,7 @@ def main() -> None:
     g = genotypes[0]
     own = DartsNetwork(g, **kw)
     v_own = own.init(jax.random.key(0), xb[:1])
-    v_space = {**variables, space.GENOTYPE: {k: jnp.asarray(v) for k, v in space.genotype_arrays(g).items()}}
+    v_space = space.with_genotype(variables, g)
     cost = {"per-genotype network": _loss_grad_cost(own, v_own, xb, yb),
             "space network": _loss_grad_cost(net, v_space, xb, yb)}
     load_after = loadavg()[0]

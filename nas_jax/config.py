@@ -57,6 +57,10 @@ def base_config(task: str, preset: str = "quick") -> ml_collections.ConfigDict:
     # Compute dtype of the activations: 'float32' | 'bfloat16'. Parameters, optimiser state, BN
     # statistics, the loss and attack perturbations stay float32; a bfloat16 victim is its own zoo entry.
     c.arch.dtype = "float32"
+    # NAS genotypes in the one compiled program of their shape (models/space.py): every genotype of a shape
+    # shares its train step, evaluation and attacks instead of compiling its own. Other initial weights than
+    # the per-genotype network's, so its own zoo entry ({preset}_space). docs/space.md says where it pays.
+    c.arch.space_network = False
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = pick(8, 4, 600)

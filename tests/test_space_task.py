@@ -108,6 +108,7 @@ def test_a_tiny_space_study_samples_measures_trains_attacks_reports_and_resumes(
     assert {r["setting"]["family"] for r in records} == {"random", "nas"}
     for r in records:
         assert all(k in r["metrics"] for k in task.PROPERTIES) and r["n"] == 4
+    assert {p.name for p in (tmp_path / "zoo").glob("*/*/*") if p.is_dir()} == {"quick_space"}  # one program
     cells = sorted(p.parent.relative_to(workdir / "grid" / "cells").parts[0] for p in
                    (workdir / "grid" / "cells").glob("**/cell.json"))
     assert cells == ["pgd"] * 2 + ["train"] * 2

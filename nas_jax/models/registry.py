@@ -14,6 +14,7 @@ from nas_jax.models import genotypes
 from nas_jax.models.common import compute_dtype
 from nas_jax.models.darts import DartsNetwork
 from nas_jax.models.manual import MANUAL_MODELS
+from nas_jax.models.space import SpaceNetwork, program_ops
 
 # The 7 manual models of the study (§c.3), in the paper's Table 1 order.
 MANUAL_ZOO = ("bit", "densenet", "dla", "resnet", "resnext", "vgg", "wideresnet")
@@ -57,10 +58,12 @@ def model_family(name: str) -> str:
 def build_model(name: str, *, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
                 init_channels: int = 36, layers: int = 20, auxiliary: bool = False, dropout: float = 0.2,
                 drop_path: bool = False, width_multiplier: float = 1.0, conv_impl: str = "auto",
-                dtype: str = "float32") -> nn.Module:
+                dtype: str = "float32", space_network: bool = False) -> nn.Module:
     """Build a zoo model. NAS knobs: init_channels (C), layers (L), auxiliary,
-    dropout (per-op), drop_path. Manual knob: width_multiplier. Both: ``dtype`` ('float32' | 'bfloat16'),
-    the compute dtype of the activations (parameters, BN statistics and logits stay float32)."""
+    dropout (per-op), drop_path, and ``space_network``: the genotype runs in the one program of its shape
+    (:class:`~nas_jax.models.space.SpaceNetwork`: the same network, initialised differently). Manual knob:
+    width_multiplier. Both: ``dtype`` ('float32' | 'bfloat16'), the compute dtype of the activations
+    (parameters, BN statistics and logits stay float32)."""
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     dt = compute_dtype(dtype)
     if model_family(name) == "manual":
@@ -68,9 +71,12 @@ def build_model(name: str, *, num_classes: int, mean: tuple[float, ...], std: tu
                                    dtype=dt)
     if layers < 3:
         raise ValueError(f"a NAS network needs at least 3 layers (two are reduction cells), got {layers}.")
-    return DartsNetwork(genotypes.get_genotype(name), num_classes=num_classes, mean=mean, std=std,
-                        init_channels=init_channels, layers=layers, auxiliary=auxiliary, dropout=dropout,
-                        use_drop_path=drop_path, conv_impl=conv_impl, dtype=dt)
+    g = genotypes.get_genotype(name)
+    kwargs = {"init_channels": init_channels, "layers": layers, "auxiliary": auxiliary, "dropout": dropout,
+              "use_drop_path": drop_path, "conv_impl": conv_impl, "dtype": dt}
+    if space_network:
+        return SpaceNetwork(g, num_classes=num_classes, mean=mean, std=std, space_ops=program_ops([g]), **kwargs)
+    return DartsNetwork(g, num_classes=num_classes, mean=mean, std=std, **kwargs)
 
 
 # The fields of a config's ``arch`` section that are build_model's arguments of the same name.
@@ -79,6 +85,6 @@ ARCH_FIELDS = ("init_channels", "layers", "auxiliary", "dropout", "drop_path", "
 
 def build_from_config(name: str, arch, num_classes: int, mean, std) -> nn.Module:
     """Build from a config's ``arch`` section (see configs/common.py)."""
-    # configs stored before mixed precision have no arch.dtype
+    # configs stored before mixed precision have no arch.dtype, before the space network no arch.space_network
     return build_model(name, num_classes=num_classes, mean=mean, std=std, dtype=arch.get("dtype", "float32"),
-                       **{field: arch[field] for field in ARCH_FIELDS})
+                       space_network=arch.get("space_network", False), **{field: arch[field] for field in ARCH_FIELDS})

@@ -117,12 +117,6 @@ def sample(s: SpaceSettings, workdir: Path) -> list[tuple[str, Genotype, str]]:
     return out + [(name, get_genotype(name), "nas") for name in s.named]
 
 
-def space_ops(genotypes: list[Genotype]) -> tuple[str, ...]:
-    """The ops of a program for ``genotypes``: the space's, plus the other zoo ops any of them uses."""
-    used = {op for g in genotypes for op, _ in (*g.normal, *g.reduce)}
-    return tuple(op for op in space.ZOO_OPS if op in space.SPACE_OPS or op in used)
-
-
 def properties(apply_fn, variables, x, y, key, s: SpaceSettings, num_classes: int) -> dict:
     """The properties at initialisation of the network ``variables`` holds (eval mode, §4 and §5.3)."""
     k1, k2 = jax.random.split(key)
@@ -162,7 +156,7 @@ def measure_properties(config, s: SpaceSettings, genotypes: list[tuple[str, Geno
         by_shape.setdefault(space.shape_of(t[1]), []).append(t)
     written = 0
     for shape, members in by_shape.items():
-        ops = space_ops([g for _, g, _ in members])
+        ops = space.program_ops([g for _, g, _ in members])
         net = space.SpaceNetwork(members[0][1], num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std,
                                  init_channels=config.arch.init_channels, layers=config.arch.layers, dropout=0.0,
                                  conv_impl=config.arch.conv_impl, space_ops=ops)
@@ -175,7 +169,7 @@ def measure_properties(config, s: SpaceSettings, genotypes: list[tuple[str, Geno
             variables = jax.jit(net.init)(jax.random.key(seed), jnp.asarray(x[:1]))
             for j, (name, g, family) in enumerate(todo):
                 t0, start = time.perf_counter(), results.now()
-                v = {**variables, space.GENOTYPE: {k: jnp.asarray(a) for k, a in space.genotype_arrays(g, ops).items()}}
+                v = space.with_genotype(variables, g, ops)
                 v = bn_variables(net, v, s.bn, batches, seed)
                 metrics = properties(net.apply, v, x, y, jax.random.fold_in(jax.random.key(seed), 1), s,
                                      dataset.num_classes)

@@ -35,16 +35,23 @@ from nas_jax.train.sampler import EpochSampler
 
 class TrainState(flax.struct.PyTreeNode):
     """The step, the model's variables in its own layout (a DARTS network's scanned cells stacked) and the
-    optimiser state over them."""
+    optimiser state over them. ``fixed``: the variables the step reads but neither trains nor updates, the same
+    in every member of a population: a space network's genotype (``architecture_variables``,
+    models/space.py), ``{}`` for every other model."""
 
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
+    fixed: Any = flax.struct.field(default_factory=dict)
 
     @property
     def variables(self) -> dict:
-        return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": self.params, "batch_stats": self.batch_stats, **self.fixed}
+
+
+# vmap axes of a population's states: every member's own step, weights and optimiser state; one ``fixed``.
+POPULATION_AXES = TrainState(0, 0, 0, 0, None)
 
 
 def cosine_per_epoch(lr: float, epochs: int, steps_per_epoch: int, final_lr: float = 0.0):
@@ -89,16 +96,25 @@ def _init_jit(model: nn.Module, pkey, dkey, image_shape: tuple[int, ...]):
     return model.init({"params": pkey, "dropout": dkey}, jnp.zeros((2, *image_shape), jnp.float32), train=False)
 
 
+def architecture_variables(model: nn.Module) -> dict:
+    """The variables that choose ``model``'s architecture inside a program shared by many (a space network's
+    genotype, models/space.py); ``{}`` for a model whose architecture is its program."""
+    return model.architecture_variables() if hasattr(model, "architecture_variables") else {}
+
+
 def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
-    """Initialise params and batch_stats (BiT has no BatchNorm: empty batch_stats)."""
+    """Initialise params and batch_stats (BiT has no BatchNorm: empty batch_stats), with the model's
+    :func:`architecture_variables` (added after the compiled init, which is then the shared program's)."""
     pkey, dkey = jax.random.split(key)
     variables = _init_jit(model, pkey, dkey, tuple(image_shape))
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
+            **architecture_variables(model)}
 
 
 def create_state(model: nn.Module, tx, key: jax.Array, image_shape: tuple[int, ...]) -> TrainState:
     v = init_variables(model, key, image_shape)
-    return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], tx.init(v["params"]))
+    fixed = {k: t for k, t in v.items() if k not in ("params", "batch_stats")}
+    return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], tx.init(v["params"]), fixed)
 
 
 # ----------------------------------------------------------------------------
@@ -127,7 +143,8 @@ def make_train_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, seed
     seeds = seed if isinstance(seed, tuple) else (seed,)
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     if isinstance(seed, tuple):
-        raw, data = jax.vmap(raw), NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+        raw = jax.vmap(raw, in_axes=(POPULATION_AXES, 0, 0, 0), out_axes=(POPULATION_AXES, 0))
+        data = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
     jitted = jax.jit(raw, in_shardings=(rep, data, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
     # The seeds' keys are an argument, not constants of the program: every seed of a model runs (and the
     # persistent cache keeps) one compiled step. Passed as their raw uint32 data, which every process can place.
@@ -167,7 +184,7 @@ def keyed_step(model: nn.Module, tx, tcfg, arch, steps_per_epoch: int, batch_tra
 
         def loss_fn(params):
             logits, mutated = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                {**state.variables, "params": params}, images, train=True,
                 rngs={"dropout": dropout_key}, mutable=["batch_stats", "intermediates"], **kwargs)
             loss = cross_entropy(logits, labels)
             if aux_weight:
@@ -241,14 +258,15 @@ def evaluate(predict, variables, images_u8: np.ndarray, labels: np.ndarray, mesh
 # ----------------------------------------------------------------------------
 
 
-def stack(trees: list):
-    """Trees of equal structure stacked on a new leading (member) axis."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+def stack(states: list[TrainState]) -> TrainState:
+    """Members' states stacked on a new leading axis (:data:`POPULATION_AXES`: ``fixed`` is shared)."""
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[s.replace(fixed={}) for s in states])
+    return stacked.replace(fixed=jax.tree_util.tree_map(jnp.copy, states[0].fixed))  # the step donates its input
 
 
-def member(tree, i: int):
-    """The ``i``-th member of a stacked pytree."""
-    return jax.tree_util.tree_map(lambda x: x[i], tree)
+def member(states: TrainState, i: int) -> TrainState:
+    """The ``i``-th member of stacked states."""
+    return jax.tree_util.tree_map(lambda x: x[i], states.replace(fixed={})).replace(fixed=states.fixed)
 
 
 @functools.partial(jax.jit, static_argnums=1)

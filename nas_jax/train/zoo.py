@@ -79,11 +79,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def leaf_prefix(config) -> str:
-    """``{preset}``, or ``{preset}_{dtype}`` for a compute dtype other than float32 (a bfloat16 victim
-    is its own entry next to the float32 one)."""
+def leaf_prefix(config, model_name: str) -> str:
+    """``{preset}``, ``{preset}_{dtype}`` for a compute dtype other than float32, ``…_space`` for a NAS model in
+    the space network: a bfloat16 or space-network victim is its own entry next to the float32 one."""
     dtype = config.arch.get("dtype", "float32")
-    return config.preset if dtype == "float32" else f"{config.preset}_{dtype}"
+    prefix = config.preset if dtype == "float32" else f"{config.preset}_{dtype}"
+    space = config.arch.get("space_network", False) and model_family(model_name) == "nas"
+    return f"{prefix}_space" if space else prefix
 
 
 def model_folder(model_name: str) -> str:
@@ -97,8 +99,9 @@ def model_folder(model_name: str) -> str:
 
 def run_dir(config, model_name: str) -> Path:
     """``{zoo_dir}/{dataset}/{model}/{preset}``, ``{preset}_seed{s}`` for a seed other than 0 (seed 0 keeps the
-    path of the single-seed zoo; every seed is its own victim); ``{preset}_bfloat16…`` for bf16 compute."""
-    prefix = leaf_prefix(config)
+    path of the single-seed zoo; every seed is its own victim); ``{preset}_bfloat16…`` for bf16 compute,
+    ``{preset}_space…`` for a NAS model in the space network (:func:`leaf_prefix`)."""
+    prefix = leaf_prefix(config, model_name)
     leaf = prefix if int(config.seed) == 0 else f"{prefix}_seed{int(config.seed)}"
     return Path(config.zoo_dir) / slug(config.dataset) / model_folder(model_name) / leaf
 
@@ -120,9 +123,12 @@ def training_spec(config, model_name: str) -> dict:
     arch.pop("conv_impl")  # an implementation choice, numerically equivalent
     if arch.get("dtype", "float32") == "float32":
         arch.pop("dtype", None)  # float32 specs stay as they were before mixed precision (stored entries keep loading)
+    if not arch.get("space_network", False):
+        arch.pop("space_network", None)  # specs of per-genotype networks stay as they were before the space network
     if model_family(model_name) == "manual":
-        for key in ("init_channels", "layers", "auxiliary", "aux_weight", "dropout", "drop_path", "drop_path_prob"):
-            arch.pop(key)
+        for key in ("init_channels", "layers", "auxiliary", "aux_weight", "dropout", "drop_path", "drop_path_prob",
+                    "space_network"):
+            arch.pop(key, None)
     else:
         arch.pop("width_multiplier")
     train = config.train.to_dict()
@@ -305,7 +311,7 @@ def get_or_train_population(config, model_name: str | None, seeds, dataset: Data
         if missing:
             model = build_from_config(model_name, config.arch, dataset.num_classes, dataset.mean, dataset.std)
             todo = tuple(seeds[i] for i in missing)
-            pop_dir = dirs[0].parent / f"{leaf_prefix(config)}_population_{'-'.join(map(str, todo))}"
+            pop_dir = dirs[0].parent / f"{leaf_prefix(config, model_name)}_population_{'-'.join(map(str, todo))}"
             out = trainer.train_population(model, dataset, config, todo, pop_dir, progress=progress, name=model_name)
             for i, state, acc, log in zip(missing, out["states"], out["test_accuracy"], out["logs"], strict=True):
                 store_entry(dirs[i], state, out["step"], acc, log, how_trained(seeds))
