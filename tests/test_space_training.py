@@ -18,7 +18,7 @@ from nas_jax.models.darts import DartsNetwork
 from nas_jax.models.genotypes import get_genotype
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_worker import tiny_config, tiny_dataset  # noqa: E402
+from train_worker import tiny_config, tiny_dataset
 
 KW = {"num_classes": 10, "mean": (0.5, 0.4, 0.3), "std": (0.25, 0.2, 0.3), "init_channels": 2, "layers": 3,
       "conv_impl": "xla"}
@@ -141,8 +141,8 @@ def test_the_auxiliary_head_is_the_genotype_networks():
     net = space.SpaceNetwork(get_genotype("darts_v2"), auxiliary=True, dropout=0.0, **KW)
     v = reference.init(jax.random.key(2), x)
     w = space.variables_from_network(reference, v, net.init(jax.random.key(1), x))
-    run = lambda m, u: m.apply(u, x, train=True, mutable=["batch_stats", "intermediates"])  # noqa: E731
-    (want, want_vars), (got, got_vars) = run(reference, v), run(net, w)
+    (want, want_vars), (got, got_vars) = (m.apply(u, x, train=True, mutable=["batch_stats", "intermediates"])
+                                          for m, u in ((reference, v), (net, w)))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)  # float32, BN over 2 images
     np.testing.assert_allclose(got_vars["intermediates"]["aux_logits"][0], want_vars["intermediates"]["aux_logits"][0],
                                rtol=1e-4, atol=2e-5)

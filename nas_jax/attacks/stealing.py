@@ -199,7 +199,7 @@ def _adaptive_chunk(carry, query_fn, pool, arm_counts, arm_starts, order, key, *
         labels = jnp.argmax(p_victim, -1) if hard else p_victim
 
         def loss_fn(params):
-            logits, mutated = model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+            logits, mutated = model.apply({**state.variables, "params": params}, x, train=True,
                                           rngs={"dropout": k_drop}, mutable=["batch_stats"])
             return trainer.cross_entropy(logits, labels), mutated.get("batch_stats", {})
 
