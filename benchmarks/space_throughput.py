@@ -10,6 +10,7 @@ sharpness) on ``--n`` images of 32x32x3, at C=``--channels`` with ``--layers`` c
   the total wall time is measured, not extrapolated.
 * per-genotype networks: ``--per-genotype`` genotypes, each with its own networks and programs (what a study over
   genotypes costs today); its seconds per genotype, mostly compilation.
+* over genotypes: the eval forward of up to 8 genotypes one after the other against vmapped over them.
 * the cost of the single program in a training step: the train-mode loss gradient (batch ``--batch``) of both
   networks for one genotype (compile s, ms per step) and their parameter bytes (the unused ops' weights).
 
@@ -88,6 +89,26 @@ def _breakdown(net, variables, genotypes, x, y, batches, s) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _over_genotypes(net, variables, genotypes, x) -> dict[str, float]:
+    """Eval-forward ms per genotype of ``x`` for the genotypes one after the other and vmapped over them (every
+    slot's switch then runs all its ops), both compiled beforehand; best of 3."""
+    arrays = [space.with_genotype({}, g)[space.GENOTYPE] for g in genotypes]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *arrays)
+    one = jax.jit(lambda gen: net.apply({**variables, space.GENOTYPE: gen}, x))
+    many = jax.jit(jax.vmap(lambda gen: net.apply({**variables, space.GENOTYPE: gen}, x)))
+    runs = {"loop": lambda: [one(a) for a in arrays], "vmap": lambda: many(stacked)}
+    out = {}
+    for name, run in runs.items():
+        jax.block_until_ready(run())
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run())
+            best = min(best, time.perf_counter() - t0)
+        out[name] = 1e3 * best / len(genotypes)
+    return out
+
+
 def _loss_grad_cost(net, variables, x, y) -> dict:
     """Compile seconds and median ms of the train-mode loss gradient."""
     def step(v):
@@ -146,6 +167,7 @@ def main() -> None:
     total = time.perf_counter() - t_start
     steady = statistics.median(per[1:]) if len(per) > 1 else float("nan")
     parts = _breakdown(net, variables, genotypes[:5], x, y, batches, s)
+    over = _over_genotypes(net, variables, genotypes[:8], jnp.asarray(x))
     single = {"genotypes": len(per), "total_s": total, "compile_s": per[0] - steady, "steady_s": steady}
 
     separate = []
@@ -187,7 +209,11 @@ def main() -> None:
     lines = [markers(NAME)[0], f"## Properties of many genotypes: one program vs one network per genotype ({NAME})",
              "", setup, "", "| path | genotypes | compile s (once) | s per genotype | genotypes/s | programs |",
              "|---|---|---|---|---|---|", rows, "", summary, "",
-             f"Where a genotype's time goes (median of 5, each part timed alone): {split}.", "", training, "",
+             f"Where a genotype's time goes (median of 5, each part timed alone): {split}.", "",
+             (f"Over genotypes: the eval forward of {a.n} images for {min(8, len(genotypes))} genotypes takes "
+              f"{over['loop']:.1f} ms per genotype one after the other and {over['vmap']:.1f} ms vmapped over them "
+              f"({over['vmap'] / over['loop']:.1f}×: under vmap every slot runs all its ops), so the properties "
+              "loop over genotypes."), "", training, "",
              "| network | compile s | ms per step | parameters MiB |", "|---|---|---|---|",
              *(f"| {k} | {v['compile_s']:.1f} | {v['step_ms']:.1f} | {v['param_mb']:.2f} |" for k, v in cost.items()),
              markers(NAME)[1]]

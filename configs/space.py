@@ -21,7 +21,7 @@ def get_config(preset: str = "quick"):
     c = base_config("space", preset)
     c.space = SpaceSettings.section(c.preset)  # the settings' defaults: nas_jax/tasks/space.py
     c.seeds = (0,)
-    # The trained cells too run in their shape's one program (docs/space.md: ~20% faster steps on a CPU, no
-    # compile per genotype); False trains each as its own network.
+    # The trained cells too run in their shape's one program: no compile per genotype (docs/space.md: on a
+    # 2-core CPU about as fast as a network per genotype); False trains each as its own network.
     c.arch.space_network = True
     return c
