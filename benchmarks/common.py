@@ -165,6 +165,15 @@ def markers(name: str) -> tuple[str, str]:
 SECTIONS_ENV = "NAS_JAX_BENCH_SECTIONS"  # set (a folder): sections go to {folder}/{name}.md, not BENCHMARKS.md
 
 
+def publish(name: str, lines: list[str], write: bool) -> None:
+    """Print the section ``lines`` (markers included) and, with ``write`` or under benchmarks/gpu_suite.sh, store
+    it (:func:`update_benchmarks_md`)."""
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if write or SECTIONS_ENV in os.environ:
+        update_benchmarks_md(name, section)
+
+
 def update_benchmarks_md(name: str, section: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the section ``name``; ``section`` must start and end with its markers.
 

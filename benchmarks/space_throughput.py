@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import time
 
@@ -35,11 +34,10 @@ from common import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     NUM_CLASSES,
-    SECTIONS_ENV,
-    cpu_model,
+        cpu_model,
     loadavg,
     markers,
-    update_benchmarks_md,
+    publish,
 )
 
 from nas_jax.models import space
@@ -217,10 +215,7 @@ def main() -> None:
              "| network | compile s | ms per step | parameters MiB |", "|---|---|---|---|",
              *(f"| {k} | {v['compile_s']:.1f} | {v['step_ms']:.1f} | {v['param_mb']:.2f} |" for k, v in cost.items()),
              markers(NAME)[1]]
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if not a.no_write or SECTIONS_ENV in os.environ:
-        update_benchmarks_md(NAME, section)
+    publish(NAME, lines, write=not a.no_write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SECTIONS_ENV, cpu_model, loadavg, markers, update_benchmarks_md
+from common import cpu_model, loadavg, markers, publish
 
 NAME = "space_training"
 PATHS = {"space": "one program per shape (SpaceNetwork)", "genotype": "one network per genotype (DartsNetwork)"}
@@ -112,10 +112,7 @@ def main() -> None:
     lines += ["", (f"After the first genotype, a genotype takes **{later['space']:.0f} s** in the one program and "
                    f"{later['genotype']:.0f} s as its own network (ratio {later['space'] / later['genotype']:.2f}); "
                    f"the first takes {first['space']:.0f} s and {first['genotype']:.0f} s."), markers(NAME)[1]]
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if not a.no_write or SECTIONS_ENV in os.environ:
-        update_benchmarks_md(NAME, section)
+    publish(NAME, lines, write=not a.no_write)
 
 
 if __name__ == "__main__":
