@@ -172,7 +172,8 @@ def test_zoo_trains_once_then_restores_and_refuses_mismatch(tmp_path):
 
 
 def test_a_zoo_checkpoint_is_a_plain_orbax_pytree_and_older_formats_are_refused(tmp_path):
-    """docs/provenance.md's five lines restore a trained victim with orbax alone; an entry of the earlier packed
+    """docs/provenance.md's five lines restore a trained victim with orbax alone (its state: step, params,
+    batch_stats, opt_state, as before the train state had ``fixed`` variables); an entry of the earlier packed
     format is refused by its spec, a packed checkpoint elsewhere with the directory to delete."""
     import orbax.checkpoint as ocp
 
@@ -183,6 +184,8 @@ def test_a_zoo_checkpoint_is_a_plain_orbax_pytree_and_older_formats_are_refused(
     manager = ocp.CheckpointManager(entry.run_dir / "checkpoints", item_names=("state",))
     step = manager.latest_step()
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    # the format of the entries written before the train state had ``fixed`` variables, which therefore restore
+    assert set(state) == {"step", "params", "batch_stats", "opt_state"}
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     np.testing.assert_array_equal(entry.model.apply(variables, ds.x_test[:8] / 255.0),
                                   entry.model.apply(entry.variables, ds.x_test[:8] / 255.0))

@@ -1,7 +1,8 @@
 """Orbax checkpoints of a run's state; the only module that imports orbax.
 
-A checkpoint is a plain orbax pytree (item ``state``: step, variables, optimiser state; docs/provenance.md shows
-how to restore it with orbax alone) plus JSON items ``layout`` (every leaf's path, shape and dtype) and
+A checkpoint is a plain orbax pytree (item ``state``: step, variables, optimiser state, and a space network's
+``fixed`` genotype; docs/provenance.md shows how to restore it with orbax alone) plus JSON items ``layout``
+(every leaf's path, shape and dtype) and
 ``progress`` (a mid-epoch checkpoint's running sums). Writes are atomic and run in the background; a failed write
 is reported at the next save or at :meth:`Checkpointer.close`, which a finished run calls before it records
 anything. Restoring refuses a layout that differs (never a partial load); an unreadable checkpoint raises
@@ -12,6 +13,7 @@ with the fix.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -50,6 +52,16 @@ def host_copy(tree):
     device buffer could be donated and overwritten). Replicated state: this process's first shard is the whole
     value (multi-host safe)."""
     return jax.tree_util.tree_map(lambda x: np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
+
+
+def _as_stored(tree):
+    """What orbax writes for ``tree``: a dataclass state as the dict of its fields, an empty one left out
+    (checkpoints written before the train state had ``fixed`` variables have no such entry); any other tree
+    as it is."""
+    if not dataclasses.is_dataclass(tree):
+        return tree
+    fields = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
+    return {k: v for k, v in fields.items() if not (isinstance(v, dict) and not v)}
 
 
 def _describe_mismatch(stored: list, wanted: list) -> str:
@@ -94,7 +106,7 @@ class Checkpointer:
         """Start saving ``state`` at ``step``, with an optional JSON-able ``progress`` dict (see
         :meth:`restore_progress`); the previous save is finished (and its failure reported) first."""
         self.wait()
-        args = ocp.args.Composite(state=ocp.args.StandardSave(host_copy(state)),
+        args = ocp.args.Composite(state=ocp.args.StandardSave(host_copy(_as_stored(state))),
                                   layout=ocp.args.JsonSave(layout(state)),
                                   progress=ocp.args.JsonSave(progress or {}))
         self._writing = step
@@ -163,9 +175,10 @@ class Checkpointer:
                 f"{_describe_mismatch(stored, wanted)}. It was written for another architecture or config; "
                 "use another zoo directory/preset, or delete it to retrain."
             )
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _as_stored(template))
         replicated = parallel.replicated(parallel.data_mesh())  # for a template without shardings (eval_shape)
-        return self._read(step, state=ocp.args.StandardRestore(abstract, fallback_sharding=replicated))["state"]
+        state = self._read(step, state=ocp.args.StandardRestore(abstract, fallback_sharding=replicated))["state"]
+        return dataclasses.replace(template, **state) if dataclasses.is_dataclass(template) else state
 
     def restore_progress(self, step: int) -> dict:
         """The ``progress`` dict saved with ``step``; {} for checkpoints written without one."""
