@@ -42,7 +42,7 @@ for name in ("darts", "snas", "snas"):
     n0 = len(events)
     e = zoo.get_or_train(c, name, ds, progress=False)
     x = ds.x_test[:8] / 255.0
-    own = e.model.apply({k: e.variables[k] for k in ("params", "batch_stats")}, x)  # snas's arrays as constants
+    own = e.model.apply({k: e.variables[k] for k in ("params", "batch_stats")}, x)  # its genotype as constants
     want = space.genotype_arrays(get_genotype(name), e.model.space_ops)
     out.setdefault(name, []).append({
         "requests": events[n0:].count("/jax/compilation_cache/compile_requests_use_cache"),

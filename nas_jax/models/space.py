@@ -57,7 +57,7 @@ def with_genotype(variables: dict, g: Genotype, ops: tuple[str, ...] = SPACE_OPS
     return {**variables, GENOTYPE: {k: jnp.asarray(a) for k, a in genotype_arrays(g, ops).items()}}
 
 
-def _placeholder_arrays(shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+def _shape_arrays(shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Genotype arrays of ``shape`` that :meth:`SpaceNetwork.init` traces with, so that its program is the
     shape's, not a genotype's (initialisation runs every op of every slot)."""
     steps, normal, reduce = shape
@@ -186,7 +186,7 @@ class SpaceNetwork(DartsNetwork):
         if self.has_variable(GENOTYPE, "normal_ops"):
             g = self.variables[GENOTYPE]
         elif self.is_initializing():
-            g = _placeholder_arrays(shape_of(self.genotype))
+            g = _shape_arrays(shape_of(self.genotype))
         else:
             g = genotype_arrays(self.genotype, self.space_ops)
         return {kind == "reduce": (jnp.asarray(g[f"{kind}_ops"]), jnp.asarray(g[f"{kind}_inputs"]),

@@ -2,10 +2,9 @@
 
 A checkpoint is a plain orbax pytree (item ``state``: step, variables, optimiser state, and a space network's
 ``fixed`` genotype; docs/provenance.md shows how to restore it with orbax alone) plus JSON items ``layout``
-(every leaf's path, shape and dtype) and
-``progress`` (a mid-epoch checkpoint's running sums). Writes are atomic and run in the background; a failed write
-is reported at the next save or at :meth:`Checkpointer.close`, which a finished run calls before it records
-anything. Restoring refuses a layout that differs (never a partial load); an unreadable checkpoint raises
+(every leaf's path, shape and dtype) and ``progress`` (a mid-epoch checkpoint's running sums). Writes are atomic
+and run in the background; a failed write is reported at the next save or at :meth:`Checkpointer.close`, which a
+finished run calls before it records anything. Restoring refuses a layout that differs (never a partial load); an unreadable checkpoint raises
 :class:`CheckpointCorruptError` and the loop falls back to the previous one; the earlier packed format is refused
 with the fix.
 """
